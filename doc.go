@@ -1,0 +1,58 @@
+// Package replog is an embeddable, replicated, partitioned, durable log for
+// Go programs: what Kafka gives a data centre, linked into the program.
+//
+// A [Log] is one node. It holds topics; a topic has partitions; each
+// partition is a Raft group (run by dragonboat) whose state machine appends
+// record batches to a Pebble store. Offsets are assigned when a batch is
+// applied, so they are dense and the same on every replica.
+//
+// # Usage
+//
+// Open a log in a directory. With nil options it runs a single node,
+// durable on disk (fsync before acknowledging), and opens no network port:
+//
+//	l, err := replog.Open(dir, nil)
+//	defer l.Close()
+//
+// Create a topic, then produce typed records through a [Codec]:
+//
+//	t, err := l.CreateTopic(ctx, "orders", replog.TopicConfig{Partitions: 4})
+//	p, err := replog.NewProducer(t, replog.JSON[Order](), nil)
+//	pos, err := p.Produce(ctx, replog.Message[Order]{Key: []byte(o.Customer), Value: o})
+//
+// Produce returns once the record is committed by a quorum of the
+// partition's replicas (each fsynced its Raft log) and applied. Records with
+// the same key go to the same partition (Kafka's murmur2 partitioner) and
+// are read back in produce order. Producers are idempotent by default: a
+// retried batch is stored once.
+//
+// Consume from every partition, from the earliest offset by default:
+//
+//	c, err := replog.NewConsumer(t, replog.JSON[Order](), nil)
+//	for rec, err := range c.Records(ctx) {
+//		// rec.Partition, rec.Offset, rec.Key, rec.Value, rec.Headers, rec.Time
+//	}
+//
+// Records blocks while nothing new is committed and wakes as soon as
+// something is, until ctx ends.
+//
+// # Clusters and tests
+//
+// Package [github.com/replog/replog/replogtest] starts several nodes in one
+// process on in-memory storage, for tests. Options.Peers and Options.NodeID
+// describe a cluster; this version runs clusters over the in-process
+// transport only (see [ExpertOptions]).
+//
+// # Errors
+//
+// Errors match sentinels with [errors.Is] ([ErrClosed], [ErrTopicNotFound],
+// [ErrTopicExists], [ErrRecordTooLarge], [ErrCorrupt], [ErrInvalidConfig]) or
+// carry data ([*OffsetOutOfRangeError], [*DecodeError]). Bad input is
+// refused before anything is proposed; nothing acknowledged is altered by it.
+//
+// # Limits
+//
+// Topic names: 1 to 249 characters of [a-zA-Z0-9._-]. Partitions per topic:
+// up to 4096. One record: 1 MiB by default (ProducerOptions.MaxRecordBytes).
+// One batch: 16 MiB encoded, 64 MiB decompressed.
+package replog

@@ -1,0 +1,92 @@
+package replog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/replog/replog/replication"
+	"github.com/replog/replog/storage"
+)
+
+// Sentinel errors. Match them with [errors.Is]; the returned errors usually
+// wrap them with detail.
+var (
+	// ErrClosed: the handle (or the Log under it) was closed.
+	ErrClosed = errors.New("replog: closed")
+	// ErrTopicNotFound: no topic by that name, or the topic was deleted.
+	ErrTopicNotFound = errors.New("replog: topic not found")
+	// ErrTopicExists: CreateTopic found a topic of that name.
+	ErrTopicExists = errors.New("replog: topic already exists")
+	// ErrInvalidConfig: an option or argument is out of range.
+	ErrInvalidConfig = errors.New("replog: invalid configuration")
+	// ErrRecordTooLarge: a record (or the batch it would need) exceeds the
+	// size limit; nothing was written.
+	ErrRecordTooLarge = errors.New("replog: record too large")
+	// ErrCorrupt: a stored or received record batch failed its checks (CRC,
+	// lengths, decompressed size). Nothing corrupt is ever appended.
+	ErrCorrupt = storage.ErrCorrupt
+	// ErrNoLocalReplica: this node hosts no replica of the partition.
+	ErrNoLocalReplica = errors.New("replog: no local replica of the partition")
+	// ErrOutOfOrderSequence: the partition refused an idempotent producer's
+	// batch because an earlier batch of that producer failed; the producer
+	// starts a new epoch and later records go through.
+	ErrOutOfOrderSequence = errors.New("replog: out of order sequence")
+	// ErrPartitionNotFound: the partition number is not in [0, Partitions).
+	ErrPartitionNotFound = errors.New("replog: partition not found")
+)
+
+// OffsetOutOfRangeError reports an offset outside the retained log.
+type OffsetOutOfRangeError struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Earliest  int64 // first retained offset
+	Latest    int64 // high watermark: the next offset to be written
+}
+
+func (e *OffsetOutOfRangeError) Error() string {
+	return fmt.Sprintf("replog: offset %d out of range for %s/%d (earliest %d, latest %d)",
+		e.Offset, e.Topic, e.Partition, e.Earliest, e.Latest)
+}
+
+// DecodeError reports a record whose value the consumer's [Codec] could not
+// decode. The record stays in the log; the consumer has moved past it.
+type DecodeError struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Err       error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("replog: decode %s/%d@%d: %v", e.Topic, e.Partition, e.Offset, e.Err)
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// IsRetriable reports whether an operation that failed with err may succeed
+// if tried again: leader elections, a busy node, a timeout.
+func IsRetriable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || replication.IsRetriable(err)
+}
+
+// mapErr turns replication errors into the public sentinels, keeping the
+// original in the chain for debugging.
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, replication.ErrClosed):
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	case errors.Is(err, replication.ErrTopicNotFound):
+		return fmt.Errorf("%w: %w", ErrTopicNotFound, err)
+	case errors.Is(err, replication.ErrTopicExists):
+		return fmt.Errorf("%w: %w", ErrTopicExists, err)
+	case errors.Is(err, replication.ErrNotReplica):
+		return fmt.Errorf("%w: %w", ErrNoLocalReplica, err)
+	case errors.Is(err, replication.ErrInvalid):
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return err
+}

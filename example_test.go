@@ -1,0 +1,88 @@
+package replog_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/replog/replog"
+)
+
+func ExampleOpen() {
+	// InMemory keeps everything in memory; replog.Open(dir, nil) is the
+	// durable default.
+	l, err := replog.Open("", &replog.Options{InMemory: true})
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := l.CreateTopic(ctx, "orders", replog.TopicConfig{Partitions: 3}); err != nil {
+		panic(err)
+	}
+	for _, t := range l.Topics() {
+		fmt.Println(t.Name, t.Partitions, t.Replicas)
+	}
+	// Output: orders 3 1
+}
+
+func ExampleNewProducer() {
+	l, _ := replog.Open("", &replog.Options{InMemory: true})
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t, _ := l.CreateTopic(ctx, "greetings", replog.TopicConfig{})
+
+	p, err := replog.NewProducer(t, replog.String(), nil)
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+	for _, s := range []string{"hello", "world"} {
+		pos, err := p.Produce(ctx, replog.Message[string]{Value: s})
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(s, "at offset", pos.Offset)
+	}
+	// Output:
+	// hello at offset 0
+	// world at offset 1
+}
+
+func ExampleNewConsumer() {
+	type Event struct {
+		Kind string `json:"kind"`
+	}
+	l, _ := replog.Open("", &replog.Options{InMemory: true})
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t, _ := l.CreateTopic(ctx, "events", replog.TopicConfig{})
+	p, _ := replog.NewProducer(t, replog.JSON[Event](), nil)
+	defer p.Close()
+	for _, k := range []string{"signup", "login", "logout"} {
+		p.Produce(ctx, replog.Message[Event]{Key: []byte("user-1"), Value: Event{Kind: k}})
+	}
+
+	c, err := replog.NewConsumer(t, replog.JSON[Event](), nil)
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	n := 0
+	for rec, err := range c.Records(ctx) {
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(rec.Offset, string(rec.Key), rec.Value.Kind)
+		if n++; n == 3 {
+			break
+		}
+	}
+	// Output:
+	// 0 user-1 signup
+	// 1 user-1 login
+	// 2 user-1 logout
+}

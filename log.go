@@ -1,0 +1,361 @@
+package replog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/replog/replog/replication"
+)
+
+// Options configures [Open]. The zero value (or nil) runs a single durable
+// node that opens no network port.
+type Options struct {
+	// InMemory keeps the log and the Raft state in memory (Pebble's and
+	// dragonboat's in-memory file systems): for tests and ephemeral queues.
+	// Everything is lost on Close. Default false.
+	InMemory bool
+
+	// Logger receives replog's, dragonboat's and Pebble's messages. Nil
+	// (the default) discards them. dragonboat has one process-wide logger,
+	// so its messages go to the Logger of the Log opened last.
+	Logger *slog.Logger
+
+	// NodeID is this node's id in the cluster, >= 1. Default 1.
+	NodeID uint64
+	// Peers maps every initial node id to its Raft address, this node
+	// included. Nil (the default) runs a single node.
+	Peers map[uint64]string
+
+	// RTT is the Raft tick: the expected round trip between nodes including
+	// queuing. Default 10ms.
+	RTT time.Duration
+	// ElectionTicks is the election timeout in RTTs. Default 50 for a
+	// cluster, 10 for a single node (which has no one to lose a vote to).
+	// Shorter timeouts caused leader churn under load on 2-core machines.
+	ElectionTicks int
+	// HeartbeatTicks is the heartbeat interval in RTTs. Default
+	// ElectionTicks/10 (at least 1).
+	HeartbeatTicks int
+	// SnapshotEntries is how many Raft entries pass between snapshots,
+	// after which the Raft log is compacted. Default 10000.
+	SnapshotEntries int
+	// StartTimeout bounds how long Open waits for the metadata group (a
+	// quorum of the cluster). Default 60s.
+	StartTimeout time.Duration
+
+	// Expert holds knobs for tests and special deployments.
+	Expert ExpertOptions
+}
+
+// ExpertOptions are rarely needed; [replogtest] uses them.
+type ExpertOptions struct {
+	// InProcessTransport makes nodes talk over in-process channels instead
+	// of TCP; Peers addresses are then names unique in the process (see
+	// [NewInProcessAddress]). The single-node default always uses it.
+	InProcessTransport bool
+}
+
+// NewInProcessAddress returns an address for [ExpertOptions.InProcessTransport]
+// that no other node in the process uses.
+func NewInProcessAddress() string { return replication.NewInProcessAddress() }
+
+func (o *Options) withDefaults() (Options, error) {
+	var c Options
+	if o != nil {
+		c = *o
+		c.Peers = maps.Clone(o.Peers)
+	}
+	if c.NodeID == 0 {
+		c.NodeID = 1
+	}
+	single := len(c.Peers) == 0
+	if single {
+		// The address is filled in by Open: dragonboat ties a data
+		// directory to the address it was created with.
+		c.Peers = map[uint64]string{c.NodeID: ""}
+		c.Expert.InProcessTransport = true
+	}
+	if _, ok := c.Peers[c.NodeID]; !ok {
+		return c, fmt.Errorf("%w: Peers has no address for NodeID %d", ErrInvalidConfig, c.NodeID)
+	}
+	if !c.Expert.InProcessTransport {
+		return c, fmt.Errorf("%w: clusters over TCP (mutual TLS) are not available yet; use Expert.InProcessTransport", ErrInvalidConfig)
+	}
+	if c.RTT == 0 {
+		c.RTT = 10 * time.Millisecond
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 50
+		if single {
+			c.ElectionTicks = 10
+		}
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = max(1, c.ElectionTicks/10)
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 10000
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 60 * time.Second
+	}
+	switch {
+	case c.RTT < time.Millisecond:
+		return c, fmt.Errorf("%w: RTT %v below 1ms", ErrInvalidConfig, c.RTT)
+	case c.HeartbeatTicks < 1 || c.ElectionTicks <= 2*c.HeartbeatTicks:
+		return c, fmt.Errorf("%w: ElectionTicks (%d) must exceed twice HeartbeatTicks (%d)", ErrInvalidConfig, c.ElectionTicks, c.HeartbeatTicks)
+	case c.SnapshotEntries < 0 || c.StartTimeout < 0:
+		return c, fmt.Errorf("%w: negative SnapshotEntries or StartTimeout", ErrInvalidConfig)
+	}
+	return c, nil
+}
+
+// Log is a replog node: the topics it knows and the partitions it hosts.
+// Safe for concurrent use. Close it to release its files and goroutines.
+type Log struct {
+	opts   Options
+	node   *replication.Node
+	closed chan struct{}
+
+	mu struct {
+		sync.Mutex
+		handles map[closer]struct{} // open producers and consumers, closed with the Log
+	}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type closer interface{ Close() error }
+
+// Open opens the log stored in dir, creating it if needed, and returns when
+// its topics are readable. With nil options it runs a single node, durable
+// on disk, with no network port. Reopening a directory brings back every
+// topic and record.
+func Open(dir string, opts *Options) (*Log, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if dir == "" && !o.InMemory {
+		return nil, fmt.Errorf("%w: empty directory", ErrInvalidConfig)
+	}
+	if len(o.Peers) == 1 && o.Peers[o.NodeID] == "" {
+		addr, err := singleNodeAddress(dir, o.InMemory)
+		if err != nil {
+			return nil, err
+		}
+		o.Peers[o.NodeID] = addr
+	}
+	node, err := replication.Open(replication.Config{
+		Dir:             dir,
+		InMemory:        o.InMemory,
+		NodeID:          o.NodeID,
+		RaftAddress:     o.Peers[o.NodeID],
+		Members:         o.Peers,
+		InProcess:       o.Expert.InProcessTransport,
+		RTT:             o.RTT,
+		ElectionTicks:   uint64(o.ElectionTicks),
+		HeartbeatTicks:  uint64(o.HeartbeatTicks),
+		SnapshotEntries: uint64(o.SnapshotEntries),
+		StartTimeout:    o.StartTimeout,
+		Logger:          o.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{opts: o, node: node, closed: make(chan struct{})}
+	l.mu.handles = map[closer]struct{}{}
+	return l, nil
+}
+
+// singleNodeAddress returns the in-process address of a single node: the one
+// recorded in dir, or a new one recorded there. dragonboat refuses to reopen
+// a directory under another address, and the in-process transport needs
+// addresses unique in the process, so a fixed name would not do.
+func singleNodeAddress(dir string, inMemory bool) (string, error) {
+	if inMemory {
+		return replication.NewInProcessAddress(), nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("replog: %w", err)
+	}
+	path := filepath.Join(dir, "NODE_ADDRESS")
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) > 0 {
+		return string(b), nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("replog: %w", err)
+	}
+	addr := replication.NewInProcessAddress()
+	if err := writeFileSync(path, []byte(addr)); err != nil {
+		return "", fmt.Errorf("replog: %w", err)
+	}
+	return addr, nil
+}
+
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Close closes every producer (sending what they buffered) and consumer
+// opened on the Log, then stops the node. Safe to call twice; afterwards
+// every method returns [ErrClosed].
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		hs := slices.Collect(maps.Keys(l.mu.handles))
+		l.mu.handles = nil
+		l.mu.Unlock()
+		var errs []error
+		for _, h := range hs {
+			if err := h.Close(); err != nil && !errors.Is(err, ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		close(l.closed)
+		errs = append(errs, l.node.Close())
+		l.closeErr = errors.Join(errs...)
+	})
+	return l.closeErr
+}
+
+func (l *Log) isClosed() bool {
+	select {
+	case <-l.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *Log) track(h closer) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.handles == nil {
+		return ErrClosed
+	}
+	l.mu.handles[h] = struct{}{}
+	return nil
+}
+
+func (l *Log) untrack(h closer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.mu.handles, h)
+}
+
+// defaultTimeout is applied to calls whose ctx has no deadline: dragonboat
+// refuses requests without one.
+const defaultTimeout = 30 * time.Second
+
+func withDefaultDeadline(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// CreateTopic creates a topic and returns once this node's replicas of its
+// partitions have leaders. A ctx without deadline gets 30s.
+func (l *Log) CreateTopic(ctx context.Context, name string, cfg TopicConfig) (*Topic, error) {
+	if l.isClosed() {
+		return nil, ErrClosed
+	}
+	nodes := len(l.opts.Peers)
+	c, err := cfg.withDefaults(nodes)
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidateTopicName(name); err != nil {
+		return nil, err
+	}
+	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
+	defer cancel()
+	tm, err := l.node.CreateTopic(ctx, name, c.Partitions, c.Replicas, uint8(c.Compression))
+	if err != nil {
+		if errors.Is(err, replication.ErrTopicExists) {
+			return nil, fmt.Errorf("%w: %q", ErrTopicExists, name)
+		}
+		return nil, mapErr(err)
+	}
+	return &Topic{l: l, meta: tm}, nil
+}
+
+// Topic returns a handle on an existing topic. When the topic is not in
+// this node's view of the metadata it first catches up with the metadata
+// group (waiting at most 5s), so a topic created on another node is found.
+func (l *Log) Topic(name string) (*Topic, error) {
+	if l.isClosed() {
+		return nil, ErrClosed
+	}
+	if tm := l.node.Metadata().Topics[name]; tm != nil {
+		return &Topic{l: l, meta: tm}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.node.SyncMetadata(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %q (metadata not reachable: %w)", ErrTopicNotFound, name, err)
+	}
+	if tm := l.node.Metadata().Topics[name]; tm != nil {
+		return &Topic{l: l, meta: tm}, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrTopicNotFound, name)
+}
+
+// DeleteTopic deletes a topic and, on every node, its records. Handles on it
+// then fail with [ErrTopicNotFound]. A ctx without deadline gets 30s.
+func (l *Log) DeleteTopic(ctx context.Context, name string) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
+	defer cancel()
+	if err := l.node.DeleteTopic(ctx, name); err != nil {
+		if errors.Is(err, replication.ErrTopicNotFound) {
+			return fmt.Errorf("%w: %q", ErrTopicNotFound, name)
+		}
+		return mapErr(err)
+	}
+	return nil
+}
+
+// Topics lists the topics in this node's view of the metadata, by name.
+func (l *Log) Topics() []TopicInfo {
+	if l.isClosed() {
+		return nil
+	}
+	m := l.node.Metadata()
+	out := make([]TopicInfo, 0, len(m.Topics))
+	for _, name := range slices.Sorted(maps.Keys(m.Topics)) {
+		out = append(out, topicInfo(m.Topics[name]))
+	}
+	return out
+}
+
+// NodeID is this node's id.
+func (l *Log) NodeID() uint64 { return l.opts.NodeID }

@@ -1,0 +1,537 @@
+// Package replication runs replog's Raft groups on dragonboat: one metadata
+// group for the cluster and one group per partition, whose on-disk state
+// machine appends record batches to the node's Pebble store.
+package replication
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	lnivfs "github.com/lni/vfs"
+
+	"github.com/replog/replog/internal/logadapt"
+	"github.com/replog/replog/storage"
+)
+
+// Config configures a [Node]. The root package fills defaults and validates.
+type Config struct {
+	Dir      string
+	InMemory bool
+	NodeID   uint64
+	// RaftAddress is this node's address; with InProcess any unique name.
+	RaftAddress string
+	// Members maps every initial node id to its Raft address, self included.
+	Members map[uint64]string
+	// InProcess uses dragonboat's in-memory channel transport: no port is
+	// opened and only nodes of the same process can talk.
+	InProcess bool
+	RTT       time.Duration
+	// ElectionTicks and HeartbeatTicks are in RTTs.
+	ElectionTicks, HeartbeatTicks uint64
+	// SnapshotEntries: take a snapshot (and compact the Raft log) every so
+	// many entries.
+	SnapshotEntries uint64
+	// StartTimeout bounds how long Open waits for the metadata group.
+	StartTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// NewInProcessAddress returns a fresh address for the in-process transport.
+// dragonboat's channel transport keeps a process-wide map of addresses, so
+// every node of every test needs its own.
+func NewInProcessAddress() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "inproc-" + hex.EncodeToString(b[:])
+}
+
+// Node is one replog node: a dragonboat NodeHost and a Pebble store.
+// Safe for concurrent use.
+type Node struct {
+	cfg   Config
+	nh    *dragonboat.NodeHost
+	store *storage.Store
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	log   *slog.Logger
+
+	// Lock order: mu before Partition.mu.
+	mu struct {
+		sync.Mutex
+		meta        *Metadata
+		metaChanged chan struct{}
+		parts       map[uint64]*Partition
+		partsCh     chan struct{}     // closed and replaced when parts changes
+		leaders     map[uint64]uint64 // shard -> leader replica id (0: none known)
+		leaderCh    chan struct{}
+		cleaned     map[uint64]bool // deleted shards already cleaned up
+		closed      bool
+	}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts a node and waits until the metadata group answers a
+// linearizable read (so every topic is visible) or StartTimeout passes.
+func Open(cfg Config) (*Node, error) {
+	logadapt.SetDragonboat(cfg.Logger)
+	n := &Node{cfg: cfg, stop: make(chan struct{}), log: cfg.Logger}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	n.mu.meta = newMetadata()
+	n.mu.metaChanged = make(chan struct{})
+	n.mu.parts = map[uint64]*Partition{}
+	n.mu.partsCh = make(chan struct{})
+	n.mu.leaders = map[uint64]uint64{}
+	n.mu.leaderCh = make(chan struct{})
+	n.mu.cleaned = map[uint64]bool{}
+
+	dir := cfg.Dir
+	if cfg.InMemory && dir == "" {
+		dir = "mem"
+	}
+	store, err := storage.OpenStore(filepath.Join(dir, "data"), storage.StoreOptions{InMemory: cfg.InMemory, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	n.store = store
+
+	nhc := config.NodeHostConfig{
+		NodeHostDir:       filepath.Join(dir, "raft"),
+		RTTMillisecond:    uint64(max(cfg.RTT/time.Millisecond, 1)),
+		RaftAddress:       cfg.RaftAddress,
+		RaftEventListener: (*leaderListener)(n),
+		Expert: config.ExpertConfig{
+			LogDB:  config.GetTinyMemLogDBConfig(),
+			Engine: config.GetDefaultEngineConfig(),
+		},
+	}
+	// One LogDB shard: a single Pebble instance holds every group's Raft log,
+	// so one fsync covers all groups of a step (16 by default is built for
+	// machines with many disks and cores).
+	nhc.Expert.LogDB.Shards = 1
+	if cfg.InMemory {
+		// dragonboat accepts only lni/vfs's own MemFS here. Its GetDiskUsage
+		// is unsupported, so dragonboat's Pebble prints one "background
+		// error: vfs: not supported" line to the standard logger per node.
+		nhc.Expert.FS = lnivfs.NewMem()
+	}
+	if cfg.InProcess {
+		nhc.Expert.TransportFactory = &inProcessTransport{}
+	}
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err == nil && nh == nil {
+		// NewNodeHost recovers a panic whose value is not an error and then
+		// returns neither a NodeHost nor an error.
+		err = errors.New("dragonboat failed to start (see the log)")
+	}
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("replog: start raft node: %w", err)
+	}
+	n.nh = nh
+
+	members := map[uint64]string{}
+	maps.Copy(members, cfg.Members)
+	err = nh.StartReplica(members, false, func(uint64, uint64) sm.IStateMachine {
+		return &metaSM{n: n, state: newMetadata()}
+	}, n.raftConfig(MetaShardID))
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("replog: start metadata group: %w", err)
+	}
+	n.wg.Add(1)
+	go n.reconcileLoop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
+	defer cancel()
+	if err := n.SyncMetadata(ctx); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("replog: metadata group not available after %v: %w", cfg.StartTimeout, err)
+	}
+	return n, nil
+}
+
+func (n *Node) raftConfig(shard uint64) config.Config {
+	return config.Config{
+		ShardID:            shard,
+		ReplicaID:          n.cfg.NodeID,
+		ElectionRTT:        n.cfg.ElectionTicks,
+		HeartbeatRTT:       n.cfg.HeartbeatTicks,
+		CheckQuorum:        true,
+		PreVote:            true,
+		SnapshotEntries:    n.cfg.SnapshotEntries,
+		CompactionOverhead: n.cfg.SnapshotEntries / 2,
+		// Raft entries are record batches the producer already compressed.
+		EntryCompressionType: config.NoCompression,
+	}
+}
+
+// ID is this node's id.
+func (n *Node) ID() uint64 { return n.cfg.NodeID }
+
+// NodeIDs lists the cluster's nodes.
+func (n *Node) NodeIDs() []uint64 { return slices.Sorted(maps.Keys(n.cfg.Members)) }
+
+// Close stops every Raft group and closes the store. Safe to call twice.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.mu.closed = true
+		n.mu.Unlock()
+		close(n.stop)
+		n.wg.Wait()
+		if n.nh != nil {
+			n.nh.Close()
+		}
+		n.closeErr = n.store.Close()
+	})
+	return n.closeErr
+}
+
+// Metadata returns the latest locally applied metadata.
+func (n *Node) Metadata() *Metadata {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.meta
+}
+
+// SyncMetadata waits until every metadata change committed before the call
+// is applied locally (a linearizable read through the metadata group).
+func (n *Node) SyncMetadata(ctx context.Context) error {
+	return retry(ctx, n.stop, func() error {
+		if err := n.waitLeader(ctx, MetaShardID); err != nil {
+			return err
+		}
+		_, err := n.nh.SyncRead(ctx, MetaShardID, nil)
+		return err
+	})
+}
+
+// retry calls f until it succeeds, fails with an error that is not
+// retriable, or ctx ends; it backs off between attempts.
+func retry(ctx context.Context, stop <-chan struct{}, f func() error) error {
+	backoff := 2 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || !IsRetriable(err) || ctx.Err() != nil {
+			return mapError(err)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return mapError(err)
+		case <-stop:
+			return ErrClosed
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+func (n *Node) publishMeta(m *Metadata) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.mu.meta = m
+	close(n.mu.metaChanged)
+	n.mu.metaChanged = make(chan struct{})
+}
+
+func (n *Node) proposeMeta(ctx context.Context, c metaCmd) (sm.Result, error) {
+	cmd, err := json.Marshal(c)
+	if err != nil {
+		return sm.Result{}, err
+	}
+	// Retrying is safe: every metadata command is idempotent in effect
+	// (a repeated create reports the topic exists, a repeated delete that it
+	// is gone) except alloc_producer, where a retry only skips an id.
+	var r sm.Result
+	err = retry(ctx, n.stop, func() error {
+		if err := n.waitLeader(ctx, MetaShardID); err != nil {
+			return err
+		}
+		var err error
+		r, err = n.nh.SyncPropose(ctx, n.nh.GetNoOPSession(MetaShardID), cmd)
+		return err
+	})
+	return r, err
+}
+
+// Errors of metadata operations, mapped to the public ones by the caller.
+var (
+	ErrTopicExists   = errors.New("topic exists")
+	ErrTopicNotFound = errors.New("topic not found")
+	ErrInvalid       = errors.New("invalid request")
+	ErrClosed        = errors.New("node closed")
+	ErrNotReplica    = errors.New("no local replica")
+)
+
+// CreateTopic creates a topic and waits until this node's replicas of its
+// partitions have a leader.
+func (n *Node) CreateTopic(ctx context.Context, name string, partitions, replicas int, compression uint8) (*TopicMeta, error) {
+	r, err := n.proposeMeta(ctx, metaCmd{
+		Op: opCreateTopic, Name: name, Partitions: partitions, Replicas: replicas,
+		Compression: compression, Nodes: n.NodeIDs(), Created: time.Now().UnixNano(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch r.Value {
+	case metaOK:
+	case metaTopicExists:
+		return nil, ErrTopicExists
+	default:
+		return nil, ErrInvalid
+	}
+	t := &TopicMeta{}
+	if err := json.Unmarshal(r.Data, t); err != nil {
+		return nil, err
+	}
+	for _, p := range t.Partitions {
+		if p.Hosts(n.cfg.NodeID) {
+			if err := n.waitLeader(ctx, p.Shard); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return t, nil
+}
+
+// DeleteTopic deletes a topic; its partitions are stopped and their data
+// removed on every node.
+func (n *Node) DeleteTopic(ctx context.Context, name string) error {
+	r, err := n.proposeMeta(ctx, metaCmd{Op: opDeleteTopic, Name: name})
+	if err != nil {
+		return err
+	}
+	if r.Value == metaTopicNotFound {
+		return ErrTopicNotFound
+	}
+	return nil
+}
+
+// AllocProducerID issues a cluster-unique idempotent producer id.
+func (n *Node) AllocProducerID(ctx context.Context) (uint64, error) {
+	r, err := n.proposeMeta(ctx, metaCmd{Op: opAllocProducer})
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(string(r.Data), 10, 64)
+}
+
+// Partition returns this node's replica of a partition: ErrNotReplica if
+// this node hosts none, ErrTopicNotFound if its topic is gone. A replica the
+// node should host but has not started yet is waited for.
+func (n *Node) Partition(ctx context.Context, shard uint64) (*Partition, error) {
+	for {
+		n.mu.Lock()
+		p, ok := n.mu.parts[shard]
+		closed, changed, meta := n.mu.closed, n.mu.partsCh, n.mu.meta
+		n.mu.Unlock()
+		switch {
+		case closed:
+			return nil, ErrClosed
+		case ok:
+			return p, nil
+		}
+		pm, found := meta.partition(shard)
+		switch {
+		case !found:
+			return nil, ErrTopicNotFound
+		case !pm.Hosts(n.cfg.NodeID):
+			return nil, ErrNotReplica
+		}
+		select { // the reconciler is about to start it
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-n.stop:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// Leader returns the known leader of a shard's group (0 if none).
+func (n *Node) Leader(shard uint64) uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.leaders[shard]
+}
+
+// waitLeader waits until the shard has a known leader.
+func (n *Node) waitLeader(ctx context.Context, shard uint64) error {
+	for {
+		n.mu.Lock()
+		l, ch, closed := n.mu.leaders[shard], n.mu.leaderCh, n.mu.closed
+		n.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		if l != 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("no leader for raft group %d: %w", shard, ctx.Err())
+		case <-n.stop:
+			return ErrClosed
+		}
+	}
+}
+
+type leaderListener Node
+
+func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
+	n := (*Node)(l)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.mu.leaders[info.ShardID] = info.LeaderID
+	close(n.mu.leaderCh)
+	n.mu.leaderCh = make(chan struct{})
+}
+
+// reconcileLoop starts the replicas this node should host and stops those of
+// deleted topics, whenever the metadata changes.
+func (n *Node) reconcileLoop() {
+	defer n.wg.Done()
+	for {
+		n.mu.Lock()
+		meta, changed := n.mu.meta, n.mu.metaChanged
+		n.mu.Unlock()
+		n.reconcile(meta)
+		select {
+		case <-changed:
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+func (n *Node) reconcile(meta *Metadata) {
+	for _, t := range meta.Topics {
+		for _, pm := range t.Partitions {
+			if !pm.Hosts(n.cfg.NodeID) {
+				continue
+			}
+			n.mu.Lock()
+			_, running := n.mu.parts[pm.Shard]
+			n.mu.Unlock()
+			if running {
+				continue
+			}
+			if err := n.startPartition(pm); err != nil {
+				n.log.Error("replog: start partition replica", "shard", pm.Shard, "err", err)
+			}
+		}
+	}
+	for _, shard := range meta.DeletedShards {
+		n.mu.Lock()
+		p, running := n.mu.parts[shard]
+		done := n.mu.cleaned[shard]
+		n.mu.Unlock()
+		if done {
+			continue
+		}
+		if err := n.removePartition(shard, p, running); err != nil {
+			n.log.Error("replog: remove partition replica", "shard", shard, "err", err)
+			continue
+		}
+		n.mu.Lock()
+		n.mu.cleaned[shard] = true
+		n.mu.Unlock()
+		n.setPart(shard, nil)
+	}
+}
+
+// setPart adds (p != nil) or removes a running replica and wakes waiters.
+func (n *Node) setPart(shard uint64, p *Partition) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p == nil {
+		delete(n.mu.parts, shard)
+	} else {
+		n.mu.parts[shard] = p
+	}
+	close(n.mu.partsCh)
+	n.mu.partsCh = make(chan struct{})
+}
+
+func (n *Node) startPartition(pm PartitionMeta) error {
+	p := newPartition(n, pm.Shard)
+	n.setPart(pm.Shard, p)
+	members := map[uint64]string{}
+	for _, id := range pm.Replicas {
+		members[id] = n.cfg.Members[id]
+	}
+	cfg := n.raftConfig(pm.Shard)
+	err := n.nh.StartOnDiskReplica(members, false, func(uint64, uint64) sm.IOnDiskStateMachine {
+		return &partitionSM{p: p}
+	}, cfg)
+	if err != nil && !errors.Is(err, dragonboat.ErrShardAlreadyExist) {
+		n.setPart(pm.Shard, nil)
+		return err
+	}
+	return nil
+}
+
+// removePartition stops a deleted partition's group and deletes its data:
+// the Raft log through dragonboat, the records from the store.
+func (n *Node) removePartition(shard uint64, p *Partition, running bool) error {
+	if running {
+		if err := n.nh.StopShard(shard); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.nh.SyncRemoveData(ctx, shard, n.cfg.NodeID); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
+		return err
+	}
+	if p != nil {
+		if s := p.store.Load(); s != nil {
+			return s.Delete()
+		}
+	}
+	sp, err := n.store.Partition(shard)
+	if err != nil {
+		return err
+	}
+	return sp.Delete()
+}
+
+// mapError turns dragonboat's errors into ones the root package maps to its
+// sentinels; it keeps the original in the chain.
+func mapError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed):
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	case errors.Is(err, dragonboat.ErrTimeout):
+		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	return err
+}
+
+// IsRetriable reports whether a proposal error may succeed when retried.
+func IsRetriable(err error) bool {
+	return errors.Is(err, dragonboat.ErrSystemBusy) || errors.Is(err, dragonboat.ErrShardNotReady) ||
+		errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, dragonboat.ErrAborted) ||
+		errors.Is(err, dragonboat.ErrShardNotInitialized) || errors.Is(err, dragonboat.ErrCanceled)
+}

@@ -1,0 +1,182 @@
+package replication
+
+import (
+	"context"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/replog/replog/storage"
+)
+
+// Partition is this node's replica of one partition. Reads are served from
+// the local store up to the locally applied high watermark; appends are
+// proposed through Raft. Safe for concurrent use.
+type Partition struct {
+	Shard uint64
+	n     *Node
+
+	opened chan struct{} // closed once the state machine has opened the store
+	store  atomic.Pointer[storage.Partition]
+
+	hw       atomic.Int64 // next offset to be assigned, as applied here
+	logStart atomic.Int64
+
+	mu     sync.Mutex
+	notify chan struct{} // closed and replaced after each apply
+}
+
+func newPartition(n *Node, shard uint64) *Partition {
+	return &Partition{Shard: shard, n: n, opened: make(chan struct{}), notify: make(chan struct{})}
+}
+
+// Changed returns a channel closed at the next apply (or on node close).
+func (p *Partition) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.notify
+}
+
+func (p *Partition) publish(m storage.Meta) {
+	p.hw.Store(m.NextOffset)
+	p.logStart.Store(m.LogStart)
+	p.mu.Lock()
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// HighWatermark is the offset the next record will get, as applied locally.
+func (p *Partition) HighWatermark() int64 { return p.hw.Load() }
+
+// LogStart is the first retained offset.
+func (p *Partition) LogStart() int64 { return p.logStart.Load() }
+
+// WaitOpen blocks until the local state machine has loaded its store.
+func (p *Partition) WaitOpen(ctx context.Context) error {
+	select {
+	case <-p.opened:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.n.stop:
+		return ErrClosed
+	}
+}
+
+// ReadBatches passes stored batches holding offsets from `from` up to the
+// local high watermark; see [storage.Partition.ReadBatches].
+func (p *Partition) ReadBatches(ctx context.Context, from int64, maxBytes int, fn func([]byte) bool) error {
+	if err := p.WaitOpen(ctx); err != nil {
+		return err
+	}
+	return p.store.Load().ReadBatches(from, p.hw.Load(), maxBytes, fn)
+}
+
+// OffsetForTime returns the first offset with a timestamp at or after t.
+func (p *Partition) OffsetForTime(ctx context.Context, t int64) (int64, error) {
+	if err := p.WaitOpen(ctx); err != nil {
+		return 0, err
+	}
+	return p.store.Load().OffsetForTime(t, p.hw.Load())
+}
+
+// Propose appends a command through Raft and returns its result once it is
+// committed by a quorum and applied here.
+func (p *Partition) Propose(ctx context.Context, cmd []byte) (storage.Result, error) {
+	if err := p.n.waitLeader(ctx, p.Shard); err != nil {
+		return storage.Result{}, err
+	}
+	r, err := p.n.nh.SyncPropose(ctx, p.n.nh.GetNoOPSession(p.Shard), cmd)
+	if err != nil {
+		return storage.Result{}, mapError(err)
+	}
+	return decodeResult(r.Value), nil
+}
+
+// Results travel in sm.Result.Value: the status in the top byte, the base
+// offset in the low 56 bits (2^56 records per partition is far beyond reach).
+const offsetMask = 1<<56 - 1
+
+func encodeResult(r storage.Result) uint64 {
+	return uint64(r.Status)<<56 | uint64(r.BaseOffset)&offsetMask
+}
+
+func decodeResult(v uint64) storage.Result {
+	st := storage.Status(v >> 56)
+	off := int64(v & offsetMask)
+	if st != storage.StatusOK && st != storage.StatusDuplicate {
+		off = -1
+	}
+	return storage.Result{BaseOffset: off, Status: st}
+}
+
+// partitionSM is the on-disk state machine of a partition: dragonboat hands
+// it committed entries, it appends them to Pebble. See storage.Partition.Apply
+// for why applying does not fsync and why that is safe.
+type partitionSM struct {
+	p       *Partition
+	s       *storage.Partition
+	entries []storage.Entry
+	results []storage.Result
+}
+
+func (s *partitionSM) Open(<-chan struct{}) (uint64, error) {
+	sp, err := s.p.n.store.Partition(s.p.Shard)
+	if err != nil {
+		return 0, err
+	}
+	s.s = sp
+	s.p.store.Store(sp)
+	s.p.publish(sp.Meta())
+	select {
+	case <-s.p.opened:
+	default:
+		close(s.p.opened)
+	}
+	return sp.Meta().AppliedIndex, nil
+}
+
+func (s *partitionSM) Update(es []sm.Entry) ([]sm.Entry, error) {
+	s.entries = s.entries[:0]
+	for _, e := range es {
+		s.entries = append(s.entries, storage.Entry{Index: e.Index, Cmd: e.Cmd})
+	}
+	if cap(s.results) < len(es) {
+		s.results = make([]storage.Result, len(es))
+	}
+	s.results = s.results[:len(es)]
+	if err := s.s.Apply(s.entries, s.results); err != nil {
+		return nil, err // a failed write to the store halts the node: nothing else is safe
+	}
+	for i := range es {
+		es[i].Result = sm.Result{Value: encodeResult(s.results[i])}
+	}
+	s.p.publish(s.s.Meta())
+	return es, nil
+}
+
+func (s *partitionSM) Lookup(any) (any, error) { return s.s.Meta(), nil }
+
+func (s *partitionSM) Sync() error { return s.p.n.store.Sync() }
+
+func (s *partitionSM) PrepareSnapshot() (any, error) { return s.s.Snapshot(), nil }
+
+func (s *partitionSM) SaveSnapshot(ctx any, w io.Writer, _ <-chan struct{}) error {
+	snap := ctx.(*storage.Snapshot)
+	defer snap.Close()
+	_, err := snap.WriteTo(w)
+	return err
+}
+
+func (s *partitionSM) RecoverFromSnapshot(r io.Reader, _ <-chan struct{}) error {
+	if err := s.s.Restore(r); err != nil {
+		return err
+	}
+	s.p.publish(s.s.Meta())
+	return nil
+}
+
+func (s *partitionSM) Close() error { return nil }

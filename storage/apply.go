@@ -1,0 +1,221 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Command kinds: the first byte of every command proposed to a partition.
+const (
+	// CmdAppend is followed by one encoded record batch.
+	CmdAppend byte = 1
+)
+
+// Status is the outcome of applying one command. It is decided by the state
+// machine, so every replica reaches the same one.
+type Status uint8
+
+const (
+	StatusOK Status = iota
+	// StatusDuplicate: an idempotent producer sent a batch that is already
+	// stored; Result.BaseOffset is where it was stored the first time.
+	StatusDuplicate
+	// StatusCorrupt: the command or batch failed validation and was dropped.
+	StatusCorrupt
+	// StatusOutOfOrder: the batch's sequence number is not the next one
+	// expected from its producer.
+	StatusOutOfOrder
+	// StatusFenced: the batch carries an older producer epoch than one
+	// already seen.
+	StatusFenced
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusOK:
+		return "ok"
+	case StatusDuplicate:
+		return "duplicate"
+	case StatusCorrupt:
+		return "corrupt"
+	case StatusOutOfOrder:
+		return "out of order sequence"
+	case StatusFenced:
+		return "fenced producer epoch"
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// Entry is one committed command.
+type Entry struct {
+	Index uint64 // Raft log index
+	Cmd   []byte
+}
+
+// Result is the outcome of one Entry.
+type Result struct {
+	BaseOffset int64
+	Status     Status
+}
+
+// maxProducerBatches is how many recent batches per producer are remembered
+// to answer a retried batch with its original offset (as Kafka does).
+const maxProducerBatches = 5
+
+type seqBatch struct {
+	baseSeq    int32
+	count      uint32
+	baseOffset int64
+}
+
+type producerState struct {
+	epoch   uint32
+	batches []seqBatch // oldest first, at most maxProducerBatches
+}
+
+func (st *producerState) encode() []byte {
+	b := make([]byte, 0, 4+len(st.batches)*16)
+	b = binary.LittleEndian.AppendUint32(b, st.epoch)
+	for _, sb := range st.batches {
+		b = binary.LittleEndian.AppendUint32(b, uint32(sb.baseSeq))
+		b = binary.LittleEndian.AppendUint32(b, sb.count)
+		b = binary.LittleEndian.AppendUint64(b, uint64(sb.baseOffset))
+	}
+	return b
+}
+
+func decodeProducerState(b []byte) (*producerState, error) {
+	if len(b) < 4 || (len(b)-4)%16 != 0 || (len(b)-4)/16 > maxProducerBatches {
+		return nil, fmt.Errorf("%w: producer state of %d bytes", ErrCorrupt, len(b))
+	}
+	st := &producerState{epoch: binary.LittleEndian.Uint32(b)}
+	for b = b[4:]; len(b) > 0; b = b[16:] {
+		st.batches = append(st.batches, seqBatch{
+			baseSeq:    int32(binary.LittleEndian.Uint32(b)),
+			count:      binary.LittleEndian.Uint32(b[4:]),
+			baseOffset: int64(binary.LittleEndian.Uint64(b[8:])),
+		})
+	}
+	return st, nil
+}
+
+// check decides whether a batch from this producer is accepted, following
+// Kafka's rules: within an epoch sequences are consecutive; a batch equal to
+// a recent one is a duplicate; a higher epoch starts again at sequence 0 and
+// fences the older one.
+func (st *producerState) check(h BatchHeader) (Status, int64) {
+	switch {
+	case st == nil:
+		if h.BaseSequence != 0 {
+			return StatusOutOfOrder, 0
+		}
+		return StatusOK, 0
+	case h.ProducerEpoch < st.epoch:
+		return StatusFenced, 0
+	case h.ProducerEpoch > st.epoch:
+		if h.BaseSequence != 0 {
+			return StatusOutOfOrder, 0
+		}
+		return StatusOK, 0
+	}
+	for _, sb := range st.batches {
+		if sb.baseSeq == h.BaseSequence && sb.count == h.Count {
+			return StatusDuplicate, sb.baseOffset
+		}
+	}
+	last := st.batches[len(st.batches)-1]
+	if h.BaseSequence != last.baseSeq+int32(last.count) {
+		return StatusOutOfOrder, 0
+	}
+	return StatusOK, 0
+}
+
+// Apply applies committed entries in order and writes their results into
+// results (len(results) == len(entries)). The batches, the applied index and
+// the producer states go to Pebble in one atomic write without fsync: Raft's
+// log, which dragonboat fsyncs before commit, is the durable copy until
+// [Store.Sync]. Entries at or below the applied index are skipped, so a
+// replay after a crash is harmless.
+func (p *Partition) Apply(entries []Entry, results []Result) error {
+	wb := p.s.db.NewBatch()
+	defer wb.Close()
+	m := p.meta
+	dirty := map[uint64]*producerState{}
+	for i, e := range entries {
+		if e.Index <= m.AppliedIndex {
+			results[i] = Result{BaseOffset: -1, Status: StatusDuplicate}
+			continue
+		}
+		m.AppliedIndex = e.Index
+		results[i] = p.applyOne(wb, &m, dirty, e.Cmd)
+	}
+	for pid, st := range dirty {
+		if err := wb.Set(key(kindProducer, p.shard, pid), st.encode(), nil); err != nil {
+			return err
+		}
+	}
+	if err := wb.Set(key(kindMeta, p.shard), m.encode(), nil); err != nil {
+		return err
+	}
+	if err := wb.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	p.meta = m
+	for pid, st := range dirty {
+		p.producers[pid] = st
+	}
+	return nil
+}
+
+func (p *Partition) applyOne(wb *pebble.Batch, m *Meta, dirty map[uint64]*producerState, cmd []byte) Result {
+	if len(cmd) < 1 || cmd[0] != CmdAppend {
+		return Result{BaseOffset: -1, Status: StatusCorrupt}
+	}
+	batch := cmd[1:]
+	// The proposer validated every record; the CRC check here keeps a batch
+	// damaged on the way (or proposed by a buggy peer) out of the log.
+	h, err := ParseHeader(batch)
+	if err != nil {
+		return Result{BaseOffset: -1, Status: StatusCorrupt}
+	}
+	var st *producerState
+	if h.ProducerID != 0 {
+		st = dirty[h.ProducerID]
+		if st == nil {
+			st = p.producers[h.ProducerID]
+		}
+		status, off := st.check(h)
+		if status != StatusOK {
+			if status != StatusDuplicate {
+				off = -1
+			}
+			return Result{BaseOffset: off, Status: status}
+		}
+	}
+	base := m.NextOffset
+	k := key(kindData, p.shard, uint64(base))
+	op := wb.SetDeferred(len(k), len(batch))
+	copy(op.Key, k)
+	copy(op.Value, batch)
+	SetBaseOffset(op.Value, base)
+	if err := op.Finish(); err != nil {
+		return Result{BaseOffset: -1, Status: StatusCorrupt}
+	}
+	m.NextOffset = base + int64(h.Count)
+	m.MaxTime = max(m.MaxTime, h.MaxTime)
+	_ = wb.Set(key(kindTime, p.shard, orderedTime(m.MaxTime), uint64(base)), nil, nil)
+	if h.ProducerID != 0 {
+		next := &producerState{epoch: h.ProducerEpoch}
+		if st != nil && st.epoch == h.ProducerEpoch {
+			next.batches = append(next.batches, st.batches...)
+		}
+		next.batches = append(next.batches, seqBatch{baseSeq: h.BaseSequence, count: h.Count, baseOffset: base})
+		if len(next.batches) > maxProducerBatches {
+			next.batches = next.batches[len(next.batches)-maxProducerBatches:]
+		}
+		dirty[h.ProducerID] = next
+	}
+	return Result{BaseOffset: base}
+}

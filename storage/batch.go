@@ -1,0 +1,569 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math/bits"
+	"slices"
+	"sync"
+	"unsafe"
+)
+
+// A record batch is the unit that is proposed, replicated, stored and fetched.
+// Its encoding (version 1), all header integers little-endian:
+//
+//	[0:8]   baseOffset    int64   assigned at apply time; not covered by the CRC
+//	[8:12]  length        uint32  whole batch, header included
+//	[12:16] crc           uint32  CRC-32C (Castagnoli) of bytes [16:length]
+//	[16]    version       uint8   1
+//	[17]    compression   uint8   a Compression
+//	[18:20] flags         uint16  reserved, 0
+//	[20:24] count         uint32  records, at least 1
+//	[24:32] firstTime     int64   unix ns of the first record
+//	[32:40] maxTime       int64   largest record time, unix ns
+//	[40:48] producerID    uint64  0 = not idempotent
+//	[48:52] producerEpoch uint32
+//	[52:56] baseSequence  int32   sequence of the first record, -1 if not idempotent
+//	[56:60] rawLength     uint32  length of the uncompressed records section
+//	[60:]   records section, compressed with compression
+//
+// The uncompressed records section holds count records, each:
+//
+//	uvarint recordLength   bytes of the rest of the record
+//	varint  timestampDelta ns relative to firstTime
+//	uvarint offsetDelta    the record's index in the batch
+//	varint  keyLen (-1 = nil), key
+//	varint  valueLen (-1 = nil), value
+//	uvarint headerCount, then per header:
+//	        uvarint keyLen, key, varint valueLen (-1 = nil), value
+
+// ErrCorrupt is wrapped by every error that reports an undecodable batch.
+var ErrCorrupt = errors.New("replog: corrupt record batch")
+
+// ErrBatchTooLarge is returned by [BatchBuilder.Build] when the records do
+// not fit in one batch ([MaxRawBytes] uncompressed, [MaxBatchBytes] encoded).
+var ErrBatchTooLarge = errors.New("replog: record batch too large")
+
+const (
+	// HeaderSize is the size of the fixed batch header.
+	HeaderSize = 60
+	// Version is the batch format version written and accepted.
+	Version = 1
+	// MaxBatchBytes caps the size of an encoded batch.
+	MaxBatchBytes = 16 << 20
+	// MaxRawBytes caps the uncompressed records section of a batch, so that
+	// a small batch cannot claim to decompress to an unbounded size.
+	MaxRawBytes = 64 << 20
+)
+
+// minRecordSize is the smallest possible encoded record: six one-byte
+// varints. It bounds count by rawLength, so that no decoder sizes anything
+// by a count the bytes cannot back.
+const minRecordSize = 6
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// RecordHeader is a key-value pair attached to a [Record].
+type RecordHeader struct {
+	Key   string
+	Value []byte // nil and empty are distinct
+}
+
+// Record is one entry in the log.
+type Record struct {
+	// Offset is the absolute offset: filled by [DecodeRecords], ignored by
+	// [BatchBuilder.Add].
+	Offset int64
+	// Time is the record's timestamp in unix nanoseconds.
+	Time int64
+	// Key and Value may each be nil, which is preserved and distinct from
+	// empty.
+	Key     []byte
+	Value   []byte
+	Headers []RecordHeader
+}
+
+// BatchHeader is the decoded fixed header of a batch.
+type BatchHeader struct {
+	BaseOffset    int64
+	Length        uint32
+	CRC           uint32
+	Version       uint8
+	Compression   Compression
+	Count         uint32
+	FirstTime     int64
+	MaxTime       int64
+	ProducerID    uint64
+	ProducerEpoch uint32
+	BaseSequence  int32
+	RawLength     uint32
+}
+
+// LastOffset returns the offset of the batch's last record.
+func (h BatchHeader) LastOffset() int64 { return h.BaseOffset + int64(h.Count) - 1 }
+
+// BatchBuilder accumulates records and encodes them as one batch.
+// The zero value is ready to use. It is not safe for concurrent use, and is
+// reusable after [BatchBuilder.Reset].
+type BatchBuilder struct {
+	raw       []byte // uncompressed records section
+	scratch   []byte // compression output, reused across Build calls
+	count     int
+	firstTime int64
+	maxTime   int64
+}
+
+// Add appends r to the batch. r.Offset is ignored; r's slices are copied, so
+// the caller may reuse them once Add returns.
+func (b *BatchBuilder) Add(r Record) {
+	if b.count == 0 {
+		b.firstTime, b.maxTime = r.Time, r.Time
+	}
+	b.maxTime = max(b.maxTime, r.Time)
+	// Wrapping is fine: the decoder adds the delta back to firstTime with
+	// the same two's-complement arithmetic.
+	tsDelta := r.Time - b.firstTime
+	offDelta := uint64(b.count)
+
+	b.raw = binary.AppendUvarint(b.raw, uint64(recordBodySize(r, tsDelta, offDelta)))
+	b.raw = binary.AppendVarint(b.raw, tsDelta)
+	b.raw = binary.AppendUvarint(b.raw, offDelta)
+	b.raw = appendBytes(b.raw, r.Key)
+	b.raw = appendBytes(b.raw, r.Value)
+	b.raw = binary.AppendUvarint(b.raw, uint64(len(r.Headers)))
+	for _, h := range r.Headers {
+		b.raw = binary.AppendUvarint(b.raw, uint64(len(h.Key)))
+		b.raw = append(b.raw, h.Key...)
+		b.raw = appendBytes(b.raw, h.Value)
+	}
+	b.count++
+}
+
+// Count returns the number of records added since the last Reset.
+func (b *BatchBuilder) Count() int { return b.count }
+
+// RawSize returns the size of the uncompressed records section so far.
+func (b *BatchBuilder) RawSize() int { return len(b.raw) }
+
+// Reset empties the builder, keeping its buffers.
+func (b *BatchBuilder) Reset() {
+	b.raw = b.raw[:0]
+	b.count = 0
+	b.firstTime, b.maxTime = 0, 0
+}
+
+// RecordSize returns an upper bound on the bytes r adds to the records
+// section. It is exact except that the timestamp and offset deltas, which
+// depend on the record's place in a batch, are counted at their widest
+// (10 and 5 bytes), so RawSize()+RecordSize(r) never underestimates.
+func RecordSize(r Record) int {
+	body := binary.MaxVarintLen64 + 5 + recordFieldsSize(r)
+	return uvarintLen(uint64(body)) + body
+}
+
+// Build encodes the records added so far as a batch with base offset 0
+// compressed with c. The result is newly allocated and owned by the caller;
+// the builder is left as is.
+//
+// A producerID of 0 means the batch is not idempotent: epoch and baseSeq are
+// then ignored and written as 0 and -1.
+//
+// Build fails if no record was added, c is not valid, or the batch exceeds
+// [MaxRawBytes] or [MaxBatchBytes] ([ErrBatchTooLarge]).
+func (b *BatchBuilder) Build(c Compression, producerID uint64, epoch uint32, baseSeq int32) ([]byte, error) {
+	if b.count == 0 {
+		return nil, errors.New("replog: empty record batch")
+	}
+	if !c.Valid() {
+		return nil, fmt.Errorf("replog: invalid compression %d", uint8(c))
+	}
+	if len(b.raw) > MaxRawBytes {
+		return nil, fmt.Errorf("%w: %d bytes of records, the limit is %d", ErrBatchTooLarge, len(b.raw), MaxRawBytes)
+	}
+	if producerID == 0 {
+		epoch, baseSeq = 0, -1
+	}
+
+	records := b.raw
+	if c != CompressionNone {
+		var err error
+		b.scratch, err = appendCompressed(b.scratch[:0], c, b.raw)
+		if err != nil {
+			return nil, err
+		}
+		records = b.scratch
+	}
+	n := HeaderSize + len(records)
+	if n > MaxBatchBytes {
+		return nil, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrBatchTooLarge, n, MaxBatchBytes)
+	}
+
+	// Compress into scratch and copy, rather than compress into the result,
+	// so that the result is exactly as large as the batch: callers keep
+	// batches queued, and a compressed batch is often far smaller than the
+	// bound a codec needs up front.
+	out := make([]byte, n)
+	le := binary.LittleEndian
+	le.PutUint32(out[8:], uint32(n))
+	out[16] = Version
+	out[17] = byte(c)
+	le.PutUint32(out[20:], uint32(b.count))
+	le.PutUint64(out[24:], uint64(b.firstTime))
+	le.PutUint64(out[32:], uint64(b.maxTime))
+	le.PutUint64(out[40:], producerID)
+	le.PutUint32(out[48:], epoch)
+	le.PutUint32(out[52:], uint32(baseSeq))
+	le.PutUint32(out[56:], uint32(len(b.raw)))
+	copy(out[HeaderSize:], records)
+	le.PutUint32(out[12:], crc32.Checksum(out[16:], castagnoli))
+	return out, nil
+}
+
+// recordFieldsSize is the size of a record's key, value and headers.
+func recordFieldsSize(r Record) int {
+	n := bytesSize(r.Key) + bytesSize(r.Value) + uvarintLen(uint64(len(r.Headers)))
+	for _, h := range r.Headers {
+		n += uvarintLen(uint64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
+	}
+	return n
+}
+
+// recordBodySize is the size of a record after its length prefix.
+func recordBodySize(r Record, tsDelta int64, offDelta uint64) int {
+	return varintLen(tsDelta) + uvarintLen(offDelta) + recordFieldsSize(r)
+}
+
+func appendBytes(dst, p []byte) []byte {
+	if p == nil {
+		return binary.AppendVarint(dst, -1)
+	}
+	dst = binary.AppendVarint(dst, int64(len(p)))
+	return append(dst, p...)
+}
+
+func bytesSize(p []byte) int {
+	if p == nil {
+		return 1
+	}
+	return varintLen(int64(len(p))) + len(p)
+}
+
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
+
+func varintLen(x int64) int { return uvarintLen(uint64(x<<1) ^ uint64(x>>63)) }
+
+func corruptf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
+}
+
+// ParseHeader decodes and validates the fixed header of the single batch b:
+// its length field must equal len(b), and the CRC must match. It does not
+// decompress or look at the records.
+func ParseHeader(b []byte) (BatchHeader, error) {
+	if len(b) < HeaderSize {
+		return BatchHeader{}, corruptf("%d bytes, shorter than the %d-byte header", len(b), HeaderSize)
+	}
+	if len(b) > MaxBatchBytes {
+		return BatchHeader{}, corruptf("%d bytes, larger than the %d-byte limit", len(b), MaxBatchBytes)
+	}
+	le := binary.LittleEndian
+	h := BatchHeader{
+		BaseOffset:    int64(le.Uint64(b[0:])),
+		Length:        le.Uint32(b[8:]),
+		CRC:           le.Uint32(b[12:]),
+		Version:       b[16],
+		Compression:   Compression(b[17]),
+		Count:         le.Uint32(b[20:]),
+		FirstTime:     int64(le.Uint64(b[24:])),
+		MaxTime:       int64(le.Uint64(b[32:])),
+		ProducerID:    le.Uint64(b[40:]),
+		ProducerEpoch: le.Uint32(b[48:]),
+		BaseSequence:  int32(le.Uint32(b[52:])),
+		RawLength:     le.Uint32(b[56:]),
+	}
+	flags := le.Uint16(b[18:])
+	switch {
+	case int(h.Length) != len(b):
+		return BatchHeader{}, corruptf("length field is %d, batch is %d bytes", h.Length, len(b))
+	case h.Version != Version:
+		return BatchHeader{}, corruptf("unknown version %d", h.Version)
+	case flags != 0:
+		return BatchHeader{}, corruptf("reserved flags %#x set", flags)
+	case !h.Compression.Valid():
+		return BatchHeader{}, corruptf("unknown compression %d", uint8(h.Compression))
+	case h.Count == 0:
+		return BatchHeader{}, corruptf("no records")
+	case h.RawLength > MaxRawBytes:
+		return BatchHeader{}, corruptf("records section of %d bytes, larger than the %d-byte limit", h.RawLength, MaxRawBytes)
+	case uint64(h.Count)*minRecordSize > uint64(h.RawLength):
+		return BatchHeader{}, corruptf("%d records cannot fit in %d bytes", h.Count, h.RawLength)
+	case h.Compression == CompressionNone && int(h.RawLength) != len(b)-HeaderSize:
+		return BatchHeader{}, corruptf("uncompressed records section is %d bytes, header says %d", len(b)-HeaderSize, h.RawLength)
+	}
+	if crc := crc32.Checksum(b[16:], castagnoli); crc != h.CRC {
+		return BatchHeader{}, corruptf("crc mismatch: computed %#08x, header says %#08x", crc, h.CRC)
+	}
+	return h, nil
+}
+
+// SetBaseOffset sets the base offset of batch b in place. The CRC does not
+// cover it, so b stays valid. b must be at least 8 bytes long.
+func SetBaseOffset(b []byte, off int64) {
+	binary.LittleEndian.PutUint64(b[0:8], uint64(off))
+}
+
+// rawBuffers caches decompression buffers for Validate, which lets none of
+// the decoded bytes escape.
+var rawBuffers sync.Pool // *[]byte
+
+// maxPooledRaw keeps buffers for unusually large batches out of the pool.
+const maxPooledRaw = 4 << 20
+
+// Validate checks batch b fully: [ParseHeader], then decompression to
+// exactly RawLength bytes and the decoding of every record, with nothing
+// left over.
+func Validate(b []byte) (BatchHeader, error) {
+	h, err := ParseHeader(b)
+	if err != nil {
+		return BatchHeader{}, err
+	}
+	if h.Compression == CompressionNone {
+		_, err = scanRecords(b[HeaderSize:], h, h.BaseOffset)
+	} else {
+		bp, _ := rawBuffers.Get().(*[]byte)
+		if bp == nil {
+			bp = new([]byte)
+		}
+		if cap(*bp) < int(h.RawLength) {
+			*bp = make([]byte, h.RawLength)
+		}
+		raw := (*bp)[:h.RawLength]
+		err = decompressInto(raw, h.Compression, b[HeaderSize:])
+		if err == nil {
+			_, err = scanRecords(raw, h, h.BaseOffset)
+		}
+		if cap(*bp) <= maxPooledRaw {
+			rawBuffers.Put(bp)
+		}
+	}
+	if err != nil {
+		return BatchHeader{}, err
+	}
+	return h, nil
+}
+
+// DecodeRecords validates batch b as [Validate] does and appends its records
+// with Offset >= minOffset to dst.
+//
+// The Key, Value and header Value slices of the appended records alias
+// memory that is not copied per record: b itself for an uncompressed batch,
+// and a buffer allocated by this call otherwise. The caller must therefore
+// not modify b while it uses the records (copy them first if b is, say, a
+// reused read buffer). The slices are capped at their length, so appending
+// to one never overwrites another. Header keys never alias b.
+func DecodeRecords(b []byte, minOffset int64, dst []Record) (BatchHeader, []Record, error) {
+	h, err := ParseHeader(b)
+	if err != nil {
+		return BatchHeader{}, dst, err
+	}
+	raw := b[HeaderSize:]
+	if h.Compression != CompressionNone {
+		raw = make([]byte, h.RawLength)
+		if err := decompressInto(raw, h.Compression, b[HeaderSize:]); err != nil {
+			return BatchHeader{}, dst, err
+		}
+	}
+	st, err := scanRecords(raw, h, minOffset)
+	if err != nil {
+		return BatchHeader{}, dst, err
+	}
+	return h, fillRecords(raw, h, minOffset, st, dst), nil
+}
+
+// scanStats is what fillRecords needs to allocate up front for the records
+// at or past minOffset.
+type scanStats struct {
+	skip     int // records below minOffset
+	headers  int
+	keyBytes int
+}
+
+// scanRecords checks that raw holds exactly h.Count well-formed records and
+// counts what decoding those at or past minOffset will need. It does not
+// allocate.
+func scanRecords(raw []byte, h BatchHeader, minOffset int64) (scanStats, error) {
+	var st scanStats
+	p := raw
+	for i := range int(h.Count) {
+		rec, rest, err := nextRecord(p, i)
+		if err != nil {
+			return scanStats{}, err
+		}
+		p = rest
+		wanted := h.BaseOffset+int64(i) >= minOffset
+		if !wanted {
+			st.skip++
+		}
+		hp := rec.headers
+		for range rec.headerCount {
+			key, _, rest, err := nextHeader(hp)
+			if err != nil {
+				return scanStats{}, err
+			}
+			hp = rest
+			if wanted {
+				st.headers++
+				st.keyBytes += len(key)
+			}
+		}
+		if len(hp) != 0 {
+			return scanStats{}, corruptf("record %d: %d bytes after its headers", i, len(hp))
+		}
+	}
+	if len(p) != 0 {
+		return scanStats{}, corruptf("%d bytes after the last record", len(p))
+	}
+	return st, nil
+}
+
+// fillRecords decodes the records that scanRecords has checked. Per batch it
+// makes at most three allocations: dst's growth, one slice shared by all
+// headers, and one buffer shared by all header keys.
+func fillRecords(raw []byte, h BatchHeader, minOffset int64, st scanStats, dst []Record) []Record {
+	dst = slices.Grow(dst, int(h.Count)-st.skip)
+	var hdrs []RecordHeader
+	var keys []byte
+	if st.headers > 0 {
+		hdrs = make([]RecordHeader, st.headers)
+	}
+	if st.keyBytes > 0 {
+		keys = make([]byte, st.keyBytes)
+	}
+	p := raw
+	for i := range int(h.Count) {
+		// Already checked by scanRecords, which saw the same bytes.
+		rec, rest, _ := nextRecord(p, i)
+		p = rest
+		off := h.BaseOffset + int64(i)
+		if off < minOffset {
+			continue
+		}
+		r := Record{
+			Offset: off,
+			Time:   h.FirstTime + rec.tsDelta,
+			Key:    rec.key,
+			Value:  rec.value,
+		}
+		if rec.headerCount > 0 {
+			r.Headers, hdrs = hdrs[:rec.headerCount:rec.headerCount], hdrs[rec.headerCount:]
+			hp := rec.headers
+			for j := range r.Headers {
+				key, value, rest, _ := nextHeader(hp)
+				hp = rest
+				r.Headers[j].Value = value
+				if len(key) > 0 {
+					n := copy(keys, key)
+					// keys[:n] is written only here, before the string
+					// over it exists, and never again.
+					r.Headers[j].Key = unsafe.String(&keys[0], n)
+					keys = keys[n:]
+				}
+			}
+		}
+		dst = append(dst, r)
+	}
+	return dst
+}
+
+type recordView struct {
+	tsDelta     int64
+	key, value  []byte
+	headerCount int
+	headers     []byte // the encoded headers
+}
+
+// nextRecord decodes the record at the start of p, which must be record i
+// of its batch, and returns it with the bytes that follow it.
+func nextRecord(p []byte, i int) (recordView, []byte, error) {
+	var rec recordView
+	n, k := binary.Uvarint(p)
+	if k <= 0 {
+		return rec, nil, corruptf("record %d: bad length", i)
+	}
+	p = p[k:]
+	if n > uint64(len(p)) {
+		return rec, nil, corruptf("record %d: length %d exceeds the %d bytes left", i, n, len(p))
+	}
+	body, rest := p[:n], p[n:]
+
+	rec.tsDelta, k = binary.Varint(body)
+	if k <= 0 {
+		return rec, nil, corruptf("record %d: bad timestamp delta", i)
+	}
+	body = body[k:]
+	od, k := binary.Uvarint(body)
+	if k <= 0 {
+		return rec, nil, corruptf("record %d: bad offset delta", i)
+	}
+	if od != uint64(i) {
+		return rec, nil, corruptf("record %d: offset delta is %d", i, od)
+	}
+	body = body[k:]
+	var err error
+	if rec.key, body, err = nextBytes(body); err != nil {
+		return rec, nil, corruptf("record %d: key: %v", i, err)
+	}
+	if rec.value, body, err = nextBytes(body); err != nil {
+		return rec, nil, corruptf("record %d: value: %v", i, err)
+	}
+	hc, k := binary.Uvarint(body)
+	if k <= 0 {
+		return rec, nil, corruptf("record %d: bad header count", i)
+	}
+	body = body[k:]
+	// Each header takes at least two bytes; this keeps the count, which
+	// sizes allocations, backed by real bytes.
+	if hc > uint64(len(body))/2 {
+		return rec, nil, corruptf("record %d: %d headers cannot fit in %d bytes", i, hc, len(body))
+	}
+	rec.headerCount = int(hc)
+	rec.headers = body
+	return rec, rest, nil
+}
+
+// nextHeader decodes the record header at the start of p.
+func nextHeader(p []byte) (key, value, rest []byte, err error) {
+	n, k := binary.Uvarint(p)
+	if k <= 0 {
+		return nil, nil, nil, corruptf("bad header key length")
+	}
+	p = p[k:]
+	if n > uint64(len(p)) {
+		return nil, nil, nil, corruptf("header key length %d exceeds the %d bytes left", n, len(p))
+	}
+	key, p = p[:n], p[n:]
+	value, p, err = nextBytes(p)
+	if err != nil {
+		return nil, nil, nil, corruptf("header value: %v", err)
+	}
+	return key, value, p, nil
+}
+
+// nextBytes decodes a varint length (-1 for nil) and that many bytes. The
+// result's capacity is its length.
+func nextBytes(p []byte) (field, rest []byte, err error) {
+	n, k := binary.Varint(p)
+	if k <= 0 {
+		return nil, nil, errors.New("bad length")
+	}
+	p = p[k:]
+	switch {
+	case n == -1:
+		return nil, p, nil
+	case n < -1 || n > int64(len(p)):
+		return nil, nil, fmt.Errorf("length %d with %d bytes left", n, len(p))
+	}
+	return p[:n:n], p[n:], nil
+}

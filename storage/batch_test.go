@@ -1,0 +1,379 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+var allCompressions = []Compression{
+	CompressionNone, CompressionGzip, CompressionSnappy, CompressionLZ4, CompressionZstd,
+}
+
+// testRecords returns n records covering nil and empty keys, values and
+// header values, negative time deltas, and compressible payloads.
+func testRecords(n int) []Record {
+	recs := make([]Record, n)
+	for i := range recs {
+		r := Record{Time: 1_700_000_000_000_000_000 + int64(i%7)*1000 - int64(i%3)*5000}
+		switch i % 4 {
+		case 0:
+			r.Key, r.Value = nil, nil
+		case 1:
+			r.Key, r.Value = []byte{}, []byte{}
+		case 2:
+			r.Key, r.Value = []byte(fmt.Sprintf("key-%d", i)), nil
+		case 3:
+			r.Key, r.Value = nil, []byte(fmt.Sprintf("value %d %0200d", i, i))
+		}
+		if i%5 == 0 {
+			r.Headers = []RecordHeader{
+				{Key: "trace", Value: []byte("abc")},
+				{Key: "", Value: nil},
+				{Key: "empty", Value: []byte{}},
+			}
+		}
+		recs[i] = r
+	}
+	return recs
+}
+
+func buildBatch(t testing.TB, c Compression, recs []Record) []byte {
+	t.Helper()
+	var bb BatchBuilder
+	for _, r := range recs {
+		bb.Add(r)
+	}
+	b, err := bb.Build(c, 42, 3, 100)
+	require.NoError(t, err)
+	return b
+}
+
+// withOffsets returns recs with Offset set as decoding from base sets it.
+func withOffsets(recs []Record, base int64) []Record {
+	out := make([]Record, len(recs))
+	for i, r := range recs {
+		r.Offset = base + int64(i)
+		out[i] = r
+	}
+	return out
+}
+
+// resign recomputes the CRC of b, so that a test reaches the checks behind it.
+func resign(b []byte) {
+	binary.LittleEndian.PutUint32(b[12:], crc32.Checksum(b[16:], castagnoli))
+}
+
+func TestRoundTrip(t *testing.T) {
+	cases := []struct {
+		name string
+		recs []Record
+	}{
+		{"one nil record", []Record{{}}},
+		{"one empty record", []Record{{Key: []byte{}, Value: []byte{}, Headers: []RecordHeader{{Key: "", Value: []byte{}}}}}},
+		{"few", testRecords(5)},
+		{"many", testRecords(2000)},
+		{"extreme times", []Record{{Time: math.MaxInt64}, {Time: math.MinInt64}, {Time: 0}}},
+		{"large value", []Record{{Key: []byte("k"), Value: make([]byte, 1<<20)}}},
+	}
+	for _, c := range allCompressions {
+		for _, tc := range cases {
+			t.Run(c.String()+"/"+tc.name, func(t *testing.T) {
+				b := buildBatch(t, c, tc.recs)
+
+				h, err := Validate(b)
+				require.NoError(t, err)
+				require.Equal(t, Version, int(h.Version))
+				require.Equal(t, c, h.Compression)
+				require.Equal(t, uint32(len(tc.recs)), h.Count)
+				require.Equal(t, uint32(len(b)), h.Length)
+				require.Equal(t, uint64(42), h.ProducerID)
+				require.Equal(t, uint32(3), h.ProducerEpoch)
+				require.Equal(t, int32(100), h.BaseSequence)
+				require.Equal(t, tc.recs[0].Time, h.FirstTime)
+				maxTime := tc.recs[0].Time
+				for _, r := range tc.recs {
+					maxTime = max(maxTime, r.Time)
+				}
+				require.Equal(t, maxTime, h.MaxTime)
+				require.Equal(t, int64(len(tc.recs)-1), h.LastOffset())
+
+				h2, got, err := DecodeRecords(b, 0, nil)
+				require.NoError(t, err)
+				require.Equal(t, h, h2)
+				require.Equal(t, withOffsets(tc.recs, 0), got)
+				for i := range got {
+					require.Equal(t, tc.recs[i].Key == nil, got[i].Key == nil, "record %d key nil-ness", i)
+					require.Equal(t, tc.recs[i].Value == nil, got[i].Value == nil, "record %d value nil-ness", i)
+				}
+			})
+		}
+	}
+}
+
+func TestDecodeRecordsMinOffset(t *testing.T) {
+	recs := testRecords(50)
+	for _, c := range allCompressions {
+		t.Run(c.String(), func(t *testing.T) {
+			b := buildBatch(t, c, recs)
+			SetBaseOffset(b, 1000)
+
+			prefix := []Record{{Offset: -1}}
+			h, got, err := DecodeRecords(b, 1020, prefix)
+			require.NoError(t, err)
+			require.Equal(t, int64(1000), h.BaseOffset)
+			require.Equal(t, int64(1049), h.LastOffset())
+			require.Equal(t, append([]Record{{Offset: -1}}, withOffsets(recs, 1000)[20:]...), got)
+
+			_, got, err = DecodeRecords(b, 2000, nil)
+			require.NoError(t, err)
+			require.Empty(t, got)
+
+			_, got, err = DecodeRecords(b, math.MinInt64, nil)
+			require.NoError(t, err)
+			require.Equal(t, withOffsets(recs, 1000), got)
+		})
+	}
+}
+
+func TestDecodedSlicesDoNotOverlap(t *testing.T) {
+	recs := []Record{
+		{Key: []byte("a"), Value: []byte("b"), Headers: []RecordHeader{{Key: "h", Value: []byte("v")}}},
+		{Key: []byte("c"), Value: []byte("d"), Headers: []RecordHeader{{Key: "i", Value: []byte("w")}}},
+	}
+	b := buildBatch(t, CompressionNone, recs)
+	_, got, err := DecodeRecords(b, 0, nil)
+	require.NoError(t, err)
+	_ = append(got[0].Key, 'X')
+	_ = append(got[0].Value, 'X')
+	_ = append(got[0].Headers, RecordHeader{Key: "X"})
+	_ = append(got[0].Headers[0].Value, 'X')
+	require.Equal(t, withOffsets(recs, 0), got)
+}
+
+func TestSetBaseOffsetKeepsCRC(t *testing.T) {
+	for _, c := range allCompressions {
+		b := buildBatch(t, c, testRecords(10))
+		for _, off := range []int64{0, 1, 1 << 40, math.MaxInt64 - 9, -5} {
+			SetBaseOffset(b, off)
+			h, err := Validate(b)
+			require.NoError(t, err, c)
+			require.Equal(t, off, h.BaseOffset)
+		}
+	}
+}
+
+func TestBuilder(t *testing.T) {
+	var bb BatchBuilder
+	_, err := bb.Build(CompressionNone, 0, 0, 0)
+	require.Error(t, err, "empty batch")
+
+	r := Record{Time: 5, Key: []byte("key"), Value: []byte("value"), Headers: []RecordHeader{{Key: "h", Value: nil}}}
+	bb.Add(r)
+	require.Equal(t, 1, bb.Count())
+	require.LessOrEqual(t, bb.RawSize(), RecordSize(r))
+	before := bb.RawSize()
+	bb.Add(r)
+	require.LessOrEqual(t, bb.RawSize()-before, RecordSize(r))
+
+	_, err = bb.Build(Compression(9), 0, 0, 0)
+	require.Error(t, err, "invalid compression")
+
+	// Build leaves the builder untouched, and producerID 0 normalises the
+	// idempotence fields.
+	b1, err := bb.Build(CompressionZstd, 0, 7, 7)
+	require.NoError(t, err)
+	b2, err := bb.Build(CompressionZstd, 0, 7, 7)
+	require.NoError(t, err)
+	require.Equal(t, b1, b2)
+	h, err := Validate(b1)
+	require.NoError(t, err)
+	require.Equal(t, uint32(0), h.ProducerEpoch)
+	require.Equal(t, int32(-1), h.BaseSequence)
+	require.Equal(t, len(b1), cap(b1), "no slack capacity in the result")
+
+	bb.Reset()
+	require.Equal(t, 0, bb.Count())
+	require.Equal(t, 0, bb.RawSize())
+	bb.Add(Record{Time: 9})
+	b3, err := bb.Build(CompressionNone, 1, 2, 3)
+	require.NoError(t, err)
+	_, got, err := DecodeRecords(b3, 0, nil)
+	require.NoError(t, err)
+	require.Equal(t, []Record{{Time: 9}}, got)
+}
+
+func TestBuildTooLarge(t *testing.T) {
+	var bb BatchBuilder
+	bb.Add(Record{Value: make([]byte, MaxBatchBytes)})
+	_, err := bb.Build(CompressionNone, 0, 0, 0)
+	require.ErrorIs(t, err, ErrBatchTooLarge)
+	// Compressed, the same records fit.
+	b, err := bb.Build(CompressionZstd, 0, 0, 0)
+	require.NoError(t, err)
+	_, err = Validate(b)
+	require.NoError(t, err)
+
+	bb.Reset()
+	bb.Add(Record{Value: make([]byte, MaxRawBytes)})
+	_, err = bb.Build(CompressionZstd, 0, 0, 0)
+	require.ErrorIs(t, err, ErrBatchTooLarge)
+}
+
+// requireCorrupt checks that both full decoders reject b with ErrCorrupt.
+func requireCorrupt(t *testing.T, b []byte, msgAndArgs ...any) {
+	t.Helper()
+	_, err := Validate(b)
+	require.ErrorIs(t, err, ErrCorrupt, msgAndArgs...)
+	_, recs, err := DecodeRecords(b, 0, nil)
+	require.ErrorIs(t, err, ErrCorrupt, msgAndArgs...)
+	require.Empty(t, recs, msgAndArgs...)
+}
+
+func TestCorruptByteFlips(t *testing.T) {
+	for _, c := range allCompressions {
+		t.Run(c.String(), func(t *testing.T) {
+			b := buildBatch(t, c, testRecords(20))
+			for i := 8; i < len(b); i++ {
+				for _, mask := range []byte{0x01, 0x80} {
+					b[i] ^= mask
+					requireCorrupt(t, b, "byte %d ^ %#x", i, mask)
+					b[i] ^= mask
+				}
+			}
+			_, err := Validate(b)
+			require.NoError(t, err)
+		})
+	}
+}
+
+func TestCorruptHeader(t *testing.T) {
+	valid := buildBatch(t, CompressionSnappy, testRecords(10))
+	le := binary.LittleEndian
+	cases := []struct {
+		name   string
+		mutate func(b []byte) []byte
+	}{
+		{"empty", func(b []byte) []byte { return nil }},
+		{"short header", func(b []byte) []byte { return b[:HeaderSize-1] }},
+		{"truncated", func(b []byte) []byte { return b[:len(b)-1] }},
+		{"truncated to header", func(b []byte) []byte { return b[:HeaderSize] }},
+		{"trailing byte", func(b []byte) []byte { return append(b, 0) }},
+		{"length too small", func(b []byte) []byte { le.PutUint32(b[8:], uint32(len(b)-1)); return b }},
+		{"length too large", func(b []byte) []byte { le.PutUint32(b[8:], uint32(len(b)+1)); return b }},
+		{"version 0", func(b []byte) []byte { b[16] = 0; resign(b); return b }},
+		{"version 2", func(b []byte) []byte { b[16] = 2; resign(b); return b }},
+		{"unknown compression", func(b []byte) []byte { b[17] = 5; resign(b); return b }},
+		{"flags", func(b []byte) []byte { le.PutUint16(b[18:], 1); resign(b); return b }},
+		{"count 0", func(b []byte) []byte { le.PutUint32(b[20:], 0); resign(b); return b }},
+		{"count too small", func(b []byte) []byte { le.PutUint32(b[20:], 9); resign(b); return b }},
+		{"count too large", func(b []byte) []byte { le.PutUint32(b[20:], 11); resign(b); return b }},
+		{"count huge", func(b []byte) []byte { le.PutUint32(b[20:], math.MaxUint32); resign(b); return b }},
+		{"raw length over limit", func(b []byte) []byte { le.PutUint32(b[56:], MaxRawBytes+1); resign(b); return b }},
+		{"raw length one short", func(b []byte) []byte { le.PutUint32(b[56:], le.Uint32(b[56:])-1); resign(b); return b }},
+		{"raw length one long", func(b []byte) []byte { le.PutUint32(b[56:], le.Uint32(b[56:])+1); resign(b); return b }},
+		{"crc", func(b []byte) []byte { b[12]++; return b }},
+	}
+	// Cases that only decoding the records section can catch.
+	recordLevel := map[string]bool{
+		"count too small": true, "count too large": true,
+		"raw length one short": true, "raw length one long": true,
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := tc.mutate(append([]byte(nil), valid...))
+			requireCorrupt(t, b)
+			if !recordLevel[tc.name] {
+				_, err := ParseHeader(b)
+				require.ErrorIs(t, err, ErrCorrupt)
+			}
+		})
+	}
+}
+
+// TestLyingRawLength re-signs batches whose rawLength is off by a little or a
+// lot, so that only the decompression guard can catch them.
+func TestLyingRawLength(t *testing.T) {
+	for _, c := range allCompressions {
+		valid := buildBatch(t, c, testRecords(30))
+		raw := binary.LittleEndian.Uint32(valid[56:])
+		for _, claim := range []uint32{raw - 1, raw + 1, raw / 2, raw * 2, 1 << 20} {
+			b := append([]byte(nil), valid...)
+			binary.LittleEndian.PutUint32(b[56:], claim)
+			resign(b)
+			requireCorrupt(t, b, "%s claiming %d of %d bytes", c, claim, raw)
+		}
+	}
+}
+
+// TestCorruptRecords builds uncompressed batches with well-formed headers
+// and malformed records sections.
+func TestCorruptRecords(t *testing.T) {
+	record := func(fields ...[]byte) []byte {
+		var body []byte
+		for _, f := range fields {
+			body = append(body, f...)
+		}
+		return append(binary.AppendUvarint(nil, uint64(len(body))), body...)
+	}
+	v := func(x int64) []byte { return binary.AppendVarint(nil, x) }
+	u := func(x uint64) []byte { return binary.AppendUvarint(nil, x) }
+	good := record(v(0), u(0), v(-1), v(-1), u(0))
+	cases := []struct {
+		name  string
+		count uint32
+		raw   []byte
+	}{
+		{"offset delta not index", 2, append(append([]byte(nil), good...), record(v(0), u(0), v(-1), v(-1), u(0))...)},
+		{"offset delta skips", 2, append(append([]byte(nil), good...), record(v(0), u(2), v(-1), v(-1), u(0))...)},
+		{"fewer records than count", 2, append(append([]byte(nil), good...), 0, 0, 0, 0, 0, 0)},
+		{"trailing bytes", 1, append(append([]byte(nil), good...), 0, 0, 0, 0, 0, 0)},
+		{"bytes after headers", 1, record(v(0), u(0), v(-1), v(-1), u(0), []byte{0})},
+		{"key length -2", 1, record(v(0), u(0), v(-2), v(-1), u(0))},
+		{"key past record", 1, record(v(0), u(0), v(100), v(-1), u(0))},
+		{"value past record", 1, record(v(0), u(0), v(-1), v(3), u(0))},
+		{"record length past section", 1, append(u(200), v(0)[0], u(0)[0], v(-1)[0], v(-1)[0], u(0)[0])},
+		{"header count too large", 1, record(v(0), u(0), v(-1), v(-1), u(1_000_000), []byte{0, 0})},
+		{"header missing", 1, record(v(0), u(0), v(-1), v(-1), u(2), u(0), v(-1), []byte{9, 9})},
+		{"header key past record", 1, record(v(0), u(0), v(-1), v(-1), u(1), u(10), v(-1))},
+		{"header value -2", 1, record(v(0), u(0), v(-1), v(-1), u(1), u(0), v(-2))},
+		{"bad varint", 1, record([]byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, u(0), v(-1), v(-1), u(0))},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for len(tc.raw) < int(tc.count)*minRecordSize {
+				tc.raw = append(tc.raw, 0)
+			}
+			b := make([]byte, HeaderSize, HeaderSize+len(tc.raw))
+			b = append(b, tc.raw...)
+			le := binary.LittleEndian
+			le.PutUint32(b[8:], uint32(len(b)))
+			b[16] = Version
+			le.PutUint32(b[20:], tc.count)
+			le.PutUint32(b[56:], uint32(len(tc.raw)))
+			resign(b)
+			_, err := ParseHeader(b)
+			require.NoError(t, err)
+			requireCorrupt(t, b)
+		})
+	}
+}
+
+func TestCompressionNames(t *testing.T) {
+	for _, c := range allCompressions {
+		require.True(t, c.Valid())
+		got, err := ParseCompression(c.String())
+		require.NoError(t, err)
+		require.Equal(t, c, got)
+	}
+	require.False(t, Compression(5).Valid())
+	require.Equal(t, "compression(5)", Compression(5).String())
+	_, err := ParseCompression("brotli")
+	require.Error(t, err)
+	require.False(t, errors.Is(err, ErrCorrupt))
+}

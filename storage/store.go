@@ -1,0 +1,383 @@
+package storage
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/replog/replog/internal/logadapt"
+)
+
+// Key layout. Every key starts with a one-byte kind and the 8-byte big-endian
+// partition (Raft shard) id, so one Pebble instance holds every partition of
+// a node and a partition's keys form four contiguous ranges.
+//
+//	'd' shard baseOffset          -> encoded record batch
+//	't' shard runningMaxTime base -> (empty) time index, one entry per batch
+//	'p' shard producerID          -> idempotent producer state
+//	'm' shard                     -> partition meta (applied index, offsets)
+const (
+	kindData     byte = 'd'
+	kindTime     byte = 't'
+	kindProducer byte = 'p'
+	kindMeta     byte = 'm'
+)
+
+var kinds = [...]byte{kindData, kindTime, kindProducer, kindMeta}
+
+// StoreOptions configures [OpenStore].
+type StoreOptions struct {
+	// InMemory keeps everything in memory (Pebble's in-memory file system).
+	InMemory bool
+	// FS, when set, overrides the file system (tests use it to simulate
+	// crashes). InMemory is ignored when FS is set.
+	FS vfs.FS
+	// Logger receives Pebble's messages; nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is one Pebble instance holding the partitions hosted by one node.
+// It is safe for concurrent use; each [Partition] it returns has a single
+// writer (its state machine) and any number of readers.
+type Store struct {
+	db *pebble.DB
+}
+
+// OpenStore opens (or creates) the store in dir.
+func OpenStore(dir string, o StoreOptions) (*Store, error) {
+	opts := &pebble.Options{Logger: logadapt.Pebble{L: o.Logger}}
+	switch {
+	case o.FS != nil:
+		opts.FS = o.FS
+	case o.InMemory:
+		opts.FS = vfs.NewMem()
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("replog: open store %s: %w", dir, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the store. Partitions must not be used afterwards.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Sync makes every write applied so far durable: it fsyncs Pebble's WAL.
+func (s *Store) Sync() error { return s.db.LogData(nil, pebble.Sync) }
+
+func key(kind byte, shard uint64, suffix ...uint64) []byte {
+	k := make([]byte, 9, 9+8*len(suffix))
+	k[0] = kind
+	binary.BigEndian.PutUint64(k[1:], shard)
+	for _, s := range suffix {
+		k = binary.BigEndian.AppendUint64(k, s)
+	}
+	return k
+}
+
+// orderedTime maps a signed time onto an unsigned value that sorts the same way.
+func orderedTime(t int64) uint64 { return uint64(t) ^ (1 << 63) }
+
+// Meta is the persistent state of one partition besides its batches. It is
+// written in the same Pebble batch as the records it describes.
+type Meta struct {
+	AppliedIndex uint64 // last Raft index applied
+	NextOffset   int64  // offset the next record gets: the high watermark
+	LogStart     int64  // first retained offset
+	MaxTime      int64  // largest record timestamp so far (unix ns)
+}
+
+const metaSize = 32
+
+func (m Meta) encode() []byte {
+	b := make([]byte, metaSize)
+	binary.LittleEndian.PutUint64(b[0:], m.AppliedIndex)
+	binary.LittleEndian.PutUint64(b[8:], uint64(m.NextOffset))
+	binary.LittleEndian.PutUint64(b[16:], uint64(m.LogStart))
+	binary.LittleEndian.PutUint64(b[24:], uint64(m.MaxTime))
+	return b
+}
+
+func decodeMeta(b []byte) (Meta, error) {
+	if len(b) != metaSize {
+		return Meta{}, fmt.Errorf("%w: partition meta of %d bytes", ErrCorrupt, len(b))
+	}
+	return Meta{
+		AppliedIndex: binary.LittleEndian.Uint64(b[0:]),
+		NextOffset:   int64(binary.LittleEndian.Uint64(b[8:])),
+		LogStart:     int64(binary.LittleEndian.Uint64(b[16:])),
+		MaxTime:      int64(binary.LittleEndian.Uint64(b[24:])),
+	}, nil
+}
+
+// Partition is the stored log of one partition. [Partition.Apply],
+// [Partition.Restore] and [Partition.Delete] must be called from one
+// goroutine at a time (the partition's state machine); the read methods are
+// safe for concurrent use with them and with each other.
+type Partition struct {
+	s     *Store
+	shard uint64
+	// Owned by the writer goroutine.
+	meta      Meta
+	producers map[uint64]*producerState
+}
+
+// Partition loads the stored state of a partition; a partition never
+// written reads as empty.
+func (s *Store) Partition(shard uint64) (*Partition, error) {
+	p := &Partition{s: s, shard: shard}
+	if err := p.load(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Partition) load() error {
+	p.meta = Meta{MaxTime: math.MinInt64}
+	p.producers = map[uint64]*producerState{}
+	v, closer, err := p.s.db.Get(key(kindMeta, p.shard))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		p.meta, err = decodeMeta(v)
+		closer.Close()
+		if err != nil {
+			return err
+		}
+	}
+	it, err := p.s.db.NewIter(&pebble.IterOptions{
+		LowerBound: key(kindProducer, p.shard),
+		UpperBound: key(kindProducer, p.shard+1),
+	})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 17 {
+			return fmt.Errorf("%w: producer key of %d bytes", ErrCorrupt, len(k))
+		}
+		st, err := decodeProducerState(it.Value())
+		if err != nil {
+			return err
+		}
+		p.producers[binary.BigEndian.Uint64(k[9:])] = st
+	}
+	return it.Error()
+}
+
+// Meta returns the partition's state as of the last Apply. Writer only.
+func (p *Partition) Meta() Meta { return p.meta }
+
+// ReadBatches calls fn with each stored batch that may hold offsets in
+// [from, hw), in offset order, until fn returns false or more than maxBytes
+// were passed (the first batch is always passed, however large). b is only
+// valid during the call. Batches are passed as stored; the caller verifies
+// them (DecodeRecords checks the CRC).
+func (p *Partition) ReadBatches(from, hw int64, maxBytes int, fn func(b []byte) bool) error {
+	if from >= hw {
+		return nil
+	}
+	it, err := p.s.db.NewIter(&pebble.IterOptions{
+		LowerBound: key(kindData, p.shard),
+		UpperBound: key(kindData, p.shard, uint64(hw)),
+	})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	// The batch holding `from` is the last one whose base offset is <= from.
+	if !it.SeekLT(key(kindData, p.shard, uint64(from)+1)) {
+		it.First()
+	}
+	sent := 0
+	for ; it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if !fn(v) {
+			break
+		}
+		sent += len(v)
+		if sent >= maxBytes {
+			break
+		}
+	}
+	return it.Error()
+}
+
+// OffsetForTime returns the first offset whose record timestamp is at or
+// after t (unix ns), or hw when no record is that late.
+func (p *Partition) OffsetForTime(t, hw int64) (int64, error) {
+	it, err := p.s.db.NewIter(&pebble.IterOptions{
+		LowerBound: key(kindTime, p.shard),
+		UpperBound: key(kindTime, p.shard+1),
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	// The index holds the running maximum timestamp at the end of each batch,
+	// so it is sorted by offset too: the first entry >= t is the first batch
+	// that can hold a record at or after t.
+	if !it.SeekGE(key(kindTime, p.shard, orderedTime(t))) {
+		return hw, it.Error()
+	}
+	base := int64(binary.BigEndian.Uint64(it.Key()[17:]))
+	found := hw
+	var recs []Record
+	err = p.ReadBatches(base, hw, 1, func(b []byte) bool {
+		_, recs, err = DecodeRecords(b, base, recs[:0])
+		if err != nil {
+			return false
+		}
+		for _, r := range recs {
+			if r.Time >= t {
+				found = r.Offset
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if found == hw && len(recs) > 0 {
+		// Every record of that batch is earlier than t although the running
+		// maximum is not (timestamps are not monotonic): the answer is the
+		// next batch.
+		found = recs[len(recs)-1].Offset + 1
+	}
+	return found, nil
+}
+
+// Delete removes every key of the partition.
+func (p *Partition) Delete() error {
+	b := p.s.db.NewBatch()
+	defer b.Close()
+	for _, k := range kinds {
+		if err := b.DeleteRange(key(k, p.shard), key(k, p.shard+1), nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	p.meta = Meta{MaxTime: math.MinInt64}
+	p.producers = map[uint64]*producerState{}
+	return nil
+}
+
+// Snapshot is a consistent view of one partition for streaming to a replica
+// that fell behind. Close it when done.
+type Snapshot struct {
+	p    *Partition
+	snap *pebble.Snapshot
+	Meta Meta
+}
+
+// Snapshot takes a consistent view of the partition. Writer only.
+func (p *Partition) Snapshot() *Snapshot {
+	return &Snapshot{p: p, snap: p.s.db.NewSnapshot(), Meta: p.meta}
+}
+
+// Close releases the view.
+func (s *Snapshot) Close() error { return s.snap.Close() }
+
+// WriteTo streams the partition as (kind, suffix, value) records, each
+// length-prefixed, ended by a zero byte. The shard id is left out so the
+// stream does not depend on it.
+func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	var n int64
+	var hdr [2 * binary.MaxVarintLen64]byte
+	for _, k := range kinds {
+		it, err := s.snap.NewIter(&pebble.IterOptions{
+			LowerBound: key(k, s.p.shard),
+			UpperBound: key(k, s.p.shard+1),
+		})
+		if err != nil {
+			return n, err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				it.Close()
+				return n, err
+			}
+			suffix := it.Key()[9:]
+			h := binary.AppendUvarint(hdr[:0], uint64(len(suffix))+1)
+			h = binary.AppendUvarint(h, uint64(len(v)))
+			for _, part := range [][]byte{h, {k}, suffix, v} {
+				m, err := bw.Write(part)
+				n += int64(m)
+				if err != nil {
+					it.Close()
+					return n, err
+				}
+			}
+		}
+		if err := it.Close(); err != nil {
+			return n, err
+		}
+	}
+	if err := bw.WriteByte(0); err != nil {
+		return n, err
+	}
+	return n + 1, bw.Flush()
+}
+
+// Restore replaces the partition's contents with a stream written by
+// [Snapshot.WriteTo]. Writer only.
+func (p *Partition) Restore(r io.Reader) error {
+	if err := p.Delete(); err != nil {
+		return err
+	}
+	br := bufio.NewReaderSize(r, 256<<10)
+	b := p.s.db.NewBatch()
+	defer func() { b.Close() }()
+	for {
+		kl, err := binary.ReadUvarint(br)
+		if err != nil {
+			return fmt.Errorf("%w: snapshot: %v", ErrCorrupt, err)
+		}
+		if kl == 0 {
+			break
+		}
+		vl, err := binary.ReadUvarint(br)
+		if err != nil || kl > 64 || vl > MaxBatchBytes {
+			return fmt.Errorf("%w: snapshot record header", ErrCorrupt)
+		}
+		buf := make([]byte, kl+vl)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return fmt.Errorf("%w: snapshot: %v", ErrCorrupt, err)
+		}
+		k := key(buf[0], p.shard)
+		k = append(k, buf[1:kl]...)
+		if err := b.Set(k, buf[kl:], nil); err != nil {
+			return err
+		}
+		if b.Len() > 8<<20 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			b.Close()
+			b = p.s.db.NewBatch()
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	return p.load()
+}
