@@ -95,6 +95,14 @@ func key(kind byte, shard uint64, suffix ...uint64) []byte {
 	return k
 }
 
+// upper is the exclusive upper bound of a shard's keys of one kind.
+func upper(kind byte, shard uint64) []byte {
+	if shard == math.MaxUint64 {
+		return []byte{kind + 1}
+	}
+	return key(kind, shard+1)
+}
+
 // orderedTime maps a signed time onto an unsigned value that sorts the same way.
 func orderedTime(t int64) uint64 { return uint64(t) ^ (1 << 63) }
 
@@ -169,7 +177,7 @@ func (p *Partition) load() error {
 	}
 	it, err := p.s.db.NewIter(&pebble.IterOptions{
 		LowerBound: key(kindProducer, p.shard),
-		UpperBound: key(kindProducer, p.shard+1),
+		UpperBound: upper(kindProducer, p.shard),
 	})
 	if err != nil {
 		return err
@@ -201,6 +209,7 @@ func (p *Partition) ReadBatches(from, hw int64, maxBytes int, fn func(b []byte) 
 	if from >= hw {
 		return nil
 	}
+	from = max(from, 0)
 	it, err := p.s.db.NewIter(&pebble.IterOptions{
 		LowerBound: key(kindData, p.shard),
 		UpperBound: key(kindData, p.shard, uint64(hw)),
@@ -235,7 +244,7 @@ func (p *Partition) ReadBatches(from, hw int64, maxBytes int, fn func(b []byte) 
 func (p *Partition) OffsetForTime(t, hw int64) (int64, error) {
 	it, err := p.s.db.NewIter(&pebble.IterOptions{
 		LowerBound: key(kindTime, p.shard),
-		UpperBound: key(kindTime, p.shard+1),
+		UpperBound: upper(kindTime, p.shard),
 	})
 	if err != nil {
 		return 0, err
@@ -250,9 +259,10 @@ func (p *Partition) OffsetForTime(t, hw int64) (int64, error) {
 	base := int64(binary.BigEndian.Uint64(it.Key()[17:]))
 	found := hw
 	var recs []Record
+	var derr error
 	err = p.ReadBatches(base, hw, 1, func(b []byte) bool {
-		_, recs, err = DecodeRecords(b, base, recs[:0])
-		if err != nil {
+		_, recs, derr = DecodeRecords(b, base, recs[:0])
+		if derr != nil {
 			return false
 		}
 		for _, r := range recs {
@@ -263,6 +273,9 @@ func (p *Partition) OffsetForTime(t, hw int64) (int64, error) {
 		}
 		return true
 	})
+	if err == nil {
+		err = derr
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -280,7 +293,7 @@ func (p *Partition) Delete() error {
 	b := p.s.db.NewBatch()
 	defer b.Close()
 	for _, k := range kinds {
-		if err := b.DeleteRange(key(k, p.shard), key(k, p.shard+1), nil); err != nil {
+		if err := b.DeleteRange(key(k, p.shard), upper(k, p.shard), nil); err != nil {
 			return err
 		}
 	}
@@ -318,7 +331,7 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	for _, k := range kinds {
 		it, err := s.snap.NewIter(&pebble.IterOptions{
 			LowerBound: key(k, s.p.shard),
-			UpperBound: key(k, s.p.shard+1),
+			UpperBound: upper(k, s.p.shard),
 		})
 		if err != nil {
 			return n, err

@@ -1,0 +1,556 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/stretchr/testify/require"
+)
+
+// countKeys counts the keys of shard with the given kinds, reading Pebble
+// directly.
+func countKeys(t testing.TB, s *Store, shard uint64, kinds ...byte) int {
+	t.Helper()
+	n := 0
+	for _, k := range kinds {
+		it, err := s.db.NewIter(&pebble.IterOptions{
+			LowerBound: key(k, shard),
+			UpperBound: key(k, shard+1),
+		})
+		require.NoError(t, err)
+		for it.First(); it.Valid(); it.Next() {
+			n++
+		}
+		require.NoError(t, it.Close())
+	}
+	return n
+}
+
+// batchBases returns the base offsets of the batches ReadBatches passes.
+func batchBases(t testing.TB, p *Partition, from, hw int64, maxBytes int) []int64 {
+	t.Helper()
+	bases := []int64{}
+	for _, b := range rawBatches(t, p, from, hw, maxBytes) {
+		h, err := ParseHeader(b)
+		require.NoError(t, err)
+		bases = append(bases, h.BaseOffset)
+	}
+	return bases
+}
+
+func TestReadBatches(t *testing.T) {
+	s := openTestStore(t)
+	p := openPartition(t, s, 1)
+	res := applyCmds(t, p,
+		appendCmd(t, 0, 0, 0, "a", "b", "c"),
+		appendCmd(t, 0, 0, 0, "d", "e"),
+		appendCmd(t, 0, 0, 0, "f", "g", "h", "i"),
+	)
+	require.Equal(t, []Result{ok(0), ok(3), ok(5)}, res)
+	hw := p.Meta().NextOffset
+	require.Equal(t, int64(9), hw)
+	sizes := rawBatches(t, p, 0, hw, math.MaxInt)
+	first := len(sizes[0])
+
+	cases := []struct {
+		name     string
+		from, hw int64
+		maxBytes int
+		want     []int64
+	}{
+		{"from the start", 0, hw, math.MaxInt, []int64{0, 3, 5}},
+		{"middle of the first batch", 1, hw, math.MaxInt, []int64{0, 3, 5}},
+		{"last record of a batch", 2, hw, math.MaxInt, []int64{0, 3, 5}},
+		{"start of a batch", 3, hw, math.MaxInt, []int64{3, 5}},
+		{"middle of a batch", 4, hw, math.MaxInt, []int64{3, 5}},
+		{"last record", 8, hw, math.MaxInt, []int64{5}},
+		{"at hw", hw, hw, math.MaxInt, []int64{}},
+		{"past hw", hw + 10, hw, math.MaxInt, []int64{}},
+		{"lower hw stops at it", 0, 3, math.MaxInt, []int64{0}},
+		{"hw inside a batch", 0, 4, math.MaxInt, []int64{0, 3}},
+		{"zero budget still returns one batch", 0, hw, 0, []int64{0}},
+		{"one byte budget still returns one batch", 6, hw, 1, []int64{5}},
+		{"budget of exactly the first batch", 0, hw, first, []int64{0}},
+		{"budget one byte over the first batch", 0, hw, first + 1, []int64{0, 3}},
+		{"negative budget", 0, hw, -1, []int64{0}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, batchBases(t, p, tc.from, tc.hw, tc.maxBytes))
+		})
+	}
+
+	t.Run("decoded from an offset", func(t *testing.T) {
+		require.Equal(t, []string{"4:e", "5:f", "6:g", "7:h", "8:i"}, readLog(t, p, 4, hw))
+	})
+	t.Run("fn stops the read", func(t *testing.T) {
+		calls := 0
+		require.NoError(t, p.ReadBatches(0, hw, math.MaxInt, func([]byte) bool {
+			calls++
+			return false
+		}))
+		require.Equal(t, 1, calls)
+	})
+	t.Run("empty partition", func(t *testing.T) {
+		empty := openPartition(t, s, 2)
+		require.Empty(t, rawBatches(t, empty, 0, 100, math.MaxInt))
+	})
+}
+
+func TestReadBatchesNegativeFrom(t *testing.T) {
+	s := openTestStore(t)
+	p := openPartition(t, s, 1)
+	applyCmds(t, p, appendCmd(t, 0, 0, 0, "a"), appendCmd(t, 0, 0, 0, "b"), appendCmd(t, 0, 0, 0, "c"))
+	for _, from := range []int64{-1, -2, -5, math.MinInt64} {
+		require.Equal(t, []int64{0, 1, 2}, batchBases(t, p, from, 3, math.MaxInt), "from %d", from)
+	}
+}
+
+func TestPartitionsAreIsolated(t *testing.T) {
+	s := openTestStore(t)
+	// Adjacent shard ids, and ids that differ only in a high byte, share
+	// key prefixes up to the last byte.
+	shards := []uint64{1, 2, 1 << 8, 1<<56 + 1}
+	parts := make([]*Partition, len(shards))
+	for i, shard := range shards {
+		parts[i] = openPartition(t, s, shard)
+	}
+	for round := range 2 {
+		for i, p := range parts {
+			// The same producer id in every partition, each at seq 0.
+			v := fmt.Sprintf("p%d.r%d", i, round)
+			res := applyCmds(t, p, appendCmd(t, 7, 0, int32(round), v), timedCmd(t, int64(2000+i*100+round)))
+			require.Equal(t, []Result{ok(int64(2 * round)), ok(int64(2*round + 1))}, res)
+		}
+	}
+	for i, shard := range shards {
+		p := parts[i]
+		require.Equal(t, Meta{AppliedIndex: 4, NextOffset: 4, MaxTime: int64(2000 + i*100 + 1)}, p.Meta())
+		want := []string{
+			fmt.Sprintf("0:p%d.r0", i), fmt.Sprintf("1:%d", 2000+i*100),
+			fmt.Sprintf("2:p%d.r1", i), fmt.Sprintf("3:%d", 2000+i*100+1),
+		}
+		require.Equal(t, want, readLog(t, p, 0, 4))
+		require.Equal(t, int64(1), mustOffsetForTime(t, p, int64(2000+i*100), 4))
+		require.Equal(t, int64(3), mustOffsetForTime(t, p, int64(2000+i*100+1), 4))
+
+		reloaded := openPartition(t, s, shard)
+		require.Equal(t, p.Meta(), reloaded.Meta())
+		require.Equal(t, p.producers, reloaded.producers)
+		require.Len(t, reloaded.producers, 1)
+	}
+}
+
+func mustOffsetForTime(t testing.TB, p *Partition, ts, hw int64) int64 {
+	t.Helper()
+	off, err := p.OffsetForTime(ts, hw)
+	require.NoError(t, err)
+	return off
+}
+
+func TestOffsetForTime(t *testing.T) {
+	cases := []struct {
+		name    string
+		batches [][]int64 // record timestamps, one slice per batch
+		lookups map[int64]int64
+	}{
+		{
+			name:    "increasing",
+			batches: [][]int64{{100, 200, 300}, {400, 500}, {600}},
+			lookups: map[int64]int64{
+				math.MinInt64: 0,
+				-1:            0,
+				0:             0,
+				99:            0,
+				100:           0, // exactly the first record
+				150:           1, // between records inside a batch
+				200:           1,
+				300:           2,
+				301:           3, // between batches
+				450:           4,
+				500:           4,
+				600:           5, // exactly the last record
+				601:           6, // after the last: hw
+				math.MaxInt64: 6,
+			},
+		},
+		{
+			name:    "equal timestamps",
+			batches: [][]int64{{100, 100}, {100, 200}, {200}},
+			lookups: map[int64]int64{100: 0, 101: 3, 200: 3, 201: 5},
+		},
+		{
+			name: "non-monotonic inside a batch",
+			// Running maximum: 500, 500, 600.
+			batches: [][]int64{{100, 500, 200}, {300, 400}, {450, 600}},
+			lookups: map[int64]int64{
+				50:  0,
+				100: 0,
+				150: 1, // 500 at offset 1 is the first record at or after 150
+				250: 1,
+				500: 1,
+				501: 6,
+				600: 6,
+				601: 7,
+			},
+		},
+		{
+			name: "later batch goes back in time",
+			// Running maximum: 1000, 2000, 2000.
+			batches: [][]int64{{1000}, {100, 2000}, {50}},
+			lookups: map[int64]int64{
+				0:    0,
+				500:  0,
+				1000: 0,
+				1001: 2,
+				1500: 2,
+				2000: 2,
+				2001: 4,
+			},
+		},
+		{
+			name:    "negative timestamps",
+			batches: [][]int64{{-300, -100}, {0, 100}},
+			lookups: map[int64]int64{
+				math.MinInt64: 0,
+				-1000:         0,
+				-300:          0,
+				-200:          1,
+				-100:          1,
+				-50:           2,
+				0:             2,
+				1:             3,
+				101:           4,
+			},
+		},
+		{
+			name:    "extreme timestamps",
+			batches: [][]int64{{math.MinInt64}, {math.MaxInt64}},
+			lookups: map[int64]int64{
+				math.MinInt64: 0,
+				0:             1,
+				math.MaxInt64: 1,
+			},
+		},
+		{
+			name:    "empty partition",
+			lookups: map[int64]int64{math.MinInt64: 0, 0: 0, math.MaxInt64: 0},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTestStore(t)
+			p := openPartition(t, s, 1)
+			for _, times := range tc.batches {
+				applyCmds(t, p, timedCmd(t, times...))
+			}
+			hw := p.Meta().NextOffset
+			for ts, want := range tc.lookups {
+				require.Equal(t, want, mustOffsetForTime(t, p, ts, hw), "time %d", ts)
+			}
+		})
+	}
+
+	t.Run("records past hw are not found", func(t *testing.T) {
+		s := openTestStore(t)
+		p := openPartition(t, s, 1)
+		applyCmds(t, p, timedCmd(t, 100, 200), timedCmd(t, 300))
+		require.Equal(t, int64(1), mustOffsetForTime(t, p, 150, 2))
+		require.Equal(t, int64(2), mustOffsetForTime(t, p, 250, 2))
+		require.Equal(t, int64(0), mustOffsetForTime(t, p, 0, 0))
+	})
+}
+
+// corruptStored overwrites the stored batch at base with garbage.
+func corruptStored(t testing.TB, s *Store, shard uint64, base int64, garbage []byte) {
+	t.Helper()
+	require.NoError(t, s.db.Set(key(kindData, shard, uint64(base)), garbage, pebble.Sync))
+}
+
+func storedCorruptions(t testing.TB, p *Partition, base int64) map[string][]byte {
+	t.Helper()
+	var stored []byte
+	require.NoError(t, p.ReadBatches(base, base+1, 0, func(b []byte) bool {
+		stored = append([]byte(nil), b...)
+		return false
+	}))
+	flip := func(i int) []byte {
+		b := append([]byte(nil), stored...)
+		b[i] ^= 0xff
+		return b
+	}
+	return map[string][]byte{
+		"empty":             {},
+		"short":             []byte("garbage"),
+		"header-sized junk": bytes.Repeat([]byte{0xa5}, HeaderSize+10),
+		"flipped crc":       flip(12),
+		"flipped count":     flip(20),
+		"flipped record":    flip(HeaderSize + 1),
+		"truncated":         stored[:len(stored)-1],
+		"extended":          append(append([]byte(nil), stored...), 1, 2, 3),
+	}
+}
+
+func TestReadBatchesHandsOutCorruptBatches(t *testing.T) {
+	s := openTestStore(t)
+	p := openPartition(t, s, 1)
+	applyCmds(t, p,
+		appendCmd(t, 0, 0, 0, "a", "b"),
+		appendCmd(t, 0, 0, 0, "c", "d"),
+		appendCmd(t, 0, 0, 0, "e"),
+	)
+	hw := p.Meta().NextOffset
+	for name, garbage := range storedCorruptions(t, p, 2) {
+		t.Run(name, func(t *testing.T) {
+			corruptStored(t, s, 1, 2, garbage)
+			var errs []error
+			require.NoError(t, p.ReadBatches(0, hw, math.MaxInt, func(b []byte) bool {
+				_, _, err := DecodeRecords(b, 0, nil)
+				errs = append(errs, err)
+				return true
+			}))
+			require.Len(t, errs, 3)
+			require.NoError(t, errs[0])
+			require.ErrorIs(t, errs[1], ErrCorrupt)
+			require.NoError(t, errs[2])
+
+			// Reading from inside the damaged batch hands it out first.
+			var got [][]byte
+			require.NoError(t, p.ReadBatches(3, hw, 0, func(b []byte) bool {
+				got = append(got, append([]byte(nil), b...))
+				return true
+			}))
+			require.Len(t, got, 1)
+			require.True(t, bytes.Equal(garbage, got[0]))
+		})
+	}
+}
+
+func TestOffsetForTimeCorruptBatch(t *testing.T) {
+	s := openTestStore(t)
+	p := openPartition(t, s, 1)
+	applyCmds(t, p, timedCmd(t, 100, 200), timedCmd(t, 300, 400), timedCmd(t, 500))
+	hw := p.Meta().NextOffset
+	for name, garbage := range storedCorruptions(t, p, 2) {
+		t.Run(name, func(t *testing.T) {
+			corruptStored(t, s, 1, 2, garbage)
+			require.NotPanics(t, func() {
+				off, err := p.OffsetForTime(300, hw)
+				require.ErrorIs(t, err, ErrCorrupt, "offset %d", off)
+			})
+		})
+	}
+}
+
+func TestOffsetForTimeCorruptBatchNeverPanics(t *testing.T) {
+	s := openTestStore(t)
+	p := openPartition(t, s, 1)
+	applyCmds(t, p, timedCmd(t, 100, 200), timedCmd(t, 300, 400), timedCmd(t, 500))
+	hw := p.Meta().NextOffset
+	for name, garbage := range storedCorruptions(t, p, 2) {
+		corruptStored(t, s, 1, 2, garbage)
+		require.NotPanics(t, func() { _, _ = p.OffsetForTime(300, hw) }, name)
+		// Batches before the damaged one are still found.
+		require.Equal(t, int64(1), mustOffsetForTime(t, p, 150, hw), name)
+	}
+}
+
+// snapshotBytes writes a snapshot of p taken now.
+func snapshotBytes(t testing.TB, p *Partition) []byte {
+	t.Helper()
+	snap := p.Snapshot()
+	defer func() { require.NoError(t, snap.Close()) }()
+	var buf bytes.Buffer
+	n, err := snap.WriteTo(&buf)
+	require.NoError(t, err)
+	require.Equal(t, int64(buf.Len()), n)
+	return buf.Bytes()
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	src := openTestStore(t)
+	p := openPartition(t, src, 7)
+	applyCmds(t, p,
+		appendCmd(t, 9, 1, 0, "a", "b"),
+		appendCmd(t, 0, 0, 0, "c"),
+		appendCmd(t, 9, 1, 2, "d"),
+		appendCmd(t, 10, 0, 0, "e"),
+		timedCmd(t, 5000, 4000),
+	)
+	// A neighbour in the source store must not leak into the snapshot.
+	applyCmds(t, openPartition(t, src, 8), appendCmd(t, 0, 0, 0, "neighbour"))
+
+	meta := p.Meta()
+	hw := meta.NextOffset
+	batches := rawBatches(t, p, 0, hw, math.MaxInt)
+	producers := cloneProducers(p.producers)
+
+	snap := p.Snapshot()
+	defer func() { require.NoError(t, snap.Close()) }()
+	require.Equal(t, meta, snap.Meta)
+
+	// Writes after the snapshot was taken are not in it.
+	applyCmds(t, p, appendCmd(t, 9, 1, 3, "later"), appendCmd(t, 11, 0, 0, "later"))
+	var buf bytes.Buffer
+	_, err := snap.WriteTo(&buf)
+	require.NoError(t, err)
+	stream := buf.Bytes()
+
+	dst := openTestStore(t)
+	// The target shard holds other data that the restore replaces; its
+	// neighbour keeps its own.
+	old := openPartition(t, dst, 99)
+	applyCmds(t, old, appendCmd(t, 0, 0, 0, "x", "y", "z", "w", "v", "u", "t", "s"), appendCmd(t, 12, 0, 0, "x"))
+	neighbour := openPartition(t, dst, 100)
+	applyCmds(t, neighbour, appendCmd(t, 9, 1, 0, "n"))
+
+	r := openPartition(t, dst, 99)
+	require.NoError(t, r.Restore(bytes.NewReader(stream)))
+	require.Equal(t, meta, r.Meta())
+
+	// Entries the snapshot covers are skipped; the next one is applied.
+	res := applyEntries(t, r, Entry{Index: meta.AppliedIndex, Cmd: appendCmd(t, 0, 0, 0, "old")})
+	require.Equal(t, []Result{rejected(StatusDuplicate)}, res)
+	require.Equal(t, meta, r.Meta())
+	require.Equal(t, batches, rawBatches(t, r, 0, hw+100, math.MaxInt))
+	require.Equal(t, producers, r.producers)
+	require.Equal(t, int64(5), mustOffsetForTime(t, r, 4500, hw))
+
+	// A reload reads the same state back.
+	reloaded := openPartition(t, dst, 99)
+	require.Equal(t, meta, reloaded.Meta())
+	require.Equal(t, producers, reloaded.producers)
+
+	// The restored partition answers producers as the original did.
+	res = applyCmds(t, r,
+		appendCmd(t, 9, 1, 2, "d"),      // retry
+		appendCmd(t, 9, 1, 0, "a", "b"), // retry of an older batch
+		appendCmd(t, 12, 0, 1, "x"),     // producer of the replaced data: gone
+		appendCmd(t, 9, 0, 3, "x"),      // old epoch
+		appendCmd(t, 9, 1, 3, "f"),      // next
+	)
+	require.Equal(t, []Result{
+		dup(3), dup(0), rejected(StatusOutOfOrder), rejected(StatusFenced), ok(hw),
+	}, res)
+
+	require.Equal(t, []string{"0:n"}, readLog(t, neighbour, 0, 10))
+	require.Equal(t, []string{"0:neighbour"}, readLog(t, openPartition(t, src, 8), 0, 10))
+
+	// The stream does not depend on the shard id.
+	third := openPartition(t, dst, 5)
+	require.NoError(t, third.Restore(bytes.NewReader(stream)))
+	require.Equal(t, stream, snapshotBytes(t, third))
+}
+
+func TestSnapshotRestoreEmpty(t *testing.T) {
+	s := openTestStore(t)
+	stream := snapshotBytes(t, openPartition(t, s, 1))
+	require.Equal(t, []byte{0}, stream)
+
+	p := openPartition(t, s, 2)
+	applyCmds(t, p, appendCmd(t, 7, 0, 0, "a"))
+	require.NoError(t, p.Restore(bytes.NewReader(stream)))
+	require.Equal(t, Meta{MaxTime: math.MinInt64}, p.Meta())
+	require.Empty(t, p.producers)
+	require.Zero(t, countKeys(t, s, 2, kinds[:]...))
+}
+
+func TestRestoreCorruptStream(t *testing.T) {
+	src := openTestStore(t)
+	p := openPartition(t, src, 1)
+	applyCmds(t, p, appendCmd(t, 9, 0, 0, "a", "b"), appendCmd(t, 0, 0, 0, "c"))
+	stream := snapshotBytes(t, p)
+
+	s := openTestStore(t)
+	r := openPartition(t, s, 2)
+	for n := range len(stream) {
+		err := r.Restore(bytes.NewReader(stream[:n]))
+		require.ErrorIs(t, err, ErrCorrupt, "stream truncated to %d of %d bytes", n, len(stream))
+		// Nothing of the partial stream is visible, in memory or on disk.
+		require.Equal(t, Meta{MaxTime: math.MinInt64}, r.Meta())
+		require.Empty(t, r.producers)
+		require.Zero(t, countKeys(t, s, 2, kinds[:]...))
+	}
+
+	cases := map[string][]byte{
+		"key too long":        {65, 0},
+		"huge value":          {2, 0xff, 0xff, 0xff, 0xff, 0x0f, 'd', 0},
+		"bad uvarint":         bytes.Repeat([]byte{0xff}, 11),
+		"missing terminator":  {2, 1, 'd', 0, 'v'},
+		"value short of size": {2, 5, 'd', 0, 'v'},
+	}
+	for name, bad := range cases {
+		t.Run(name, func(t *testing.T) {
+			require.ErrorIs(t, r.Restore(bytes.NewReader(bad)), ErrCorrupt)
+		})
+	}
+
+	// A good stream still restores afterwards.
+	require.NoError(t, r.Restore(bytes.NewReader(stream)))
+	require.Equal(t, p.Meta(), r.Meta())
+	require.Equal(t, readLog(t, p, 0, 3), readLog(t, r, 0, 3))
+}
+
+func TestDelete(t *testing.T) {
+	s := openTestStore(t)
+	gone := openPartition(t, s, 1)
+	kept := openPartition(t, s, 2)
+	for _, p := range []*Partition{gone, kept} {
+		applyCmds(t, p, appendCmd(t, 7, 0, 0, "a"), appendCmd(t, 7, 0, 1, "b"), timedCmd(t, 50))
+	}
+	keptMeta := kept.Meta()
+	keptLog := readLog(t, kept, 0, keptMeta.NextOffset)
+	keptProducers := cloneProducers(kept.producers)
+	require.Equal(t, 3+3+1+1, countKeys(t, s, 1, kinds[:]...), "data, time, producer and meta keys")
+
+	require.NoError(t, gone.Delete())
+	require.Zero(t, countKeys(t, s, 1, kinds[:]...))
+	require.Equal(t, Meta{MaxTime: math.MinInt64}, gone.Meta())
+	require.Empty(t, gone.producers)
+	require.Empty(t, rawBatches(t, gone, 0, 3, math.MaxInt))
+	require.Equal(t, int64(3), mustOffsetForTime(t, gone, 0, 3))
+
+	reloaded := openPartition(t, s, 1)
+	require.Equal(t, Meta{MaxTime: math.MinInt64}, reloaded.Meta())
+	require.Empty(t, reloaded.producers)
+	// The producer is forgotten: it must start again at seq 0.
+	res := applyCmds(t, gone, appendCmd(t, 7, 0, 2, "c"), appendCmd(t, 7, 0, 0, "d"))
+	require.Equal(t, []Result{rejected(StatusOutOfOrder), ok(0)}, res)
+
+	require.Equal(t, keptMeta, kept.Meta())
+	require.Equal(t, keptLog, readLog(t, kept, 0, keptMeta.NextOffset))
+	keptReloaded := openPartition(t, s, 2)
+	require.Equal(t, keptMeta, keptReloaded.Meta())
+	require.Equal(t, keptProducers, keptReloaded.producers)
+	require.Equal(t, 3+3+1+1, countKeys(t, s, 2, kinds[:]...))
+}
+
+// TestLargestShardID checks the key ranges of the last shard id, whose
+// successor wraps around to 0.
+func TestLargestShardID(t *testing.T) {
+	s := openTestStore(t)
+	other := openPartition(t, s, 0)
+	applyCmds(t, other, appendCmd(t, 7, 0, 0, "other"))
+
+	p := openPartition(t, s, math.MaxUint64)
+	applyCmds(t, p, appendCmd(t, 7, 0, 0, "a"), timedCmd(t, 5000))
+	require.Equal(t, []string{"0:a", "1:5000"}, readLog(t, p, 0, 2))
+	require.Equal(t, int64(0), mustOffsetForTime(t, p, 5, 2))
+	require.Equal(t, int64(1), mustOffsetForTime(t, p, 5000, 2))
+
+	reloaded := openPartition(t, s, math.MaxUint64)
+	require.Equal(t, p.Meta(), reloaded.Meta())
+	require.Len(t, reloaded.producers, 1)
+
+	stream := snapshotBytes(t, p)
+	r := openPartition(t, s, 3)
+	require.NoError(t, r.Restore(bytes.NewReader(stream)))
+	require.Equal(t, readLog(t, p, 0, 2), readLog(t, r, 0, 2))
+
+	require.NoError(t, p.Delete())
+	require.Empty(t, readLog(t, openPartition(t, s, math.MaxUint64), 0, 2))
+	require.Equal(t, []string{"0:other"}, readLog(t, other, 0, 1))
+}
