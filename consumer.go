@@ -138,14 +138,62 @@ func (c *Consumer[T]) Records(ctx context.Context) iter.Seq2[Record[T], error] {
 
 // rewindTo moves each partition back to the first of rest, records fetched
 // but not yielded. Records of one Poll are in offset order per partition.
+// Seek moves partition to offset: the next record read from it is the one
+// at offset. An offset outside [log start, high watermark] is refused with
+// an [*OffsetOutOfRangeError] carrying the bounds, and the position is kept.
+func (c *Consumer[T]) Seek(partition int, offset int64) error {
+	cp, err := c.c.part(partition)
+	if err != nil {
+		return err
+	}
+	start, hw := cp.rp.LogStart(), cp.rp.HighWatermark()
+	if offset < start || offset > hw {
+		return &OffsetOutOfRangeError{Topic: c.c.t.meta.Name, Partition: partition, Offset: offset, Earliest: start, Latest: hw}
+	}
+	cp.seekTo(offset)
+	return nil
+}
+
+// SeekTime moves every assigned partition to its first record whose
+// timestamp is at or after t (the high watermark if there is none), using
+// the time index the store keeps per batch.
+func (c *Consumer[T]) SeekTime(ctx context.Context, t time.Time) error {
+	for _, cp := range c.c.parts {
+		off, err := cp.rp.OffsetForTime(ctx, t.UnixNano())
+		if err != nil {
+			return mapErr(err)
+		}
+		cp.seekTo(off)
+	}
+	return nil
+}
+
+// Lag returns, per assigned partition, how many committed records the
+// consumer has not yet handed out (high watermark minus position).
+func (c *Consumer[T]) Lag() map[int]int64 {
+	lag := make(map[int]int64, len(c.c.parts))
+	for _, cp := range c.c.parts {
+		lag[cp.idx] = max(0, cp.rp.HighWatermark()-cp.offset)
+	}
+	return lag
+}
+
 // Position returns the next offset the consumer reads from partition.
 func (c *Consumer[T]) Position(partition int) (int64, error) {
-	for _, cp := range c.c.parts {
+	cp, err := c.c.part(partition)
+	if err != nil {
+		return 0, err
+	}
+	return cp.offset, nil
+}
+
+func (c *consumer) part(partition int) (*consumerPart, error) {
+	for _, cp := range c.parts {
 		if cp.idx == partition {
-			return cp.offset, nil
+			return cp, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: %d not assigned", ErrPartitionNotFound, partition)
+	return nil, fmt.Errorf("%w: %s/%d is not assigned to this consumer", ErrPartitionNotFound, c.t.meta.Name, partition)
 }
 
 // Close releases the consumer. Safe to call twice, from any goroutine; a

@@ -581,7 +581,7 @@ func (w *partWriter) sendBatch(batch []pending) (int64, error) {
 	}
 }
 
-const proposeAttemptTimeout = 5 * time.Second
+const proposeAttemptTimeout = 3 * time.Second
 
 func (w *partWriter) bumpEpoch() {
 	w.epoch++

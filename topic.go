@@ -161,3 +161,26 @@ func (t *Topic) Offsets(ctx context.Context, i int) (PartitionOffsets, error) {
 	}
 	return PartitionOffsets{LogStart: p.LogStart(), HighWatermark: p.HighWatermark()}, nil
 }
+
+// Leader returns the id of the node leading partition i's Raft group, as
+// this node knows it (0 while an election is under way).
+func (t *Topic) Leader(ctx context.Context, i int) (uint64, error) {
+	p, err := t.partition(ctx, i)
+	if err != nil {
+		return 0, err
+	}
+	return t.l.node.Leader(p.Shard), nil
+}
+
+// TransferLeader moves the leadership of partition i to node (as Kafka's
+// preferred leader election does) and waits until it has moved or ctx ends.
+// A ctx without deadline gets 30s.
+func (t *Topic) TransferLeader(ctx context.Context, i int, node uint64) error {
+	p, err := t.partition(ctx, i)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
+	defer cancel()
+	return mapErr(t.l.node.TransferLeader(ctx, p.Shard, node))
+}

@@ -293,6 +293,9 @@ var (
 	ErrInvalid       = errors.New("invalid request")
 	ErrClosed        = errors.New("node closed")
 	ErrNotReplica    = errors.New("no local replica")
+	// ErrLeaderChanged: the group's leader changed while a proposal was
+	// pending; it may or may not have been committed. Retriable.
+	ErrLeaderChanged = errors.New("leader changed during proposal")
 )
 
 // CreateTopic creates a topic and waits until this node's replicas of its
@@ -385,6 +388,42 @@ func (n *Node) Leader(shard uint64) uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.mu.leaders[shard]
+}
+
+// TransferLeader asks a shard's group to hand leadership to node and waits
+// until this node sees the change.
+func (n *Node) TransferLeader(ctx context.Context, shard, node uint64) error {
+	for {
+		n.mu.Lock()
+		l, ch := n.mu.leaders[shard], n.mu.leaderCh
+		n.mu.Unlock()
+		if l == node {
+			return nil
+		}
+		if l != 0 {
+			// Only the leader acts on a transfer request; asking again after
+			// each change covers a request lost in an election.
+			if err := n.nh.RequestLeaderTransfer(shard, node); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
+				return mapError(err)
+			}
+		}
+		select {
+		case <-ch:
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stop:
+			return ErrClosed
+		}
+	}
+}
+
+// leaderState returns a shard's known leader and a channel closed at the
+// next leader change of any shard.
+func (n *Node) leaderState(shard uint64) (uint64, <-chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.leaders[shard], n.mu.leaderCh
 }
 
 // waitLeader waits until the shard has a known leader.
@@ -545,7 +584,7 @@ func mapError(err error) error {
 
 // IsRetriable reports whether a proposal error may succeed when retried.
 func IsRetriable(err error) bool {
-	return errors.Is(err, dragonboat.ErrSystemBusy) || errors.Is(err, dragonboat.ErrShardNotReady) ||
+	return errors.Is(err, ErrLeaderChanged) || errors.Is(err, dragonboat.ErrSystemBusy) || errors.Is(err, dragonboat.ErrShardNotReady) ||
 		errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, dragonboat.ErrAborted) ||
 		errors.Is(err, dragonboat.ErrShardNotInitialized) || errors.Is(err, dragonboat.ErrCanceled)
 }

@@ -3,6 +3,9 @@ package replication
 import (
 	"context"
 	"io"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
 	"sync"
 	"sync/atomic"
 
@@ -89,11 +92,47 @@ func (p *Partition) Propose(ctx context.Context, cmd []byte) (storage.Result, er
 	if err := p.n.waitLeader(ctx, p.Shard); err != nil {
 		return storage.Result{}, err
 	}
-	r, err := p.n.nh.SyncPropose(ctx, p.n.nh.GetNoOPSession(p.Shard), cmd)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return storage.Result{}, dragonboat.ErrDeadlineNotSet
+	}
+	leader, leaderCh := p.n.leaderState(p.Shard)
+	rs, err := p.n.nh.Propose(p.n.nh.GetNoOPSession(p.Shard), cmd, time.Until(deadline))
 	if err != nil {
 		return storage.Result{}, mapError(err)
 	}
-	return decodeResult(r.Value), nil
+	for {
+		select {
+		case r := <-rs.ResultC():
+			switch {
+			case r.Completed():
+				rs.Release()
+				return decodeResult(r.GetResult().Value), nil
+			case r.Dropped():
+				return storage.Result{}, dragonboat.ErrShardNotReady
+			case r.Timeout():
+				return storage.Result{}, mapError(dragonboat.ErrTimeout)
+			case r.Terminated():
+				return storage.Result{}, mapError(dragonboat.ErrShardClosed)
+			case r.Rejected():
+				return storage.Result{}, dragonboat.ErrRejected
+			default:
+				return storage.Result{}, dragonboat.ErrAborted
+			}
+		case <-leaderCh:
+			// A proposal forwarded to a leader that lost its leadership can
+			// vanish without an answer; rather than wait for its timeout,
+			// report a retriable error. The caller's retry is safe: the
+			// partition drops an idempotent batch it already stored.
+			var now uint64
+			now, leaderCh = p.n.leaderState(p.Shard)
+			if now != leader {
+				return storage.Result{}, ErrLeaderChanged
+			}
+		case <-ctx.Done():
+			return storage.Result{}, mapError(dragonboat.ErrTimeout)
+		}
+	}
 }
 
 // Results travel in sm.Result.Value: the status in the top byte, the base

@@ -136,3 +136,61 @@ func TestClusterTopicVisibleOnEveryNode(t *testing.T) {
 	_, err = c.Log(0).CreateTopic(ctx, "t4", replog.TopicConfig{Replicas: 4})
 	require.ErrorIs(t, err, replog.ErrInvalidConfig)
 }
+
+// An idempotent producer keeps writing while the partition's leadership is
+// moved around the cluster: every acknowledged record is stored exactly
+// once, in produce order.
+func TestIdempotentProducerAcrossLeaderChanges(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := replogtest.NewCluster(t, 3)
+	tp, err := c.Log(0).CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 1, Replicas: 3})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+
+	stop := make(chan struct{})
+	moved := make(chan int)
+	go func() {
+		n := 0
+		defer func() { moved <- n }()
+		for target := uint64(2); ; target = target%3 + 1 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
+			if tp.TransferLeader(tctx, 0, target) == nil {
+				n++
+			}
+			tcancel()
+		}
+	}()
+	var acked []replog.Position
+	for i := range 300 {
+		pos, err := p.Produce(ctx, replog.Message[string]{Value: fmt.Sprintf("%05d", i)})
+		require.NoError(t, err, "record %d", i)
+		acked = append(acked, pos)
+	}
+	close(stop)
+	transfers := <-moved
+	require.GreaterOrEqual(t, transfers, 2, "leadership must actually move during the test")
+
+	cons, err := replog.NewConsumer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer cons.Close()
+	i := 0
+	for rec, err := range cons.Records(ctx) {
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprintf("%05d", i), rec.Value, "offset %d", rec.Offset)
+		require.Equal(t, acked[i].Offset, rec.Offset)
+		if i++; i == len(acked) {
+			break
+		}
+	}
+	off, err := tp.Offsets(ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, int64(len(acked)), off.HighWatermark, "no duplicate was stored")
+}
