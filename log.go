@@ -124,6 +124,9 @@ type Log struct {
 	opts   Options
 	node   *replication.Node
 	closed chan struct{}
+	// ctx ends when the Log closes; background work derives from it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu struct {
 		sync.Mutex
@@ -172,6 +175,7 @@ func Open(dir string, opts *Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{opts: o, node: node, closed: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.mu.handles = map[closer]struct{}{}
 	return l, nil
 }
@@ -238,6 +242,7 @@ func (l *Log) Close() error {
 			}
 		}
 		close(l.closed)
+		l.cancel()
 		errs = append(errs, l.node.Close())
 		l.closeErr = errors.Join(errs...)
 	})

@@ -12,6 +12,12 @@ type Partitioner interface {
 	Partition(key []byte, n int) int
 }
 
+// PartitionerFunc adapts a function to [Partitioner].
+type PartitionerFunc func(key []byte, n int) int
+
+// Partition implements [Partitioner].
+func (f PartitionerFunc) Partition(key []byte, n int) int { return f(key, n) }
+
 // KafkaPartitioner is the default [Partitioner]: a keyed record goes to
 // murmur2(key) mod n, exactly as Kafka's default partitioner does (so a key
 // lands on the same partition number in both); keyless records stick to one

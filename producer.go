@@ -27,6 +27,9 @@ type Message[T any] struct {
 	Headers []Header
 	// Time is the record's create time; zero means now.
 	Time time.Time
+	// Partition, when not nil, sends the record to that partition, and the
+	// Partitioner is not asked (Kafka's ProducerRecord partition).
+	Partition *int
 }
 
 // Position is where a record was stored.
@@ -64,7 +67,29 @@ type ProducerOptions struct {
 	DisableIdempotence bool
 	// Partitioner chooses partitions. Default: a new [KafkaPartitioner].
 	Partitioner Partitioner
+	// MaxInFlight is how many batches per partition may be proposed and not
+	// yet acknowledged, 1 to 5 (as Kafka's idempotent producer). Default 5.
+	// Order is kept however many are in flight. Without idempotence it is 1.
+	MaxInFlight int
+	// Acks is when a record counts as written. Default [AcksAll].
+	Acks Acks
 }
+
+// Acks is the acknowledgement level of a producer.
+type Acks int
+
+const (
+	// AcksAll acknowledges a record once a quorum of the partition's
+	// replicas has fsynced it and this node applied it: it survives the loss
+	// of any minority of replicas, and a crash of every node.
+	AcksAll Acks = iota
+	// AcksNone is fire-and-forget: the callback runs with Offset -1 as soon
+	// as the batch is handed to Raft on this node, and a later failure is
+	// not reported. A record can be lost if the node stops or leadership
+	// changes before it commits. It implies DisableIdempotence (as Kafka's
+	// acks=0 does); errors before the hand-off still reach the callback.
+	AcksNone
+)
 
 func (o *ProducerOptions) withDefaults(t *Topic) (ProducerOptions, error) {
 	var c ProducerOptions
@@ -90,6 +115,12 @@ func (o *ProducerOptions) withDefaults(t *Topic) (ProducerOptions, error) {
 	if c.Partitioner == nil {
 		c.Partitioner = &KafkaPartitioner{}
 	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 5
+	}
+	if c.Acks == AcksNone {
+		c.DisableIdempotence = true
+	}
 	switch {
 	case c.Linger < 0 || c.DeliveryTimeout < 0:
 		return c, fmt.Errorf("%w: negative Linger or DeliveryTimeout", ErrInvalidConfig)
@@ -101,6 +132,12 @@ func (o *ProducerOptions) withDefaults(t *Topic) (ProducerOptions, error) {
 		return c, fmt.Errorf("%w: MaxBufferedBytes %d below BatchBytes %d", ErrInvalidConfig, c.MaxBufferedBytes, c.BatchBytes)
 	case !storage.Compression(*c.Compression).Valid():
 		return c, fmt.Errorf("%w: compression %d", ErrInvalidConfig, *c.Compression)
+	case c.MaxInFlight < 1 || c.MaxInFlight > 5:
+		// The partition remembers a producer's last 5 batches; a retried
+		// batch older than that could not be recognised as a duplicate.
+		return c, fmt.Errorf("%w: MaxInFlight %d (want 1 to 5)", ErrInvalidConfig, c.MaxInFlight)
+	case c.Acks != AcksAll && c.Acks != AcksNone:
+		return c, fmt.Errorf("%w: Acks %d", ErrInvalidConfig, c.Acks)
 	}
 	return c, nil
 }
@@ -181,7 +218,11 @@ func (p *Producer[T]) ProduceAsync(ctx context.Context, m Message[T], fn func(Po
 			r.Headers[i] = storage.RecordHeader{Key: h.Key, Value: h.Value}
 		}
 	}
-	p.p.produce(ctx, r, fn)
+	part := -1
+	if m.Partition != nil {
+		part = *m.Partition
+	}
+	p.p.produce(ctx, r, part, fn)
 }
 
 // Flush waits until every record buffered before the call is acknowledged
@@ -227,7 +268,9 @@ func newProducer(t *Topic, o ProducerOptions) *producer {
 	return p
 }
 
-func (p *producer) produce(ctx context.Context, r storage.Record, fn func(Position, error)) {
+// produce buffers r for partition part, or the Partitioner's choice if part
+// is negative.
+func (p *producer) produce(ctx context.Context, r storage.Record, part int, fn func(Position, error)) {
 	size := storage.RecordSize(r)
 	if size > p.opts.MaxRecordBytes {
 		fn(Position{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrRecordTooLarge, size, p.opts.MaxRecordBytes))
@@ -245,10 +288,12 @@ func (p *producer) produce(ctx context.Context, r storage.Record, fn func(Positi
 		fn(Position{}, err)
 		return
 	}
-	part := p.opts.Partitioner.Partition(r.Key, len(p.parts))
+	if part < 0 {
+		part = p.opts.Partitioner.Partition(r.Key, len(p.parts))
+	}
 	if part < 0 || part >= len(p.parts) {
 		p.release(size)
-		fn(Position{}, fmt.Errorf("%w: partitioner chose %d of %d", ErrPartitionNotFound, part, len(p.parts)))
+		fn(Position{}, fmt.Errorf("%w: partition %d of %s (it has %d)", ErrPartitionNotFound, part, p.t.meta.Name, len(p.parts)))
 		return
 	}
 	p.closeMu.RLock()
@@ -258,7 +303,8 @@ func (p *producer) produce(ctx context.Context, r storage.Record, fn func(Positi
 		fn(Position{}, ErrClosed)
 		return
 	}
-	p.parts[part].enqueue(pending{rec: r, size: size, fn: fn, deadline: time.Now().Add(p.opts.DeliveryTimeout)})
+	now := time.Now()
+	p.parts[part].enqueue(pending{rec: r, size: size, fn: fn, at: now, deadline: now.Add(p.opts.DeliveryTimeout)})
 }
 
 func (p *producer) isClosed() bool {
@@ -352,12 +398,21 @@ type pending struct {
 	rec      storage.Record
 	size     int
 	fn       func(Position, error)
-	deadline time.Time
+	at       time.Time // when it was buffered, for Linger
+	deadline time.Time // at + DeliveryTimeout
 }
 
 // partWriter batches and sends one partition's records. Its goroutine is the
-// only sender for the partition, so batches are proposed, acknowledged and
-// called back in produce order.
+// only sender for the partition: batches are proposed in order, up to
+// MaxInFlight at once, and completed (callbacks run) in the same order.
+//
+// Ordering with several batches in flight rests on the idempotent producer:
+// each batch carries the next sequence number, and the partition accepts
+// only the next one. If a batch fails with a retriable error, it and every
+// batch after it are proposed again, in order; copies that were already
+// stored come back as duplicates with their original offsets, and a batch
+// that overtook a lost one is refused, so nothing is stored twice or out of
+// order. Without idempotence only one batch is in flight.
 type partWriter struct {
 	p    *producer
 	idx  int
@@ -366,14 +421,28 @@ type partWriter struct {
 
 	mu    sync.Mutex
 	queue []pending
-	sent  uint64 // records taken from the queue so far
+	qsize int    // bytes in queue
+	taken int    // records taken from the queue, not yet completed
+	sent  uint64 // records completed so far
 	marks []flushMark
 
 	// Owned by the run goroutine.
-	rp      *replication.Partition
-	epoch   uint32
-	seq     int32
-	builder storage.BatchBuilder
+	rp       *replication.Partition
+	epoch    uint32
+	seq      int32
+	builder  storage.BatchBuilder
+	inflight []*batchReq // proposed, oldest first
+	resend   []*batchReq // to propose again before anything new, oldest first
+	backoff  time.Duration
+	retryAt  time.Time
+}
+
+type batchReq struct {
+	recs     []pending
+	cmd      []byte
+	prop     *replication.Proposal
+	pid      uint64
+	notified bool // AcksNone: the callbacks already ran
 }
 
 type flushMark struct {
@@ -384,6 +453,7 @@ type flushMark struct {
 func (w *partWriter) enqueue(pd pending) {
 	w.mu.Lock()
 	w.queue = append(w.queue, pd)
+	w.qsize += pd.size
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -396,7 +466,7 @@ func (w *partWriter) flushMark() chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ch := make(chan struct{})
-	upTo := w.sent + uint64(len(w.queue))
+	upTo := w.sent + uint64(len(w.queue)) + uint64(w.inflightRecords())
 	if upTo == w.sent {
 		close(ch)
 		return ch
@@ -405,11 +475,16 @@ func (w *partWriter) flushMark() chan struct{} {
 	return ch
 }
 
+// inflightRecords counts records taken from the queue and not completed.
+// Called with mu held; the run goroutine updates the counter under mu.
+func (w *partWriter) inflightRecords() int { return w.taken }
+
 // completed records that n more records are done and fires flush marks.
 func (w *partWriter) completed(n int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.sent += uint64(n)
+	w.taken -= n
 	kept := w.marks[:0]
 	for _, m := range w.marks {
 		if m.upTo <= w.sent {
@@ -421,53 +496,145 @@ func (w *partWriter) completed(n int) {
 	w.marks = kept
 }
 
+func (w *partWriter) maxInFlight() int {
+	if w.p.opts.DisableIdempotence {
+		return 1
+	}
+	return w.p.opts.MaxInFlight
+}
+
 func (w *partWriter) run() {
 	defer w.p.wg.Done()
 	stopping := false
 	for {
-		if !stopping {
-			select {
-			case <-w.wake:
-			case <-w.stop:
-				stopping = true
-			}
-		}
-		if w.p.opts.Linger > 0 && !stopping && w.queuedBytes() < w.p.opts.BatchBytes {
-			t := time.NewTimer(w.p.opts.Linger)
-			select {
-			case <-t.C:
-			case <-w.stop:
-				stopping = true
-				t.Stop()
-			}
-		}
-		for {
-			batch := w.take()
-			if len(batch) == 0 {
-				break
-			}
-			w.send(batch)
-		}
-		if stopping {
+		w.fill(stopping)
+		if len(w.inflight) == 0 && len(w.resend) == 0 && stopping && w.queueLen() == 0 {
 			return
 		}
+		var timer <-chan time.Time
+		var t *time.Timer
+		if wait := w.nextWake(stopping); wait > 0 {
+			t = time.NewTimer(wait)
+			timer = t.C
+		}
+		var wake chan struct{}
+		if len(w.inflight) < w.maxInFlight() {
+			wake = w.wake
+		}
+		var stop chan struct{}
+		if !stopping {
+			stop = w.stop
+		}
+		if len(w.inflight) == 0 {
+			select {
+			case <-wake:
+			case <-timer:
+			case <-stop:
+				stopping = true
+			}
+		} else {
+			head := w.inflight[0]
+			select {
+			case r := <-head.prop.Done():
+				res, err := head.prop.Result(r)
+				w.headDone(head, res, err)
+			case <-head.prop.LeaderChanged():
+				if head.prop.LeaderMoved() {
+					w.retryAll()
+				}
+			case <-wake:
+			case <-timer:
+			case <-stop:
+				stopping = true
+			}
+		}
+		if t != nil {
+			t.Stop()
+		}
 	}
 }
 
-func (w *partWriter) queuedBytes() int {
+func (w *partWriter) queueLen() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := 0
-	for _, pd := range w.queue {
-		n += pd.size
-	}
-	return n
+	return len(w.queue)
 }
 
-// take removes up to BatchBytes of records from the queue.
-func (w *partWriter) take() []pending {
+// nextWake returns how long to sleep before fill can make progress: the
+// rest of a retry back-off or of the oldest record's linger. Zero means no
+// timer is needed.
+func (w *partWriter) nextWake(stopping bool) time.Duration {
+	now := time.Now()
+	if len(w.resend) > 0 {
+		return max(w.retryAt.Sub(now), time.Millisecond)
+	}
+	if w.p.opts.Linger <= 0 || stopping {
+		return 0
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if len(w.queue) == 0 {
+		return 0
+	}
+	return max(w.queue[0].at.Add(w.p.opts.Linger).Sub(now), time.Millisecond)
+}
+
+// fill proposes batches until MaxInFlight are in flight: first those to
+// resend, then new ones from the queue.
+func (w *partWriter) fill(stopping bool) {
+	for len(w.inflight) < w.maxInFlight() {
+		var b *batchReq
+		switch {
+		case len(w.resend) > 0:
+			if time.Now().Before(w.retryAt) {
+				return
+			}
+			b = w.resend[0]
+			w.resend = w.resend[1:]
+		default:
+			recs := w.take(stopping)
+			if len(recs) == 0 {
+				return
+			}
+			var err error
+			if b, err = w.build(recs); err != nil {
+				w.finish(&batchReq{recs: recs}, 0, err)
+				continue
+			}
+		}
+		if err := w.propose(b); err != nil {
+			if w.retriable(b, err) {
+				w.resend = append([]*batchReq{b}, w.resend...)
+				w.scheduleRetry()
+				return
+			}
+			w.fail(b, err)
+			continue
+		}
+		w.inflight = append(w.inflight, b)
+		w.onProposed(b)
+	}
+}
+
+// take removes up to BatchBytes of records from the queue, unless they
+// should linger longer.
+func (w *partWriter) take(stopping bool) []pending {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.queue) == 0 {
+		return nil
+	}
+	// A partial batch waits while another is in flight: until it is full,
+	// its oldest record has lingered, or the pipeline drains. So a lone
+	// record goes out at once, and under load batches fill instead of
+	// splitting into many small proposals.
+	if !stopping && w.qsize < w.p.opts.BatchBytes {
+		lg := w.p.opts.Linger
+		waited := time.Since(w.queue[0].at)
+		if (lg > 0 && waited < lg) || (lg == 0 && len(w.inflight) > 0) {
+			return nil
+		}
+	}
 	n, bytes := 0, 0
 	for n < len(w.queue) && (n == 0 || bytes+w.queue[n].size <= w.p.opts.BatchBytes) {
 		bytes += w.queue[n].size
@@ -478,112 +645,188 @@ func (w *partWriter) take() []pending {
 	if len(w.queue) == 0 {
 		w.queue = nil
 	}
+	w.qsize -= bytes
+	w.taken += n
 	return batch
 }
 
-// send proposes one batch, retrying retriable failures until the earliest
-// delivery deadline in it, and completes its records in order.
-func (w *partWriter) send(batch []pending) {
-	pos, err := w.sendBatch(batch)
-	size := 0
-	for i, pd := range batch {
-		size += pd.size
-		if err != nil {
-			pd.fn(Position{}, err)
-		} else {
-			pd.fn(Position{Partition: w.idx, Offset: pos + int64(i)}, nil)
-		}
-	}
-	w.p.release(size)
-	w.completed(len(batch))
-	if kp, ok := w.p.opts.Partitioner.(*KafkaPartitioner); ok {
-		kp.batchDone(w.idx, len(w.p.parts))
-	}
-}
-
-func (w *partWriter) sendBatch(batch []pending) (int64, error) {
-	ctx, cancel := context.WithDeadline(context.Background(), batch[0].deadline)
+// build encodes records as the next batch of the sequence.
+func (w *partWriter) build(recs []pending) (*batchReq, error) {
+	ctx, cancel := w.deliveryCtx(recs[0].deadline)
 	defer cancel()
-	go func() { // Close of the Log ends a retry loop early.
-		select {
-		case <-w.p.t.l.closed:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	if w.rp == nil {
 		rp, err := w.p.t.partition(ctx, w.idx)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		w.rp = rp
 	}
 	pid, err := w.p.producerID(ctx)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	b := &batchReq{recs: recs, pid: pid}
+	return b, w.encode(b)
+}
+
+// encode (re)builds the command of b with the current epoch and the next
+// sequence number.
+func (w *partWriter) encode(b *batchReq) error {
 	w.builder.Reset()
-	for _, pd := range batch {
+	for _, pd := range b.recs {
 		w.builder.Add(pd.rec)
 	}
 	seq := int32(-1)
-	if pid != 0 {
+	if b.pid != 0 {
 		seq = w.seq
+		w.seq += int32(len(b.recs))
 	}
-	enc, err := w.builder.Build(storage.Compression(*w.p.opts.Compression), pid, w.epoch, seq)
+	enc, err := w.builder.Build(storage.Compression(*w.p.opts.Compression), b.pid, w.epoch, seq)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrRecordTooLarge, err)
+		return fmt.Errorf("%w: %w", ErrRecordTooLarge, err)
 	}
-	cmd := make([]byte, 1+len(enc))
-	cmd[0] = storage.CmdAppend
-	copy(cmd[1:], enc)
-	backoff := 5 * time.Millisecond
-	for {
-		if err := w.p.t.check(); err != nil {
-			return 0, err
-		}
-		// Each attempt gets a bounded slice of the delivery time, so a
-		// proposal lost in a leader change is retried rather than waited on.
-		actx, acancel := context.WithTimeout(ctx, proposeAttemptTimeout)
-		res, err := w.rp.Propose(actx, cmd)
-		acancel()
-		if err == nil {
-			switch res.Status {
-			case storage.StatusOK, storage.StatusDuplicate:
-				if pid != 0 {
-					w.seq += int32(len(batch))
-				}
-				return res.BaseOffset, nil
-			case storage.StatusCorrupt:
-				return 0, fmt.Errorf("%w: partition refused the batch", ErrCorrupt)
-			default:
-				w.bumpEpoch()
-				return 0, fmt.Errorf("%w: %s", ErrOutOfOrderSequence, res.Status)
-			}
-		}
-		retry := replication.IsRetriable(err) && (pid != 0 || !errors.Is(err, context.DeadlineExceeded))
-		if !retry || ctx.Err() != nil {
-			if pid != 0 {
-				// The batch may or may not be stored. A new epoch restarts the
-				// sequence, so the next batch is accepted either way.
-				w.bumpEpoch()
-			}
-			if ctx.Err() != nil && w.p.t.l.isClosed() {
-				return 0, ErrClosed
-			}
-			return 0, mapErr(err)
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
+	b.cmd = make([]byte, 1+len(enc))
+	b.cmd[0] = storage.CmdAppend
+	copy(b.cmd[1:], enc)
+	return nil
+}
+
+// deliveryCtx is a context ending at a batch's delivery deadline or when the
+// Log closes.
+func (w *partWriter) deliveryCtx(deadline time.Time) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(w.p.t.l.ctx, deadline)
+}
+
+func (w *partWriter) propose(b *batchReq) error {
+	if err := w.p.t.check(); err != nil {
+		return err
+	}
+	if w.p.t.l.isClosed() {
+		return ErrClosed
+	}
+	timeout := min(time.Until(b.recs[0].deadline), proposeAttemptTimeout)
+	if timeout <= 0 {
+		return context.DeadlineExceeded
+	}
+	if w.p.t.l.node.Leader(w.rp.Shard) == 0 {
+		return replication.ErrLeaderChanged // no leader yet: retry after a back-off
+	}
+	pr, err := w.rp.ProposeAsync(b.cmd, timeout)
+	if err != nil {
+		return err
+	}
+	b.prop = pr
+	return nil
+}
+
+// onProposed runs the AcksNone callbacks: the records are handed to Raft.
+func (w *partWriter) onProposed(b *batchReq) {
+	if w.p.opts.Acks != AcksNone || b.notified {
+		return
+	}
+	b.notified = true
+	for _, pd := range b.recs {
+		pd.fn(Position{Partition: w.idx, Offset: -1}, nil)
 	}
 }
 
-const proposeAttemptTimeout = 3 * time.Second
+// retriable reports whether b may be proposed again after err.
+func (w *partWriter) retriable(b *batchReq, err error) bool {
+	if w.p.t.l.isClosed() || time.Now().After(b.recs[0].deadline) {
+		return false
+	}
+	if !replication.IsRetriable(err) {
+		return false
+	}
+	// Without idempotence a timed-out batch may have been stored: sending it
+	// again could write it twice.
+	return b.pid != 0 || !errors.Is(err, context.DeadlineExceeded)
+}
 
-func (w *partWriter) bumpEpoch() {
+func (w *partWriter) scheduleRetry() {
+	if w.backoff == 0 {
+		w.backoff = 5 * time.Millisecond
+	} else {
+		w.backoff = min(2*w.backoff, 500*time.Millisecond)
+	}
+	w.retryAt = time.Now().Add(w.backoff)
+}
+
+// headDone handles the outcome of the oldest batch in flight.
+func (w *partWriter) headDone(head *batchReq, res storage.Result, err error) {
+	if err == nil {
+		switch res.Status {
+		case storage.StatusOK, storage.StatusDuplicate:
+			w.inflight = w.inflight[1:]
+			w.backoff = 0
+			w.finish(head, res.BaseOffset, nil)
+			return
+		case storage.StatusCorrupt:
+			err = fmt.Errorf("%w: partition refused the batch", ErrCorrupt)
+		default:
+			err = fmt.Errorf("%w: %s", ErrOutOfOrderSequence, res.Status)
+		}
+	} else if w.retriable(head, err) {
+		w.retryAll()
+		return
+	}
+	w.inflight = w.inflight[1:]
+	w.fail(head, err)
+}
+
+// retryAll moves every batch in flight back to be proposed again, in order.
+func (w *partWriter) retryAll() {
+	w.resend = append(w.inflight, w.resend...)
+	w.inflight = nil
+	w.scheduleRetry()
+}
+
+// fail completes b's records with err. The partition may or may not have
+// stored b; later batches would be refused for the gap in the sequence, so
+// the producer starts a new epoch and re-encodes them from sequence 0.
+func (w *partWriter) fail(b *batchReq, err error) {
+	if w.p.t.l.isClosed() && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		err = ErrClosed
+	}
+	w.finish(b, 0, mapErr(err))
+	if b.pid == 0 {
+		return
+	}
 	w.epoch++
 	w.seq = 0
+	rest := append(w.inflight, w.resend...)
+	w.inflight, w.resend = nil, nil
+	for _, r := range rest {
+		if err := w.encode(r); err != nil {
+			w.finish(r, 0, err)
+			continue
+		}
+		w.resend = append(w.resend, r)
+	}
 }
+
+// finish completes a batch's records in order: with their offsets, or with
+// err.
+func (w *partWriter) finish(b *batchReq, base int64, err error) {
+	size := 0
+	for i, pd := range b.recs {
+		size += pd.size
+		switch {
+		case b.notified:
+			// AcksNone: the callback ran when the batch was handed to Raft.
+		case err != nil:
+			pd.fn(Position{}, err)
+		default:
+			pd.fn(Position{Partition: w.idx, Offset: base + int64(i)}, nil)
+		}
+	}
+	w.p.release(size)
+	w.completed(len(b.recs))
+	if kp, ok := w.p.opts.Partitioner.(*KafkaPartitioner); ok {
+		kp.batchDone(w.idx, len(w.p.parts))
+	}
+}
+
+// proposeAttemptTimeout bounds one proposal: a proposal lost in a leader
+// change is retried rather than waited on for the whole DeliveryTimeout.
+const proposeAttemptTimeout = 3 * time.Second

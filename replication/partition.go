@@ -87,7 +87,7 @@ func (p *Partition) OffsetForTime(ctx context.Context, t int64) (int64, error) {
 }
 
 // Propose appends a command through Raft and returns its result once it is
-// committed by a quorum and applied here.
+// committed by a quorum and applied here. ctx must have a deadline.
 func (p *Partition) Propose(ctx context.Context, cmd []byte) (storage.Result, error) {
 	if err := p.n.waitLeader(ctx, p.Shard); err != nil {
 		return storage.Result{}, err
@@ -96,43 +96,80 @@ func (p *Partition) Propose(ctx context.Context, cmd []byte) (storage.Result, er
 	if !ok {
 		return storage.Result{}, dragonboat.ErrDeadlineNotSet
 	}
-	leader, leaderCh := p.n.leaderState(p.Shard)
-	rs, err := p.n.nh.Propose(p.n.nh.GetNoOPSession(p.Shard), cmd, time.Until(deadline))
+	pr, err := p.ProposeAsync(cmd, time.Until(deadline))
 	if err != nil {
-		return storage.Result{}, mapError(err)
+		return storage.Result{}, err
 	}
 	for {
 		select {
-		case r := <-rs.ResultC():
-			switch {
-			case r.Completed():
-				rs.Release()
-				return decodeResult(r.GetResult().Value), nil
-			case r.Dropped():
-				return storage.Result{}, dragonboat.ErrShardNotReady
-			case r.Timeout():
-				return storage.Result{}, mapError(dragonboat.ErrTimeout)
-			case r.Terminated():
-				return storage.Result{}, mapError(dragonboat.ErrShardClosed)
-			case r.Rejected():
-				return storage.Result{}, dragonboat.ErrRejected
-			default:
-				return storage.Result{}, dragonboat.ErrAborted
-			}
-		case <-leaderCh:
-			// A proposal forwarded to a leader that lost its leadership can
-			// vanish without an answer; rather than wait for its timeout,
-			// report a retriable error. The caller's retry is safe: the
-			// partition drops an idempotent batch it already stored.
-			var now uint64
-			now, leaderCh = p.n.leaderState(p.Shard)
-			if now != leader {
+		case r := <-pr.Done():
+			return pr.Result(r)
+		case <-pr.LeaderChanged():
+			if pr.LeaderMoved() {
 				return storage.Result{}, ErrLeaderChanged
 			}
 		case <-ctx.Done():
 			return storage.Result{}, mapError(dragonboat.ErrTimeout)
 		}
 	}
+}
+
+// Proposal is a command on its way through Raft. Not safe for concurrent
+// use.
+type Proposal struct {
+	p        *Partition
+	rs       *dragonboat.RequestState
+	leader   uint64
+	leaderCh <-chan struct{}
+}
+
+// ProposeAsync starts proposing cmd; the result arrives on [Proposal.Done]
+// within timeout. Proposals made one after another from one goroutine reach
+// the leader in that order.
+func (p *Partition) ProposeAsync(cmd []byte, timeout time.Duration) (*Proposal, error) {
+	leader, ch := p.n.leaderState(p.Shard)
+	rs, err := p.n.nh.Propose(p.n.nh.GetNoOPSession(p.Shard), cmd, timeout)
+	if err != nil {
+		return nil, mapError(err)
+	}
+	return &Proposal{p: p, rs: rs, leader: leader, leaderCh: ch}, nil
+}
+
+// Done delivers the outcome once; pass it to [Proposal.Result].
+func (pr *Proposal) Done() <-chan dragonboat.RequestResult { return pr.rs.ResultC() }
+
+// LeaderChanged is closed when some group's leader changes; then
+// [Proposal.LeaderMoved] tells whether this group's did.
+func (pr *Proposal) LeaderChanged() <-chan struct{} { return pr.leaderCh }
+
+// LeaderMoved reports whether the group's leader differs from the one when
+// the proposal was made, and re-arms LeaderChanged. A proposal forwarded to a
+// leader that lost its leadership can vanish without an answer: rather than
+// wait for its timeout, callers treat a move as a retriable failure, which
+// is safe because the partition drops an idempotent batch it already stored.
+func (pr *Proposal) LeaderMoved() bool {
+	now, ch := pr.p.n.leaderState(pr.p.Shard)
+	pr.leaderCh = ch
+	return now != pr.leader
+}
+
+// Result turns what Done delivered into the state machine's result or an
+// error.
+func (pr *Proposal) Result(r dragonboat.RequestResult) (storage.Result, error) {
+	switch {
+	case r.Completed():
+		pr.rs.Release()
+		return decodeResult(r.GetResult().Value), nil
+	case r.Dropped():
+		return storage.Result{}, dragonboat.ErrShardNotReady
+	case r.Timeout():
+		return storage.Result{}, mapError(dragonboat.ErrTimeout)
+	case r.Terminated():
+		return storage.Result{}, mapError(dragonboat.ErrShardClosed)
+	case r.Rejected():
+		return storage.Result{}, dragonboat.ErrRejected
+	}
+	return storage.Result{}, dragonboat.ErrAborted
 }
 
 // Results travel in sm.Result.Value: the status in the top byte, the base

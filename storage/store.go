@@ -62,6 +62,14 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		L0CompactionThreshold:       8,
 		L0StopWritesThreshold:       32,
 		LBaseMaxBytes:               512 << 20,
+		// No WAL: the Raft log, which dragonboat fsyncs before a batch is
+		// committed, is the durable copy of everything applied since the
+		// last Sync, and Sync flushes the memtables to fsynced tables
+		// before dragonboat may compact that log. After a crash the store
+		// reopens at its last flushed applied index (stored in the same
+		// write as the data) and dragonboat replays the rest. This saves
+		// writing every record a second time.
+		DisableWAL: true,
 	}
 	// Batches are compressed (or not) by the producer's codec already;
 	// compressing blocks again costs CPU for little gain.
@@ -79,11 +87,15 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	return &Store{db: db}, nil
 }
 
-// Close closes the store. Partitions must not be used afterwards.
-func (s *Store) Close() error { return s.db.Close() }
+// Close flushes what was applied (so a clean restart replays nothing) and
+// closes the store. Partitions must not be used afterwards.
+func (s *Store) Close() error {
+	return errors.Join(s.db.Flush(), s.db.Close())
+}
 
-// Sync makes every write applied so far durable: it fsyncs Pebble's WAL.
-func (s *Store) Sync() error { return s.db.LogData(nil, pebble.Sync) }
+// Sync makes every write applied so far durable: it flushes the memtables
+// to fsynced sstables (the store runs without a WAL).
+func (s *Store) Sync() error { return s.db.Flush() }
 
 func key(kind byte, shard uint64, suffix ...uint64) []byte {
 	k := make([]byte, 9, 9+8*len(suffix))
@@ -297,7 +309,10 @@ func (p *Partition) Delete() error {
 			return err
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	if err := p.s.db.Flush(); err != nil {
 		return err
 	}
 	p.meta = Meta{MaxTime: math.MinInt64}
@@ -402,7 +417,11 @@ func (p *Partition) Restore(r io.Reader) error {
 			b = p.s.db.NewBatch()
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	// A restored snapshot is not in the Raft log: it must be durable now.
+	if err := p.s.db.Flush(); err != nil {
 		return err
 	}
 	return p.load()

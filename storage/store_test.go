@@ -267,7 +267,7 @@ func TestOffsetForTime(t *testing.T) {
 // corruptStored overwrites the stored batch at base with garbage.
 func corruptStored(t testing.TB, s *Store, shard uint64, base int64, garbage []byte) {
 	t.Helper()
-	require.NoError(t, s.db.Set(key(kindData, shard, uint64(base)), garbage, pebble.Sync))
+	require.NoError(t, s.db.Set(key(kindData, shard, uint64(base)), garbage, pebble.NoSync))
 }
 
 func storedCorruptions(t testing.TB, p *Partition, base int64) map[string][]byte {
