@@ -47,6 +47,9 @@ type ConsumerOptions struct {
 	// FetchBytes caps the bytes read from one partition per fetch; at least
 	// one batch is always read. Default 1 MiB.
 	FetchBytes int
+	// ReadAheadBytes caps the decoded records read ahead per partition by
+	// the consumer's fetcher goroutine. Default 4 MiB.
+	ReadAheadBytes int
 }
 
 // Consumer reads records of type T from a topic's partitions in offset
@@ -81,25 +84,30 @@ func NewConsumer[T any](t *Topic, codec Codec[T], opts *ConsumerOptions) (*Consu
 // MaxPollRecords of them. If a value fails to decode, Poll returns the
 // records before it and a [*DecodeError]; the next Poll goes on after it.
 func (c *Consumer[T]) Poll(ctx context.Context) ([]Record[T], error) {
-	raw, err := c.c.poll(ctx)
-	out := make([]Record[T], 0, len(raw))
-	for i, r := range raw {
-		v, derr := c.codec.Decode(r.rec.Value)
-		if derr != nil {
-			c.c.rewind(rawPositions(raw[i+1:])) // hand the rest out on the next Poll
-			return out, &DecodeError{Topic: c.c.t.meta.Name, Partition: r.part, Offset: r.rec.Offset, Err: derr}
+	var out []Record[T]
+	var derr error
+	name := c.c.t.meta.Name
+	err := c.c.poll(ctx, func(part int, avail int, r *storage.Record) bool {
+		if out == nil {
+			out = make([]Record[T], 0, avail)
 		}
-		rec := Record[T]{
-			Topic: c.c.t.meta.Name, Partition: r.part, Offset: r.rec.Offset,
-			Key: r.rec.Key, Value: v, Time: time.Unix(0, r.rec.Time),
+		v, err := c.codec.Decode(r.Value)
+		if err != nil {
+			derr = &DecodeError{Topic: name, Partition: part, Offset: r.Offset, Err: err}
+			return false
 		}
-		if len(r.rec.Headers) > 0 {
-			rec.Headers = make([]Header, len(r.rec.Headers))
-			for j, h := range r.rec.Headers {
+		rec := Record[T]{Topic: name, Partition: part, Offset: r.Offset, Key: r.Key, Value: v, Time: time.Unix(0, r.Time)}
+		if len(r.Headers) > 0 {
+			rec.Headers = make([]Header, len(r.Headers))
+			for j, h := range r.Headers {
 				rec.Headers[j] = Header{Key: h.Key, Value: h.Value}
 			}
 		}
 		out = append(out, rec)
+		return true
+	})
+	if err == nil {
+		err = derr
 	}
 	return out, err
 }
@@ -150,7 +158,7 @@ func (c *Consumer[T]) Seek(partition int, offset int64) error {
 	if offset < start || offset > hw {
 		return &OffsetOutOfRangeError{Topic: c.c.t.meta.Name, Partition: partition, Offset: offset, Earliest: start, Latest: hw}
 	}
-	cp.seekTo(offset)
+	c.c.seekTo(cp, offset)
 	return nil
 }
 
@@ -163,7 +171,7 @@ func (c *Consumer[T]) SeekTime(ctx context.Context, t time.Time) error {
 		if err != nil {
 			return mapErr(err)
 		}
-		cp.seekTo(off)
+		c.c.seekTo(cp, off)
 	}
 	return nil
 }
@@ -173,7 +181,10 @@ func (c *Consumer[T]) SeekTime(ctx context.Context, t time.Time) error {
 func (c *Consumer[T]) Lag() map[int]int64 {
 	lag := make(map[int]int64, len(c.c.parts))
 	for _, cp := range c.c.parts {
-		lag[cp.idx] = max(0, cp.rp.HighWatermark()-cp.offset)
+		cp.mu.Lock()
+		off := cp.offset
+		cp.mu.Unlock()
+		lag[cp.idx] = max(0, cp.rp.HighWatermark()-off)
 	}
 	return lag
 }
@@ -184,6 +195,8 @@ func (c *Consumer[T]) Position(partition int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
 	return cp.offset, nil
 }
 
@@ -204,30 +217,60 @@ func (c *Consumer[T]) Close() error {
 }
 
 // consumer is the untyped core under every Consumer[T].
+//
+// A fetcher goroutine reads ahead: for each assigned partition it reads,
+// verifies and decompresses batches past the consumer's position until
+// ReadAheadBytes are waiting, so Poll mostly hands out records already
+// decoded while the next ones are decoded on another core. Seeking bumps the
+// partition's generation, which discards what was read ahead.
 type consumer struct {
-	t         *Topic
-	opts      ConsumerOptions
-	parts     []*consumerPart
-	next      int // round-robin start
-	closed    chan struct{}
+	t      *Topic
+	opts   ConsumerOptions
+	parts  []*consumerPart
+	next   int // round-robin start, owned by the Poll caller
+	closed chan struct{}
+	ctx    context.Context // ends on Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// ready is closed and replaced when the fetcher adds records or an
+	// error; kick wakes the fetcher after a seek or when room is freed.
+	readyMu   sync.Mutex
+	ready     chan struct{}
+	kick      chan struct{}
 	closeOnce sync.Once
 }
 
 type consumerPart struct {
-	idx     int
-	rp      *replication.Partition
-	offset  int64            // next offset to hand out
-	pending []storage.Record // fetched, not yet handed out (offsets from `offset` on)
+	idx int
+	rp  *replication.Partition
+
+	// Lock order: a consumerPart's mu is taken alone, never with another's
+	// or with consumer.readyMu.
+	mu         sync.Mutex
+	gen        uint64 // bumped by every seek
+	offset     int64  // next offset to hand out
+	fetchOff   int64  // next offset the fetcher reads
+	chunks     [][]storage.Record
+	readyBytes int   // decoded bytes waiting in chunks
+	err        error // fetch error at fetchOff, until the next seek
 }
 
-func (cp *consumerPart) seekTo(off int64) {
-	cp.offset = off
-	cp.pending = nil
+// seekTo moves the partition's position and discards what was read ahead.
+func (c *consumer) seekTo(cp *consumerPart, off int64) {
+	cp.mu.Lock()
+	cp.gen++
+	cp.offset, cp.fetchOff = off, off
+	cp.chunks, cp.readyBytes, cp.err = nil, 0, nil
+	cp.mu.Unlock()
+	c.wakeFetcher()
 }
 
-type rawRecord struct {
-	part int
-	rec  storage.Record
+func (c *consumer) wakeFetcher() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
 }
 
 func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
@@ -241,7 +284,10 @@ func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
 	if o.FetchBytes == 0 {
 		o.FetchBytes = 1 << 20
 	}
-	if o.MaxPollRecords < 0 || o.FetchBytes < 0 || (o.Start != Earliest && o.Start != Latest) {
+	if o.ReadAheadBytes == 0 {
+		o.ReadAheadBytes = 4 << 20
+	}
+	if o.MaxPollRecords < 0 || o.FetchBytes < 0 || o.ReadAheadBytes < 0 || (o.Start != Earliest && o.Start != Latest) {
 		return nil, fmt.Errorf("%w: consumer options %+v", ErrInvalidConfig, o)
 	}
 	if err := t.check(); err != nil {
@@ -253,7 +299,7 @@ func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
 			parts = append(parts, i)
 		}
 	}
-	c := &consumer{t: t, opts: o, closed: make(chan struct{})}
+	c := &consumer{t: t, opts: o, closed: make(chan struct{}), ready: make(chan struct{}), kick: make(chan struct{}, 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	seen := map[int]bool{}
@@ -266,20 +312,28 @@ func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
 		if err != nil {
 			return nil, err
 		}
-		cp := &consumerPart{idx: i, rp: rp}
+		if err := rp.WaitOpen(ctx); err != nil {
+			return nil, mapErr(err)
+		}
+		cp := &consumerPart{idx: i, rp: rp, offset: rp.LogStart()}
 		if o.Start == Latest {
-			if err := rp.WaitOpen(ctx); err != nil {
-				return nil, mapErr(err)
-			}
 			cp.offset = rp.HighWatermark()
 		}
+		cp.fetchOff = cp.offset
 		c.parts = append(c.parts, cp)
 	}
+	c.ctx, c.cancel = context.WithCancel(t.l.ctx)
+	c.wg.Add(1)
+	go c.fetchLoop()
 	return c, nil
 }
 
 func (c *consumer) Close() error {
-	c.closeOnce.Do(func() { close(c.closed) })
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.cancel()
+		c.wg.Wait()
+	})
 	return nil
 }
 
@@ -296,113 +350,186 @@ func positions[T any](recs []Record[T]) map[int]int64 {
 	return first
 }
 
-func rawPositions(recs []rawRecord) map[int]int64 {
-	first := map[int]int64{}
-	for _, r := range recs {
-		if _, ok := first[r.part]; !ok {
-			first[r.part] = r.rec.Offset
-		}
-	}
-	return first
-}
-
 func (c *consumer) rewind(first map[int]int64) {
 	for _, cp := range c.parts {
 		if off, ok := first[cp.idx]; ok {
-			cp.seekTo(off)
+			c.seekTo(cp, off)
 		}
 	}
 }
 
-func (c *consumer) poll(ctx context.Context) ([]rawRecord, error) {
+func (c *consumer) readyChan() <-chan struct{} {
+	c.readyMu.Lock()
+	defer c.readyMu.Unlock()
+	return c.ready
+}
+
+func (c *consumer) signalReady() {
+	c.readyMu.Lock()
+	close(c.ready)
+	c.ready = make(chan struct{})
+	c.readyMu.Unlock()
+}
+
+// poll waits for read-ahead records and passes up to MaxPollRecords of them
+// to fn, in offset order per partition, visiting partitions round-robin.
+// avail is a hint for preallocation. When fn returns false the record it
+// was given counts as consumed and poll stops. A partition's fetch error is
+// returned once the records before it are handed out.
+func (c *consumer) poll(ctx context.Context, fn func(part, avail int, r *storage.Record) bool) error {
 	for {
 		select {
 		case <-c.closed:
-			return nil, ErrClosed
+			return ErrClosed
 		default:
 		}
 		if err := c.t.check(); err != nil {
-			return nil, err
+			return err
 		}
-		// Take the wake-up channels before reading, so a record applied
-		// between the read and the wait still wakes us.
-		waits := make([]<-chan struct{}, len(c.parts))
-		for i, cp := range c.parts {
-			waits[i] = cp.rp.Changed()
+		// Take the channel before looking, so records added in between
+		// still wake us.
+		ready := c.readyChan()
+		n, err := c.take(fn)
+		if err != nil || n > 0 {
+			return err
 		}
-		out, err := c.fetch(ctx)
-		if err != nil || len(out) > 0 {
-			return out, err
-		}
-		if err := c.wait(ctx, waits); err != nil {
-			return nil, err
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.closed:
+			return ErrClosed
+		case <-c.t.l.closed:
+			return ErrClosed
 		}
 	}
 }
 
-// fetch hands out up to MaxPollRecords, visiting partitions round-robin.
-func (c *consumer) fetch(ctx context.Context) ([]rawRecord, error) {
-	var out []rawRecord
-	n := len(c.parts)
-	for k := 0; k < n && len(out) < c.opts.MaxPollRecords; k++ {
-		cp := c.parts[(c.next+k)%n]
-		if len(cp.pending) == 0 {
-			if err := c.fill(ctx, cp); err != nil {
-				return out, err
+func (c *consumer) take(fn func(part, avail int, r *storage.Record) bool) (int, error) {
+	n, parts, limit := 0, len(c.parts), c.opts.MaxPollRecords
+	defer func() {
+		c.next = (c.next + 1) % parts
+		if n > 0 {
+			c.wakeFetcher() // room was freed
+		}
+	}()
+	for k := 0; k < parts && n < limit; k++ {
+		cp := c.parts[(c.next+k)%parts]
+		for n < limit {
+			// Only this goroutine removes chunks or seeks; the fetcher only
+			// appends. So the chunk can be read without the lock.
+			cp.mu.Lock()
+			if len(cp.chunks) == 0 {
+				err := cp.err
+				cp.mu.Unlock()
+				if err != nil && n == 0 {
+					return 0, err
+				}
+				break
+			}
+			ch := cp.chunks[0]
+			cp.mu.Unlock()
+			m, bytes, stop := 0, 0, false
+			for m < len(ch) && n < limit && !stop {
+				r := &ch[m]
+				stop = !fn(cp.idx, min(limit, len(ch)), r)
+				bytes += recordBytes(*r)
+				m++
+				n++
+			}
+			cp.mu.Lock()
+			cp.readyBytes -= bytes
+			cp.offset = ch[m-1].Offset + 1
+			if m == len(ch) {
+				cp.chunks = cp.chunks[1:]
+			} else {
+				cp.chunks[0] = ch[m:]
+			}
+			cp.mu.Unlock()
+			if stop {
+				return n, nil
 			}
 		}
-		take := min(len(cp.pending), c.opts.MaxPollRecords-len(out))
-		for _, r := range cp.pending[:take] {
-			out = append(out, rawRecord{part: cp.idx, rec: r})
-		}
-		cp.pending = cp.pending[take:]
-		if take > 0 {
-			cp.offset = out[len(out)-1].rec.Offset + 1
-		}
 	}
-	c.next = (c.next + 1) % n
-	return out, nil
+	return n, nil
 }
 
-// fill reads the next batches of a partition into cp.pending.
-func (c *consumer) fill(ctx context.Context, cp *consumerPart) error {
-	if err := cp.rp.WaitOpen(ctx); err != nil {
-		return mapErr(err)
+func recordBytes(r storage.Record) int { return len(r.Key) + len(r.Value) + 32 }
+
+// fetchLoop reads ahead for every partition until the consumer closes.
+func (c *consumer) fetchLoop() {
+	defer c.wg.Done()
+	cases := make([]reflect.SelectCase, 0, len(c.parts)+2)
+	for {
+		progress := false
+		cases = append(cases[:0],
+			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.ctx.Done())},
+			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.kick)},
+		)
+		for _, cp := range c.parts {
+			cp.mu.Lock()
+			full := cp.err != nil || cp.readyBytes >= c.opts.ReadAheadBytes
+			from, gen := cp.fetchOff, cp.gen
+			cp.mu.Unlock()
+			if full {
+				continue
+			}
+			changed := cp.rp.Changed() // before reading: a later apply wakes us
+			recs, size, err := c.read(cp, from)
+			if c.ctx.Err() != nil {
+				return
+			}
+			cp.mu.Lock()
+			if cp.gen == gen { // no seek meanwhile
+				switch {
+				case err != nil:
+					cp.err = err
+					progress = true
+				case len(recs) > 0:
+					cp.chunks = append(cp.chunks, recs)
+					cp.readyBytes += size
+					cp.fetchOff = recs[len(recs)-1].Offset + 1
+					progress = true
+				}
+			}
+			cp.mu.Unlock()
+			if err == nil && len(recs) == 0 {
+				cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(changed)})
+			}
+		}
+		if progress {
+			c.signalReady()
+			continue
+		}
+		if i, _, _ := reflect.Select(cases); i == 0 {
+			return
+		}
 	}
+}
+
+// read decodes the records of up to FetchBytes of batches from offset from.
+func (c *consumer) read(cp *consumerPart, from int64) ([]storage.Record, int, error) {
 	start, hw := cp.rp.LogStart(), cp.rp.HighWatermark()
-	if cp.offset < start || cp.offset > hw {
-		return &OffsetOutOfRangeError{Topic: c.t.meta.Name, Partition: cp.idx, Offset: cp.offset, Earliest: start, Latest: hw}
+	if from < start || from > hw {
+		return nil, 0, &OffsetOutOfRangeError{Topic: c.t.meta.Name, Partition: cp.idx, Offset: from, Earliest: start, Latest: hw}
 	}
+	var recs []storage.Record
 	var derr error
-	err := cp.rp.ReadBatches(ctx, cp.offset, c.opts.FetchBytes, func(b []byte) bool {
+	err := cp.rp.ReadBatches(c.ctx, from, c.opts.FetchBytes, func(b []byte) bool {
 		// Records may alias b, which Pebble reuses: decode from our own copy.
 		own := append([]byte(nil), b...)
-		_, cp.pending, derr = storage.DecodeRecords(own, cp.offset, cp.pending)
+		_, recs, derr = storage.DecodeRecords(own, from, recs)
 		return derr == nil
 	})
 	if derr != nil {
-		return fmt.Errorf("replog: %s/%d at offset %d: %w", c.t.meta.Name, cp.idx, cp.offset, derr)
+		return nil, 0, fmt.Errorf("replog: %s/%d at offset %d: %w", c.t.meta.Name, cp.idx, from, derr)
 	}
-	return mapErr(err)
-}
-
-// wait blocks until a partition applies something, ctx ends or the consumer
-// or its Log closes.
-func (c *consumer) wait(ctx context.Context, waits []<-chan struct{}) error {
-	cases := make([]reflect.SelectCase, 0, len(waits)+3)
-	cases = append(cases,
-		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
-		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.closed)},
-		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.t.l.closed)},
-	)
-	for _, w := range waits {
-		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(w)})
+	if err != nil {
+		return nil, 0, mapErr(err)
 	}
-	switch i, _, _ := reflect.Select(cases); i {
-	case 0:
-		return ctx.Err()
-	case 1, 2:
-		return ErrClosed
+	size := 0
+	for _, r := range recs {
+		size += recordBytes(r)
 	}
-	return nil
+	return recs, size, nil
 }

@@ -276,6 +276,10 @@ func (p *producer) produce(ctx context.Context, r storage.Record, part int, fn f
 		fn(Position{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrRecordTooLarge, size, p.opts.MaxRecordBytes))
 		return
 	}
+	// The buffer counts what a buffered record costs in memory, not only
+	// its encoded bytes, so MaxBufferedBytes bounds the heap for small
+	// records too.
+	size += pendingOverhead
 	if p.isClosed() {
 		fn(Position{}, ErrClosed)
 		return
@@ -303,8 +307,7 @@ func (p *producer) produce(ctx context.Context, r storage.Record, part int, fn f
 		fn(Position{}, ErrClosed)
 		return
 	}
-	now := time.Now()
-	p.parts[part].enqueue(pending{rec: r, size: size, fn: fn, at: now, deadline: now.Add(p.opts.DeliveryTimeout)})
+	p.parts[part].enqueue(pending{rec: r, size: size, fn: fn, at: time.Now()})
 }
 
 func (p *producer) isClosed() bool {
@@ -394,12 +397,15 @@ func (p *producer) Close() error {
 	return nil
 }
 
+// pendingOverhead approximates the memory a buffered record costs besides
+// its key, value and headers: the pending entry and its share of the queue.
+const pendingOverhead = 128
+
 type pending struct {
-	rec      storage.Record
-	size     int
-	fn       func(Position, error)
-	at       time.Time // when it was buffered, for Linger
-	deadline time.Time // at + DeliveryTimeout
+	rec  storage.Record
+	size int
+	fn   func(Position, error)
+	at   time.Time // when it was buffered, for Linger and DeliveryTimeout
 }
 
 // partWriter batches and sends one partition's records. Its goroutine is the
@@ -421,9 +427,10 @@ type partWriter struct {
 
 	mu    sync.Mutex
 	queue []pending
-	qsize int    // bytes in queue
-	taken int    // records taken from the queue, not yet completed
-	sent  uint64 // records completed so far
+	spare [][]pending // slices of completed batches, for reuse
+	qsize int         // bytes in queue
+	taken int         // records taken from the queue, not yet completed
+	sent  uint64      // records completed so far
 	marks []flushMark
 
 	// Owned by the run goroutine.
@@ -636,23 +643,38 @@ func (w *partWriter) take(stopping bool) []pending {
 		}
 	}
 	n, bytes := 0, 0
-	for n < len(w.queue) && (n == 0 || bytes+w.queue[n].size <= w.p.opts.BatchBytes) {
+	for n < len(w.queue) && (n == 0 || bytes+w.queue[n].size-pendingOverhead <= w.p.opts.BatchBytes) {
 		bytes += w.queue[n].size
 		n++
 	}
-	batch := w.queue[:n:n]
-	w.queue = w.queue[n:]
-	if len(w.queue) == 0 {
-		w.queue = nil
+	// The batch gets its own slice and the queue keeps its backing array,
+	// so steady producing reuses a few arrays instead of growing new ones.
+	var batch []pending
+	if k := len(w.spare); k > 0 {
+		batch, w.spare = w.spare[k-1][:0], w.spare[:k-1]
 	}
+	batch = append(batch, w.queue[:n]...)
+	rest := copy(w.queue, w.queue[n:])
+	clear(w.queue[rest:])
+	w.queue = w.queue[:rest]
 	w.qsize -= bytes
 	w.taken += n
 	return batch
 }
 
+// recycle keeps a completed batch's slice for reuse.
+func (w *partWriter) recycle(recs []pending) {
+	clear(recs)
+	w.mu.Lock()
+	if len(w.spare) < 8 {
+		w.spare = append(w.spare, recs[:0])
+	}
+	w.mu.Unlock()
+}
+
 // build encodes records as the next batch of the sequence.
 func (w *partWriter) build(recs []pending) (*batchReq, error) {
-	ctx, cancel := w.deliveryCtx(recs[0].deadline)
+	ctx, cancel := w.deliveryCtx(recs[0].at.Add(w.p.opts.DeliveryTimeout))
 	defer cancel()
 	if w.rp == nil {
 		rp, err := w.p.t.partition(ctx, w.idx)
@@ -681,14 +703,18 @@ func (w *partWriter) encode(b *batchReq) error {
 		seq = w.seq
 		w.seq += int32(len(b.recs))
 	}
-	enc, err := w.builder.Build(storage.Compression(*w.p.opts.Compression), b.pid, w.epoch, seq)
+	cmd, err := w.builder.BuildWithPrefix(1, storage.Compression(*w.p.opts.Compression), b.pid, w.epoch, seq)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRecordTooLarge, err)
 	}
-	b.cmd = make([]byte, 1+len(enc))
-	b.cmd[0] = storage.CmdAppend
-	copy(b.cmd[1:], enc)
+	cmd[0] = storage.CmdAppend
+	b.cmd = cmd
 	return nil
+}
+
+// deadline is when b's delivery time is up: its oldest record's.
+func (w *partWriter) deadline(b *batchReq) time.Time {
+	return b.recs[0].at.Add(w.p.opts.DeliveryTimeout)
 }
 
 // deliveryCtx is a context ending at a batch's delivery deadline or when the
@@ -704,7 +730,7 @@ func (w *partWriter) propose(b *batchReq) error {
 	if w.p.t.l.isClosed() {
 		return ErrClosed
 	}
-	timeout := min(time.Until(b.recs[0].deadline), proposeAttemptTimeout)
+	timeout := min(time.Until(w.deadline(b)), proposeAttemptTimeout)
 	if timeout <= 0 {
 		return context.DeadlineExceeded
 	}
@@ -732,7 +758,7 @@ func (w *partWriter) onProposed(b *batchReq) {
 
 // retriable reports whether b may be proposed again after err.
 func (w *partWriter) retriable(b *batchReq, err error) bool {
-	if w.p.t.l.isClosed() || time.Now().After(b.recs[0].deadline) {
+	if w.p.t.l.isClosed() || time.Now().After(w.deadline(b)) {
 		return false
 	}
 	if !replication.IsRetriable(err) {
@@ -822,6 +848,8 @@ func (w *partWriter) finish(b *batchReq, base int64, err error) {
 	}
 	w.p.release(size)
 	w.completed(len(b.recs))
+	w.recycle(b.recs)
+	b.recs = nil
 	if kp, ok := w.p.opts.Partitioner.(*KafkaPartitioner); ok {
 		kp.batchDone(w.idx, len(w.p.parts))
 	}

@@ -173,6 +173,13 @@ func RecordSize(r Record) int {
 // Build fails if no record was added, c is not valid, or the batch exceeds
 // [MaxRawBytes] or [MaxBatchBytes] ([ErrBatchTooLarge]).
 func (b *BatchBuilder) Build(c Compression, producerID uint64, epoch uint32, baseSeq int32) ([]byte, error) {
+	return b.BuildWithPrefix(0, c, producerID, epoch, baseSeq)
+}
+
+// BuildWithPrefix is [BatchBuilder.Build] with prefix zero bytes reserved in
+// front of the batch, for a command header, so the batch need not be copied
+// into a command.
+func (b *BatchBuilder) BuildWithPrefix(prefix int, c Compression, producerID uint64, epoch uint32, baseSeq int32) ([]byte, error) {
 	if b.count == 0 {
 		return nil, errors.New("replog: empty record batch")
 	}
@@ -204,7 +211,8 @@ func (b *BatchBuilder) Build(c Compression, producerID uint64, epoch uint32, bas
 	// so that the result is exactly as large as the batch: callers keep
 	// batches queued, and a compressed batch is often far smaller than the
 	// bound a codec needs up front.
-	out := make([]byte, n)
+	buf := make([]byte, prefix+n)
+	out := buf[prefix:]
 	le := binary.LittleEndian
 	le.PutUint32(out[8:], uint32(n))
 	out[16] = Version
@@ -218,6 +226,7 @@ func (b *BatchBuilder) Build(c Compression, producerID uint64, epoch uint32, bas
 	le.PutUint32(out[56:], uint32(len(b.raw)))
 	copy(out[HeaderSize:], records)
 	le.PutUint32(out[12:], crc32.Checksum(out[16:], castagnoli))
+	out = buf
 	return out, nil
 }
 

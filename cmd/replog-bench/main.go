@@ -41,6 +41,7 @@ type result struct {
 	ConsumeRecordsPerS float64 `json:"consume_records_per_s"`
 	ConsumeMBPerS      float64 `json:"consume_mb_per_s"`
 	PeakRSSBytes       int64   `json:"peak_rss_bytes"`
+	ProducePeakRSS     int64   `json:"produce_peak_rss_bytes"`
 }
 
 func main() {
@@ -54,8 +55,10 @@ func main() {
 	latencyN := flag.Int("latency-records", 2000, "synchronous Produce calls timed for latency")
 	asJSON := flag.Bool("json", false, "print one JSON object")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the produce phase")
+	consumeProfile := flag.String("consume-cpuprofile", "", "write a CPU profile of the consume phase")
+	memprofile := flag.String("memprofile", "", "write a heap profile (allocations) at the end of the produce phase")
 	flag.Parse()
-	r, err := run(*records, *size, *partitions, *replicas, *codec, *acks, *producers, *latencyN, *cpuprofile)
+	r, err := run(*records, *size, *partitions, *replicas, *codec, *acks, *producers, *latencyN, *cpuprofile, *consumeProfile, *memprofile)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -68,7 +71,7 @@ func main() {
 	fmt.Printf("  %.0f records/s, %.1f MB/s\n", r.ProduceRecordsPerS, r.ProduceMBPerS)
 	fmt.Printf("sync Produce latency: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms\n", r.ProduceP50Ms, r.ProduceP99Ms, r.ProduceP999Ms)
 	fmt.Printf("consume: %.0f records/s, %.1f MB/s\n", r.ConsumeRecordsPerS, r.ConsumeMBPerS)
-	fmt.Printf("peak RSS: %.1f MiB\n", float64(r.PeakRSSBytes)/(1<<20))
+	fmt.Printf("peak RSS: %.1f MiB (%.1f MiB by the end of the produce phase)\n", float64(r.PeakRSSBytes)/(1<<20), float64(r.ProducePeakRSS)/(1<<20))
 }
 
 func parseCodec(s string) (replog.Compression, error) {
@@ -80,7 +83,7 @@ func parseCodec(s string) (replog.Compression, error) {
 	return 0, fmt.Errorf("unknown codec %q", s)
 }
 
-func run(records, size, partitions, replicas int, codec, acks string, producers, latencyN int, cpuprofile string) (result, error) {
+func run(records, size, partitions, replicas int, codec, acks string, producers, latencyN int, cpuprofile, consumeProfile, memprofile string) (result, error) {
 	r := result{Records: records, Size: size, Partitions: partitions, Replicas: replicas, Codec: codec, Acks: acks, Producers: producers}
 	comp, err := parseCodec(codec)
 	if err != nil {
@@ -166,6 +169,15 @@ func run(records, size, partitions, replicas int, codec, acks string, producers,
 	if e := firstErr.Load(); e != nil {
 		return r, fmt.Errorf("%d produces failed, first: %v", failed.Load(), e)
 	}
+	r.ProducePeakRSS = peakRSS()
+	if memprofile != "" {
+		f, err := os.Create(memprofile)
+		if err != nil {
+			return r, err
+		}
+		pprof.Lookup("allocs").WriteTo(f, 0)
+		f.Close()
+	}
 	r.ProduceRecordsPerS = float64(records) / el.Seconds()
 	r.ProduceMBPerS = float64(records*size) / el.Seconds() / 1e6
 
@@ -199,6 +211,13 @@ func run(records, size, partitions, replicas int, codec, acks string, producers,
 		return r, err
 	}
 	defer c.Close()
+	if consumeProfile != "" {
+		f, err := os.Create(consumeProfile)
+		if err != nil {
+			return r, err
+		}
+		pprof.StartCPUProfile(f)
+	}
 	start = time.Now()
 	got := 0
 	for got < total {
@@ -209,6 +228,9 @@ func run(records, size, partitions, replicas int, codec, acks string, producers,
 		got += len(recs)
 	}
 	el = time.Since(start)
+	if consumeProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	r.ConsumeRecordsPerS = float64(got) / el.Seconds()
 	r.ConsumeMBPerS = float64(got*size) / el.Seconds() / 1e6
 	r.PeakRSSBytes = peakRSS()
