@@ -61,6 +61,51 @@ type ExpertOptions struct {
 	// of TCP; Peers addresses are then names unique in the process (see
 	// [NewInProcessAddress]). The single-node default always uses it.
 	InProcessTransport bool
+	// Network, with InProcessTransport, lets tests cut links between the
+	// nodes sharing it. Nil: fully connected.
+	Network *InProcessNetwork
+	// Storage, with InMemory, keeps the node's data in memory beyond Close,
+	// so the node can be opened again from it, and can simulate a crash.
+	// Nil: the data is dropped on Close.
+	Storage *MemStorage
+}
+
+// InProcessNetwork links in-process nodes and lets tests cut the links.
+// Safe for concurrent use.
+type InProcessNetwork struct{ n replication.Network }
+
+// NewInProcessNetwork returns a fully connected network.
+func NewInProcessNetwork() *InProcessNetwork { return &InProcessNetwork{} }
+
+// Partition splits the nodes, named by Raft address, into groups that
+// cannot reach each other; an address in no group reaches no one.
+func (n *InProcessNetwork) Partition(groups ...[]string) { n.n.Partition(groups...) }
+
+// Heal undoes Partition (not SetDown).
+func (n *InProcessNetwork) Heal() { n.n.Heal() }
+
+// SetDown cuts one node off from all others, or reconnects it.
+func (n *InProcessNetwork) SetDown(addr string, down bool) { n.n.SetDown(addr, down) }
+
+// MemStorage is a node's in-memory storage that survives the node's Close,
+// for tests that restart or crash nodes. Use one per node. Safe for
+// concurrent use.
+type MemStorage struct{ s *replication.MemStorage }
+
+// NewMemStorage returns empty storage.
+func NewMemStorage() *MemStorage { return &MemStorage{s: replication.NewMemStorage()} }
+
+// Crash stops l, the Log opened on this storage, as a power loss would:
+// producers and consumers on it fail with [ErrClosed] without sending what
+// they buffered, and every write not yet fsynced is lost. Open the Log again
+// on the same storage to restart it.
+func (m *MemStorage) Crash(l *Log) error {
+	var err error
+	m.s.Crash(func() {
+		l.cancel() // producers stop sending at once
+		err = l.Close()
+	})
+	return err
 }
 
 // NewInProcessAddress returns an address for [ExpertOptions.InProcessTransport]
@@ -150,6 +195,9 @@ func Open(dir string, opts *Options) (*Log, error) {
 	if dir == "" && !o.InMemory {
 		return nil, fmt.Errorf("%w: empty directory", ErrInvalidConfig)
 	}
+	if o.Expert.Storage != nil && !o.InMemory {
+		return nil, fmt.Errorf("%w: Expert.Storage needs InMemory", ErrInvalidConfig)
+	}
 	if len(o.Peers) == 1 && o.Peers[o.NodeID] == "" {
 		addr, err := singleNodeAddress(dir, o.InMemory)
 		if err != nil {
@@ -164,6 +212,8 @@ func Open(dir string, opts *Options) (*Log, error) {
 		RaftAddress:     o.Peers[o.NodeID],
 		Members:         o.Peers,
 		InProcess:       o.Expert.InProcessTransport,
+		Network:         networkOf(o.Expert.Network),
+		Storage:         storageOf(o.Expert.Storage),
 		RTT:             o.RTT,
 		ElectionTicks:   uint64(o.ElectionTicks),
 		HeartbeatTicks:  uint64(o.HeartbeatTicks),
@@ -178,6 +228,20 @@ func Open(dir string, opts *Options) (*Log, error) {
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.mu.handles = map[closer]struct{}{}
 	return l, nil
+}
+
+func networkOf(n *InProcessNetwork) *replication.Network {
+	if n == nil {
+		return nil
+	}
+	return &n.n
+}
+
+func storageOf(m *MemStorage) *replication.MemStorage {
+	if m == nil {
+		return nil
+	}
+	return m.s
 }
 
 // singleNodeAddress returns the in-process address of a single node: the one

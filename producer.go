@@ -534,6 +534,9 @@ func (w *partWriter) run() {
 		}
 		if len(w.inflight) == 0 {
 			select {
+			case <-w.p.t.l.ctx.Done():
+				w.abort()
+				return
 			case <-wake:
 			case <-timer:
 			case <-stop:
@@ -542,6 +545,9 @@ func (w *partWriter) run() {
 		} else {
 			head := w.inflight[0]
 			select {
+			case <-w.p.t.l.ctx.Done():
+				w.abort()
+				return
 			case r := <-head.prop.Done():
 				res, err := head.prop.Result(r)
 				w.headDone(head, res, err)
@@ -743,6 +749,23 @@ func (w *partWriter) propose(b *batchReq) error {
 	}
 	b.prop = pr
 	return nil
+}
+
+// abort fails everything buffered or in flight with ErrClosed: the Log is
+// gone (closed after its producers, or crashed in a test).
+func (w *partWriter) abort() {
+	for _, b := range append(w.inflight, w.resend...) {
+		w.finish(b, 0, ErrClosed)
+	}
+	w.inflight, w.resend = nil, nil
+	w.mu.Lock()
+	q := w.queue
+	w.queue, w.qsize = nil, 0
+	w.taken += len(q)
+	w.mu.Unlock()
+	if len(q) > 0 {
+		w.finish(&batchReq{recs: q}, 0, ErrClosed)
+	}
 }
 
 // onProposed runs the AcksNone callbacks: the records are handed to Raft.

@@ -40,6 +40,10 @@ type Config struct {
 	// InProcess uses dragonboat's in-memory channel transport: no port is
 	// opened and only nodes of the same process can talk.
 	InProcess bool
+	// Network, with InProcess, lets tests cut links. Optional.
+	Network *Network
+	// Storage, with InMemory, holds the node's files beyond Close. Optional.
+	Storage *MemStorage
 	RTT       time.Duration
 	// ElectionTicks and HeartbeatTicks are in RTTs.
 	ElectionTicks, HeartbeatTicks uint64
@@ -106,7 +110,12 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.InMemory && dir == "" {
 		dir = "mem"
 	}
-	store, err := storage.OpenStore(filepath.Join(dir, "data"), storage.StoreOptions{InMemory: cfg.InMemory, Logger: cfg.Logger})
+	so := storage.StoreOptions{InMemory: cfg.InMemory, Logger: cfg.Logger}
+	var raftFS *lnivfs.MemFS
+	if cfg.Storage != nil {
+		raftFS, so.FS = cfg.Storage.fs()
+	}
+	store, err := storage.OpenStore(filepath.Join(dir, "data"), so)
 	if err != nil {
 		return nil, err
 	}
@@ -138,9 +147,12 @@ func Open(cfg Config) (*Node, error) {
 		// is unsupported, so dragonboat's Pebble prints one "background
 		// error: vfs: not supported" line to the standard logger per node.
 		nhc.Expert.FS = lnivfs.NewMem()
+		if raftFS != nil {
+			nhc.Expert.FS = raftFS
+		}
 	}
 	if cfg.InProcess {
-		nhc.Expert.TransportFactory = &inProcessTransport{}
+		nhc.Expert.TransportFactory = &inProcessTransport{net: cfg.Network}
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err == nil && nh == nil {

@@ -1,14 +1,181 @@
 package replication
 
 import (
+	"context"
+	"errors"
+	"sync"
+
+	pvfs "github.com/cockroachdb/pebble/v2/vfs"
+	lnivfs "github.com/lni/vfs"
+
+	"github.com/lni/dragonboat/v4/config"
 	chantransport "github.com/lni/dragonboat/v4/plugin/chan"
+	"github.com/lni/dragonboat/v4/raftio"
+	pb "github.com/lni/dragonboat/v4/raftpb"
 )
 
 // inProcessTransport is dragonboat's channel transport with a Validate that
-// accepts any address: the plugin's own Validate panics, and in-process
-// addresses are names, not host:port pairs.
+// accepts any address (the plugin's own Validate panics, and in-process
+// addresses are names, not host:port pairs) and, when a Network is set,
+// links that tests can cut.
 type inProcessTransport struct {
 	chantransport.ChanTransportFactory
+	net *Network
 }
 
-func (inProcessTransport) Validate(string) bool { return true }
+func (*inProcessTransport) Validate(string) bool { return true }
+
+func (f *inProcessTransport) Create(c config.NodeHostConfig, h raftio.MessageHandler, ch raftio.ChunkHandler) raftio.ITransport {
+	t := f.ChanTransportFactory.Create(c, h, ch)
+	if f.net == nil {
+		return t
+	}
+	return &cuttableTransport{ITransport: t, self: c.RaftAddress, net: f.net}
+}
+
+// Network is the in-process network of a test cluster: it can split the
+// nodes into groups that cannot reach each other. Safe for concurrent use.
+type Network struct {
+	mu    sync.RWMutex
+	group map[string]int  // address -> group; nil means fully connected
+	down  map[string]bool // addresses cut off from everyone
+}
+
+// SetDown cuts addr off from every other node (down) or reconnects it.
+func (n *Network) SetDown(addr string, down bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.down == nil {
+		n.down = map[string]bool{}
+	}
+	if down {
+		n.down[addr] = true
+	} else {
+		delete(n.down, addr)
+	}
+}
+
+// Partition splits the network: nodes in different groups (by Raft
+// address) cannot talk; an address in no group is cut off from everyone.
+func (n *Network) Partition(groups ...[]string) {
+	g := map[string]int{}
+	for i, addrs := range groups {
+		for _, a := range addrs {
+			g[a] = i + 1
+		}
+	}
+	n.mu.Lock()
+	n.group = g
+	n.mu.Unlock()
+}
+
+// Heal reconnects every node.
+func (n *Network) Heal() {
+	n.mu.Lock()
+	n.group = nil
+	n.mu.Unlock()
+}
+
+func (n *Network) cut(a, b string) bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.down[a] || n.down[b] {
+		return true
+	}
+	if n.group == nil {
+		return false
+	}
+	ga, gb := n.group[a], n.group[b]
+	return ga == 0 || gb == 0 || ga != gb
+}
+
+var errLinkCut = errors.New("replog: link cut by the test network")
+
+type cuttableTransport struct {
+	raftio.ITransport
+	self string
+	net  *Network
+}
+
+func (t *cuttableTransport) GetConnection(ctx context.Context, target string) (raftio.IConnection, error) {
+	if t.net.cut(t.self, target) {
+		return nil, errLinkCut
+	}
+	c, err := t.ITransport.GetConnection(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return &cuttableConn{IConnection: c, t: t, target: target}, nil
+}
+
+func (t *cuttableTransport) GetSnapshotConnection(ctx context.Context, target string) (raftio.ISnapshotConnection, error) {
+	if t.net.cut(t.self, target) {
+		return nil, errLinkCut
+	}
+	c, err := t.ITransport.GetSnapshotConnection(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return &cuttableSnapConn{ISnapshotConnection: c, t: t, target: target}, nil
+}
+
+type cuttableConn struct {
+	raftio.IConnection
+	t      *cuttableTransport
+	target string
+}
+
+func (c *cuttableConn) SendMessageBatch(b pb.MessageBatch) error {
+	if c.t.net.cut(c.t.self, c.target) {
+		return errLinkCut
+	}
+	return c.IConnection.SendMessageBatch(b)
+}
+
+type cuttableSnapConn struct {
+	raftio.ISnapshotConnection
+	t      *cuttableTransport
+	target string
+}
+
+func (c *cuttableSnapConn) SendChunk(ch pb.Chunk) error {
+	if c.t.net.cut(c.t.self, c.target) {
+		return errLinkCut
+	}
+	return c.ISnapshotConnection.SendChunk(ch)
+}
+
+// MemStorage is a node's in-memory storage that outlives the node, so it can
+// be reopened, and that can lose what was not synced, as a crash does.
+type MemStorage struct {
+	mu     sync.Mutex
+	raftFS *lnivfs.MemFS // dragonboat's Raft log and snapshots
+	dataFS *pvfs.MemFS   // the record store
+}
+
+// NewMemStorage returns empty storage.
+func NewMemStorage() *MemStorage {
+	return &MemStorage{raftFS: lnivfs.NewStrictMem(), dataFS: pvfs.NewCrashableMem()}
+}
+
+func (m *MemStorage) fs() (*lnivfs.MemFS, *pvfs.MemFS) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.raftFS, m.dataFS
+}
+
+// Crash stops durability at once, runs stop (which must close the node
+// using this storage), then drops every write that was not synced before
+// the crash.
+func (m *MemStorage) Crash(stop func()) {
+	m.mu.Lock()
+	m.raftFS.SetIgnoreSyncs(true)
+	clone := m.dataFS.CrashClone(pvfs.CrashCloneCfg{})
+	m.mu.Unlock()
+	stop()
+	m.mu.Lock()
+	m.raftFS.ResetToSyncedState()
+	m.raftFS.SetIgnoreSyncs(false)
+	m.dataFS = clone
+	m.mu.Unlock()
+}

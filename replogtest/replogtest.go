@@ -1,11 +1,12 @@
 // Package replogtest runs replog clusters inside one process for tests, as
 // net/http/httptest runs servers: every node keeps its data in memory and
 // the nodes talk over dragonboat's in-process transport, so no port is
-// opened and a cluster starts in about a second.
+// opened and a cluster starts in about a second. Tests can crash and
+// restart nodes and partition the network.
 package replogtest
 
 import (
-	"fmt"
+	"context"
 	"maps"
 	"sync"
 	"testing"
@@ -20,17 +21,24 @@ type Options struct {
 	// quicker elections than production's 50 keep tests short, while still
 	// holding leaders steady on a loaded 2-core machine under -race.
 	ElectionTicks, HeartbeatTicks int
-	// Logger, when set, receives the nodes' logs (replog.Options.Logger).
+	// Base is applied to every node (Logger, SnapshotEntries, ...); the
+	// cluster sets InMemory, NodeID, Peers and the Expert fields.
 	Base replog.Options
 }
 
 // Cluster is n replog nodes in one process. Its methods are safe for
-// concurrent use.
+// concurrent use; they fail the test (t.Fatal) on errors, so call them from
+// the test's goroutine.
 type Cluster struct {
 	tb    testing.TB
+	opts  Options
 	peers map[uint64]string
-	logs  []*replog.Log
-	once  sync.Once
+	net   *replog.InProcessNetwork
+	store []*replog.MemStorage
+
+	mu   sync.Mutex
+	logs []*replog.Log // nil while crashed
+	once sync.Once
 }
 
 // NewCluster starts an n-node in-memory cluster and registers its Close
@@ -46,20 +54,21 @@ func NewClusterWithOptions(tb testing.TB, n int, o *Options) *Cluster {
 	if n < 1 {
 		tb.Fatalf("replogtest: cluster of %d nodes", n)
 	}
-	var opts Options
+	c := &Cluster{tb: tb, peers: map[uint64]string{}, net: replog.NewInProcessNetwork(), logs: make([]*replog.Log, n)}
 	if o != nil {
-		opts = *o
+		c.opts = *o
 	}
-	if opts.ElectionTicks == 0 {
-		opts.ElectionTicks = 30
+	if c.opts.ElectionTicks == 0 {
+		c.opts.ElectionTicks = 30
 	}
-	if opts.HeartbeatTicks == 0 {
-		opts.HeartbeatTicks = 3
+	if c.opts.HeartbeatTicks == 0 {
+		c.opts.HeartbeatTicks = 3
 	}
-	c := &Cluster{tb: tb, peers: map[uint64]string{}, logs: make([]*replog.Log, n)}
 	for i := range n {
 		c.peers[uint64(i+1)] = replog.NewInProcessAddress()
+		c.store = append(c.store, replog.NewMemStorage())
 	}
+	tb.Cleanup(c.Close)
 	// Nodes start together: each Open waits for the metadata group, which
 	// needs a quorum of them.
 	errs := make([]error, n)
@@ -68,46 +77,163 @@ func NewClusterWithOptions(tb testing.TB, n int, o *Options) *Cluster {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			no := opts.Base
-			no.InMemory = true
-			no.NodeID = uint64(i + 1)
-			no.Peers = maps.Clone(c.peers)
-			no.ElectionTicks = opts.ElectionTicks
-			no.HeartbeatTicks = opts.HeartbeatTicks
-			no.Expert.InProcessTransport = true
-			if no.StartTimeout == 0 {
-				no.StartTimeout = 30 * time.Second
-			}
-			c.logs[i], errs[i] = replog.Open("", &no)
+			l, err := c.open(i)
+			c.mu.Lock()
+			c.logs[i], errs[i] = l, err
+			c.mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	tb.Cleanup(c.Close)
 	for i, err := range errs {
 		if err != nil {
-			c.Close()
-			tb.Fatalf("replogtest: start node %d: %v", i+1, err)
+			tb.Fatalf("replogtest: start node %d: %v", i, err)
 		}
 	}
 	return c
 }
 
-// Size is the number of nodes.
-func (c *Cluster) Size() int { return len(c.logs) }
-
-// Log returns node i (0-based; its node id is i+1).
-func (c *Cluster) Log(i int) *replog.Log {
-	if i < 0 || i >= len(c.logs) {
-		panic(fmt.Sprintf("replogtest: node %d of %d", i, len(c.logs)))
+func (c *Cluster) open(i int) (*replog.Log, error) {
+	no := c.opts.Base
+	no.InMemory = true
+	no.NodeID = uint64(i + 1)
+	no.Peers = maps.Clone(c.peers)
+	no.ElectionTicks = c.opts.ElectionTicks
+	no.HeartbeatTicks = c.opts.HeartbeatTicks
+	no.Expert = replog.ExpertOptions{InProcessTransport: true, Network: c.net, Storage: c.store[i]}
+	if no.StartTimeout == 0 {
+		no.StartTimeout = 30 * time.Second
 	}
+	return replog.Open("", &no)
+}
+
+// Size is the number of nodes.
+func (c *Cluster) Size() int { return len(c.store) }
+
+// Log returns node i (0-based; its node id is i+1), or nil while it is
+// crashed.
+func (c *Cluster) Log(i int) *replog.Log {
+	c.check(i)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.logs[i]
 }
 
-// Close stops every node. Safe to call twice; t.Cleanup calls it.
+// Address is node i's Raft address.
+func (c *Cluster) Address(i int) string {
+	c.check(i)
+	return c.peers[uint64(i+1)]
+}
+
+func (c *Cluster) check(i int) {
+	if i < 0 || i >= len(c.store) {
+		c.tb.Fatalf("replogtest: node %d of %d", i, len(c.store))
+	}
+}
+
+// Crash stops node i abruptly: it is cut off from the others first, its
+// producers and consumers fail with replog.ErrClosed, and every write it
+// had not fsynced is lost. Restart brings it back.
+func (c *Cluster) Crash(i int) {
+	c.tb.Helper()
+	c.check(i)
+	c.mu.Lock()
+	l := c.logs[i]
+	c.logs[i] = nil
+	c.mu.Unlock()
+	if l == nil {
+		c.tb.Fatalf("replogtest: node %d is already down", i)
+	}
+	// Cut the node off before its storage stops syncing, so it cannot
+	// take part in a commit its crash would then undo.
+	c.net.SetDown(c.Address(i), true)
+	if err := c.store[i].Crash(l); err != nil {
+		c.tb.Logf("replogtest: crash node %d: %v", i, err)
+	}
+}
+
+// Restart reopens a crashed node from what it had synced, and waits until
+// it has caught up with the cluster's metadata.
+func (c *Cluster) Restart(i int) {
+	c.tb.Helper()
+	c.check(i)
+	c.mu.Lock()
+	up := c.logs[i] != nil
+	c.mu.Unlock()
+	if up {
+		c.tb.Fatalf("replogtest: node %d is running", i)
+	}
+	c.net.SetDown(c.Address(i), false)
+	l, err := c.open(i)
+	if err != nil {
+		c.tb.Fatalf("replogtest: restart node %d: %v", i, err)
+	}
+	c.mu.Lock()
+	c.logs[i] = l
+	c.mu.Unlock()
+}
+
+// Partition splits the nodes (by index) into groups that cannot reach each
+// other; a node in no group is isolated.
+func (c *Cluster) Partition(groups ...[]int) {
+	var addrs [][]string
+	for _, g := range groups {
+		var a []string
+		for _, i := range g {
+			a = append(a, c.Address(i))
+		}
+		addrs = append(addrs, a)
+	}
+	c.net.Partition(addrs...)
+}
+
+// Heal reconnects every running node.
+func (c *Cluster) Heal() { c.net.Heal() }
+
+// Leader returns the index of the node leading the partition's Raft group,
+// as seen by the first running node that hosts it, or -1 if none is known.
+func (c *Cluster) Leader(topic string, partition int) int {
+	for i := range c.Size() {
+		l := c.Log(i)
+		if l == nil {
+			continue
+		}
+		t, err := l.Topic(topic)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		id, err := t.Leader(ctx, partition)
+		cancel()
+		if err == nil && id != 0 {
+			return int(id) - 1
+		}
+	}
+	return -1
+}
+
+// WaitLeader waits until the partition has a leader that the given running
+// nodes agree on, and returns its index; it fails the test after timeout.
+func (c *Cluster) WaitLeader(topic string, partition int, timeout time.Duration) int {
+	c.tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if l := c.Leader(topic, partition); l >= 0 && c.Log(l) != nil {
+			return l
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.tb.Fatalf("replogtest: no leader for %s/%d within %v", topic, partition, timeout)
+	return -1
+}
+
+// Close stops every running node. Safe to call twice; t.Cleanup calls it.
 func (c *Cluster) Close() {
 	c.once.Do(func() {
+		c.mu.Lock()
+		logs := c.logs
+		c.mu.Unlock()
 		var wg sync.WaitGroup
-		for _, l := range c.logs {
+		for i, l := range logs {
 			if l == nil {
 				continue
 			}
@@ -115,10 +241,11 @@ func (c *Cluster) Close() {
 			go func() {
 				defer wg.Done()
 				if err := l.Close(); err != nil {
-					c.tb.Errorf("replogtest: close: %v", err)
+					c.tb.Errorf("replogtest: close node %d: %v", i, err)
 				}
 			}()
 		}
 		wg.Wait()
 	})
 }
+
