@@ -44,7 +44,7 @@ type Config struct {
 	Network *Network
 	// Storage, with InMemory, holds the node's files beyond Close. Optional.
 	Storage *MemStorage
-	RTT       time.Duration
+	RTT     time.Duration
 	// ElectionTicks and HeartbeatTicks are in RTTs.
 	ElectionTicks, HeartbeatTicks uint64
 	// SnapshotEntries: take a snapshot (and compact the Raft log) every so

@@ -248,4 +248,3 @@ func (c *Cluster) Close() {
 		wg.Wait()
 	})
 }
-
