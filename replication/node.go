@@ -245,9 +245,19 @@ func (n *Node) SyncMetadata(ctx context.Context) error {
 		if err := n.waitLeader(ctx, MetaShardID); err != nil {
 			return err
 		}
-		_, err := n.nh.SyncRead(ctx, MetaShardID, nil)
+		actx, cancel := attemptCtx(ctx)
+		defer cancel()
+		_, err := n.nh.SyncRead(actx, MetaShardID, nil)
 		return err
 	})
+}
+
+// metaAttemptTimeout bounds one metadata request: a read index or proposal
+// lost in a leader change is retried instead of waited on until ctx ends.
+const metaAttemptTimeout = 2 * time.Second
+
+func attemptCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, metaAttemptTimeout)
 }
 
 // retry calls f until it succeeds, fails with an error that is not
@@ -278,24 +288,32 @@ func (n *Node) publishMeta(m *Metadata) {
 	n.mu.metaChanged = make(chan struct{})
 }
 
-func (n *Node) proposeMeta(ctx context.Context, c metaCmd) (sm.Result, error) {
+// proposeMeta proposes a metadata command, retrying retriable failures; it
+// also returns whether it was proposed more than once. Retrying is safe: a
+// repeated create finds its own topic (the callers check), a repeated delete
+// finds the topic gone, and a repeated alloc_producer only skips an id.
+func (n *Node) proposeMeta(ctx context.Context, c metaCmd) (sm.Result, bool, error) {
 	cmd, err := json.Marshal(c)
 	if err != nil {
-		return sm.Result{}, err
+		return sm.Result{}, false, err
 	}
-	// Retrying is safe: every metadata command is idempotent in effect
-	// (a repeated create reports the topic exists, a repeated delete that it
-	// is gone) except alloc_producer, where a retry only skips an id.
 	var r sm.Result
+	attempts := 0
 	err = retry(ctx, n.stop, func() error {
 		if err := n.waitLeader(ctx, MetaShardID); err != nil {
 			return err
 		}
+		attempts++
+		actx, cancel := attemptCtx(ctx)
+		defer cancel()
 		var err error
-		r, err = n.nh.SyncPropose(ctx, n.nh.GetNoOPSession(MetaShardID), cmd)
+		r, err = n.nh.SyncPropose(actx, n.nh.GetNoOPSession(MetaShardID), cmd)
+		if errors.Is(err, dragonboat.ErrTimeout) && ctx.Err() == nil {
+			err = dragonboat.ErrSystemBusy // this attempt's own deadline: retriable
+		}
 		return err
 	})
-	return r, err
+	return r, attempts > 1, err
 }
 
 // Errors of metadata operations, mapped to the public ones by the caller.
@@ -313,9 +331,10 @@ var (
 // CreateTopic creates a topic and waits until this node's replicas of its
 // partitions have a leader.
 func (n *Node) CreateTopic(ctx context.Context, name string, partitions, replicas int, compression uint8) (*TopicMeta, error) {
-	r, err := n.proposeMeta(ctx, metaCmd{
+	created := time.Now().UnixNano()
+	r, retried, err := n.proposeMeta(ctx, metaCmd{
 		Op: opCreateTopic, Name: name, Partitions: partitions, Replicas: replicas,
-		Compression: compression, Nodes: n.NodeIDs(), Created: time.Now().UnixNano(),
+		Compression: compression, Nodes: n.NodeIDs(), Created: created,
 	})
 	if err != nil {
 		return nil, err
@@ -323,6 +342,10 @@ func (n *Node) CreateTopic(ctx context.Context, name string, partitions, replica
 	switch r.Value {
 	case metaOK:
 	case metaTopicExists:
+		if t := n.Metadata().Topics[name]; retried && t != nil && t.Created == created {
+			r.Data, _ = json.Marshal(t) // an earlier attempt created it
+			break
+		}
 		return nil, ErrTopicExists
 	default:
 		return nil, ErrInvalid
@@ -344,11 +367,11 @@ func (n *Node) CreateTopic(ctx context.Context, name string, partitions, replica
 // DeleteTopic deletes a topic; its partitions are stopped and their data
 // removed on every node.
 func (n *Node) DeleteTopic(ctx context.Context, name string) error {
-	r, err := n.proposeMeta(ctx, metaCmd{Op: opDeleteTopic, Name: name})
+	r, retried, err := n.proposeMeta(ctx, metaCmd{Op: opDeleteTopic, Name: name})
 	if err != nil {
 		return err
 	}
-	if r.Value == metaTopicNotFound {
+	if r.Value == metaTopicNotFound && !retried {
 		return ErrTopicNotFound
 	}
 	return nil
@@ -356,7 +379,7 @@ func (n *Node) DeleteTopic(ctx context.Context, name string) error {
 
 // AllocProducerID issues a cluster-unique idempotent producer id.
 func (n *Node) AllocProducerID(ctx context.Context) (uint64, error) {
-	r, err := n.proposeMeta(ctx, metaCmd{Op: opAllocProducer})
+	r, _, err := n.proposeMeta(ctx, metaCmd{Op: opAllocProducer})
 	if err != nil {
 		return 0, err
 	}
@@ -397,9 +420,8 @@ func (n *Node) Partition(ctx context.Context, shard uint64) (*Partition, error) 
 
 // Leader returns the known leader of a shard's group (0 if none).
 func (n *Node) Leader(shard uint64) uint64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.mu.leaders[shard]
+	l, _ := n.leaderState(shard)
+	return l
 }
 
 // TransferLeader asks a shard's group to hand leadership to node and waits
@@ -434,24 +456,40 @@ func (n *Node) TransferLeader(ctx context.Context, shard, node uint64) error {
 // next leader change of any shard.
 func (n *Node) leaderState(shard uint64) (uint64, <-chan struct{}) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.mu.leaders[shard], n.mu.leaderCh
+	l, ch := n.mu.leaders[shard], n.mu.leaderCh
+	n.mu.Unlock()
+	if l == 0 {
+		// dragonboat reports leader changes as events, but a replica that
+		// restarts into a stable term may learn its leader without one:
+		// ask it directly.
+		if id, _, ok, err := n.nh.GetLeaderID(shard); err == nil && ok && id != 0 {
+			n.mu.Lock()
+			if n.mu.leaders[shard] == 0 {
+				n.mu.leaders[shard] = id
+			}
+			n.mu.Unlock()
+			l = id
+		}
+	}
+	return l, ch
 }
 
 // waitLeader waits until the shard has a known leader.
 func (n *Node) waitLeader(ctx context.Context, shard uint64) error {
 	for {
 		n.mu.Lock()
-		l, ch, closed := n.mu.leaders[shard], n.mu.leaderCh, n.mu.closed
+		closed := n.mu.closed
 		n.mu.Unlock()
 		if closed {
 			return ErrClosed
 		}
+		l, ch := n.leaderState(shard)
 		if l != 0 {
 			return nil
 		}
 		select {
 		case <-ch:
+		case <-time.After(50 * time.Millisecond): // see leaderState
 		case <-ctx.Done():
 			return fmt.Errorf("no leader for raft group %d: %w", shard, ctx.Err())
 		case <-n.stop:

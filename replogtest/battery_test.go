@@ -1,0 +1,384 @@
+package replogtest_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/replog/replog"
+	"github.com/replog/replog/replogtest"
+)
+
+// The battery follows Jepsen's analyses of Kafka, Redpanda and NATS (see
+// shared/ANCHORS.md): producers write unique values while a nemesis crashes
+// leaders and followers, the whole cluster, and partitions the network;
+// after healing a final drain reads everything back and a checker counts
+// anomalies, each of which must be zero. CI runs a short version per seed;
+// a soak: go test ./replogtest -run Battery -battery.duration=10m -v
+var (
+	batteryDuration = flag.Duration("battery.duration", 5*time.Second, "how long each battery seed injects faults")
+	batterySeeds    = flag.Int("battery.seeds", 3, "how many seeds the battery runs")
+	batterySeed     = flag.Uint64("battery.seed", 1, "first seed of the battery")
+)
+
+func TestBattery(t *testing.T) {
+	for s := range *batterySeeds {
+		seed := *batterySeed + uint64(s)
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runBattery(t, seed, *batteryDuration) })
+	}
+}
+
+const (
+	batteryNodes      = 3
+	batteryPartitions = 3
+	writersPerNode    = 2
+)
+
+// op is one produce attempt.
+type op struct {
+	value string
+	ok    bool
+	pos   replog.Position
+}
+
+type batteryStats struct {
+	attempted, acked, failed atomic.Int64
+	faults                   []string
+	ackedDuringFault         []int64
+}
+
+func runBattery(t *testing.T, seed uint64, duration time.Duration) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	base := replog.Options{SnapshotEntries: 200}
+	if path := os.Getenv("REPLOG_TEST_LOG"); path != "" { // dragonboat's and replog's warnings, for debugging
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		require.NoError(t, err)
+		defer f.Close()
+		base.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	c := replogtest.NewClusterWithOptions(t, batteryNodes, &replogtest.Options{Base: base})
+	ctx, cancel := context.WithTimeout(context.Background(), duration+2*time.Minute)
+	defer cancel()
+	_, err := c.Log(0).CreateTopic(ctx, "t", replog.TopicConfig{Partitions: batteryPartitions, Replicas: batteryNodes})
+	require.NoError(t, err)
+
+	var stats batteryStats
+	var opsMu sync.Mutex
+	var ops []op
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for node := range batteryNodes {
+		for w := range writersPerNode {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := fmt.Sprintf("n%dw%d", node, w)
+				mine := writer(c, node, name, stop, &stats)
+				opsMu.Lock()
+				ops = append(ops, mine...)
+				opsMu.Unlock()
+			}()
+		}
+	}
+
+	// Faults start once writes flow (producer ids issued, leaders known).
+	require.Eventually(t, func() bool { return stats.acked.Load() >= 100 }, 30*time.Second, 5*time.Millisecond)
+
+	// The nemesis: one fault at a time, each healed before the next.
+	deadline := time.Now().Add(duration)
+	for time.Now().Before(deadline) {
+		before := stats.acked.Load()
+		name, heal := injectFault(t, c, rng)
+		stats.faults = append(stats.faults, name)
+		t.Logf("fault %s", name)
+		// Well past an election (a follower waits 300-600ms without
+		// heartbeats, then campaigns), so a minority fault shows whether the
+		// majority goes on.
+		time.Sleep(time.Duration(1200+rng.IntN(800)) * time.Millisecond)
+		heal()
+		stats.ackedDuringFault = append(stats.ackedDuringFault, stats.acked.Load()-before)
+		for p := range batteryPartitions {
+			c.WaitLeader("t", p, 10*time.Second) // a leader within seconds of healing
+		}
+		time.Sleep(time.Duration(100+rng.IntN(200)) * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+
+	// Final drain: every node reads every partition up to the largest high
+	// watermark any node reports.
+	hw := make([]int64, batteryPartitions)
+	require.Eventually(t, func() bool {
+		for p := range batteryPartitions {
+			var marks []int64
+			for n := range batteryNodes {
+				tp, err := c.Log(n).Topic("t")
+				if err != nil {
+					return false
+				}
+				o, err := tp.Offsets(ctx, p)
+				if err != nil {
+					return false
+				}
+				marks = append(marks, o.HighWatermark)
+			}
+			for _, m := range marks[1:] {
+				if m != marks[0] {
+					return false
+				}
+			}
+			hw[p] = marks[0]
+		}
+		return true
+	}, 30*time.Second, 20*time.Millisecond, "replicas did not converge on one high watermark")
+	logs := make([][]map[int64]string, batteryNodes) // node -> partition -> offset -> value
+	for n := range batteryNodes {
+		logs[n] = drain(t, c, n, hw)
+	}
+
+	a := check(ops, logs)
+	t.Logf("seed %d: %d faults %v; produce attempts %d, acked %d, failed %d; records checked %d",
+		seed, len(stats.faults), summarize(stats.faults), stats.attempted.Load(), stats.acked.Load(), stats.failed.Load(), a.checked)
+	t.Logf("seed %d anomalies: %+v", seed, a)
+	require.Zero(t, a.lost, "acknowledged records lost: %v", a.examples)
+	require.Zero(t, a.duplicated, "duplicates: %v", a.examples)
+	require.Zero(t, a.inconsistent, "offsets holding two values: %v", a.examples)
+	require.Zero(t, a.reordered, "reordered: %v", a.examples)
+	require.Zero(t, a.phantom, "phantom values: %v", a.examples)
+	require.Zero(t, a.divergent, "diverging replicas: %v", a.examples)
+	require.Zero(t, a.misplaced, "acknowledged at another position: %v", a.examples)
+	for i, n := range stats.ackedDuringFault {
+		if stats.faults[i] != "crash-all" { // every other fault leaves a majority up
+			require.Positive(t, n, "no write completed during minority fault %d (%s)", i, stats.faults[i])
+		}
+	}
+}
+
+// writer produces unique values through node's Log until stop, recreating
+// its producer when the node crashes and comes back.
+func writer(c *replogtest.Cluster, node int, name string, stop <-chan struct{}, stats *batteryStats) []op {
+	var ops []op
+	var p *replog.Producer[string]
+	var pl *replog.Log
+	defer func() {
+		if p != nil {
+			p.Close()
+		}
+	}()
+	for seq := 0; ; {
+		select {
+		case <-stop:
+			return ops
+		default:
+		}
+		l := c.Log(node)
+		if l == nil {
+			time.Sleep(20 * time.Millisecond) // the node is down
+			continue
+		}
+		if l != pl || p == nil {
+			tp, err := l.Topic("t")
+			if err != nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			if p, err = replog.NewProducer(tp, replog.String(), nil); err != nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			pl = l
+		}
+		v := fmt.Sprintf("%s-%06d", name, seq)
+		seq++
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		stats.attempted.Add(1)
+		pos, err := p.Produce(ctx, replog.Message[string]{Key: []byte(v), Value: v})
+		cancel()
+		ops = append(ops, op{value: v, ok: err == nil, pos: pos})
+		if err == nil {
+			stats.acked.Add(1)
+		} else {
+			stats.failed.Add(1)
+			if errors.Is(err, replog.ErrClosed) {
+				p = nil // its node crashed
+			}
+		}
+	}
+}
+
+// injectFault starts one fault and returns its name and how to heal it.
+func injectFault(t *testing.T, c *replogtest.Cluster, rng *rand.Rand) (string, func()) {
+	switch k := rng.IntN(5); k {
+	case 0: // crash the leader of a partition
+		l := c.WaitLeader("t", rng.IntN(batteryPartitions), 10*time.Second)
+		c.Crash(l)
+		return "crash-leader", func() { c.Restart(l) }
+	case 1: // crash a follower (any node that is not that leader)
+		l := c.WaitLeader("t", rng.IntN(batteryPartitions), 10*time.Second)
+		f := (l + 1 + rng.IntN(batteryNodes-1)) % batteryNodes
+		c.Crash(f)
+		return "crash-follower", func() { c.Restart(f) }
+	case 2: // isolate a leader from the majority
+		l := c.WaitLeader("t", rng.IntN(batteryPartitions), 10*time.Second)
+		var rest []int
+		for i := range batteryNodes {
+			if i != l {
+				rest = append(rest, i)
+			}
+		}
+		c.Partition([]int{l}, rest)
+		return "partition-leader", c.Heal
+	case 3: // isolate a random node
+		n := rng.IntN(batteryNodes)
+		var rest []int
+		for i := range batteryNodes {
+			if i != n {
+				rest = append(rest, i)
+			}
+		}
+		c.Partition([]int{n}, rest)
+		return "partition-node", c.Heal
+	default: // crash every node at once, then restart them all
+		for i := range batteryNodes {
+			c.Crash(i)
+		}
+		return "crash-all", func() {
+			var wg sync.WaitGroup
+			for i := range batteryNodes {
+				wg.Add(1)
+				go func() { defer wg.Done(); c.Restart(i) }()
+			}
+			wg.Wait()
+		}
+	}
+}
+
+// drain reads every partition of node n from offset 0 up to hw.
+func drain(t *testing.T, c *replogtest.Cluster, n int, hw []int64) []map[int64]string {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tp, err := c.Log(n).Topic("t")
+	require.NoError(t, err)
+	out := make([]map[int64]string, batteryPartitions)
+	for p := range batteryPartitions {
+		out[p] = map[int64]string{}
+		if hw[p] == 0 {
+			continue
+		}
+		cons, err := replog.NewConsumer(tp, replog.String(), &replog.ConsumerOptions{Partitions: []int{p}})
+		require.NoError(t, err)
+		next := int64(0)
+		for rec, err := range cons.Records(ctx) {
+			require.NoError(t, err)
+			require.Equal(t, next, rec.Offset, "node %d partition %d: consumer skipped or went back", n, p)
+			next++
+			out[p][rec.Offset] = rec.Value
+			if next == hw[p] {
+				break
+			}
+		}
+		cons.Close()
+		require.Equal(t, hw[p], next, "node %d partition %d drained", n, p)
+	}
+	return out
+}
+
+type anomalies struct {
+	checked                                                                  int
+	lost, duplicated, inconsistent, reordered, phantom, divergent, misplaced int
+	examples                                                                 []string
+}
+
+func (a *anomalies) add(n *int, format string, args ...any) {
+	*n++
+	if len(a.examples) < 10 {
+		a.examples = append(a.examples, fmt.Sprintf(format, args...))
+	}
+}
+
+// check counts the anomalies of shared/ANCHORS.md; linear in the records.
+func check(ops []op, logs [][]map[int64]string) anomalies {
+	var a anomalies
+	attempted := map[string]op{}
+	for _, o := range ops {
+		attempted[o.value] = o
+	}
+	ref := logs[0]
+	for n := 1; n < len(logs); n++ {
+		for p := range ref {
+			if len(logs[n][p]) != len(ref[p]) {
+				a.add(&a.divergent, "node %d partition %d has %d records, node 0 %d", n, p, len(logs[n][p]), len(ref[p]))
+			}
+			for off, v := range ref[p] {
+				if w := logs[n][p][off]; w != v {
+					a.add(&a.inconsistent, "partition %d offset %d: node 0 %q, node %d %q", p, off, v, n, w)
+				}
+			}
+		}
+	}
+	where := map[string]replog.Position{}
+	for p, part := range ref {
+		offs := make([]int64, 0, len(part))
+		for off := range part {
+			offs = append(offs, off)
+		}
+		sort.Slice(offs, func(i, j int) bool { return offs[i] < offs[j] })
+		last := map[string]int{} // writer -> last sequence seen in this partition
+		for _, off := range offs {
+			v := part[off]
+			a.checked++
+			if _, ok := attempted[v]; !ok {
+				a.add(&a.phantom, "partition %d offset %d: %q was never produced", p, off, v)
+			}
+			if prev, dup := where[v]; dup {
+				a.add(&a.duplicated, "%q at %v and %d/%d", v, prev, p, off)
+			}
+			where[v] = replog.Position{Partition: p, Offset: off}
+			w, seq := splitValue(v)
+			if s, ok := last[w]; ok && seq <= s {
+				a.add(&a.reordered, "partition %d: %s seq %d after %d", p, w, seq, s)
+			}
+			last[w] = seq
+		}
+	}
+	for _, o := range ops {
+		if !o.ok {
+			continue
+		}
+		got, ok := where[o.value]
+		switch {
+		case !ok:
+			a.add(&a.lost, "acknowledged %q at %+v not read back", o.value, o.pos)
+		case got != o.pos:
+			a.add(&a.misplaced, "%q acknowledged at %+v, read at %+v", o.value, o.pos, got)
+		}
+	}
+	return a
+}
+
+func splitValue(v string) (string, int) {
+	i := strings.LastIndexByte(v, '-')
+	n, _ := strconv.Atoi(v[i+1:])
+	return v[:i], n
+}
+
+func summarize(faults []string) map[string]int {
+	m := map[string]int{}
+	for _, f := range faults {
+		m[f]++
+	}
+	return m
+}
