@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,9 +31,19 @@ type Options struct {
 
 	// NodeID is this node's id in the cluster, >= 1. Default 1.
 	NodeID uint64
-	// Peers maps every initial node id to its Raft address, this node
-	// included. Nil (the default) runs a single node.
+	// Peers maps every initial node id to its Raft address (host:port for
+	// TCP), this node included. Nil (the default) runs a single node.
 	Peers map[uint64]string
+	// ListenAddress is where this node listens for Raft traffic, when it
+	// differs from its address in Peers (for example 0.0.0.0:port).
+	ListenAddress string
+	// TLS enables mutual TLS between nodes. A cluster over TCP needs it:
+	// dragonboat's transport trusts frame sizes read from the wire, so any
+	// peer that can connect could exhaust a node's memory.
+	TLS *TLSOptions
+	// InsecurePlaintext allows a cluster over TCP without TLS, only when
+	// every address in Peers (and ListenAddress) is on loopback.
+	InsecurePlaintext bool
 
 	// RTT is the Raft tick: the expected round trip between nodes including
 	// queuing. Default 10ms.
@@ -53,6 +64,14 @@ type Options struct {
 
 	// Expert holds knobs for tests and special deployments.
 	Expert ExpertOptions
+}
+
+// TLSOptions names the PEM files for mutual TLS. Every node presents its
+// certificate and accepts only peers whose certificate the CA signed.
+type TLSOptions struct {
+	CAFile   string // the CA that signs every node's certificate
+	CertFile string // this node's certificate, valid for its address
+	KeyFile  string // this node's private key
 }
 
 // ExpertOptions are rarely needed; [replogtest] uses them.
@@ -132,7 +151,9 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: Peers has no address for NodeID %d", ErrInvalidConfig, c.NodeID)
 	}
 	if !c.Expert.InProcessTransport {
-		return c, fmt.Errorf("%w: clusters over TCP (mutual TLS) are not available yet; use Expert.InProcessTransport", ErrInvalidConfig)
+		if err := c.checkTCP(); err != nil {
+			return c, err
+		}
 	}
 	if c.RTT == 0 {
 		c.RTT = 10 * time.Millisecond
@@ -161,6 +182,51 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: negative SnapshotEntries or StartTimeout", ErrInvalidConfig)
 	}
 	return c, nil
+}
+
+// checkTCP validates the options of a cluster over TCP.
+func (c *Options) checkTCP() error {
+	addrs := slices.Collect(maps.Values(c.Peers))
+	if c.ListenAddress != "" {
+		addrs = append(addrs, c.ListenAddress)
+	}
+	for _, a := range addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("%w: address %q: %v", ErrInvalidConfig, a, err)
+		}
+	}
+	switch {
+	case c.TLS != nil:
+		if c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			return fmt.Errorf("%w: TLS needs CAFile, CertFile and KeyFile", ErrInvalidConfig)
+		}
+		for _, f := range []string{c.TLS.CAFile, c.TLS.CertFile, c.TLS.KeyFile} {
+			if _, err := os.Stat(f); err != nil {
+				return fmt.Errorf("%w: TLS file: %v", ErrInvalidConfig, err)
+			}
+		}
+	case !c.InsecurePlaintext:
+		return fmt.Errorf("%w: a cluster over TCP needs TLS (set Options.TLS)", ErrInvalidConfig)
+	default:
+		for _, a := range addrs {
+			if !isLoopback(a) {
+				return fmt.Errorf("%w: InsecurePlaintext is allowed only on loopback, not %q", ErrInvalidConfig, a)
+			}
+		}
+	}
+	return nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Log is a replog node: the topics it knows and the partitions it hosts.
@@ -210,6 +276,8 @@ func Open(dir string, opts *Options) (*Log, error) {
 		InMemory:        o.InMemory,
 		NodeID:          o.NodeID,
 		RaftAddress:     o.Peers[o.NodeID],
+		ListenAddress:   o.ListenAddress,
+		TLS:             tlsFiles(o.TLS),
 		Members:         o.Peers,
 		InProcess:       o.Expert.InProcessTransport,
 		Network:         networkOf(o.Expert.Network),
@@ -228,6 +296,13 @@ func Open(dir string, opts *Options) (*Log, error) {
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.mu.handles = map[closer]struct{}{}
 	return l, nil
+}
+
+func tlsFiles(t *TLSOptions) *replication.TLSFiles {
+	if t == nil {
+		return nil
+	}
+	return &replication.TLSFiles{CA: t.CAFile, Cert: t.CertFile, Key: t.KeyFile}
 }
 
 func networkOf(n *InProcessNetwork) *replication.Network {

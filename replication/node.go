@@ -35,6 +35,10 @@ type Config struct {
 	NodeID   uint64
 	// RaftAddress is this node's address; with InProcess any unique name.
 	RaftAddress string
+	// ListenAddress, if set, is where the TCP transport listens.
+	ListenAddress string
+	// TLS enables mutual TLS on the TCP transport.
+	TLS *TLSFiles
 	// Members maps every initial node id to its Raft address, self included.
 	Members map[uint64]string
 	// InProcess uses dragonboat's in-memory channel transport: no port is
@@ -54,6 +58,9 @@ type Config struct {
 	StartTimeout time.Duration
 	Logger       *slog.Logger
 }
+
+// TLSFiles are PEM file paths for mutual TLS.
+type TLSFiles struct{ CA, Cert, Key string }
 
 // NewInProcessAddress returns a fresh address for the in-process transport.
 // dragonboat's channel transport keeps a process-wide map of addresses, so
@@ -153,6 +160,12 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if cfg.InProcess {
 		nhc.Expert.TransportFactory = &inProcessTransport{net: cfg.Network}
+	} else {
+		nhc.ListenAddress = cfg.ListenAddress
+		if cfg.TLS != nil {
+			nhc.MutualTLS = true
+			nhc.CAFile, nhc.CertFile, nhc.KeyFile = cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key
+		}
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err == nil && nh == nil {

@@ -1,0 +1,162 @@
+package replog_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/replog/replog"
+	"github.com/replog/replog/internal/certs"
+)
+
+func freePorts(t *testing.T, n int) []string {
+	var addrs []string
+	var ls []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return addrs
+}
+
+// openTCPCluster starts n nodes in this process talking Raft over TCP on
+// loopback with mutual TLS.
+func openTCPCluster(t *testing.T, n int) ([]*replog.Log, []string, *certs.CA) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA(dir, "replog-test")
+	require.NoError(t, err)
+	addrs := freePorts(t, n)
+	peers := map[uint64]string{}
+	for i, a := range addrs {
+		peers[uint64(i+1)] = a
+	}
+	logs := make([]*replog.Log, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		f, err := ca.Issue(fmt.Sprintf("node%d", i+1), "127.0.0.1")
+		require.NoError(t, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			logs[i], errs[i] = replog.Open(fmt.Sprintf("%s/node%d", dir, i+1), &replog.Options{
+				NodeID: uint64(i + 1), Peers: peers, ElectionTicks: 30, HeartbeatTicks: 3,
+				TLS: &replog.TLSOptions{CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key},
+			})
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, l := range logs {
+			if l != nil {
+				l.Close()
+			}
+		}
+	})
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	return logs, addrs, ca
+}
+
+func TestTCPClusterWithMutualTLS(t *testing.T) {
+	ctx := testCtx(t)
+	logs, addrs, _ := openTCPCluster(t, 3)
+	tp, err := logs[0].CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 2, Replicas: 3})
+	require.NoError(t, err)
+	_ = tp
+	t1, err := logs[1].Topic("t")
+	require.NoError(t, err)
+	p, err := replog.NewProducer(t1, replog.String(), nil)
+	require.NoError(t, err)
+	for i := range 20 {
+		_, err := p.Produce(ctx, replog.Message[string]{Key: []byte{byte(i)}, Value: fmt.Sprint(i)})
+		require.NoError(t, err)
+	}
+	t2, err := logs[2].Topic("t")
+	require.NoError(t, err)
+	c, err := replog.NewConsumer(t2, replog.String(), nil)
+	require.NoError(t, err)
+	n := 0
+	for _, err := range c.Records(ctx) {
+		require.NoError(t, err)
+		if n++; n == 20 {
+			break
+		}
+	}
+
+	// A stranger speaking plaintext, with a forged frame header claiming a
+	// huge payload, is refused at the TLS handshake: nothing is allocated
+	// for it and the node keeps serving.
+	conn, err := net.Dial("tcp", addrs[0])
+	require.NoError(t, err)
+	frame := make([]byte, 18)
+	binary.BigEndian.PutUint16(frame[0:], 0xAE7D) // dragonboat's request magic
+	binary.BigEndian.PutUint64(frame[2:], 1<<40)  // 1 TiB payload
+	_, _ = conn.Write(frame)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = conn.Read(make([]byte, 1))
+	require.Error(t, err, "the node closes a plaintext connection")
+	conn.Close()
+
+	// A peer whose certificate another CA signed is refused too.
+	other, err := certs.NewCA(t.TempDir(), "other")
+	require.NoError(t, err)
+	f, err := other.Issue("intruder", "127.0.0.1")
+	require.NoError(t, err)
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(f.CA)
+	require.NoError(t, err)
+	pool.AppendCertsFromPEM(pem)
+	tc, err := tls.Dial("tcp", addrs[0], &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "127.0.0.1"})
+	if err == nil {
+		// With TLS 1.3 the server's refusal of the client certificate
+		// arrives after the client's handshake: it shows on the first read.
+		_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = tc.Read(make([]byte, 1))
+		tc.Close()
+	}
+	require.Error(t, err, "a certificate from another CA is refused")
+
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "still serving"})
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+}
+
+func TestTCPOptionsValidation(t *testing.T) {
+	cases := []replog.Options{
+		{Peers: map[uint64]string{1: "127.0.0.1:7001"}},                                              // no TLS
+		{Peers: map[uint64]string{1: "10.1.2.3:7001"}, InsecurePlaintext: true},                      // not loopback
+		{Peers: map[uint64]string{1: "127.0.0.1:7001", 2: "10.1.2.3:7001"}, InsecurePlaintext: true}, // one peer not loopback
+		{Peers: map[uint64]string{1: "no-port"}, InsecurePlaintext: true},
+		{Peers: map[uint64]string{1: "127.0.0.1:7001"}, TLS: &replog.TLSOptions{CAFile: "/nonexistent"}},
+		{Peers: map[uint64]string{2: "127.0.0.1:7001"}}, // no address for node 1
+	}
+	for _, o := range cases {
+		_, err := replog.Open(t.TempDir(), &o)
+		require.ErrorIs(t, err, replog.ErrInvalidConfig, "%+v", o)
+	}
+	// Plaintext on loopback is allowed when asked for explicitly.
+	addr := freePorts(t, 1)[0]
+	l, err := replog.Open(t.TempDir(), &replog.Options{Peers: map[uint64]string{1: addr}, InsecurePlaintext: true})
+	require.NoError(t, err)
+	_, err = l.CreateTopic(context.Background(), "t", replog.TopicConfig{})
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+}
