@@ -79,7 +79,9 @@ type Node struct {
 	store *storage.Store
 	stop  chan struct{}
 	wg    sync.WaitGroup
-	log   *slog.Logger
+	// rebalance carries shards this node leads, for preferLeader.
+	rebalance chan uint64
+	log       *slog.Logger
 
 	// Lock order: mu before Partition.mu.
 	mu struct {
@@ -91,6 +93,7 @@ type Node struct {
 		leaders     map[uint64]uint64 // shard -> leader replica id (0: none known)
 		leaderCh    chan struct{}
 		cleaned     map[uint64]bool // deleted shards already cleaned up
+		preferred   map[uint64]int  // shard -> times leadership was offered to the preferred replica
 		closed      bool
 	}
 	closeOnce sync.Once
@@ -112,6 +115,8 @@ func Open(cfg Config) (*Node, error) {
 	n.mu.leaders = map[uint64]uint64{}
 	n.mu.leaderCh = make(chan struct{})
 	n.mu.cleaned = map[uint64]bool{}
+	n.mu.preferred = map[uint64]int{}
+	n.rebalance = make(chan uint64, 64)
 
 	dir := cfg.Dir
 	if cfg.InMemory && dir == "" {
@@ -516,11 +521,49 @@ type leaderListener Node
 func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	n := (*Node)(l)
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	n.mu.leaders[info.ShardID] = info.LeaderID
 	close(n.mu.leaderCh)
 	n.mu.leaderCh = make(chan struct{})
+	n.mu.Unlock()
+	if info.LeaderID == n.cfg.NodeID && info.ShardID != MetaShardID {
+		select { // the reconciler hands leadership to the preferred replica
+		case n.rebalance <- info.ShardID:
+		default:
+		}
+	}
 }
+
+// preferLeader hands a partition's leadership to its preferred replica (the
+// first in its placement, which placement rotates across nodes) when this
+// node finds itself leading it, so leaders spread over the cluster as
+// replicas do (Kafka's preferred leader election). A transfer asked for
+// right after an election can be ignored while the target catches up, so
+// it is asked again a few times.
+func (n *Node) preferLeader(shard uint64) {
+	pm, ok := n.Metadata().partition(shard)
+	if !ok || len(pm.Replicas) == 0 || pm.Replicas[0] == n.cfg.NodeID {
+		return
+	}
+	if l, _ := n.leaderState(shard); l != n.cfg.NodeID {
+		return
+	}
+	n.mu.Lock()
+	n.mu.preferred[shard]++
+	tries := n.mu.preferred[shard]
+	n.mu.Unlock()
+	if tries > preferLeaderTries {
+		return
+	}
+	_ = n.nh.RequestLeaderTransfer(shard, pm.Replicas[0]) // best effort
+	time.AfterFunc(200*time.Millisecond, func() {
+		select {
+		case n.rebalance <- shard:
+		default:
+		}
+	})
+}
+
+const preferLeaderTries = 10
 
 // reconcileLoop starts the replicas this node should host and stops those of
 // deleted topics, whenever the metadata changes.
@@ -533,6 +576,8 @@ func (n *Node) reconcileLoop() {
 		n.reconcile(meta)
 		select {
 		case <-changed:
+		case shard := <-n.rebalance:
+			n.preferLeader(shard)
 		case <-n.stop:
 			return
 		}

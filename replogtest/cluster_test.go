@@ -194,3 +194,19 @@ func TestIdempotentProducerAcrossLeaderChanges(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(len(acked)), off.HighWatermark, "no duplicate was stored")
 }
+
+// Leaders of a topic's partitions spread over the nodes, as replicas do.
+func TestLeadersSpreadOverNodes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := replogtest.NewCluster(t, 3)
+	_, err := c.Log(0).CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 6, Replicas: 3})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		per := map[int]int{}
+		for p := range 6 {
+			per[c.Leader("t", p)]++
+		}
+		return per[0] == 2 && per[1] == 2 && per[2] == 2
+	}, 10*time.Second, 20*time.Millisecond, "each node leads 2 of 6 partitions")
+}
