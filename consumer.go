@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,6 +51,13 @@ type ConsumerOptions struct {
 	// ReadAheadBytes caps the decoded records read ahead per partition by
 	// the consumer's fetcher goroutine. Default 4 MiB.
 	ReadAheadBytes int
+
+	// Group makes the consumer a member of a consumer group: every group
+	// reads every record of the topic, and inside a group each partition is
+	// read by one member at a time. Empty (the default): no group, and
+	// Partitions (or all partitions) are read. See [GroupOptions].
+	Group string
+	GroupOptions
 }
 
 // Consumer reads records of type T from a topic's partitions in offset
@@ -166,7 +174,7 @@ func (c *Consumer[T]) Seek(partition int, offset int64) error {
 // timestamp is at or after t (the high watermark if there is none), using
 // the time index the store keeps per batch.
 func (c *Consumer[T]) SeekTime(ctx context.Context, t time.Time) error {
-	for _, cp := range c.c.parts {
+	for _, cp := range c.c.partList() {
 		off, err := cp.rp.OffsetForTime(ctx, t.UnixNano())
 		if err != nil {
 			return mapErr(err)
@@ -179,8 +187,9 @@ func (c *Consumer[T]) SeekTime(ctx context.Context, t time.Time) error {
 // Lag returns, per assigned partition, how many committed records the
 // consumer has not yet handed out (high watermark minus position).
 func (c *Consumer[T]) Lag() map[int]int64 {
-	lag := make(map[int]int64, len(c.c.parts))
-	for _, cp := range c.c.parts {
+	parts := c.c.partList()
+	lag := make(map[int]int64, len(parts))
+	for _, cp := range parts {
 		cp.mu.Lock()
 		off := cp.offset
 		cp.mu.Unlock()
@@ -201,7 +210,7 @@ func (c *Consumer[T]) Position(partition int) (int64, error) {
 }
 
 func (c *consumer) part(partition int) (*consumerPart, error) {
-	for _, cp := range c.parts {
+	for _, cp := range c.partList() {
 		if cp.idx == partition {
 			return cp, nil
 		}
@@ -224,14 +233,20 @@ func (c *Consumer[T]) Close() error {
 // decoded while the next ones are decoded on another core. Seeking bumps the
 // partition's generation, which discards what was read ahead.
 type consumer struct {
-	t      *Topic
-	opts   ConsumerOptions
-	parts  []*consumerPart
-	next   int // round-robin start, owned by the Poll caller
-	closed chan struct{}
-	ctx    context.Context // ends on Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	t    *Topic
+	opts ConsumerOptions
+	next int // round-robin start, owned by the Poll caller
+
+	// partsMu guards parts, the assigned partitions: fixed without a group,
+	// changed by Poll on rebalances with one. Lock order: partsMu before a
+	// consumerPart's mu.
+	partsMu sync.Mutex
+	parts   []*consumerPart
+	group   *groupMember // nil without a group
+	closed  chan struct{}
+	ctx     context.Context // ends on Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	// ready is closed and replaced when the fetcher adds records or an
 	// error; kick wakes the fetcher after a seek or when room is freed.
@@ -294,7 +309,14 @@ func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
 		return nil, err
 	}
 	parts := o.Partitions
-	if parts == nil {
+	if o.Group != "" {
+		if parts != nil {
+			return nil, fmt.Errorf("%w: Partitions and Group exclude each other", ErrInvalidConfig)
+		}
+		if err := o.groupDefaults(); err != nil {
+			return nil, err
+		}
+	} else if parts == nil {
 		for i := range t.Partitions() {
 			parts = append(parts, i)
 		}
@@ -308,33 +330,61 @@ func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
 			return nil, fmt.Errorf("%w: partition %d assigned twice", ErrInvalidConfig, i)
 		}
 		seen[i] = true
-		rp, err := t.partition(ctx, i)
+		cp, err := c.newPart(ctx, i, -1)
 		if err != nil {
 			return nil, err
 		}
-		if err := rp.WaitOpen(ctx); err != nil {
-			return nil, mapErr(err)
-		}
-		cp := &consumerPart{idx: i, rp: rp, offset: rp.LogStart()}
-		if o.Start == Latest {
-			cp.offset = rp.HighWatermark()
-		}
-		cp.fetchOff = cp.offset
 		c.parts = append(c.parts, cp)
 	}
 	c.ctx, c.cancel = context.WithCancel(t.l.ctx)
+	if o.Group != "" {
+		g, err := joinGroup(ctx, c)
+		if err != nil {
+			c.cancel()
+			return nil, err
+		}
+		c.group = g
+		c.wg.Add(1)
+		go g.run()
+	}
 	c.wg.Add(1)
 	go c.fetchLoop()
 	return c, nil
 }
 
+// newPart opens partition i for reading from offset, or from Start when
+// offset is negative.
+func (c *consumer) newPart(ctx context.Context, i int, offset int64) (*consumerPart, error) {
+	rp, err := c.t.partition(ctx, i)
+	if err != nil {
+		return nil, err
+	}
+	if err := rp.WaitOpen(ctx); err != nil {
+		return nil, mapErr(err)
+	}
+	cp := &consumerPart{idx: i, rp: rp, offset: offset}
+	switch {
+	case offset >= 0:
+	case c.opts.Start == Latest:
+		cp.offset = rp.HighWatermark()
+	default:
+		cp.offset = rp.LogStart()
+	}
+	cp.fetchOff = cp.offset
+	return cp, nil
+}
+
 func (c *consumer) Close() error {
+	var err error
 	c.closeOnce.Do(func() {
 		close(c.closed)
+		if c.group != nil {
+			err = c.group.leave()
+		}
 		c.cancel()
 		c.wg.Wait()
 	})
-	return nil
+	return err
 }
 
 // positions maps each partition to its first record in recs: where to go
@@ -351,7 +401,7 @@ func positions[T any](recs []Record[T]) map[int]int64 {
 }
 
 func (c *consumer) rewind(first map[int]int64) {
-	for _, cp := range c.parts {
+	for _, cp := range c.partList() {
 		if off, ok := first[cp.idx]; ok {
 			c.seekTo(cp, off)
 		}
@@ -389,6 +439,11 @@ func (c *consumer) poll(ctx context.Context, fn func(part, avail int, r *storage
 		// Take the channel before looking, so records added in between
 		// still wake us.
 		ready := c.readyChan()
+		if c.group != nil {
+			if err := c.group.sync(ctx); err != nil {
+				return err
+			}
+		}
 		n, err := c.take(fn)
 		if err != nil || n > 0 {
 			return err
@@ -406,7 +461,11 @@ func (c *consumer) poll(ctx context.Context, fn func(part, avail int, r *storage
 }
 
 func (c *consumer) take(fn func(part, avail int, r *storage.Record) bool) (int, error) {
-	n, parts, limit := 0, len(c.parts), c.opts.MaxPollRecords
+	all := c.partList()
+	n, parts, limit := 0, len(all), c.opts.MaxPollRecords
+	if parts == 0 {
+		return 0, nil
+	}
 	defer func() {
 		c.next = (c.next + 1) % parts
 		if n > 0 {
@@ -414,7 +473,7 @@ func (c *consumer) take(fn func(part, avail int, r *storage.Record) bool) (int, 
 		}
 	}()
 	for k := 0; k < parts && n < limit; k++ {
-		cp := c.parts[(c.next+k)%parts]
+		cp := all[(c.next+k)%parts]
 		for n < limit {
 			// Only this goroutine removes chunks or seeks; the fetcher only
 			// appends. So the chunk can be read without the lock.
@@ -454,19 +513,26 @@ func (c *consumer) take(fn func(part, avail int, r *storage.Record) bool) (int, 
 	return n, nil
 }
 
+// partList returns the assigned partitions (a snapshot).
+func (c *consumer) partList() []*consumerPart {
+	c.partsMu.Lock()
+	defer c.partsMu.Unlock()
+	return slices.Clone(c.parts)
+}
+
 func recordBytes(r storage.Record) int { return len(r.Key) + len(r.Value) + 32 }
 
 // fetchLoop reads ahead for every partition until the consumer closes.
 func (c *consumer) fetchLoop() {
 	defer c.wg.Done()
-	cases := make([]reflect.SelectCase, 0, len(c.parts)+2)
+	var cases []reflect.SelectCase
 	for {
 		progress := false
 		cases = append(cases[:0],
 			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.ctx.Done())},
 			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.kick)},
 		)
-		for _, cp := range c.parts {
+		for _, cp := range c.partList() {
 			cp.mu.Lock()
 			full := cp.err != nil || cp.readyBytes >= c.opts.ReadAheadBytes
 			from, gen := cp.fetchOff, cp.gen

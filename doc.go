@@ -36,12 +36,20 @@
 // Records blocks while nothing new is committed and wakes as soon as
 // something is, until ctx ends.
 //
+// # Consumer groups
+//
+// With [ConsumerOptions.Group] a consumer joins a group: each group reads
+// every record, and inside a group each partition is read by one member at a
+// time, with committed offsets ([Consumer.Commit]) replicated through Raft.
+// See [GroupOptions] for strategies, static membership, auto-commit and the
+// OnAssigned/OnRevoked callbacks, and [Log.DescribeGroup] for introspection.
+//
 // # Clusters and tests
 //
 // Package [github.com/replog/replog/replogtest] starts several nodes in one
-// process on in-memory storage, for tests. Options.Peers and Options.NodeID
-// describe a cluster; this version runs clusters over the in-process
-// transport only (see [ExpertOptions]).
+// process on in-memory storage, for tests, and can crash, restart and
+// partition them. Options.NodeID, Options.Peers and Options.TLS describe a
+// cluster across machines: Raft over TCP with mutual TLS.
 //
 // # Errors
 //

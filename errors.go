@@ -34,6 +34,17 @@ var (
 	ErrOutOfOrderSequence = errors.New("replog: out of order sequence")
 	// ErrPartitionNotFound: the partition number is not in [0, Partitions).
 	ErrPartitionNotFound = errors.New("replog: partition not found")
+	// ErrGroupNotFound: no consumer group by that name.
+	ErrGroupNotFound = errors.New("replog: group not found")
+	// ErrGroupNotEmpty: the operation needs a group without members.
+	ErrGroupNotEmpty = errors.New("replog: group has members")
+	// ErrGroupTopic: the group's members read another topic.
+	ErrGroupTopic = errors.New("replog: group reads another topic")
+	// ErrNotAssigned: the partition is not assigned to this group member.
+	ErrNotAssigned = errors.New("replog: partition not assigned to this member")
+	// ErrUnknownMember: the group no longer knows this member (its session
+	// expired); it joins again by itself.
+	ErrUnknownMember = errors.New("replog: unknown group member")
 )
 
 // OffsetOutOfRangeError reports an offset outside the retained log.
@@ -87,6 +98,16 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrNoLocalReplica, err)
 	case errors.Is(err, replication.ErrInvalid):
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	case errors.Is(err, replication.ErrGroupNotFound):
+		return fmt.Errorf("%w: %w", ErrGroupNotFound, err)
+	case errors.Is(err, replication.ErrGroupNotEmpty):
+		return fmt.Errorf("%w: %w", ErrGroupNotEmpty, err)
+	case errors.Is(err, replication.ErrGroupTopic):
+		return fmt.Errorf("%w: %w", ErrGroupTopic, err)
+	case errors.Is(err, replication.ErrNotAssigned):
+		return fmt.Errorf("%w: %w", ErrNotAssigned, err)
+	case errors.Is(err, replication.ErrUnknownMember):
+		return fmt.Errorf("%w: %w", ErrUnknownMember, err)
 	}
 	return err
 }

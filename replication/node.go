@@ -193,8 +193,16 @@ func Open(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("replog: start metadata group: %w", err)
 	}
-	n.wg.Add(1)
+	err = nh.StartReplica(members, false, func(uint64, uint64) sm.IStateMachine {
+		return &groupsSM{groups: map[string]*GroupState{}}
+	}, n.raftConfig(GroupsShardID))
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("replog: start groups group: %w", err)
+	}
+	n.wg.Add(2)
 	go n.reconcileLoop()
+	go n.expireLoop()
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
 	defer cancel()
@@ -207,7 +215,7 @@ func Open(cfg Config) (*Node, error) {
 
 func (n *Node) raftConfig(shard uint64) config.Config {
 	snapEvery := n.cfg.SnapshotEntries
-	if shard != MetaShardID {
+	if shard != MetaShardID && shard != GroupsShardID {
 		// A partition's entries are whole record batches, so its Raft log is
 		// compacted sooner; its snapshots are cheap (the state is already in
 		// Pebble: only a sync and the applied index).
@@ -270,6 +278,11 @@ func (n *Node) SyncMetadata(ctx context.Context) error {
 	})
 }
 
+var (
+	errTimeout = dragonboat.ErrTimeout
+	errBusy    = dragonboat.ErrSystemBusy
+)
+
 // metaAttemptTimeout bounds one metadata request: a read index or proposal
 // lost in a leader change is retried instead of waited on until ctx ends.
 const metaAttemptTimeout = 2 * time.Second
@@ -326,8 +339,8 @@ func (n *Node) proposeMeta(ctx context.Context, c metaCmd) (sm.Result, bool, err
 		defer cancel()
 		var err error
 		r, err = n.nh.SyncPropose(actx, n.nh.GetNoOPSession(MetaShardID), cmd)
-		if errors.Is(err, dragonboat.ErrTimeout) && ctx.Err() == nil {
-			err = dragonboat.ErrSystemBusy // this attempt's own deadline: retriable
+		if errors.Is(err, errTimeout) && ctx.Err() == nil {
+			err = errBusy // this attempt's own deadline: retriable
 		}
 		return err
 	})

@@ -1,0 +1,386 @@
+package replog
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/replog/replog/replication"
+)
+
+// Assignment strategies of a consumer group.
+const (
+	// StrategyCooperativeSticky (the default) balances partitions and moves
+	// as few as possible: partitions that keep their member are read
+	// without pause during a rebalance.
+	StrategyCooperativeSticky = replication.StrategyCooperativeSticky
+	// StrategyRange gives each member a contiguous range of partitions.
+	StrategyRange = replication.StrategyRange
+	// StrategyRoundRobin deals partitions out to members in turn.
+	StrategyRoundRobin = replication.StrategyRoundRobin
+)
+
+// GroupOptions configure a consumer's group membership (with
+// [ConsumerOptions.Group]). The zero value is valid.
+//
+// Membership, assignments and committed offsets live in a Raft group of
+// their own, replicated like the metadata, so they survive the loss of a
+// minority of nodes. Every strategy hands partitions over incrementally: a
+// partition moves to its new member only after its old member has given it
+// up (and run OnRevoked), so no partition is read by two members at once.
+type GroupOptions struct {
+	// InstanceID makes the member static (Kafka's group.instance.id): it
+	// keeps its id and its partitions across restarts without a rebalance,
+	// as long as it is back within SessionTimeout, and it does not leave
+	// the group on Close. Empty (the default): a new member id per consumer.
+	InstanceID string
+	// Strategy assigns partitions to members. Default
+	// [StrategyCooperativeSticky].
+	Strategy string
+	// SessionTimeout: a member that sends no heartbeat for this long is
+	// removed and its partitions go to the others. Default 10s.
+	SessionTimeout time.Duration
+	// HeartbeatInterval is how often the member reports to the group.
+	// Default SessionTimeout/5, at most 1s; it must be below SessionTimeout.
+	HeartbeatInterval time.Duration
+	// AutoCommitInterval commits the consumer's positions this often, and
+	// before partitions are revoked and on Close. Zero (the default): only
+	// Commit and CommitOffsets commit.
+	AutoCommitInterval time.Duration
+	// OnAssigned and OnRevoked are called from Poll (and Records), on the
+	// caller's goroutine, when partitions are added to or taken from this
+	// member; OnRevoked runs before the partitions are given up, so the
+	// member can commit them. They must not call Poll.
+	OnAssigned func(partitions []int)
+	OnRevoked  func(partitions []int)
+}
+
+func (o *ConsumerOptions) groupDefaults() error {
+	if o.Strategy == "" {
+		o.Strategy = StrategyCooperativeSticky
+	}
+	if o.SessionTimeout == 0 {
+		o.SessionTimeout = 10 * time.Second
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = min(o.SessionTimeout/5, time.Second)
+	}
+	switch {
+	case o.Strategy != StrategyCooperativeSticky && o.Strategy != StrategyRange && o.Strategy != StrategyRoundRobin:
+		return fmt.Errorf("%w: unknown strategy %q", ErrInvalidConfig, o.Strategy)
+	case o.SessionTimeout < 0 || o.HeartbeatInterval <= 0 || o.HeartbeatInterval >= o.SessionTimeout:
+		return fmt.Errorf("%w: HeartbeatInterval %v must be positive and below SessionTimeout %v", ErrInvalidConfig, o.HeartbeatInterval, o.SessionTimeout)
+	case o.AutoCommitInterval < 0:
+		return fmt.Errorf("%w: negative AutoCommitInterval", ErrInvalidConfig)
+	case len(o.Group) > 249:
+		return fmt.Errorf("%w: group name of %d characters", ErrInvalidConfig, len(o.Group))
+	}
+	return nil
+}
+
+// groupMember is a consumer's membership. Its goroutine sends heartbeats
+// and auto-commits; Poll applies the assignment it learns (sync).
+type groupMember struct {
+	c      *consumer
+	id     string
+	static bool
+	kick   chan struct{}
+	// stop ends run; done is closed when it returned. Close stops the
+	// heartbeats before leaving, or a late heartbeat would rejoin.
+	stop chan struct{}
+	done chan struct{}
+
+	mu    sync.Mutex
+	state *replication.GroupState // latest state seen
+	owned []int                   // partitions in c.parts; written by Poll
+	err   error                   // a fatal group error for Poll to return
+}
+
+func joinGroup(ctx context.Context, c *consumer) (*groupMember, error) {
+	g := &groupMember{c: c, id: c.opts.InstanceID, static: c.opts.InstanceID != "", kick: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if g.id == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		g.id = fmt.Sprintf("member-%d-%s", c.t.l.opts.NodeID, hex.EncodeToString(b[:]))
+	}
+	if err := g.join(ctx); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *groupMember) join(ctx context.Context) error {
+	o := g.c.opts
+	st, err := g.c.t.l.node.Group(ctx, replication.GroupRequest{
+		Op: "join", Group: o.Group, Topic: g.c.t.meta.Name, TopicID: g.c.t.meta.ID,
+		Partitions: g.c.t.Partitions(), Strategy: o.Strategy, Member: g.id, Static: g.static,
+		SessionTimeout: o.SessionTimeout,
+	})
+	if err != nil {
+		return mapErr(err)
+	}
+	g.setState(st)
+	return nil
+}
+
+func (g *groupMember) setState(st *replication.GroupState) {
+	g.mu.Lock()
+	g.state = st
+	g.mu.Unlock()
+	g.c.signalReady() // Poll applies it
+}
+
+func (g *groupMember) heartbeatNow() {
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run sends heartbeats (reporting the partitions this member owns) and
+// auto-commits until the consumer closes.
+func (g *groupMember) run() {
+	defer g.c.wg.Done()
+	defer close(g.done)
+	hb := time.NewTicker(g.c.opts.HeartbeatInterval)
+	defer hb.Stop()
+	var commit <-chan time.Time
+	if iv := g.c.opts.AutoCommitInterval; iv > 0 {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		commit = t.C
+	}
+	ctx, cancel := context.WithCancel(g.c.ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-g.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-commit:
+			_ = g.commit(ctx, nil)
+			continue
+		case <-hb.C:
+		case <-g.kick:
+		}
+		// Report what this member reads, and claim what the group grants
+		// it; Poll starts reading a partition only once the claim holds.
+		g.mu.Lock()
+		claim := slices.Clone(g.owned)
+		if g.state != nil {
+			claim = append(claim, g.state.Granted(g.id)...)
+		}
+		g.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, g.c.opts.SessionTimeout)
+		st, err := g.c.t.l.node.Group(rctx, replication.GroupRequest{
+			Op: "heartbeat", Group: g.c.opts.Group, Member: g.id, Owned: claim,
+		})
+		cancel()
+		if errors.Is(err, replication.ErrUnknownMember) {
+			// The session expired (or the group was reset): join again. Poll
+			// treats the partitions as lost meanwhile.
+			rctx, cancel := context.WithTimeout(ctx, g.c.opts.SessionTimeout)
+			err = g.join(rctx)
+			cancel()
+			continue
+		}
+		if err == nil {
+			g.setState(st)
+		}
+	}
+}
+
+// sync applies the latest assignment on the Poll goroutine: it revokes
+// partitions this member must give up (after OnRevoked and, with
+// auto-commit, a commit), then takes the partitions granted to it, each
+// from its committed offset or from Start.
+func (g *groupMember) sync(ctx context.Context) error {
+	g.mu.Lock()
+	st, owned := g.state, slices.Clone(g.owned)
+	g.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	// granted: partitions the group records as this member's (claimed by
+	// a heartbeat) that the strategy still gives it.
+	var target, granted []int
+	if m := st.Members[g.id]; m != nil {
+		target = m.Target
+		for _, p := range m.Owned {
+			if slices.Contains(target, p) {
+				granted = append(granted, p)
+			}
+		}
+		for _, p := range st.Granted(g.id) {
+			if !slices.Contains(m.Owned, p) {
+				g.heartbeatNow() // free partitions to claim
+				break
+			}
+		}
+	}
+	var revoke []int
+	for _, p := range owned {
+		if !slices.Contains(target, p) {
+			revoke = append(revoke, p)
+		}
+	}
+	if len(revoke) > 0 {
+		if g.c.opts.AutoCommitInterval > 0 {
+			_ = g.commit(ctx, revoke)
+		}
+		if f := g.c.opts.OnRevoked; f != nil {
+			f(revoke)
+		}
+		g.c.partsMu.Lock()
+		g.c.parts = slices.DeleteFunc(g.c.parts, func(cp *consumerPart) bool { return slices.Contains(revoke, cp.idx) })
+		g.c.partsMu.Unlock()
+		owned = slices.DeleteFunc(owned, func(p int) bool { return slices.Contains(revoke, p) })
+		g.setOwned(owned)
+		g.heartbeatNow() // tell the group, so the partitions move on
+	}
+	var add []int
+	for _, p := range granted {
+		if !slices.Contains(owned, p) {
+			add = append(add, p)
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	// Open them all before taking any, so a failure leaves no half-added
+	// partition behind; the caller's (possibly short) Poll ctx is not used.
+	octx, cancel := context.WithTimeout(g.c.ctx, defaultTimeout)
+	defer cancel()
+	var parts []*consumerPart
+	for _, p := range add {
+		off, ok := st.Offsets[p]
+		if !ok {
+			off = -1
+		}
+		cp, err := g.c.newPart(octx, p, off)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, cp)
+	}
+	g.c.partsMu.Lock()
+	g.c.parts = append(g.c.parts, parts...)
+	g.c.partsMu.Unlock()
+	owned = append(owned, add...)
+	slices.Sort(owned)
+	g.setOwned(owned)
+	g.heartbeatNow()
+	g.c.wakeFetcher()
+	if f := g.c.opts.OnAssigned; f != nil {
+		f(add)
+	}
+	return nil
+}
+
+func (g *groupMember) setOwned(owned []int) {
+	g.mu.Lock()
+	g.owned = owned
+	g.mu.Unlock()
+}
+
+// commit commits the positions of the given partitions (nil: all owned).
+func (g *groupMember) commit(ctx context.Context, parts []int) error {
+	offsets := map[int]int64{}
+	for _, cp := range g.c.partList() {
+		if parts == nil || slices.Contains(parts, cp.idx) {
+			cp.mu.Lock()
+			offsets[cp.idx] = cp.offset
+			cp.mu.Unlock()
+		}
+	}
+	return g.commitOffsets(ctx, offsets)
+}
+
+func (g *groupMember) commitOffsets(ctx context.Context, offsets map[int]int64) error {
+	if len(offsets) == 0 {
+		return nil
+	}
+	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
+	defer cancel()
+	_, err := g.c.t.l.node.Group(ctx, replication.GroupRequest{
+		Op: "commit", Group: g.c.opts.Group, Member: g.id, Offsets: offsets,
+	})
+	return mapErr(err)
+}
+
+// leave commits (with auto-commit) and leaves the group so the partitions
+// move at once; a static member stays, to come back to its partitions.
+func (g *groupMember) leave() error {
+	close(g.stop)
+	<-g.done
+	if g.c.t.l.ctx.Err() != nil {
+		return nil // the Log crashed (in a test): a crashed member just stops
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var err error
+	if g.c.opts.AutoCommitInterval > 0 {
+		err = g.commit(ctx, nil)
+	}
+	if g.static || g.c.t.l.isClosed() {
+		return err
+	}
+	_, lerr := g.c.t.l.node.Group(ctx, replication.GroupRequest{Op: "leave", Group: g.c.opts.Group, Member: g.id})
+	if lerr != nil && !errors.Is(lerr, replication.ErrUnknownMember) {
+		err = errors.Join(err, mapErr(lerr))
+	}
+	return err
+}
+
+// Commit commits, for every partition this consumer reads, the position
+// after the last record Poll handed out: a member that takes the partition
+// over resumes there. The consumer must have a Group.
+func (c *Consumer[T]) Commit(ctx context.Context) error {
+	if c.c.group == nil {
+		return fmt.Errorf("%w: Commit needs ConsumerOptions.Group", ErrInvalidConfig)
+	}
+	return c.c.group.commit(ctx, nil)
+}
+
+// CommitOffsets commits explicit offsets (the next offset to read) for
+// partitions this member owns. An offset outside [log start, high
+// watermark] is an [*OffsetOutOfRangeError]; a partition not assigned to
+// this member is [ErrNotAssigned]. Nothing is committed on error.
+func (c *Consumer[T]) CommitOffsets(ctx context.Context, offsets map[int]int64) error {
+	if c.c.group == nil {
+		return fmt.Errorf("%w: CommitOffsets needs ConsumerOptions.Group", ErrInvalidConfig)
+	}
+	for p, off := range offsets {
+		cp, err := c.c.part(p)
+		if err != nil {
+			return fmt.Errorf("%w: %s/%d", ErrNotAssigned, c.c.t.meta.Name, p)
+		}
+		if start, hw := cp.rp.LogStart(), cp.rp.HighWatermark(); off < start || off > hw {
+			return &OffsetOutOfRangeError{Topic: c.c.t.meta.Name, Partition: p, Offset: off, Earliest: start, Latest: hw}
+		}
+	}
+	return c.c.group.commitOffsets(ctx, maps.Clone(offsets))
+}
+
+// Assignment returns the partitions this consumer reads now, sorted.
+func (c *Consumer[T]) Assignment() []int {
+	var out []int
+	for _, cp := range c.c.partList() {
+		out = append(out, cp.idx)
+	}
+	slices.Sort(out)
+	return out
+}

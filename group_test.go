@@ -1,0 +1,306 @@
+package replog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/replog/replog"
+)
+
+func groupOpts(group string) *replog.ConsumerOptions {
+	return &replog.ConsumerOptions{Group: group, GroupOptions: replog.GroupOptions{
+		SessionTimeout: 2 * time.Second, HeartbeatInterval: 100 * time.Millisecond,
+	}}
+}
+
+func produceStrings(t *testing.T, ctx context.Context, tp *replog.Topic, n int, prefix string) {
+	t.Helper()
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	for i := range n {
+		p.ProduceAsync(ctx, replog.Message[string]{Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Sprintf("%s-%04d", prefix, i)}, nil)
+	}
+	require.NoError(t, p.Flush(ctx))
+	require.NoError(t, p.Close())
+}
+
+// readN polls until n records arrived, and returns them.
+func readN(t *testing.T, ctx context.Context, c *replog.Consumer[string], n int) []replog.Record[string] {
+	t.Helper()
+	var out []replog.Record[string]
+	for len(out) < n {
+		recs, err := c.Poll(ctx)
+		require.NoError(t, err)
+		out = append(out, recs...)
+	}
+	return out
+}
+
+// Fan-out: each group reads the whole topic; two members of one group split
+// the partitions between them without overlap.
+func TestGroupsFanOut(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "events", replog.TopicConfig{Partitions: 4})
+	require.NoError(t, err)
+	produceStrings(t, ctx, tp, 200, "e")
+
+	for _, g := range []string{"billing", "audit"} {
+		c, err := replog.NewConsumer(tp, replog.String(), groupOpts(g))
+		require.NoError(t, err)
+		recs := readN(t, ctx, c, 200)
+		seen := map[string]bool{}
+		for _, r := range recs {
+			require.False(t, seen[r.Value], "group %s read %s twice", g, r.Value)
+			seen[r.Value] = true
+		}
+		require.Len(t, seen, 200)
+		require.NoError(t, c.Close())
+	}
+
+	// With auto-commit, a member commits before it gives a partition up,
+	// so the member taking it over resumes there: each record once.
+	ao := groupOpts("analytics")
+	ao.AutoCommitInterval = 100 * time.Millisecond
+	a, err := replog.NewConsumer(tp, replog.String(), ao)
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := replog.NewConsumer(tp, replog.String(), ao)
+	require.NoError(t, err)
+	defer b.Close()
+	// Both members poll; the group settles at two partitions each.
+	seen := map[string]int{}
+	var mu sync.Mutex
+	pollUntil := func(c *replog.Consumer[string], stop <-chan struct{}) {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			pctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			recs, err := c.Poll(pctx)
+			cancel()
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("poll: %v", err)
+				return
+			}
+			mu.Lock()
+			for _, r := range recs {
+				seen[r.Value]++
+			}
+			mu.Unlock()
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range []*replog.Consumer[string]{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); pollUntil(c, stop) }()
+	}
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == 200
+	}, 15*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return len(a.Assignment()) == 2 && len(b.Assignment()) == 2
+	}, 10*time.Second, 20*time.Millisecond)
+	close(stop)
+	wg.Wait()
+	require.Empty(t, intersect(a.Assignment(), b.Assignment()))
+	for v, n := range seen {
+		require.Equal(t, 1, n, "%s read %d times inside one group", v, n)
+	}
+}
+
+func intersect(a, b []int) []int {
+	var out []int
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// A member that commits and leaves hands its partitions over; the next
+// member resumes after the last commit (at least once, nothing skipped).
+func TestGroupResumesAfterCommit(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 2})
+	require.NoError(t, err)
+	produceStrings(t, ctx, tp, 100, "v")
+
+	c1, err := replog.NewConsumer(tp, replog.String(), groupOpts("g"))
+	require.NoError(t, err)
+	first := readN(t, ctx, c1, 30)
+	require.NoError(t, c1.Commit(ctx))
+	committed := map[int]int64{}
+	for _, r := range first {
+		committed[r.Partition] = max(committed[r.Partition], r.Offset+1)
+	}
+	require.NoError(t, c1.Close())
+
+	info, err := l.DescribeGroup(ctx, "g")
+	require.NoError(t, err)
+	require.Empty(t, info.Members)
+	for _, p := range info.Partitions {
+		if off, ok := committed[p.Partition]; ok {
+			require.Equal(t, off, p.Committed)
+			require.Equal(t, p.HighWatermark-off, p.Lag)
+		}
+	}
+
+	c2, err := replog.NewConsumer(tp, replog.String(), groupOpts("g"))
+	require.NoError(t, err)
+	defer c2.Close()
+	rest := readN(t, ctx, c2, 100-len(first))
+	all := map[string]bool{}
+	for _, r := range append(first, rest...) {
+		require.False(t, all[r.Value], "%s twice: the second member resumed before the commit", r.Value)
+		all[r.Value] = true
+	}
+	require.Len(t, all, 100)
+}
+
+// Cooperative-sticky: when a second member joins, the first keeps reading
+// the partitions it keeps, and gives up only those that move.
+func TestCooperativeRebalanceKeepsUnaffectedPartitions(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 4})
+	require.NoError(t, err)
+	var revoked [][]int
+	o := groupOpts("g")
+	o.OnRevoked = func(ps []int) { revoked = append(revoked, ps) }
+	a, err := replog.NewConsumer(tp, replog.String(), o)
+	require.NoError(t, err)
+	defer a.Close()
+	produceStrings(t, ctx, tp, 40, "x")
+	readN(t, ctx, a, 40)
+	require.Equal(t, []int{0, 1, 2, 3}, a.Assignment())
+
+	b, err := replog.NewConsumer(tp, replog.String(), groupOpts("g"))
+	require.NoError(t, err)
+	defer b.Close()
+	require.Eventually(t, func() bool { // a's Poll applies the rebalance
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		a.Poll(pctx)
+		b.Poll(pctx)
+		cancel()
+		return len(b.Assignment()) == 2
+	}, 10*time.Second, time.Millisecond)
+	require.Len(t, revoked, 1, "one revocation of the moving partitions")
+	require.Len(t, revoked[0], 2)
+	kept := a.Assignment()
+	require.Len(t, kept, 2)
+	require.Empty(t, intersect(kept, revoked[0]), "kept partitions were never revoked")
+	require.ElementsMatch(t, revoked[0], b.Assignment())
+}
+
+func TestStaticMemberKeepsPartitionsAcrossRestart(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 4})
+	require.NoError(t, err)
+	oa := groupOpts("g")
+	oa.InstanceID = "worker-a"
+	a, err := replog.NewConsumer(tp, replog.String(), oa)
+	require.NoError(t, err)
+	b, err := replog.NewConsumer(tp, replog.String(), groupOpts("g"))
+	require.NoError(t, err)
+	defer b.Close()
+	require.Eventually(t, func() bool {
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		a.Poll(pctx)
+		b.Poll(pctx)
+		cancel()
+		return len(a.Assignment()) == 2 && len(b.Assignment()) == 2
+	}, 10*time.Second, time.Millisecond)
+	before := a.Assignment()
+	info, err := l.DescribeGroup(ctx, "g")
+	require.NoError(t, err)
+	gen := info.Generation
+	require.NoError(t, a.Close())
+
+	a2, err := replog.NewConsumer(tp, replog.String(), oa)
+	require.NoError(t, err)
+	defer a2.Close()
+	require.Eventually(t, func() bool {
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		a2.Poll(pctx)
+		cancel()
+		return len(a2.Assignment()) == 2
+	}, 10*time.Second, time.Millisecond)
+	require.Equal(t, before, a2.Assignment())
+	info, err = l.DescribeGroup(ctx, "g")
+	require.NoError(t, err)
+	require.Equal(t, gen, info.Generation, "a static member's restart causes no rebalance")
+}
+
+func TestGroupBadInputAndAdmin(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 2})
+	require.NoError(t, err)
+	produceStrings(t, ctx, tp, 10, "v")
+
+	_, err = l.DescribeGroup(ctx, "nope")
+	require.ErrorIs(t, err, replog.ErrGroupNotFound)
+	bad := groupOpts("g")
+	bad.Strategy = "zigzag"
+	_, err = replog.NewConsumer(tp, replog.String(), bad)
+	require.ErrorIs(t, err, replog.ErrInvalidConfig)
+	_, err = replog.NewConsumer(tp, replog.String(), &replog.ConsumerOptions{Group: "g", Partitions: []int{0}})
+	require.ErrorIs(t, err, replog.ErrInvalidConfig)
+
+	c, err := replog.NewConsumer(tp, replog.String(), groupOpts("g"))
+	require.NoError(t, err)
+	readN(t, ctx, c, 10)
+	var oor *replog.OffsetOutOfRangeError
+	require.True(t, errors.As(c.CommitOffsets(ctx, map[int]int64{0: 1 << 40}), &oor), "beyond the high watermark")
+	require.ErrorIs(t, c.CommitOffsets(ctx, map[int]int64{7: 0}), replog.ErrNotAssigned)
+	require.NoError(t, c.CommitOffsets(ctx, map[int]int64{0: 1}))
+	require.ErrorIs(t, l.DeleteGroup(ctx, "g"), replog.ErrGroupNotEmpty)
+	require.ErrorIs(t, l.ResetGroupOffsets(ctx, "g", replog.OffsetReset{}), replog.ErrGroupNotEmpty)
+
+	noGroup, err := replog.NewConsumer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, noGroup.Commit(ctx), replog.ErrInvalidConfig)
+	require.NoError(t, noGroup.Close())
+
+	require.NoError(t, c.Close())
+	_, err = c.Poll(ctx)
+	require.ErrorIs(t, err, replog.ErrClosed)
+
+	groups, err := l.ListGroups(ctx)
+	require.NoError(t, err)
+	require.Len(t, groups, 1)
+	require.Equal(t, "g", groups[0].Name)
+	require.Equal(t, "t", groups[0].Topic)
+
+	require.NoError(t, l.ResetGroupOffsets(ctx, "g", replog.OffsetReset{Start: replog.Latest}))
+	info, err := l.DescribeGroup(ctx, "g")
+	require.NoError(t, err)
+	for _, p := range info.Partitions {
+		require.Equal(t, p.HighWatermark, p.Committed)
+		require.Zero(t, p.Lag)
+	}
+	require.NoError(t, l.ResetGroupOffsets(ctx, "g", replog.OffsetReset{Offsets: map[int]int64{0: 0, 1: 0}}))
+	c, err = replog.NewConsumer(tp, replog.String(), groupOpts("g"))
+	require.NoError(t, err)
+	require.Len(t, readN(t, ctx, c, 10), 10, "reset to 0 reads everything again")
+	require.NoError(t, c.Close())
+	require.NoError(t, l.DeleteGroup(ctx, "g"))
+	_, err = l.DescribeGroup(ctx, "g")
+	require.ErrorIs(t, err, replog.ErrGroupNotFound)
+}

@@ -1,0 +1,490 @@
+package replication
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sort"
+	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+)
+
+// GroupsShardID is the Raft group that holds consumer groups: members,
+// assignments and committed offsets. It is separate from the metadata group
+// so that frequent heartbeats and commits never stall topic metadata, as
+// Kafka keeps offsets in __consumer_offsets rather than in its controller.
+const GroupsShardID uint64 = 2
+
+// Assignment strategies.
+const (
+	StrategyRange             = "range"
+	StrategyRoundRobin        = "roundrobin"
+	StrategyCooperativeSticky = "cooperative-sticky"
+)
+
+// Group errors; the root package maps them to its sentinels.
+var (
+	ErrUnknownMember   = errors.New("unknown group member")
+	ErrNotAssigned     = errors.New("partition not assigned to this member")
+	ErrGroupNotFound   = errors.New("group not found")
+	ErrGroupTopic      = errors.New("group consumes another topic")
+	ErrGroupNotEmpty   = errors.New("group has members")
+	ErrInvalidStrategy = errors.New("invalid assignment strategy")
+)
+
+// GroupState is one consumer group. Values handed out are copies.
+type GroupState struct {
+	Name       string                  `json:"name"`
+	Topic      string                  `json:"topic"`
+	TopicID    uint64                  `json:"topic_id"`
+	Partitions int                     `json:"partitions"`
+	Strategy   string                  `json:"strategy"`
+	Generation int64                   `json:"generation"`
+	Members    map[string]*MemberState `json:"members"`
+	Offsets    map[int]int64           `json:"offsets"` // committed: the next offset to read
+}
+
+// MemberState is one member of a group.
+type MemberState struct {
+	ID             string `json:"id"`
+	Static         bool   `json:"static"`
+	SessionTimeout int64  `json:"session_timeout"` // ns
+	LastSeen       int64  `json:"last_seen"`       // unix ns, from the proposer's clock
+	Target         []int  `json:"target"`          // partitions the strategy gives it
+	Owned          []int  `json:"owned"`           // partitions it reports consuming
+}
+
+func (g *GroupState) clone() *GroupState {
+	c := *g
+	c.Members = map[string]*MemberState{}
+	for k, m := range g.Members {
+		mc := *m
+		mc.Target = slices.Clone(m.Target)
+		mc.Owned = slices.Clone(m.Owned)
+		c.Members[k] = &mc
+	}
+	c.Offsets = maps.Clone(g.Offsets)
+	return &c
+}
+
+// Granted is what a member may claim now: its target partitions that no
+// other member still owns. A partition moving between members is handed
+// over only after the old owner reports it revoked (cooperative
+// rebalancing).
+func (g *GroupState) Granted(member string) []int {
+	m := g.Members[member]
+	if m == nil {
+		return nil
+	}
+	var out []int
+	for _, p := range m.Target {
+		if !g.ownedByOther(member, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (g *GroupState) ownedByOther(member string, p int) bool {
+	for id, o := range g.Members {
+		if id != member && slices.Contains(o.Owned, p) {
+			return true
+		}
+	}
+	return false
+}
+
+type groupCmd struct {
+	Op             string        `json:"op"`
+	Group          string        `json:"group,omitempty"`
+	Topic          string        `json:"topic,omitempty"`
+	TopicID        uint64        `json:"topic_id,omitempty"`
+	Partitions     int           `json:"partitions,omitempty"`
+	Strategy       string        `json:"strategy,omitempty"`
+	Member         string        `json:"member,omitempty"`
+	Static         bool          `json:"static,omitempty"`
+	SessionTimeout int64         `json:"session_timeout,omitempty"`
+	Owned          []int         `json:"owned,omitempty"`
+	Offsets        map[int]int64 `json:"offsets,omitempty"`
+	Now            int64         `json:"now"`
+}
+
+const (
+	gopJoin      = "join"
+	gopHeartbeat = "heartbeat"
+	gopLeave     = "leave"
+	gopCommit    = "commit"
+	gopExpire    = "expire"
+	gopReset     = "reset"
+	gopDelete    = "delete"
+)
+
+// Result codes of group commands (sm.Result.Value); Data holds the group's
+// state as JSON on success.
+const (
+	gOK uint64 = iota
+	gUnknownMember
+	gNotAssigned
+	gGroupNotFound
+	gGroupTopic
+	gGroupNotEmpty
+	gInvalid
+)
+
+type groupsSM struct {
+	groups map[string]*GroupState
+}
+
+func (s *groupsSM) Update(e sm.Entry) (sm.Result, error) {
+	var c groupCmd
+	if err := json.Unmarshal(e.Cmd, &c); err != nil {
+		return sm.Result{Value: gInvalid}, nil
+	}
+	code, g := s.apply(c)
+	r := sm.Result{Value: code}
+	if code == gOK && g != nil {
+		r.Data, _ = json.Marshal(g)
+	}
+	return r, nil
+}
+
+// apply runs one command; it must be deterministic (time comes from the
+// command, never from the clock).
+func (s *groupsSM) apply(c groupCmd) (uint64, *GroupState) {
+	if c.Op == gopExpire {
+		for _, g := range s.groups {
+			changed := false
+			for id, m := range g.Members {
+				if c.Now-m.LastSeen > m.SessionTimeout {
+					delete(g.Members, id)
+					changed = true
+				}
+			}
+			if changed {
+				g.rebalance()
+			}
+		}
+		return gOK, nil
+	}
+	g := s.groups[c.Group]
+	switch c.Op {
+	case gopJoin:
+		if g == nil {
+			g = &GroupState{Name: c.Group, Topic: c.Topic, TopicID: c.TopicID, Partitions: c.Partitions,
+				Strategy: c.Strategy, Members: map[string]*MemberState{}, Offsets: map[int]int64{}}
+			s.groups[c.Group] = g
+		}
+		if g.TopicID != c.TopicID {
+			if len(g.Members) > 0 {
+				return gGroupTopic, nil
+			}
+			// An empty group moves to the new topic; its offsets meant the old one.
+			g.Topic, g.TopicID, g.Offsets = c.Topic, c.TopicID, map[int]int64{}
+		}
+		g.Partitions = c.Partitions
+		if c.Strategy != "" {
+			g.Strategy = c.Strategy
+		}
+		m, ok := g.Members[c.Member]
+		if ok && m.Static {
+			// A static member coming back keeps its partitions: no rebalance.
+			m.LastSeen, m.SessionTimeout, m.Owned = c.Now, c.SessionTimeout, nil
+			return gOK, g
+		}
+		g.Members[c.Member] = &MemberState{ID: c.Member, Static: c.Static, SessionTimeout: c.SessionTimeout, LastSeen: c.Now}
+		g.rebalance()
+		return gOK, g
+	case gopHeartbeat:
+		if g == nil {
+			return gUnknownMember, nil
+		}
+		m := g.Members[c.Member]
+		if m == nil {
+			return gUnknownMember, nil
+		}
+		m.LastSeen = c.Now
+		// c.Owned is what the member reads plus what it claims. It keeps
+		// what it already owned (a partition it must give up stays its own
+		// until it says so) and gets a claimed partition only if the
+		// strategy gives it that partition and no other member owns it: a
+		// member reads only what it owns here, so no partition is ever read
+		// by two members of a group at once.
+		var owned []int
+		for _, p := range c.Owned {
+			if slices.Contains(m.Owned, p) || (slices.Contains(m.Target, p) && !g.ownedByOther(c.Member, p)) {
+				owned = append(owned, p)
+			}
+		}
+		slices.Sort(owned)
+		m.Owned = slices.Compact(owned)
+		return gOK, g
+	case gopLeave:
+		if g == nil || g.Members[c.Member] == nil {
+			return gUnknownMember, nil
+		}
+		delete(g.Members, c.Member)
+		g.rebalance()
+		return gOK, g
+	case gopCommit:
+		if g == nil {
+			return gGroupNotFound, nil
+		}
+		if c.Member != "" {
+			m := g.Members[c.Member]
+			if m == nil {
+				return gUnknownMember, nil
+			}
+			for p := range c.Offsets {
+				if !slices.Contains(m.Owned, p) && !slices.Contains(g.Granted(c.Member), p) {
+					return gNotAssigned, nil
+				}
+			}
+			m.LastSeen = max(m.LastSeen, c.Now)
+		}
+		for p, off := range c.Offsets {
+			g.Offsets[p] = off
+		}
+		return gOK, g
+	case gopReset:
+		if g == nil {
+			return gGroupNotFound, nil
+		}
+		if len(g.Members) > 0 {
+			return gGroupNotEmpty, nil
+		}
+		g.Offsets = maps.Clone(c.Offsets)
+		if g.Offsets == nil {
+			g.Offsets = map[int]int64{}
+		}
+		return gOK, g
+	case gopDelete:
+		if g == nil {
+			return gGroupNotFound, nil
+		}
+		if len(g.Members) > 0 {
+			return gGroupNotEmpty, nil
+		}
+		delete(s.groups, c.Group)
+		return gOK, nil
+	}
+	return gInvalid, nil
+}
+
+// rebalance recomputes every member's target partitions with the group's
+// strategy and starts a new generation.
+func (g *GroupState) rebalance() {
+	g.Generation++
+	ids := slices.Sorted(maps.Keys(g.Members))
+	if len(ids) == 0 {
+		return
+	}
+	targets := map[string][]int{}
+	switch g.Strategy {
+	case StrategyRange:
+		per, extra := g.Partitions/len(ids), g.Partitions%len(ids)
+		p := 0
+		for i, id := range ids {
+			n := per
+			if i < extra {
+				n++
+			}
+			for range n {
+				targets[id] = append(targets[id], p)
+				p++
+			}
+		}
+	case StrategyRoundRobin:
+		for p := range g.Partitions {
+			id := ids[p%len(ids)]
+			targets[id] = append(targets[id], p)
+		}
+	default: // cooperative-sticky: keep what stays balanced, move the rest
+		quota := func(i int) int {
+			n := g.Partitions / len(ids)
+			if i < g.Partitions%len(ids) {
+				n++
+			}
+			return n
+		}
+		// Members that already hold more partitions get the larger quotas,
+		// so fewer partitions move.
+		order := slices.Clone(ids)
+		sort.SliceStable(order, func(a, b int) bool {
+			return len(g.Members[order[a]].Target) > len(g.Members[order[b]].Target)
+		})
+		taken := map[int]bool{}
+		for i, id := range order {
+			for _, p := range g.Members[id].Target {
+				if p < g.Partitions && !taken[p] && len(targets[id]) < quota(i) {
+					targets[id] = append(targets[id], p)
+					taken[p] = true
+				}
+			}
+		}
+		for p := range g.Partitions {
+			if taken[p] {
+				continue
+			}
+			for i, id := range order {
+				if len(targets[id]) < quota(i) {
+					targets[id] = append(targets[id], p)
+					taken[p] = true
+					break
+				}
+			}
+		}
+	}
+	for _, id := range ids {
+		t := targets[id]
+		slices.Sort(t)
+		g.Members[id].Target = t
+	}
+}
+
+func (s *groupsSM) Lookup(q any) (any, error) {
+	name, _ := q.(string)
+	if name == "" {
+		out := make([]*GroupState, 0, len(s.groups))
+		for _, k := range slices.Sorted(maps.Keys(s.groups)) {
+			out = append(out, s.groups[k].clone())
+		}
+		return out, nil
+	}
+	if g := s.groups[name]; g != nil {
+		return g.clone(), nil
+	}
+	return (*GroupState)(nil), nil
+}
+
+func (s *groupsSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-chan struct{}) error {
+	return json.NewEncoder(w).Encode(s.groups)
+}
+
+func (s *groupsSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan struct{}) error {
+	g := map[string]*GroupState{}
+	if err := json.NewDecoder(r).Decode(&g); err != nil {
+		return fmt.Errorf("replog: groups snapshot: %w", err)
+	}
+	s.groups = g
+	return nil
+}
+
+func (s *groupsSM) Close() error { return nil }
+
+// GroupRequest is a command for the groups Raft group.
+type GroupRequest struct {
+	Op             string
+	Group, Topic   string
+	TopicID        uint64
+	Partitions     int
+	Strategy       string
+	Member         string
+	Static         bool
+	SessionTimeout time.Duration
+	Owned          []int
+	Offsets        map[int]int64
+}
+
+// Group proposes a group command and returns the group's state after it.
+func (n *Node) Group(ctx context.Context, r GroupRequest) (*GroupState, error) {
+	cmd, err := json.Marshal(groupCmd{
+		Op: r.Op, Group: r.Group, Topic: r.Topic, TopicID: r.TopicID, Partitions: r.Partitions,
+		Strategy: r.Strategy, Member: r.Member, Static: r.Static, SessionTimeout: int64(r.SessionTimeout),
+		Owned: r.Owned, Offsets: r.Offsets, Now: time.Now().UnixNano(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	var res sm.Result
+	err = retry(ctx, n.stop, func() error {
+		if err := n.waitLeader(ctx, GroupsShardID); err != nil {
+			return err
+		}
+		actx, cancel := attemptCtx(ctx)
+		defer cancel()
+		var err error
+		res, err = n.nh.SyncPropose(actx, n.nh.GetNoOPSession(GroupsShardID), cmd)
+		if errors.Is(err, errTimeout) && ctx.Err() == nil {
+			err = errBusy
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch res.Value {
+	case gOK:
+	case gUnknownMember:
+		return nil, ErrUnknownMember
+	case gNotAssigned:
+		return nil, ErrNotAssigned
+	case gGroupNotFound:
+		return nil, ErrGroupNotFound
+	case gGroupTopic:
+		return nil, ErrGroupTopic
+	case gGroupNotEmpty:
+		return nil, ErrGroupNotEmpty
+	default:
+		return nil, ErrInvalid
+	}
+	if len(res.Data) == 0 {
+		return nil, nil
+	}
+	g := &GroupState{}
+	return g, json.Unmarshal(res.Data, g)
+}
+
+// Groups reads every group (name "") or one group, linearizably.
+func (n *Node) Groups(ctx context.Context, name string) ([]*GroupState, error) {
+	var v any
+	err := retry(ctx, n.stop, func() error {
+		if err := n.waitLeader(ctx, GroupsShardID); err != nil {
+			return err
+		}
+		actx, cancel := attemptCtx(ctx)
+		defer cancel()
+		var err error
+		v, err = n.nh.SyncRead(actx, GroupsShardID, name)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch x := v.(type) {
+	case []*GroupState:
+		return x, nil
+	case *GroupState:
+		if x == nil {
+			return nil, ErrGroupNotFound
+		}
+		return []*GroupState{x}, nil
+	}
+	return nil, ErrInvalid
+}
+
+// expireLoop proposes session expiry once a second while this node leads
+// the groups Raft group; the time travels in the command.
+func (n *Node) expireLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if l, _ := n.leaderState(GroupsShardID); l != n.cfg.NodeID {
+			continue
+		}
+		cmd, _ := json.Marshal(groupCmd{Op: gopExpire, Now: time.Now().UnixNano()})
+		ctx, cancel := context.WithTimeout(context.Background(), metaAttemptTimeout)
+		_, _ = n.nh.SyncPropose(ctx, n.nh.GetNoOPSession(GroupsShardID), cmd)
+		cancel()
+	}
+}
