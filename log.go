@@ -501,5 +501,38 @@ func (l *Log) Topics() []TopicInfo {
 	return out
 }
 
+// ReassignPartition moves partition's replicas to nodes (node ids; the
+// first becomes the preferred leader), as Kafka's partition reassignment
+// does, and returns when the move is complete: new replicas were added to
+// the partition's Raft group and caught up through it, and replicas that
+// left were removed from the group and then deleted. The partition stays
+// available throughout. A ctx without deadline gets 30s; if it ends first,
+// the move goes on in the background.
+func (l *Log) ReassignPartition(ctx context.Context, topic string, partition int, nodes []uint64) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	t, err := l.Topic(topic)
+	if err != nil {
+		return err
+	}
+	if partition < 0 || partition >= t.Partitions() {
+		return fmt.Errorf("%w: %s/%d", ErrPartitionNotFound, topic, partition)
+	}
+	seen := map[uint64]bool{}
+	for _, n := range nodes {
+		if _, ok := l.opts.Peers[n]; !ok || seen[n] {
+			return fmt.Errorf("%w: replica nodes %v (unknown or repeated node %d)", ErrInvalidConfig, nodes, n)
+		}
+		seen[n] = true
+	}
+	if len(nodes) == 0 {
+		return fmt.Errorf("%w: no replica nodes", ErrInvalidConfig)
+	}
+	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
+	defer cancel()
+	return mapErr(l.node.Reassign(ctx, topic, partition, nodes))
+}
+
 // NodeID is this node's id.
 func (l *Log) NodeID() uint64 { return l.opts.NodeID }

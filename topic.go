@@ -169,7 +169,7 @@ func (t *Topic) Leader(ctx context.Context, i int) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return t.l.node.Leader(p.Shard), nil
+	return t.l.node.LeaderNode(p.Shard), nil
 }
 
 // TransferLeader moves the leadership of partition i to node (as Kafka's

@@ -25,6 +25,7 @@ type Metadata struct {
 	Topics        map[string]*TopicMeta `json:"topics"`
 	NextShard     uint64                `json:"next_shard"`
 	NextProducer  uint64                `json:"next_producer"`
+	NextReplica   uint64                `json:"next_replica"` // next Raft replica id for a reassigned replica
 	DeletedShards []uint64              `json:"deleted_shards,omitempty"`
 	Index         uint64                `json:"index"` // last applied Raft index
 }
@@ -43,13 +44,59 @@ type TopicMeta struct {
 type PartitionMeta struct {
 	Shard    uint64   `json:"shard"`
 	Replicas []uint64 `json:"replicas"` // node ids; the first is the preferred leader
+	// Initial are the nodes the Raft group was created on: they start as
+	// its bootstrap members with their node id as replica id.
+	Initial []uint64 `json:"initial,omitempty"`
+	// ReplicaIDs are the Raft replica ids of nodes added by a reassignment:
+	// dragonboat never reuses a removed replica id, so each addition gets a
+	// fresh one.
+	ReplicaIDs map[uint64]uint64 `json:"replica_ids,omitempty"`
+	// Moving is set by a reassignment until the group's leader has made
+	// the Raft membership match Replicas; replicas that left are deleted
+	// only then.
+	Moving bool `json:"moving,omitempty"`
+}
+
+// ReplicaID is node's Raft replica id in the partition's group.
+func (p PartitionMeta) ReplicaID(node uint64) uint64 {
+	if id, ok := p.ReplicaIDs[node]; ok {
+		return id
+	}
+	return node
+}
+
+// NodeOf maps a Raft replica id back to its node (0 for none).
+func (p PartitionMeta) NodeOf(replica uint64) uint64 {
+	if replica == 0 {
+		return 0
+	}
+	for n, id := range p.ReplicaIDs {
+		if id == replica {
+			return n
+		}
+	}
+	return replica
+}
+
+// bootstrap reports whether node starts the group as an initial member
+// (rather than joining it).
+func (p PartitionMeta) bootstrap(node uint64) bool {
+	_, added := p.ReplicaIDs[node]
+	return !added && slices.Contains(p.initial(), node)
+}
+
+func (p PartitionMeta) initial() []uint64 {
+	if p.Initial == nil {
+		return p.Replicas
+	}
+	return p.Initial
 }
 
 // Hosts reports whether node hosts a replica of the partition.
 func (p PartitionMeta) Hosts(node uint64) bool { return slices.Contains(p.Replicas, node) }
 
 func newMetadata() *Metadata {
-	return &Metadata{Topics: map[string]*TopicMeta{}, NextShard: FirstPartitionShard, NextProducer: 1}
+	return &Metadata{Topics: map[string]*TopicMeta{}, NextShard: FirstPartitionShard, NextProducer: 1, NextReplica: firstAddedReplica}
 }
 
 func (m *Metadata) clone() *Metadata {
@@ -58,6 +105,10 @@ func (m *Metadata) clone() *Metadata {
 	c.DeletedShards = slices.Clone(m.DeletedShards)
 	return &c
 }
+
+// firstAddedReplica starts the replica ids of reassigned replicas, far above
+// any node id, so they never collide with the initial members' ids.
+const firstAddedReplica = 1 << 32
 
 // TopicByID finds a live topic by id.
 func (m *Metadata) TopicByID(id uint64) *TopicMeta {
@@ -80,6 +131,18 @@ func (m *Metadata) partition(shard uint64) (PartitionMeta, bool) {
 	return PartitionMeta{}, false
 }
 
+// partitionOf finds a partition by shard, with its topic and index.
+func (m *Metadata) partitionOf(shard uint64) (string, int, PartitionMeta, bool) {
+	for name, t := range m.Topics {
+		for i, pm := range t.Partitions {
+			if pm.Shard == shard {
+				return name, i, pm, true
+			}
+		}
+	}
+	return "", 0, PartitionMeta{}, false
+}
+
 // metaCmd is one command of the metadata state machine, JSON-encoded: the
 // metadata log is small and rarely written, so clarity beats compactness.
 type metaCmd struct {
@@ -90,12 +153,16 @@ type metaCmd struct {
 	Compression uint8    `json:"compression,omitempty"`
 	Nodes       []uint64 `json:"nodes,omitempty"` // voting members when proposed, for placement
 	Created     int64    `json:"created,omitempty"`
+	Partition   int      `json:"partition,omitempty"`
+	Replicas2   []uint64 `json:"new_replicas,omitempty"` // reassign: the new replica set
 }
 
 const (
 	opCreateTopic   = "create_topic"
 	opDeleteTopic   = "delete_topic"
 	opAllocProducer = "alloc_producer"
+	opReassign      = "reassign"
+	opReassignDone  = "reassign_done"
 )
 
 // Result codes of metadata commands (sm.Result.Value).
@@ -151,7 +218,7 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 			for r := range reps {
 				reps[r] = nodes[(int(t.ID)+i+r)%len(nodes)]
 			}
-			t.Partitions = append(t.Partitions, PartitionMeta{Shard: shard, Replicas: reps})
+			t.Partitions = append(t.Partitions, PartitionMeta{Shard: shard, Replicas: reps, Initial: slices.Clone(reps)})
 		}
 		m.Topics[c.Name] = t
 		data, _ := json.Marshal(t)
@@ -164,6 +231,55 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 		delete(m.Topics, c.Name)
 		for _, p := range t.Partitions {
 			m.DeletedShards = append(m.DeletedShards, p.Shard)
+		}
+		return sm.Result{Value: metaOK}
+	case opReassign:
+		t, ok := m.Topics[c.Name]
+		if !ok {
+			return sm.Result{Value: metaTopicNotFound}
+		}
+		if c.Partition < 0 || c.Partition >= len(t.Partitions) || len(c.Replicas2) == 0 {
+			return sm.Result{Value: metaInvalid}
+		}
+		seen := map[uint64]bool{}
+		for _, n := range c.Replicas2 {
+			if seen[n] || !slices.Contains(c.Nodes, n) {
+				return sm.Result{Value: metaInvalid}
+			}
+			seen[n] = true
+		}
+		// Published values are immutable: change copies.
+		nt := *t
+		nt.Partitions = slices.Clone(t.Partitions)
+		pm := nt.Partitions[c.Partition]
+		pm.Initial = slices.Clone(pm.initial())
+		ids := maps.Clone(pm.ReplicaIDs)
+		if ids == nil {
+			ids = map[uint64]uint64{}
+		}
+		for _, n := range c.Replicas2 {
+			if !slices.Contains(pm.Replicas, n) {
+				ids[n] = m.NextReplica // joins as a new replica
+				m.NextReplica++
+			}
+		}
+		pm.ReplicaIDs = ids
+		pm.Replicas = slices.Clone(c.Replicas2)
+		pm.Moving = true
+		nt.Partitions[c.Partition] = pm
+		nt.Replicas = len(pm.Replicas)
+		m.Topics[c.Name] = &nt
+		return sm.Result{Value: metaOK}
+	case opReassignDone:
+		t, ok := m.Topics[c.Name]
+		if !ok || c.Partition < 0 || c.Partition >= len(t.Partitions) {
+			return sm.Result{Value: metaTopicNotFound}
+		}
+		if pm := t.Partitions[c.Partition]; pm.Moving && slices.Equal(pm.Replicas, c.Replicas2) {
+			nt := *t
+			nt.Partitions = slices.Clone(t.Partitions)
+			nt.Partitions[c.Partition].Moving = false
+			m.Topics[c.Name] = &nt
 		}
 		return sm.Result{Value: metaOK}
 	case opAllocProducer:

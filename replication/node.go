@@ -188,14 +188,14 @@ func Open(cfg Config) (*Node, error) {
 	maps.Copy(members, cfg.Members)
 	err = nh.StartReplica(members, false, func(uint64, uint64) sm.IStateMachine {
 		return &metaSM{n: n, state: newMetadata()}
-	}, n.raftConfig(MetaShardID))
+	}, n.raftConfig(MetaShardID, n.cfg.NodeID))
 	if err != nil {
 		n.Close()
 		return nil, fmt.Errorf("replog: start metadata group: %w", err)
 	}
 	err = nh.StartReplica(members, false, func(uint64, uint64) sm.IStateMachine {
 		return &groupsSM{groups: map[string]*GroupState{}}
-	}, n.raftConfig(GroupsShardID))
+	}, n.raftConfig(GroupsShardID, n.cfg.NodeID))
 	if err != nil {
 		n.Close()
 		return nil, fmt.Errorf("replog: start groups group: %w", err)
@@ -213,7 +213,7 @@ func Open(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-func (n *Node) raftConfig(shard uint64) config.Config {
+func (n *Node) raftConfig(shard, replicaID uint64) config.Config {
 	snapEvery := n.cfg.SnapshotEntries
 	if shard != MetaShardID && shard != GroupsShardID {
 		// A partition's entries are whole record batches, so its Raft log is
@@ -223,7 +223,7 @@ func (n *Node) raftConfig(shard uint64) config.Config {
 	}
 	return config.Config{
 		ShardID:            shard,
-		ReplicaID:          n.cfg.NodeID,
+		ReplicaID:          replicaID,
 		ElectionRTT:        n.cfg.ElectionTicks,
 		HeartbeatRTT:       n.cfg.HeartbeatTicks,
 		CheckQuorum:        true,
@@ -449,15 +449,28 @@ func (n *Node) Partition(ctx context.Context, shard uint64) (*Partition, error) 
 	}
 }
 
-// Leader returns the known leader of a shard's group (0 if none).
+// Leader returns the known leader of a shard's group as a Raft replica id
+// (0 if none).
 func (n *Node) Leader(shard uint64) uint64 {
 	l, _ := n.leaderState(shard)
+	return l
+}
+
+// LeaderNode returns the node leading a partition's group (0 if none known).
+func (n *Node) LeaderNode(shard uint64) uint64 {
+	l := n.Leader(shard)
+	if pm, ok := n.Metadata().partition(shard); ok {
+		return pm.NodeOf(l)
+	}
 	return l
 }
 
 // TransferLeader asks a shard's group to hand leadership to node and waits
 // until this node sees the change.
 func (n *Node) TransferLeader(ctx context.Context, shard, node uint64) error {
+	if pm, ok := n.Metadata().partition(shard); ok {
+		node = pm.ReplicaID(node)
+	}
 	for {
 		n.mu.Lock()
 		l, ch := n.mu.leaders[shard], n.mu.leaderCh
@@ -538,7 +551,7 @@ func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	close(n.mu.leaderCh)
 	n.mu.leaderCh = make(chan struct{})
 	n.mu.Unlock()
-	if info.LeaderID == n.cfg.NodeID && info.ShardID != MetaShardID {
+	if info.LeaderID == info.ReplicaID && info.ShardID != MetaShardID && info.ShardID != GroupsShardID {
 		select { // the reconciler hands leadership to the preferred replica
 		case n.rebalance <- info.ShardID:
 		default:
@@ -557,7 +570,7 @@ func (n *Node) preferLeader(shard uint64) {
 	if !ok || len(pm.Replicas) == 0 || pm.Replicas[0] == n.cfg.NodeID {
 		return
 	}
-	if l, _ := n.leaderState(shard); l != n.cfg.NodeID {
+	if l, _ := n.leaderState(shard); l != pm.ReplicaID(n.cfg.NodeID) {
 		return
 	}
 	n.mu.Lock()
@@ -567,7 +580,7 @@ func (n *Node) preferLeader(shard uint64) {
 	if tries > preferLeaderTries {
 		return
 	}
-	_ = n.nh.RequestLeaderTransfer(shard, pm.Replicas[0]) // best effort
+	_ = n.nh.RequestLeaderTransfer(shard, pm.ReplicaID(pm.Replicas[0])) // best effort
 	time.AfterFunc(200*time.Millisecond, func() {
 		select {
 		case n.rebalance <- shard:
@@ -582,6 +595,8 @@ const preferLeaderTries = 10
 // deleted topics, whenever the metadata changes.
 func (n *Node) reconcileLoop() {
 	defer n.wg.Done()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		n.mu.Lock()
 		meta, changed := n.mu.meta, n.mu.metaChanged
@@ -589,6 +604,7 @@ func (n *Node) reconcileLoop() {
 		n.reconcile(meta)
 		select {
 		case <-changed:
+		case <-tick.C: // a move in progress advances one step per pass
 		case shard := <-n.rebalance:
 			n.preferLeader(shard)
 		case <-n.stop:
@@ -614,6 +630,27 @@ func (n *Node) reconcile(meta *Metadata) {
 			}
 		}
 	}
+	n.mu.Lock()
+	running := maps.Clone(n.mu.parts)
+	n.mu.Unlock()
+	for shard, p := range running {
+		name, idx, pm, ok := meta.partitionOf(shard)
+		if !ok {
+			continue // deleted: handled below
+		}
+		if l, _ := n.leaderState(shard); l == p.replicaID && (pm.Moving || !pm.Hosts(n.cfg.NodeID)) {
+			n.converge(name, idx, pm, p.replicaID)
+		}
+		// A replica that left the placement is deleted once the move is
+		// complete: the group no longer counts on it.
+		if !pm.Hosts(n.cfg.NodeID) && !pm.Moving {
+			if err := n.removePartition(shard, p, true); err != nil {
+				n.log.Error("replog: remove moved replica", "shard", shard, "err", err)
+				continue
+			}
+			n.setPart(shard, nil)
+		}
+	}
 	for _, shard := range meta.DeletedShards {
 		n.mu.Lock()
 		p, running := n.mu.parts[shard]
@@ -633,6 +670,83 @@ func (n *Node) reconcile(meta *Metadata) {
 	}
 }
 
+// converge makes a partition's Raft membership match its placement, one
+// change per call (the reconciler calls again): first add missing replicas,
+// then hand leadership away if this replica is leaving, then remove the
+// replicas that left; when they match, it marks the move complete.
+func (n *Node) converge(topic string, idx int, pm PartitionMeta, self uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), metaAttemptTimeout)
+	defer cancel()
+	m, err := n.nh.SyncGetShardMembership(ctx, pm.Shard)
+	if err != nil {
+		return
+	}
+	desired := map[uint64]string{}
+	for _, node := range pm.Replicas {
+		desired[pm.ReplicaID(node)] = n.cfg.Members[node]
+	}
+	for _, rid := range slices.Sorted(maps.Keys(desired)) {
+		if _, ok := m.Nodes[rid]; !ok {
+			if err := n.nh.SyncRequestAddReplica(ctx, pm.Shard, rid, desired[rid], m.ConfigChangeID); err != nil {
+				n.log.Warn("replog: add replica", "shard", pm.Shard, "replica", rid, "err", err)
+			}
+			return
+		}
+	}
+	for _, rid := range slices.Sorted(maps.Keys(m.Nodes)) {
+		if _, ok := desired[rid]; ok {
+			continue
+		}
+		if rid == self {
+			_ = n.nh.RequestLeaderTransfer(pm.Shard, pm.ReplicaID(pm.Replicas[0]))
+			return
+		}
+		if err := n.nh.SyncRequestDeleteReplica(ctx, pm.Shard, rid, m.ConfigChangeID); err != nil {
+			n.log.Warn("replog: remove replica", "shard", pm.Shard, "replica", rid, "err", err)
+		}
+		return
+	}
+	if pm.Moving {
+		_, _, _ = n.proposeMeta(ctx, metaCmd{Op: opReassignDone, Name: topic, Partition: idx, Replicas2: pm.Replicas})
+	}
+}
+
+// Reassign moves a partition's replicas to nodes (the first is the
+// preferred leader) and waits until the move is complete: the new replicas
+// hold the data and the old ones left the group.
+func (n *Node) Reassign(ctx context.Context, topic string, partition int, nodes []uint64) error {
+	r, _, err := n.proposeMeta(ctx, metaCmd{Op: opReassign, Name: topic, Partition: partition, Replicas2: nodes, Nodes: n.NodeIDs()})
+	if err != nil {
+		return err
+	}
+	switch r.Value {
+	case metaOK:
+	case metaTopicNotFound:
+		return ErrTopicNotFound
+	default:
+		return ErrInvalid
+	}
+	for {
+		n.mu.Lock()
+		meta, changed := n.mu.meta, n.mu.metaChanged
+		n.mu.Unlock()
+		t := meta.Topics[topic]
+		if t == nil {
+			return ErrTopicNotFound
+		}
+		if pm := t.Partitions[partition]; !pm.Moving || !slices.Equal(pm.Replicas, nodes) {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stop:
+			return ErrClosed
+		}
+	}
+}
+
 // setPart adds (p != nil) or removes a running replica and wakes waiters.
 func (n *Node) setPart(shard uint64, p *Partition) {
 	n.mu.Lock()
@@ -648,13 +762,19 @@ func (n *Node) setPart(shard uint64, p *Partition) {
 
 func (n *Node) startPartition(pm PartitionMeta) error {
 	p := newPartition(n, pm.Shard)
+	p.replicaID = pm.ReplicaID(n.cfg.NodeID)
 	n.setPart(pm.Shard, p)
+	// Initial members bootstrap the group together; a replica added by a
+	// reassignment joins it (the leader adds it to the membership).
+	join := !pm.bootstrap(n.cfg.NodeID)
 	members := map[uint64]string{}
-	for _, id := range pm.Replicas {
-		members[id] = n.cfg.Members[id]
+	if !join {
+		for _, id := range pm.initial() {
+			members[id] = n.cfg.Members[id]
+		}
 	}
-	cfg := n.raftConfig(pm.Shard)
-	err := n.nh.StartOnDiskReplica(members, false, func(uint64, uint64) sm.IOnDiskStateMachine {
+	cfg := n.raftConfig(pm.Shard, p.replicaID)
+	err := n.nh.StartOnDiskReplica(members, join, func(uint64, uint64) sm.IOnDiskStateMachine {
 		return &partitionSM{p: p}
 	}, cfg)
 	if err != nil && !errors.Is(err, dragonboat.ErrShardAlreadyExist) {
@@ -674,7 +794,11 @@ func (n *Node) removePartition(shard uint64, p *Partition, running bool) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := n.nh.SyncRemoveData(ctx, shard, n.cfg.NodeID); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
+	rid := n.cfg.NodeID
+	if p != nil {
+		rid = p.replicaID
+	}
+	if err := n.nh.SyncRemoveData(ctx, shard, rid); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
 		return err
 	}
 	if p != nil {

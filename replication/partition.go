@@ -18,8 +18,9 @@ import (
 // the local store up to the locally applied high watermark; appends are
 // proposed through Raft. Safe for concurrent use.
 type Partition struct {
-	Shard uint64
-	n     *Node
+	Shard     uint64
+	replicaID uint64 // this node's replica id in the group
+	n         *Node
 
 	opened chan struct{} // closed once the state machine has opened the store
 	store  atomic.Pointer[storage.Partition]
