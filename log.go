@@ -34,6 +34,10 @@ type Options struct {
 	// Peers maps every initial node id to its Raft address (host:port for
 	// TCP), this node included. Nil (the default) runs a single node.
 	Peers map[uint64]string
+	// Join starts a node that joins a running cluster instead of forming a
+	// new one: Peers holds at least this node's address, and a member of the
+	// cluster must add it with [Log.AddNode] (before or while it opens).
+	Join bool
 	// ListenAddress is where this node listens for Raft traffic, when it
 	// differs from its address in Peers (for example 0.0.0.0:port).
 	ListenAddress string
@@ -279,6 +283,7 @@ func Open(dir string, opts *Options) (*Log, error) {
 		ListenAddress:   o.ListenAddress,
 		TLS:             tlsFiles(o.TLS),
 		Members:         o.Peers,
+		Join:            o.Join,
 		InProcess:       o.Expert.InProcessTransport,
 		Network:         networkOf(o.Expert.Network),
 		Storage:         storageOf(o.Expert.Storage),
@@ -430,7 +435,7 @@ func (l *Log) CreateTopic(ctx context.Context, name string, cfg TopicConfig) (*T
 	if l.isClosed() {
 		return nil, ErrClosed
 	}
-	nodes := len(l.opts.Peers)
+	nodes := len(l.node.NodeIDs())
 	c, err := cfg.withDefaults(nodes)
 	if err != nil {
 		return nil, err
@@ -520,8 +525,9 @@ func (l *Log) ReassignPartition(ctx context.Context, topic string, partition int
 		return fmt.Errorf("%w: %s/%d", ErrPartitionNotFound, topic, partition)
 	}
 	seen := map[uint64]bool{}
+	known := l.node.NodeIDs()
 	for _, n := range nodes {
-		if _, ok := l.opts.Peers[n]; !ok || seen[n] {
+		if !slices.Contains(known, n) || seen[n] {
 			return fmt.Errorf("%w: replica nodes %v (unknown or repeated node %d)", ErrInvalidConfig, nodes, n)
 		}
 		seen[n] = true
@@ -533,6 +539,44 @@ func (l *Log) ReassignPartition(ctx context.Context, topic string, partition int
 	defer cancel()
 	return mapErr(l.node.Reassign(ctx, topic, partition, nodes))
 }
+
+// AddNode adds node id, reachable at addr (its Raft address), to the
+// cluster; the node itself is opened with Options.Join. New topics may then
+// place replicas on it, and [Log.ReassignPartition] can move partitions to
+// it. A ctx without deadline gets 30s.
+func (l *Log) AddNode(ctx context.Context, id uint64, addr string) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	if id == 0 || addr == "" || slices.Contains(l.node.NodeIDs(), id) {
+		return fmt.Errorf("%w: node %d at %q (ids are unique and never reused)", ErrInvalidConfig, id, addr)
+	}
+	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
+	defer cancel()
+	return mapErr(l.node.AddNode(ctx, id, addr))
+}
+
+// RemoveNode removes node id from the cluster. It must host no partition
+// replica: move them away first with [Log.ReassignPartition]. The removed
+// node can then be shut down; its id is never used again.
+func (l *Log) RemoveNode(ctx context.Context, id uint64) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	if !slices.Contains(l.node.NodeIDs(), id) {
+		return fmt.Errorf("%w: no node %d", ErrInvalidConfig, id)
+	}
+	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
+	defer cancel()
+	err := l.node.RemoveNode(ctx, id)
+	if errors.Is(err, replication.ErrNodeBusy) {
+		return fmt.Errorf("%w: node %d still hosts partition replicas; reassign them first", ErrInvalidConfig, id)
+	}
+	return mapErr(err)
+}
+
+// Nodes lists the ids of the cluster's nodes.
+func (l *Log) Nodes() []uint64 { return l.node.NodeIDs() }
 
 // NodeID is this node's id.
 func (l *Log) NodeID() uint64 { return l.opts.NodeID }

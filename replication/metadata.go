@@ -22,12 +22,17 @@ const (
 // Metadata is an immutable view of the replicated cluster metadata. A new
 // value is published after every change; never modify one.
 type Metadata struct {
-	Topics        map[string]*TopicMeta `json:"topics"`
-	NextShard     uint64                `json:"next_shard"`
-	NextProducer  uint64                `json:"next_producer"`
-	NextReplica   uint64                `json:"next_replica"` // next Raft replica id for a reassigned replica
-	DeletedShards []uint64              `json:"deleted_shards,omitempty"`
-	Index         uint64                `json:"index"` // last applied Raft index
+	Topics       map[string]*TopicMeta `json:"topics"`
+	NextShard    uint64                `json:"next_shard"`
+	NextProducer uint64                `json:"next_producer"`
+	NextReplica  uint64                `json:"next_replica"` // next Raft replica id for a reassigned replica
+	// Nodes added to the cluster after it started (id -> Raft address);
+	// the initial ones are in every node's Options.Peers.
+	Nodes map[uint64]string `json:"nodes,omitempty"`
+	// Removed nodes; their ids are never used again.
+	Removed       []uint64 `json:"removed,omitempty"`
+	DeletedShards []uint64 `json:"deleted_shards,omitempty"`
+	Index         uint64   `json:"index"` // last applied Raft index
 }
 
 // TopicMeta describes one topic. Immutable once published.
@@ -103,6 +108,8 @@ func (m *Metadata) clone() *Metadata {
 	c := *m
 	c.Topics = maps.Clone(m.Topics)
 	c.DeletedShards = slices.Clone(m.DeletedShards)
+	c.Nodes = maps.Clone(m.Nodes)
+	c.Removed = slices.Clone(m.Removed)
 	return &c
 }
 
@@ -154,6 +161,8 @@ type metaCmd struct {
 	Nodes       []uint64 `json:"nodes,omitempty"` // voting members when proposed, for placement
 	Created     int64    `json:"created,omitempty"`
 	Partition   int      `json:"partition,omitempty"`
+	Node        uint64   `json:"node,omitempty"`
+	Address     string   `json:"address,omitempty"`
 	Replicas2   []uint64 `json:"new_replicas,omitempty"` // reassign: the new replica set
 }
 
@@ -163,6 +172,8 @@ const (
 	opAllocProducer = "alloc_producer"
 	opReassign      = "reassign"
 	opReassignDone  = "reassign_done"
+	opAddNode       = "add_node"
+	opRemoveNode    = "remove_node"
 )
 
 // Result codes of metadata commands (sm.Result.Value).
@@ -171,6 +182,7 @@ const (
 	metaTopicExists
 	metaTopicNotFound
 	metaInvalid
+	metaNodeBusy
 )
 
 var errMetaInvalid = errors.New("invalid metadata command")
@@ -281,6 +293,28 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 			nt.Partitions[c.Partition].Moving = false
 			m.Topics[c.Name] = &nt
 		}
+		return sm.Result{Value: metaOK}
+	case opAddNode:
+		if c.Node == 0 || c.Address == "" || slices.Contains(m.Removed, c.Node) {
+			return sm.Result{Value: metaInvalid}
+		}
+		if m.Nodes == nil {
+			m.Nodes = map[uint64]string{}
+		}
+		m.Nodes[c.Node] = c.Address
+		return sm.Result{Value: metaOK}
+	case opRemoveNode:
+		for _, t := range m.Topics {
+			for _, pm := range t.Partitions {
+				if pm.Hosts(c.Node) {
+					return sm.Result{Value: metaNodeBusy}
+				}
+			}
+		}
+		if !slices.Contains(m.Removed, c.Node) {
+			m.Removed = append(m.Removed, c.Node)
+		}
+		delete(m.Nodes, c.Node)
 		return sm.Result{Value: metaOK}
 	case opAllocProducer:
 		id := m.NextProducer

@@ -39,8 +39,12 @@ type Config struct {
 	ListenAddress string
 	// TLS enables mutual TLS on the TCP transport.
 	TLS *TLSFiles
-	// Members maps every initial node id to its Raft address, self included.
+	// Members maps every initial node id to its Raft address, self included
+	// (with Join: the nodes this node knows of, self included).
 	Members map[uint64]string
+	// Join starts a node that joins a running cluster, which must add it
+	// (AddNode) for it to start.
+	Join bool
 	// InProcess uses dragonboat's in-memory channel transport: no port is
 	// opened and only nodes of the same process can talk.
 	InProcess bool
@@ -185,15 +189,17 @@ func Open(cfg Config) (*Node, error) {
 	n.nh = nh
 
 	members := map[uint64]string{}
-	maps.Copy(members, cfg.Members)
-	err = nh.StartReplica(members, false, func(uint64, uint64) sm.IStateMachine {
+	if !cfg.Join {
+		maps.Copy(members, cfg.Members)
+	}
+	err = nh.StartReplica(members, cfg.Join, func(uint64, uint64) sm.IStateMachine {
 		return &metaSM{n: n, state: newMetadata()}
 	}, n.raftConfig(MetaShardID, n.cfg.NodeID))
 	if err != nil {
 		n.Close()
 		return nil, fmt.Errorf("replog: start metadata group: %w", err)
 	}
-	err = nh.StartReplica(members, false, func(uint64, uint64) sm.IStateMachine {
+	err = nh.StartReplica(members, cfg.Join, func(uint64, uint64) sm.IStateMachine {
 		return &groupsSM{groups: map[string]*GroupState{}}
 	}, n.raftConfig(GroupsShardID, n.cfg.NodeID))
 	if err != nil {
@@ -238,8 +244,95 @@ func (n *Node) raftConfig(shard, replicaID uint64) config.Config {
 // ID is this node's id.
 func (n *Node) ID() uint64 { return n.cfg.NodeID }
 
-// NodeIDs lists the cluster's nodes.
-func (n *Node) NodeIDs() []uint64 { return slices.Sorted(maps.Keys(n.cfg.Members)) }
+// NodeIDs lists the cluster's nodes: the initial ones and those added
+// later, less those removed.
+func (n *Node) NodeIDs() []uint64 {
+	m := n.Metadata()
+	ids := map[uint64]bool{}
+	for id := range n.cfg.Members {
+		ids[id] = true
+	}
+	for id := range m.Nodes {
+		ids[id] = true
+	}
+	for _, id := range m.Removed {
+		delete(ids, id)
+	}
+	return slices.Sorted(maps.Keys(ids))
+}
+
+// addr returns a node's Raft address.
+func (n *Node) addr(id uint64) string {
+	if a, ok := n.Metadata().Nodes[id]; ok {
+		return a
+	}
+	return n.cfg.Members[id]
+}
+
+// AddNode adds a node to the cluster: to the metadata (so placement and
+// partition groups can use it) and to the metadata and groups Raft groups.
+// The node is started with Join; it catches up through Raft.
+func (n *Node) AddNode(ctx context.Context, id uint64, addr string) error {
+	r, _, err := n.proposeMeta(ctx, metaCmd{Op: opAddNode, Node: id, Address: addr})
+	if err != nil {
+		return err
+	}
+	if r.Value != metaOK {
+		return ErrInvalid
+	}
+	for _, shard := range []uint64{MetaShardID, GroupsShardID} {
+		if err := n.changeMember(ctx, shard, id, addr, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveNode removes a node that hosts no partition replica (reassign them
+// first) from the cluster.
+func (n *Node) RemoveNode(ctx context.Context, id uint64) error {
+	r, _, err := n.proposeMeta(ctx, metaCmd{Op: opRemoveNode, Node: id})
+	if err != nil {
+		return err
+	}
+	switch r.Value {
+	case metaOK:
+	case metaNodeBusy:
+		return ErrNodeBusy
+	default:
+		return ErrInvalid
+	}
+	for _, shard := range []uint64{GroupsShardID, MetaShardID} {
+		if err := n.changeMember(ctx, shard, id, "", false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// changeMember adds (or removes) a replica of a cluster-wide group, unless
+// the membership already says so, retrying through leader changes.
+func (n *Node) changeMember(ctx context.Context, shard, id uint64, addr string, add bool) error {
+	return retry(ctx, n.stop, func() error {
+		actx, cancel := attemptCtx(ctx)
+		defer cancel()
+		m, err := n.nh.SyncGetShardMembership(actx, shard)
+		if err != nil {
+			return err
+		}
+		_, present := m.Nodes[id]
+		switch {
+		case add && !present:
+			err = n.nh.SyncRequestAddReplica(actx, shard, id, addr, m.ConfigChangeID)
+		case !add && present:
+			err = n.nh.SyncRequestDeleteReplica(actx, shard, id, m.ConfigChangeID)
+		}
+		if errors.Is(err, dragonboat.ErrRejected) {
+			err = errBusy // a concurrent membership change: read it and try again
+		}
+		return err
+	})
+}
 
 // Close stops every Raft group and closes the store. Safe to call twice.
 func (n *Node) Close() error {
@@ -354,6 +447,7 @@ var (
 	ErrInvalid       = errors.New("invalid request")
 	ErrClosed        = errors.New("node closed")
 	ErrNotReplica    = errors.New("no local replica")
+	ErrNodeBusy      = errors.New("node hosts partition replicas")
 	// ErrLeaderChanged: the group's leader changed while a proposal was
 	// pending; it may or may not have been committed. Retriable.
 	ErrLeaderChanged = errors.New("leader changed during proposal")
@@ -683,7 +777,7 @@ func (n *Node) converge(topic string, idx int, pm PartitionMeta, self uint64) {
 	}
 	desired := map[uint64]string{}
 	for _, node := range pm.Replicas {
-		desired[pm.ReplicaID(node)] = n.cfg.Members[node]
+		desired[pm.ReplicaID(node)] = n.addr(node)
 	}
 	for _, rid := range slices.Sorted(maps.Keys(desired)) {
 		if _, ok := m.Nodes[rid]; !ok {
@@ -770,7 +864,7 @@ func (n *Node) startPartition(pm PartitionMeta) error {
 	members := map[uint64]string{}
 	if !join {
 		for _, id := range pm.initial() {
-			members[id] = n.cfg.Members[id]
+			members[id] = n.addr(id)
 		}
 	}
 	cfg := n.raftConfig(pm.Shard, p.replicaID)

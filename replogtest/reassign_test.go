@@ -100,3 +100,74 @@ func TestReassignPartitionWhileProducing(t *testing.T) {
 	require.ErrorIs(t, c.Log(0).ReassignPartition(ctx, "t", 5, []uint64{1}), replog.ErrPartitionNotFound)
 	t.Logf("%d records produced across two moves", len(acked))
 }
+
+// A fourth node joins a running cluster, a partition moves onto it, and a
+// first node, once its partitions moved away, leaves: records stay readable
+// throughout and new topics use the new node.
+func TestAddAndRemoveNodes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c := replogtest.NewCluster(t, 3)
+	tp, err := c.Log(0).CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 1, Replicas: 3})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	for i := range 100 {
+		_, err := p.Produce(ctx, replog.Message[string]{Value: fmt.Sprint(i)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, p.Close())
+
+	four := c.AddNode(0)
+	require.Equal(t, []uint64{1, 2, 3, 4}, c.Log(four).Nodes())
+	require.Equal(t, []uint64{1, 2, 3, 4}, c.Log(0).Nodes())
+	// The new node sees the metadata, and the partition moves onto it.
+	_, err = c.Log(four).Topic("t")
+	require.NoError(t, err)
+	require.NoError(t, c.Log(four).ReassignPartition(ctx, "t", 0, []uint64{2, 3, 4}))
+	t4, err := c.Log(four).Topic("t")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		o, err := t4.Offsets(ctx, 0)
+		return err == nil && o.HighWatermark == 100
+	}, 20*time.Second, 20*time.Millisecond, "the new replica caught up")
+
+	// Node 1 hosts nothing now and leaves.
+	c.RemoveNode(0, 1)
+	require.Equal(t, []uint64{2, 3, 4}, c.Log(1).Nodes())
+	require.ErrorIs(t, c.Log(1).RemoveNode(ctx, 9), replog.ErrInvalidConfig)
+
+	// The cluster keeps working without it, and places new topics on node 4.
+	nt, err := c.Log(four).CreateTopic(ctx, "new", replog.TopicConfig{Partitions: 3, Replicas: 3})
+	require.NoError(t, err)
+	for _, reps := range nt.Info().PartitionReplicas {
+		require.ElementsMatch(t, []uint64{2, 3, 4}, reps)
+	}
+	p, err = replog.NewProducer(nt, replog.String(), nil)
+	require.NoError(t, err)
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "after"})
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+
+	cons, err := replog.NewConsumer(t4, replog.String(), nil)
+	require.NoError(t, err)
+	defer cons.Close()
+	n := 0
+	for rec, err := range cons.Records(ctx) {
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprint(n), rec.Value)
+		if n++; n == 100 {
+			break
+		}
+	}
+}
+
+func TestRemoveNodeHostingReplicasRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := replogtest.NewCluster(t, 3)
+	_, err := c.Log(0).CreateTopic(ctx, "t", replog.TopicConfig{Replicas: 3})
+	require.NoError(t, err)
+	require.ErrorIs(t, c.Log(0).RemoveNode(ctx, 2), replog.ErrInvalidConfig)
+	require.Equal(t, []uint64{1, 2, 3}, c.Log(0).Nodes())
+}

@@ -36,6 +36,8 @@ type Cluster struct {
 	net   *replog.InProcessNetwork
 	store []*replog.MemStorage
 
+	initial int // nodes that formed the cluster; later ones joined
+
 	mu   sync.Mutex
 	logs []*replog.Log // nil while crashed
 	once sync.Once
@@ -68,6 +70,7 @@ func NewClusterWithOptions(tb testing.TB, n int, o *Options) *Cluster {
 		c.peers[uint64(i+1)] = replog.NewInProcessAddress()
 		c.store = append(c.store, replog.NewMemStorage())
 	}
+	c.initial = n
 	tb.Cleanup(c.Close)
 	// Nodes start together: each Open waits for the metadata group, which
 	// needs a quorum of them.
@@ -94,12 +97,16 @@ func NewClusterWithOptions(tb testing.TB, n int, o *Options) *Cluster {
 
 func (c *Cluster) open(i int) (*replog.Log, error) {
 	no := c.opts.Base
+	no.Join = i >= c.initial
 	no.InMemory = true
 	no.NodeID = uint64(i + 1)
+	c.mu.Lock()
 	no.Peers = maps.Clone(c.peers)
+	storage := c.store[i]
+	c.mu.Unlock()
 	no.ElectionTicks = c.opts.ElectionTicks
 	no.HeartbeatTicks = c.opts.HeartbeatTicks
-	no.Expert = replog.ExpertOptions{InProcessTransport: true, Network: c.net, Storage: c.store[i]}
+	no.Expert = replog.ExpertOptions{InProcessTransport: true, Network: c.net, Storage: storage}
 	if no.StartTimeout == 0 {
 		no.StartTimeout = 30 * time.Second
 	}
@@ -107,7 +114,55 @@ func (c *Cluster) open(i int) (*replog.Log, error) {
 }
 
 // Size is the number of nodes.
-func (c *Cluster) Size() int { return len(c.store) }
+func (c *Cluster) Size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.store)
+}
+
+// AddNode starts a new node that joins the cluster (added through node
+// via, a running node) and returns its index.
+func (c *Cluster) AddNode(via int) int {
+	c.tb.Helper()
+	c.mu.Lock()
+	i := len(c.store)
+	addr := replog.NewInProcessAddress()
+	c.peers[uint64(i+1)] = addr
+	c.store = append(c.store, replog.NewMemStorage())
+	c.logs = append(c.logs, nil)
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Log(via).AddNode(ctx, uint64(i+1), addr); err != nil {
+		c.tb.Fatalf("replogtest: add node %d: %v", i, err)
+	}
+	l, err := c.open(i)
+	if err != nil {
+		c.tb.Fatalf("replogtest: start node %d: %v", i, err)
+	}
+	c.mu.Lock()
+	c.logs[i] = l
+	c.mu.Unlock()
+	return i
+}
+
+// RemoveNode removes node i from the cluster (through node via) and stops
+// it. Its partitions must have been reassigned.
+func (c *Cluster) RemoveNode(i, via int) {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Log(via).RemoveNode(ctx, uint64(i+1)); err != nil {
+		c.tb.Fatalf("replogtest: remove node %d: %v", i, err)
+	}
+	c.mu.Lock()
+	l := c.logs[i]
+	c.logs[i] = nil
+	c.mu.Unlock()
+	if l != nil {
+		l.Close()
+	}
+}
 
 // Log returns node i (0-based; its node id is i+1), or nil while it is
 // crashed.
@@ -121,12 +176,14 @@ func (c *Cluster) Log(i int) *replog.Log {
 // Address is node i's Raft address.
 func (c *Cluster) Address(i int) string {
 	c.check(i)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.peers[uint64(i+1)]
 }
 
 func (c *Cluster) check(i int) {
-	if i < 0 || i >= len(c.store) {
-		c.tb.Fatalf("replogtest: node %d of %d", i, len(c.store))
+	if n := c.Size(); i < 0 || i >= n {
+		c.tb.Fatalf("replogtest: node %d of %d", i, n)
 	}
 }
 
@@ -146,7 +203,10 @@ func (c *Cluster) Crash(i int) {
 	// Cut the node off before its storage stops syncing, so it cannot
 	// take part in a commit its crash would then undo.
 	c.net.SetDown(c.Address(i), true)
-	if err := c.store[i].Crash(l); err != nil {
+	c.mu.Lock()
+	storage := c.store[i]
+	c.mu.Unlock()
+	if err := storage.Crash(l); err != nil {
 		c.tb.Logf("replogtest: crash node %d: %v", i, err)
 	}
 }
