@@ -60,6 +60,11 @@ type PartitionMeta struct {
 	// the Raft membership match Replicas; replicas that left are deleted
 	// only then.
 	Moving bool `json:"moving,omitempty"`
+	// Observers are nodes that host a non-voting replica so they can serve
+	// the partition without holding a vote: a node asked for a partition it
+	// does not host joins its group this way. Raft forwards their writes to
+	// the leader and feeds them the log, so they read locally.
+	Observers []uint64 `json:"observers,omitempty"`
 }
 
 // ReplicaID is node's Raft replica id in the partition's group.
@@ -97,8 +102,13 @@ func (p PartitionMeta) initial() []uint64 {
 	return p.Initial
 }
 
-// Hosts reports whether node hosts a replica of the partition.
+// Hosts reports whether node hosts a voting replica of the partition.
 func (p PartitionMeta) Hosts(node uint64) bool { return slices.Contains(p.Replicas, node) }
+
+// Serves reports whether node hosts a voting or non-voting replica.
+func (p PartitionMeta) Serves(node uint64) bool {
+	return p.Hosts(node) || slices.Contains(p.Observers, node)
+}
 
 func newMetadata() *Metadata {
 	return &Metadata{Topics: map[string]*TopicMeta{}, NextShard: FirstPartitionShard, NextProducer: 1, NextReplica: firstAddedReplica}
@@ -162,6 +172,7 @@ type metaCmd struct {
 	Created     int64    `json:"created,omitempty"`
 	Partition   int      `json:"partition,omitempty"`
 	Node        uint64   `json:"node,omitempty"`
+	Observers   []uint64 `json:"observers,omitempty"` // reassign_done: the observers converged
 	Address     string   `json:"address,omitempty"`
 	Replicas2   []uint64 `json:"new_replicas,omitempty"` // reassign: the new replica set
 }
@@ -174,6 +185,7 @@ const (
 	opReassignDone  = "reassign_done"
 	opAddNode       = "add_node"
 	opRemoveNode    = "remove_node"
+	opObserve       = "observe"
 )
 
 // Result codes of metadata commands (sm.Result.Value).
@@ -270,7 +282,12 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 			ids = map[uint64]uint64{}
 		}
 		for _, n := range c.Replicas2 {
-			if !slices.Contains(pm.Replicas, n) {
+			switch {
+			case slices.Contains(pm.Replicas, n):
+			case slices.Contains(pm.Observers, n):
+				// A non-voting replica is promoted under its replica id.
+				pm.Observers = slices.DeleteFunc(slices.Clone(pm.Observers), func(o uint64) bool { return o == n })
+			default:
 				ids[n] = m.NextReplica // joins as a new replica
 				m.NextReplica++
 			}
@@ -287,12 +304,38 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 		if !ok || c.Partition < 0 || c.Partition >= len(t.Partitions) {
 			return sm.Result{Value: metaTopicNotFound}
 		}
-		if pm := t.Partitions[c.Partition]; pm.Moving && slices.Equal(pm.Replicas, c.Replicas2) {
+		if pm := t.Partitions[c.Partition]; pm.Moving && slices.Equal(pm.Replicas, c.Replicas2) && slices.Equal(pm.Observers, c.Observers) {
 			nt := *t
 			nt.Partitions = slices.Clone(t.Partitions)
 			nt.Partitions[c.Partition].Moving = false
 			m.Topics[c.Name] = &nt
 		}
+		return sm.Result{Value: metaOK}
+	case opObserve:
+		t, ok := m.Topics[c.Name]
+		if !ok {
+			return sm.Result{Value: metaTopicNotFound}
+		}
+		if c.Partition < 0 || c.Partition >= len(t.Partitions) || c.Node == 0 {
+			return sm.Result{Value: metaInvalid}
+		}
+		pm := t.Partitions[c.Partition]
+		if pm.Serves(c.Node) {
+			return sm.Result{Value: metaOK}
+		}
+		nt := *t
+		nt.Partitions = slices.Clone(t.Partitions)
+		pm.Initial = slices.Clone(pm.initial())
+		pm.ReplicaIDs = maps.Clone(pm.ReplicaIDs)
+		if pm.ReplicaIDs == nil {
+			pm.ReplicaIDs = map[uint64]uint64{}
+		}
+		pm.ReplicaIDs[c.Node] = m.NextReplica
+		m.NextReplica++
+		pm.Observers = append(slices.Clone(pm.Observers), c.Node)
+		pm.Moving = true
+		nt.Partitions[c.Partition] = pm
+		m.Topics[c.Name] = &nt
 		return sm.Result{Value: metaOK}
 	case opAddNode:
 		if c.Node == 0 || c.Address == "" || slices.Contains(m.Removed, c.Node) {

@@ -526,12 +526,26 @@ func (n *Node) Partition(ctx context.Context, shard uint64) (*Partition, error) 
 		case ok:
 			return p, nil
 		}
-		pm, found := meta.partition(shard)
+		name, idx, pm, found := meta.partitionOf(shard)
 		switch {
 		case !found:
 			return nil, ErrTopicNotFound
-		case !pm.Hosts(n.cfg.NodeID):
-			return nil, ErrNotReplica
+		case !pm.Serves(n.cfg.NodeID):
+			// Serve it anyway: join its group as a non-voting replica.
+			r, _, err := n.proposeMeta(ctx, metaCmd{Op: opObserve, Name: name, Partition: idx, Node: n.cfg.NodeID})
+			if err != nil {
+				return nil, err
+			}
+			if r.Value != metaOK {
+				return nil, ErrNotReplica
+			}
+			p, err := n.Partition(ctx, shard)
+			if err != nil {
+				return nil, err
+			}
+			// A new replica starts empty: catch up with the group before
+			// serving, so offsets and the high watermark are current.
+			return p, p.CatchUp(ctx)
 		}
 		select { // the reconciler is about to start it
 		case <-changed:
@@ -710,7 +724,7 @@ func (n *Node) reconcileLoop() {
 func (n *Node) reconcile(meta *Metadata) {
 	for _, t := range meta.Topics {
 		for _, pm := range t.Partitions {
-			if !pm.Hosts(n.cfg.NodeID) {
+			if !pm.Serves(n.cfg.NodeID) {
 				continue
 			}
 			n.mu.Lock()
@@ -737,7 +751,7 @@ func (n *Node) reconcile(meta *Metadata) {
 		}
 		// A replica that left the placement is deleted once the move is
 		// complete: the group no longer counts on it.
-		if !pm.Hosts(n.cfg.NodeID) && !pm.Moving {
+		if !pm.Serves(n.cfg.NodeID) && !pm.Moving {
 			if err := n.removePartition(shard, p, true); err != nil {
 				n.log.Error("replog: remove moved replica", "shard", shard, "err", err)
 				continue
@@ -779,12 +793,33 @@ func (n *Node) converge(topic string, idx int, pm PartitionMeta, self uint64) {
 	for _, node := range pm.Replicas {
 		desired[pm.ReplicaID(node)] = n.addr(node)
 	}
+	observers := map[uint64]string{}
+	for _, node := range pm.Observers {
+		observers[pm.ReplicaID(node)] = n.addr(node)
+	}
 	for _, rid := range slices.Sorted(maps.Keys(desired)) {
 		if _, ok := m.Nodes[rid]; !ok {
+			// Adds a voter, or promotes a non-voting replica with this id.
 			if err := n.nh.SyncRequestAddReplica(ctx, pm.Shard, rid, desired[rid], m.ConfigChangeID); err != nil {
 				n.log.Warn("replog: add replica", "shard", pm.Shard, "replica", rid, "err", err)
 			}
 			return
+		}
+	}
+	for _, rid := range slices.Sorted(maps.Keys(observers)) {
+		if _, ok := m.NonVotings[rid]; !ok {
+			if err := n.nh.SyncRequestAddNonVoting(ctx, pm.Shard, rid, observers[rid], m.ConfigChangeID); err != nil {
+				n.log.Warn("replog: add non-voting replica", "shard", pm.Shard, "replica", rid, "err", err)
+			}
+			return
+		}
+	}
+	for _, rid := range slices.Sorted(maps.Keys(m.NonVotings)) {
+		if _, ok := observers[rid]; !ok {
+			if _, voter := desired[rid]; !voter {
+				_ = n.nh.SyncRequestDeleteReplica(ctx, pm.Shard, rid, m.ConfigChangeID)
+				return
+			}
 		}
 	}
 	for _, rid := range slices.Sorted(maps.Keys(m.Nodes)) {
@@ -801,7 +836,7 @@ func (n *Node) converge(topic string, idx int, pm PartitionMeta, self uint64) {
 		return
 	}
 	if pm.Moving {
-		_, _, _ = n.proposeMeta(ctx, metaCmd{Op: opReassignDone, Name: topic, Partition: idx, Replicas2: pm.Replicas})
+		_, _, _ = n.proposeMeta(ctx, metaCmd{Op: opReassignDone, Name: topic, Partition: idx, Replicas2: pm.Replicas, Observers: pm.Observers})
 	}
 }
 
@@ -868,6 +903,7 @@ func (n *Node) startPartition(pm PartitionMeta) error {
 		}
 	}
 	cfg := n.raftConfig(pm.Shard, p.replicaID)
+	cfg.IsNonVoting = !pm.Hosts(n.cfg.NodeID) // an observer
 	err := n.nh.StartOnDiskReplica(members, join, func(uint64, uint64) sm.IOnDiskStateMachine {
 		return &partitionSM{p: p}
 	}, cfg)

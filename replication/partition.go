@@ -70,6 +70,23 @@ func (p *Partition) WaitOpen(ctx context.Context) error {
 	}
 }
 
+// CatchUp waits until this replica has applied everything the group had
+// committed when it was called (a linearizable read through the leader).
+func (p *Partition) CatchUp(ctx context.Context) error {
+	if err := p.WaitOpen(ctx); err != nil {
+		return err
+	}
+	return retry(ctx, p.n.stop, func() error {
+		if err := p.n.waitLeader(ctx, p.Shard); err != nil {
+			return err
+		}
+		actx, cancel := attemptCtx(ctx)
+		defer cancel()
+		_, err := p.n.nh.SyncRead(actx, p.Shard, nil)
+		return err
+	})
+}
+
 // ReadBatches passes stored batches holding offsets from `from` up to the
 // local high watermark; see [storage.Partition.ReadBatches].
 func (p *Partition) ReadBatches(ctx context.Context, from int64, maxBytes int, fn func([]byte) bool) error {
