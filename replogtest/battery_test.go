@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,18 +81,23 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration) {
 	var ops []op
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for node := range batteryNodes {
+	b := &nemesis{t: t, c: c, rng: rng}
+	b.startWriters = func(node int) {
 		for w := range writersPerNode {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				name := fmt.Sprintf("n%dw%d", node, w)
-				mine := writer(c, node, name, stop, &stats)
+				mine := writer(c, node, name, stop, &stats, func() bool { return b.removed(node) })
 				opsMu.Lock()
 				ops = append(ops, mine...)
 				opsMu.Unlock()
 			}()
 		}
+	}
+	for node := range batteryNodes {
+		b.live = append(b.live, node)
+		b.startWriters(node)
 	}
 
 	// Faults start once writes flow (producer ids issued, leaders known).
@@ -101,7 +107,7 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration) {
 	deadline := time.Now().Add(duration)
 	for time.Now().Before(deadline) {
 		before := stats.acked.Load()
-		name, heal := injectFault(t, c, rng)
+		name, heal := b.inject()
 		stats.faults = append(stats.faults, name)
 		t.Logf("fault %s", name)
 		// Well past an election (a follower waits 300-600ms without
@@ -124,7 +130,7 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration) {
 	require.Eventually(t, func() bool {
 		for p := range batteryPartitions {
 			var marks []int64
-			for n := range batteryNodes {
+			for _, n := range b.live {
 				tp, err := c.Log(n).Topic("t")
 				if err != nil {
 					return false
@@ -144,9 +150,9 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration) {
 		}
 		return true
 	}, 30*time.Second, 20*time.Millisecond, "replicas did not converge on one high watermark")
-	logs := make([][]map[int64]string, batteryNodes) // node -> partition -> offset -> value
-	for n := range batteryNodes {
-		logs[n] = drain(t, c, n, hw)
+	var logs [][]map[int64]string // live node -> partition -> offset -> value
+	for _, n := range b.live {
+		logs = append(logs, drain(t, c, n, hw))
 	}
 
 	a := check(ops, logs)
@@ -169,7 +175,7 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration) {
 
 // writer produces unique values through node's Log until stop, recreating
 // its producer when the node crashes and comes back.
-func writer(c *replogtest.Cluster, node int, name string, stop <-chan struct{}, stats *batteryStats) []op {
+func writer(c *replogtest.Cluster, node int, name string, stop <-chan struct{}, stats *batteryStats, gone func() bool) []op {
 	var ops []op
 	var p *replog.Producer[string]
 	var pl *replog.Log
@@ -183,6 +189,9 @@ func writer(c *replogtest.Cluster, node int, name string, stop <-chan struct{}, 
 		case <-stop:
 			return ops
 		default:
+		}
+		if gone() {
+			return ops // the node was wiped and replaced
 		}
 		l := c.Log(node)
 		if l == nil {
@@ -219,51 +228,106 @@ func writer(c *replogtest.Cluster, node int, name string, stop <-chan struct{}, 
 	}
 }
 
-// injectFault starts one fault and returns its name and how to heal it.
-func injectFault(t *testing.T, c *replogtest.Cluster, rng *rand.Rand) (string, func()) {
-	switch k := rng.IntN(5); k {
+// nemesis injects faults into the nodes that are still members (live).
+type nemesis struct {
+	t            *testing.T
+	c            *replogtest.Cluster
+	rng          *rand.Rand
+	startWriters func(node int)
+
+	mu   sync.Mutex
+	live []int
+	gone []int
+}
+
+func (b *nemesis) removed(node int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Contains(b.gone, node)
+}
+
+func (b *nemesis) pick() int { return b.live[b.rng.IntN(len(b.live))] }
+
+// others lists the live nodes but n.
+func (b *nemesis) others(n int) []int {
+	var out []int
+	for _, i := range b.live {
+		if i != n {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// inject starts one fault and returns its name and how to heal it.
+func (b *nemesis) inject() (string, func()) {
+	c := b.c
+	leader := func() int { return c.WaitLeader("t", b.rng.IntN(batteryPartitions), 10*time.Second) }
+	switch k := b.rng.IntN(6); k {
 	case 0: // crash the leader of a partition
-		l := c.WaitLeader("t", rng.IntN(batteryPartitions), 10*time.Second)
+		l := leader()
 		c.Crash(l)
 		return "crash-leader", func() { c.Restart(l) }
 	case 1: // crash a follower (any node that is not that leader)
-		l := c.WaitLeader("t", rng.IntN(batteryPartitions), 10*time.Second)
-		f := (l + 1 + rng.IntN(batteryNodes-1)) % batteryNodes
+		l := leader()
+		o := b.others(l)
+		f := o[b.rng.IntN(len(o))]
 		c.Crash(f)
 		return "crash-follower", func() { c.Restart(f) }
 	case 2: // isolate a leader from the majority
-		l := c.WaitLeader("t", rng.IntN(batteryPartitions), 10*time.Second)
-		var rest []int
-		for i := range batteryNodes {
-			if i != l {
-				rest = append(rest, i)
-			}
-		}
-		c.Partition([]int{l}, rest)
+		l := leader()
+		c.Partition([]int{l}, b.others(l))
 		return "partition-leader", c.Heal
 	case 3: // isolate a random node
-		n := rng.IntN(batteryNodes)
-		var rest []int
-		for i := range batteryNodes {
-			if i != n {
-				rest = append(rest, i)
-			}
-		}
-		c.Partition([]int{n}, rest)
+		n := b.pick()
+		c.Partition([]int{n}, b.others(n))
 		return "partition-node", c.Heal
+	case 4: // a node loses its data directory: it comes back as a new node
+		victim := b.pick()
+		c.Crash(victim)
+		return "wipe-rejoin", func() { b.replace(victim) }
 	default: // crash every node at once, then restart them all
-		for i := range batteryNodes {
+		live := slices.Clone(b.live)
+		for _, i := range live {
 			c.Crash(i)
 		}
 		return "crash-all", func() {
 			var wg sync.WaitGroup
-			for i := range batteryNodes {
+			for _, i := range live {
 				wg.Add(1)
 				go func() { defer wg.Done(); c.Restart(i) }()
 			}
 			wg.Wait()
 		}
 	}
+}
+
+// replace brings a wiped node back the only safe way, under a new id (a
+// replica that lost its Raft log cannot rejoin under its old one): add a
+// node, move the victim's replicas to it, remove the victim.
+func (b *nemesis) replace(victim int) {
+	t, c := b.t, b.c
+	via := b.others(victim)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	fresh := c.AddNode(via)
+	tp, err := c.Log(via).Topic("t")
+	require.NoError(t, err)
+	for p, reps := range tp.Info().PartitionReplicas {
+		next := slices.Clone(reps)
+		for i, r := range next {
+			if r == uint64(victim+1) {
+				next[i] = uint64(fresh + 1)
+			}
+		}
+		require.NoError(t, c.Log(via).ReassignPartition(ctx, "t", p, next))
+	}
+	c.RemoveNode(victim, via)
+	b.mu.Lock()
+	b.live = append(b.others(victim), fresh)
+	b.gone = append(b.gone, victim)
+	b.mu.Unlock()
+	b.startWriters(fresh)
 }
 
 // drain reads every partition of node n from offset 0 up to hw.
