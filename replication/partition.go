@@ -104,34 +104,6 @@ func (p *Partition) OffsetForTime(ctx context.Context, t int64) (int64, error) {
 	return p.store.Load().OffsetForTime(t, p.hw.Load())
 }
 
-// Propose appends a command through Raft and returns its result once it is
-// committed by a quorum and applied here. ctx must have a deadline.
-func (p *Partition) Propose(ctx context.Context, cmd []byte) (storage.Result, error) {
-	if err := p.n.waitLeader(ctx, p.Shard); err != nil {
-		return storage.Result{}, err
-	}
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		return storage.Result{}, dragonboat.ErrDeadlineNotSet
-	}
-	pr, err := p.ProposeAsync(cmd, time.Until(deadline))
-	if err != nil {
-		return storage.Result{}, err
-	}
-	for {
-		select {
-		case r := <-pr.Done():
-			return pr.Result(r)
-		case <-pr.LeaderChanged():
-			if pr.LeaderMoved() {
-				return storage.Result{}, ErrLeaderChanged
-			}
-		case <-ctx.Done():
-			return storage.Result{}, mapError(dragonboat.ErrTimeout)
-		}
-	}
-}
-
 // Proposal is a command on its way through Raft. Not safe for concurrent
 // use.
 type Proposal struct {
