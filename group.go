@@ -99,7 +99,6 @@ type groupMember struct {
 	mu    sync.Mutex
 	state *replication.GroupState // latest state seen
 	owned []int                   // partitions in c.parts; written by Poll
-	err   error                   // a fatal group error for Poll to return
 }
 
 func joinGroup(ctx context.Context, c *consumer) (*groupMember, error) {
@@ -192,8 +191,9 @@ func (g *groupMember) run() {
 		if errors.Is(err, replication.ErrUnknownMember) {
 			// The session expired (or the group was reset): join again. Poll
 			// treats the partitions as lost meanwhile.
+			// A failed join is tried again at the next heartbeat.
 			rctx, cancel := context.WithTimeout(ctx, g.c.opts.SessionTimeout)
-			err = g.join(rctx)
+			_ = g.join(rctx)
 			cancel()
 			continue
 		}

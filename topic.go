@@ -67,7 +67,7 @@ func (c TopicConfig) withDefaults(nodes int) (TopicConfig, error) {
 // [a-zA-Z0-9._-], and not "." or "..".
 func ValidateTopicName(name string) error {
 	if name == "" || len(name) > MaxTopicNameLen || name == "." || name == ".." {
-		return fmt.Errorf("%w: topic name %q must have 1 to %d characters and not be . or ..", ErrInvalidConfig, name, MaxTopicNameLen)
+		return fmt.Errorf("%w: topic name %q must have 1 to %d characters and be neither \".\" nor \"..\"", ErrInvalidConfig, name, MaxTopicNameLen)
 	}
 	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {

@@ -2,7 +2,6 @@ package replication
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -197,7 +196,6 @@ const (
 	metaNodeBusy
 )
 
-var errMetaInvalid = errors.New("invalid metadata command")
 
 // metaSM is the metadata state machine. dragonboat keeps it in memory and
 // rebuilds it from its snapshots and Raft log on restart.

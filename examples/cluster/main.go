@@ -247,7 +247,7 @@ func command(l *replog.Log, producers map[string]*replog.Producer[string], f []s
 		return n
 	}
 	if len(f) < 2 {
-		return fmt.Errorf("usage: %s TOPIC ...", f[0])
+		return fmt.Errorf("usage: %s TOPIC [ARGS]", f[0])
 	}
 	switch f[0] {
 	case "create":
