@@ -188,8 +188,11 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.nh = nh
 
+	// The members only bootstrap a new group. A restarting node passes
+	// none: its Peers may have grown since (nodes added later), and
+	// dragonboat refuses a member list that differs from the recorded one.
 	members := map[uint64]string{}
-	if !cfg.Join {
+	if !cfg.Join && !nh.HasNodeInfo(MetaShardID, cfg.NodeID) {
 		maps.Copy(members, cfg.Members)
 	}
 	err = nh.StartReplica(members, cfg.Join, func(uint64, uint64) sm.IStateMachine {
@@ -897,7 +900,7 @@ func (n *Node) startPartition(pm PartitionMeta) error {
 	// reassignment joins it (the leader adds it to the membership).
 	join := !pm.bootstrap(n.cfg.NodeID)
 	members := map[uint64]string{}
-	if !join {
+	if !join && !n.nh.HasNodeInfo(pm.Shard, p.replicaID) {
 		for _, id := range pm.initial() {
 			members[id] = n.addr(id)
 		}

@@ -115,6 +115,12 @@ func TestAddAndRemoveNodes(t *testing.T) {
 	four := c.AddNode(0)
 	require.Equal(t, []uint64{1, 2, 3, 4}, c.Log(four).Nodes())
 	require.Equal(t, []uint64{1, 2, 3, 4}, c.Log(0).Nodes())
+	// An initial node restarts with Peers that now name the new node too
+	// (the soak caught dragonboat refusing that member list).
+	c.Crash(2)
+	c.Restart(2)
+	c.Crash(four)
+	c.Restart(four)
 	// The new node sees the metadata, and the partition moves onto it.
 	_, err = c.Log(four).Topic("t")
 	require.NoError(t, err)
