@@ -196,7 +196,6 @@ const (
 	metaNodeBusy
 )
 
-
 // metaSM is the metadata state machine. dragonboat keeps it in memory and
 // rebuilds it from its snapshots and Raft log on restart.
 type metaSM struct {
