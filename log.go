@@ -104,7 +104,11 @@ func NewInProcessNetwork() *InProcessNetwork { return &InProcessNetwork{} }
 // cannot reach each other; an address in no group reaches no one.
 func (n *InProcessNetwork) Partition(groups ...[]string) { n.n.Partition(groups...) }
 
-// Heal undoes Partition (not SetDown).
+// Links allows only the given pairs of nodes (by Raft address) to talk,
+// for partitions that groups cannot express, such as a ring.
+func (n *InProcessNetwork) Links(pairs [][2]string) { n.n.Links(pairs) }
+
+// Heal undoes Partition and Links (not SetDown).
 func (n *InProcessNetwork) Heal() { n.n.Heal() }
 
 // SetDown cuts one node off from all others, or reconnects it.

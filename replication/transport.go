@@ -39,6 +39,21 @@ type Network struct {
 	mu    sync.RWMutex
 	group map[string]int  // address -> group; nil means fully connected
 	down  map[string]bool // addresses cut off from everyone
+	links map[[2]string]bool
+}
+
+// Links replaces the groups with explicit links: only the listed pairs of
+// addresses (either way round) can talk. For partitions that groups cannot
+// express, such as a ring.
+func (n *Network) Links(pairs [][2]string) {
+	l := map[[2]string]bool{}
+	for _, p := range pairs {
+		l[p] = true
+		l[[2]string{p[1], p[0]}] = true
+	}
+	n.mu.Lock()
+	n.links, n.group = l, nil
+	n.mu.Unlock()
 }
 
 // SetDown cuts addr off from every other node (down) or reconnects it.
@@ -65,14 +80,14 @@ func (n *Network) Partition(groups ...[]string) {
 		}
 	}
 	n.mu.Lock()
-	n.group = g
+	n.group, n.links = g, nil
 	n.mu.Unlock()
 }
 
-// Heal reconnects every node.
+// Heal reconnects every node (but those set down).
 func (n *Network) Heal() {
 	n.mu.Lock()
-	n.group = nil
+	n.group, n.links = nil, nil
 	n.mu.Unlock()
 }
 
@@ -81,6 +96,9 @@ func (n *Network) cut(a, b string) bool {
 	defer n.mu.RUnlock()
 	if n.down[a] || n.down[b] {
 		return true
+	}
+	if n.links != nil {
+		return !n.links[[2]string{a, b}]
 	}
 	if n.group == nil {
 		return false

@@ -332,12 +332,16 @@ func (b *nemesis) replace(victim int) {
 
 // drain reads every partition of node n from offset 0 up to hw.
 func drain(t *testing.T, c *replogtest.Cluster, n int, hw []int64) []map[int64]string {
+	return drainN(t, c, n, hw, batteryPartitions)
+}
+
+func drainN(t *testing.T, c *replogtest.Cluster, n int, hw []int64, partitions int) []map[int64]string {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tp, err := c.Log(n).Topic("t")
 	require.NoError(t, err)
-	out := make([]map[int64]string, batteryPartitions)
-	for p := range batteryPartitions {
+	out := make([]map[int64]string, partitions)
+	for p := range partitions {
 		out[p] = map[int64]string{}
 		if hw[p] == 0 {
 			continue

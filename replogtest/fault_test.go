@@ -3,6 +3,8 @@ package replogtest_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +126,74 @@ func TestPartitionedLeaderMinority(t *testing.T) {
 		}
 	}
 	_ = b
+}
+
+// A ring partition of five nodes: each node reaches only its two
+// neighbours, so every node sees a majority (itself and two others) but no
+// two adjacent majorities agree. Writes from every node go on or fail;
+// after healing nothing acknowledged is lost, duplicated or reordered and
+// every replica holds the same log.
+func TestRingPartition(t *testing.T) {
+	c := replogtest.NewCluster(t, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	_, err := c.Log(0).CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 2, Replicas: 5})
+	require.NoError(t, err)
+	var stats batteryStats
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	var ops []op
+	var wg sync.WaitGroup
+	for node := range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := writer(c, node, fmt.Sprintf("n%d", node), stop, &stats, func() bool { return false })
+			mu.Lock()
+			ops = append(ops, mine...)
+			mu.Unlock()
+		}()
+	}
+	require.Eventually(t, func() bool { return stats.acked.Load() >= 50 }, 30*time.Second, 5*time.Millisecond)
+	c.Ring()
+	before := stats.acked.Load()
+	time.Sleep(2 * time.Second)
+	during := stats.acked.Load() - before
+	c.Heal()
+	for p := range 2 {
+		c.WaitLeader("t", p, 10*time.Second)
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	hw := make([]int64, 2)
+	require.Eventually(t, func() bool {
+		for p := range 2 {
+			var marks []int64
+			for n := range 5 {
+				tp, err := c.Log(n).Topic("t")
+				if err != nil {
+					return false
+				}
+				o, err := tp.Offsets(ctx, p)
+				if err != nil {
+					return false
+				}
+				marks = append(marks, o.HighWatermark)
+			}
+			if slices.Min(marks) != slices.Max(marks) {
+				return false
+			}
+			hw[p] = marks[0]
+		}
+		return true
+	}, 30*time.Second, 20*time.Millisecond)
+	var logs [][]map[int64]string
+	for n := range 5 {
+		logs = append(logs, drainN(t, c, n, hw, 2))
+	}
+	a := check(ops, logs)
+	t.Logf("ring: %d acked during the ring, %d in all, %d failed; anomalies %+v", during, stats.acked.Load(), stats.failed.Load(), a)
+	require.Zero(t, a.lost+a.duplicated+a.inconsistent+a.reordered+a.phantom+a.divergent+a.misplaced, "%v", a.examples)
 }

@@ -246,6 +246,17 @@ func (c *Cluster) Partition(groups ...[]int) {
 	c.net.Partition(addrs...)
 }
 
+// Ring lets each node talk only to its two neighbours in index order: the
+// partition Jepsen uses to find leaders that keep a stale majority.
+func (c *Cluster) Ring() {
+	n := c.Size()
+	var pairs [][2]string
+	for i := range n {
+		pairs = append(pairs, [2]string{c.Address(i), c.Address((i + 1) % n)})
+	}
+	c.net.Links(pairs)
+}
+
 // Heal reconnects every running node.
 func (c *Cluster) Heal() { c.net.Heal() }
 
