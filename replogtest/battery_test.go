@@ -132,32 +132,9 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration) {
 	close(stop)
 	wg.Wait()
 
-	// Final drain: every node reads every partition up to the largest high
-	// watermark any node reports.
-	hw := make([]int64, batteryPartitions)
-	require.Eventually(t, func() bool {
-		for p := range batteryPartitions {
-			var marks []int64
-			for _, n := range b.live {
-				tp, err := c.Log(n).Topic("t")
-				if err != nil {
-					return false
-				}
-				o, err := tp.Offsets(ctx, p)
-				if err != nil {
-					return false
-				}
-				marks = append(marks, o.HighWatermark)
-			}
-			for _, m := range marks[1:] {
-				if m != marks[0] {
-					return false
-				}
-			}
-			hw[p] = marks[0]
-		}
-		return true
-	}, 30*time.Second, 20*time.Millisecond, "replicas did not converge on one high watermark")
+	// Final drain: every node reads every partition up to the high
+	// watermark all of them agree on.
+	hw := convergedHW(t, ctx, c, b.live, batteryPartitions)
 	var logs [][]map[int64]string // live node -> partition -> offset -> value
 	for _, n := range b.live {
 		logs = append(logs, drain(t, c, n, hw))
@@ -336,6 +313,34 @@ func (b *nemesis) replace(victim int) {
 	b.gone = append(b.gone, victim)
 	b.mu.Unlock()
 	b.startWriters(fresh)
+}
+
+// convergedHW waits until the nodes report the same high watermark for each
+// partition, and returns them.
+func convergedHW(t *testing.T, ctx context.Context, c *replogtest.Cluster, nodes []int, partitions int) []int64 {
+	hw := make([]int64, partitions)
+	require.Eventually(t, func() bool {
+		for p := range partitions {
+			var marks []int64
+			for _, n := range nodes {
+				tp, err := c.Log(n).Topic("t")
+				if err != nil {
+					return false
+				}
+				o, err := tp.Offsets(ctx, p)
+				if err != nil {
+					return false
+				}
+				marks = append(marks, o.HighWatermark)
+			}
+			if slices.Min(marks) != slices.Max(marks) {
+				return false
+			}
+			hw[p] = marks[0]
+		}
+		return true
+	}, 30*time.Second, 20*time.Millisecond, "replicas did not converge on one high watermark")
+	return hw
 }
 
 // drain reads every partition of node n from offset 0 up to hw.

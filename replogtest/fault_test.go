@@ -3,7 +3,6 @@ package replogtest_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -167,28 +166,7 @@ func TestRingPartition(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	hw := make([]int64, 2)
-	require.Eventually(t, func() bool {
-		for p := range 2 {
-			var marks []int64
-			for n := range 5 {
-				tp, err := c.Log(n).Topic("t")
-				if err != nil {
-					return false
-				}
-				o, err := tp.Offsets(ctx, p)
-				if err != nil {
-					return false
-				}
-				marks = append(marks, o.HighWatermark)
-			}
-			if slices.Min(marks) != slices.Max(marks) {
-				return false
-			}
-			hw[p] = marks[0]
-		}
-		return true
-	}, 30*time.Second, 20*time.Millisecond)
+	hw := convergedHW(t, ctx, c, []int{0, 1, 2, 3, 4}, 2)
 	var logs [][]map[int64]string
 	for n := range 5 {
 		logs = append(logs, drainN(t, c, n, hw, 2))
