@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/replog/replog/internal/expert"
 	"github.com/replog/replog/replication"
 )
 
@@ -66,8 +67,9 @@ type Options struct {
 	// quorum of the cluster). Default 60s.
 	StartTimeout time.Duration
 
-	// Expert holds knobs for tests and special deployments.
-	Expert ExpertOptions
+	// expert holds test plumbing, set through internal/expert by
+	// replogtest and cmd/replog-bench.
+	expert expert.Options
 }
 
 // TLSOptions names the PEM files for mutual TLS. Every node presents its
@@ -78,66 +80,11 @@ type TLSOptions struct {
 	KeyFile  string // this node's private key
 }
 
-// ExpertOptions are rarely needed; [replogtest] uses them.
-type ExpertOptions struct {
-	// InProcessTransport makes nodes talk over in-process channels instead
-	// of TCP; Peers addresses are then names unique in the process (see
-	// [NewInProcessAddress]). The single-node default always uses it.
-	InProcessTransport bool
-	// Network, with InProcessTransport, lets tests cut links between the
-	// nodes sharing it. Nil: fully connected.
-	Network *InProcessNetwork
-	// Storage, with InMemory, keeps the node's data in memory beyond Close,
-	// so the node can be opened again from it, and can simulate a crash.
-	// Nil: the data is dropped on Close.
-	Storage *MemStorage
+func init() {
+	// See package internal/expert for why these hooks exist.
+	expert.Attach = func(opts any, x expert.Options) { opts.(*Options).expert = x }
+	expert.Abort = func(l any) { l.(*Log).cancel() }
 }
-
-// InProcessNetwork links in-process nodes and lets tests cut the links.
-// Safe for concurrent use.
-type InProcessNetwork struct{ n replication.Network }
-
-// NewInProcessNetwork returns a fully connected network.
-func NewInProcessNetwork() *InProcessNetwork { return &InProcessNetwork{} }
-
-// Partition splits the nodes, named by Raft address, into groups that
-// cannot reach each other; an address in no group reaches no one.
-func (n *InProcessNetwork) Partition(groups ...[]string) { n.n.Partition(groups...) }
-
-// Links allows only the given pairs of nodes (by Raft address) to talk,
-// for partitions that groups cannot express, such as a ring.
-func (n *InProcessNetwork) Links(pairs [][2]string) { n.n.Links(pairs) }
-
-// Heal undoes Partition and Links (not SetDown).
-func (n *InProcessNetwork) Heal() { n.n.Heal() }
-
-// SetDown cuts one node off from all others, or reconnects it.
-func (n *InProcessNetwork) SetDown(addr string, down bool) { n.n.SetDown(addr, down) }
-
-// MemStorage is a node's in-memory storage that survives the node's Close,
-// for tests that restart or crash nodes. Use one per node. Safe for
-// concurrent use.
-type MemStorage struct{ s *replication.MemStorage }
-
-// NewMemStorage returns empty storage.
-func NewMemStorage() *MemStorage { return &MemStorage{s: replication.NewMemStorage()} }
-
-// Crash stops l, the Log opened on this storage, as a power loss would:
-// producers and consumers on it fail with [ErrClosed] without sending what
-// they buffered, and every write not yet fsynced is lost. Open the Log again
-// on the same storage to restart it.
-func (m *MemStorage) Crash(l *Log) error {
-	var err error
-	m.s.Crash(func() {
-		l.cancel() // producers stop sending at once
-		err = l.Close()
-	})
-	return err
-}
-
-// NewInProcessAddress returns an address for [ExpertOptions.InProcessTransport]
-// that no other node in the process uses.
-func NewInProcessAddress() string { return replication.NewInProcessAddress() }
 
 func (o *Options) withDefaults() (Options, error) {
 	var c Options
@@ -153,12 +100,12 @@ func (o *Options) withDefaults() (Options, error) {
 		// The address is filled in by Open: dragonboat ties a data
 		// directory to the address it was created with.
 		c.Peers = map[uint64]string{c.NodeID: ""}
-		c.Expert.InProcessTransport = true
+		c.expert.InProcessTransport = true
 	}
 	if _, ok := c.Peers[c.NodeID]; !ok {
 		return c, fmt.Errorf("%w: Peers has no address for NodeID %d", ErrInvalidConfig, c.NodeID)
 	}
-	if !c.Expert.InProcessTransport {
+	if !c.expert.InProcessTransport {
 		if err := c.checkTCP(); err != nil {
 			return c, err
 		}
@@ -269,8 +216,8 @@ func Open(dir string, opts *Options) (*Log, error) {
 	if dir == "" && !o.InMemory {
 		return nil, fmt.Errorf("%w: empty directory", ErrInvalidConfig)
 	}
-	if o.Expert.Storage != nil && !o.InMemory {
-		return nil, fmt.Errorf("%w: Expert.Storage needs InMemory", ErrInvalidConfig)
+	if o.expert.Storage != nil && !o.InMemory {
+		return nil, fmt.Errorf("%w: in-memory storage needs InMemory", ErrInvalidConfig)
 	}
 	if len(o.Peers) == 1 && o.Peers[o.NodeID] == "" {
 		addr, err := singleNodeAddress(dir, o.InMemory)
@@ -288,9 +235,9 @@ func Open(dir string, opts *Options) (*Log, error) {
 		TLS:             tlsFiles(o.TLS),
 		Members:         o.Peers,
 		Join:            o.Join,
-		InProcess:       o.Expert.InProcessTransport,
-		Network:         networkOf(o.Expert.Network),
-		Storage:         storageOf(o.Expert.Storage),
+		InProcess:       o.expert.InProcessTransport,
+		Network:         o.expert.Network,
+		Storage:         o.expert.Storage,
 		RTT:             o.RTT,
 		ElectionTicks:   uint64(o.ElectionTicks),
 		HeartbeatTicks:  uint64(o.HeartbeatTicks),
@@ -312,20 +259,6 @@ func tlsFiles(t *TLSOptions) *replication.TLSFiles {
 		return nil
 	}
 	return &replication.TLSFiles{CA: t.CAFile, Cert: t.CertFile, Key: t.KeyFile}
-}
-
-func networkOf(n *InProcessNetwork) *replication.Network {
-	if n == nil {
-		return nil
-	}
-	return &n.n
-}
-
-func storageOf(m *MemStorage) *replication.MemStorage {
-	if m == nil {
-		return nil
-	}
-	return m.s
 }
 
 // singleNodeAddress returns the in-process address of a single node: the one

@@ -400,20 +400,7 @@ func (n *Node) Group(ctx context.Context, r GroupRequest) (*GroupState, error) {
 	if err != nil {
 		return nil, err
 	}
-	var res sm.Result
-	err = retry(ctx, n.stop, func() error {
-		if err := n.waitLeader(ctx, GroupsShardID); err != nil {
-			return err
-		}
-		actx, cancel := attemptCtx(ctx)
-		defer cancel()
-		var err error
-		res, err = n.nh.SyncPropose(actx, n.nh.GetNoOPSession(GroupsShardID), cmd)
-		if errors.Is(err, errTimeout) && ctx.Err() == nil {
-			err = errBusy
-		}
-		return err
-	})
+	res, _, err := n.syncPropose(ctx, GroupsShardID, cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -441,17 +428,7 @@ func (n *Node) Group(ctx context.Context, r GroupRequest) (*GroupState, error) {
 
 // Groups reads every group (name "") or one group, linearizably.
 func (n *Node) Groups(ctx context.Context, name string) ([]*GroupState, error) {
-	var v any
-	err := retry(ctx, n.stop, func() error {
-		if err := n.waitLeader(ctx, GroupsShardID); err != nil {
-			return err
-		}
-		actx, cancel := attemptCtx(ctx)
-		defer cancel()
-		var err error
-		v, err = n.nh.SyncRead(actx, GroupsShardID, name)
-		return err
-	})
+	v, err := n.syncRead(ctx, GroupsShardID, name)
 	if err != nil {
 		return nil, err
 	}
@@ -483,7 +460,7 @@ func (n *Node) expireLoop() {
 			continue
 		}
 		cmd, _ := json.Marshal(groupCmd{Op: gopExpire, Now: time.Now().UnixNano()})
-		ctx, cancel := context.WithTimeout(context.Background(), metaAttemptTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.AttemptTimeout)
 		_, _ = n.nh.SyncPropose(ctx, n.nh.GetNoOPSession(GroupsShardID), cmd)
 		cancel()
 	}

@@ -5,9 +5,10 @@ import (
 	"io"
 	"time"
 
-	"github.com/lni/dragonboat/v4"
 	"sync"
 	"sync/atomic"
+
+	"github.com/lni/dragonboat/v4"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
@@ -76,15 +77,8 @@ func (p *Partition) CatchUp(ctx context.Context) error {
 	if err := p.WaitOpen(ctx); err != nil {
 		return err
 	}
-	return retry(ctx, p.n.stop, func() error {
-		if err := p.n.waitLeader(ctx, p.Shard); err != nil {
-			return err
-		}
-		actx, cancel := attemptCtx(ctx)
-		defer cancel()
-		_, err := p.n.nh.SyncRead(actx, p.Shard, nil)
-		return err
-	})
+	_, err := p.n.syncRead(ctx, p.Shard, nil)
+	return err
 }
 
 // ReadBatches passes stored batches holding offsets from `from` up to the

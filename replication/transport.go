@@ -2,11 +2,10 @@ package replication
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"sync"
-
-	pvfs "github.com/cockroachdb/pebble/v2/vfs"
-	lnivfs "github.com/lni/vfs"
 
 	"github.com/lni/dragonboat/v4/config"
 	chantransport "github.com/lni/dragonboat/v4/plugin/chan"
@@ -163,37 +162,11 @@ func (c *cuttableSnapConn) SendChunk(ch pb.Chunk) error {
 	return c.ISnapshotConnection.SendChunk(ch)
 }
 
-// MemStorage is a node's in-memory storage that outlives the node, so it can
-// be reopened, and that can lose what was not synced, as a crash does.
-type MemStorage struct {
-	mu     sync.Mutex
-	raftFS *lnivfs.MemFS // dragonboat's Raft log and snapshots
-	dataFS *pvfs.MemFS   // the record store
-}
-
-// NewMemStorage returns empty storage.
-func NewMemStorage() *MemStorage {
-	return &MemStorage{raftFS: lnivfs.NewStrictMem(), dataFS: pvfs.NewCrashableMem()}
-}
-
-func (m *MemStorage) fs() (*lnivfs.MemFS, *pvfs.MemFS) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.raftFS, m.dataFS
-}
-
-// Crash stops durability at once, runs stop (which must close the node
-// using this storage), then drops every write that was not synced before
-// the crash.
-func (m *MemStorage) Crash(stop func()) {
-	m.mu.Lock()
-	m.raftFS.SetIgnoreSyncs(true)
-	clone := m.dataFS.CrashClone(pvfs.CrashCloneCfg{})
-	m.mu.Unlock()
-	stop()
-	m.mu.Lock()
-	m.raftFS.ResetToSyncedState()
-	m.raftFS.SetIgnoreSyncs(false)
-	m.dataFS = clone
-	m.mu.Unlock()
+// NewInProcessAddress returns a fresh address for the in-process transport.
+// dragonboat's channel transport keeps a process-wide map of addresses, so
+// every node of every test needs its own.
+func NewInProcessAddress() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "inproc-" + hex.EncodeToString(b[:])
 }

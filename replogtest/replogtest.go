@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/replog/replog/internal/expert"
+	"github.com/replog/replog/replication"
+
 	"github.com/replog/replog"
 )
 
@@ -22,7 +25,7 @@ type Options struct {
 	// holding leaders steady on a loaded 2-core machine under -race.
 	ElectionTicks, HeartbeatTicks int
 	// Base is applied to every node (Logger, SnapshotEntries, ...); the
-	// cluster sets InMemory, NodeID, Peers and the Expert fields.
+	// cluster sets InMemory, NodeID, Peers and the in-process transport.
 	Base replog.Options
 }
 
@@ -33,8 +36,8 @@ type Cluster struct {
 	tb    testing.TB
 	opts  Options
 	peers map[uint64]string
-	net   *replog.InProcessNetwork
-	store []*replog.MemStorage
+	net   *replication.Network
+	store []*replication.MemStorage
 
 	initial int // nodes that formed the cluster; later ones joined
 
@@ -56,7 +59,7 @@ func NewClusterWithOptions(tb testing.TB, n int, o *Options) *Cluster {
 	if n < 1 {
 		tb.Fatalf("replogtest: cluster of %d nodes", n)
 	}
-	c := &Cluster{tb: tb, peers: map[uint64]string{}, net: replog.NewInProcessNetwork(), logs: make([]*replog.Log, n)}
+	c := &Cluster{tb: tb, peers: map[uint64]string{}, net: &replication.Network{}, logs: make([]*replog.Log, n)}
 	if o != nil {
 		c.opts = *o
 	}
@@ -67,8 +70,8 @@ func NewClusterWithOptions(tb testing.TB, n int, o *Options) *Cluster {
 		c.opts.HeartbeatTicks = 3
 	}
 	for i := range n {
-		c.peers[uint64(i+1)] = replog.NewInProcessAddress()
-		c.store = append(c.store, replog.NewMemStorage())
+		c.peers[uint64(i+1)] = replication.NewInProcessAddress()
+		c.store = append(c.store, replication.NewMemStorage())
 	}
 	c.initial = n
 	tb.Cleanup(c.Close)
@@ -106,7 +109,7 @@ func (c *Cluster) open(i int) (*replog.Log, error) {
 	c.mu.Unlock()
 	no.ElectionTicks = c.opts.ElectionTicks
 	no.HeartbeatTicks = c.opts.HeartbeatTicks
-	no.Expert = replog.ExpertOptions{InProcessTransport: true, Network: c.net, Storage: storage}
+	expert.Attach(&no, expert.Options{InProcessTransport: true, Network: c.net, Storage: storage})
 	if no.StartTimeout == 0 {
 		no.StartTimeout = 30 * time.Second
 	}
@@ -126,9 +129,9 @@ func (c *Cluster) AddNode(via int) int {
 	c.tb.Helper()
 	c.mu.Lock()
 	i := len(c.store)
-	addr := replog.NewInProcessAddress()
+	addr := replication.NewInProcessAddress()
 	c.peers[uint64(i+1)] = addr
-	c.store = append(c.store, replog.NewMemStorage())
+	c.store = append(c.store, replication.NewMemStorage())
 	c.logs = append(c.logs, nil)
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -206,9 +209,12 @@ func (c *Cluster) Crash(i int) {
 	c.mu.Lock()
 	storage := c.store[i]
 	c.mu.Unlock()
-	if err := storage.Crash(l); err != nil {
-		c.tb.Logf("replogtest: crash node %d: %v", i, err)
-	}
+	storage.Crash(func() {
+		expert.Abort(l) // producers stop sending at once
+		if err := l.Close(); err != nil {
+			c.tb.Logf("replogtest: crash node %d: %v", i, err)
+		}
+	})
 }
 
 // Restart reopens a crashed node from what it had synced, and waits until

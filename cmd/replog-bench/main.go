@@ -22,6 +22,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/replog/replog/internal/expert"
+	"github.com/replog/replog/replication"
+
 	"github.com/replog/replog"
 )
 
@@ -244,7 +247,7 @@ func openNodes(dir string, n int) ([]*replog.Log, error) {
 	}
 	peers := map[uint64]string{}
 	for i := range n {
-		peers[uint64(i+1)] = replog.NewInProcessAddress()
+		peers[uint64(i+1)] = replication.NewInProcessAddress()
 	}
 	logs := make([]*replog.Log, n)
 	errs := make([]error, n)
@@ -253,9 +256,9 @@ func openNodes(dir string, n int) ([]*replog.Log, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			logs[i], errs[i] = replog.Open(fmt.Sprintf("%s/node%d", dir, i+1), &replog.Options{
-				NodeID: uint64(i + 1), Peers: peers, Expert: replog.ExpertOptions{InProcessTransport: true},
-			})
+			o := &replog.Options{NodeID: uint64(i + 1), Peers: peers}
+			expert.Attach(o, expert.Options{InProcessTransport: true})
+			logs[i], errs[i] = replog.Open(fmt.Sprintf("%s/node%d", dir, i+1), o)
 		}()
 	}
 	wg.Wait()

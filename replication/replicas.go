@@ -1,0 +1,267 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/lni/dragonboat/v4"
+)
+
+// Partition returns this node's replica of a partition: ErrNotReplica if
+// this node hosts none, ErrTopicNotFound if its topic is gone. A replica the
+// node should host but has not started yet is waited for.
+func (n *Node) Partition(ctx context.Context, shard uint64) (*Partition, error) {
+	for {
+		n.mu.Lock()
+		p, ok := n.mu.parts[shard]
+		closed, changed, meta := n.mu.closed, n.mu.partsCh, n.mu.meta
+		n.mu.Unlock()
+		switch {
+		case closed:
+			return nil, ErrClosed
+		case ok:
+			return p, nil
+		}
+		name, idx, pm, found := meta.partitionOf(shard)
+		switch {
+		case !found:
+			return nil, ErrTopicNotFound
+		case !pm.Serves(n.cfg.NodeID):
+			// Serve it anyway: join its group as a non-voting replica.
+			r, _, err := n.proposeMeta(ctx, metaCmd{Op: opObserve, Name: name, Partition: idx, Node: n.cfg.NodeID})
+			if err != nil {
+				return nil, err
+			}
+			if r.Value != metaOK {
+				return nil, ErrNotReplica
+			}
+			p, err := n.Partition(ctx, shard)
+			if err != nil {
+				return nil, err
+			}
+			// A new replica starts empty: catch up with the group before
+			// serving, so offsets and the high watermark are current.
+			return p, p.CatchUp(ctx)
+		}
+		select { // the reconciler is about to start it
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-n.stop:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// reconcileLoop starts the replicas this node should host and stops those of
+// deleted topics, whenever the metadata changes.
+func (n *Node) reconcileLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n.mu.Lock()
+		meta, changed := n.mu.meta, n.mu.metaChanged
+		n.mu.Unlock()
+		n.reconcile(meta)
+		select {
+		case <-changed:
+		case <-tick.C: // a move in progress advances one step per pass
+		case shard := <-n.rebalance:
+			n.preferLeader(shard)
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+func (n *Node) reconcile(meta *Metadata) {
+	for _, t := range meta.Topics {
+		for _, pm := range t.Partitions {
+			if !pm.Serves(n.cfg.NodeID) {
+				continue
+			}
+			n.mu.Lock()
+			_, running := n.mu.parts[pm.Shard]
+			n.mu.Unlock()
+			if running {
+				continue
+			}
+			if err := n.startPartition(pm); err != nil {
+				n.log.Error("replog: start partition replica", "shard", pm.Shard, "err", err)
+			}
+		}
+	}
+	n.mu.Lock()
+	running := maps.Clone(n.mu.parts)
+	n.mu.Unlock()
+	for shard, p := range running {
+		name, idx, pm, ok := meta.partitionOf(shard)
+		if !ok {
+			continue // deleted: handled below
+		}
+		if l, _ := n.leaderState(shard); l == p.replicaID && (pm.Moving || !pm.Hosts(n.cfg.NodeID)) {
+			n.converge(name, idx, pm, p.replicaID)
+		}
+		// A replica that left the placement is deleted once the move is
+		// complete: the group no longer counts on it.
+		if !pm.Serves(n.cfg.NodeID) && !pm.Moving {
+			if err := n.removePartition(shard, p, true); err != nil {
+				n.log.Error("replog: remove moved replica", "shard", shard, "err", err)
+				continue
+			}
+			n.setPart(shard, nil)
+		}
+	}
+	for _, shard := range meta.DeletedShards {
+		n.mu.Lock()
+		p, running := n.mu.parts[shard]
+		done := n.mu.cleaned[shard]
+		n.mu.Unlock()
+		if done {
+			continue
+		}
+		if err := n.removePartition(shard, p, running); err != nil {
+			n.log.Error("replog: remove partition replica", "shard", shard, "err", err)
+			continue
+		}
+		n.mu.Lock()
+		n.mu.cleaned[shard] = true
+		n.mu.Unlock()
+		n.setPart(shard, nil)
+	}
+}
+
+// converge makes a partition's Raft membership match its placement, one
+// change per call (the reconciler calls again): first add missing replicas,
+// then hand leadership away if this replica is leaving, then remove the
+// replicas that left; when they match, it marks the move complete.
+func (n *Node) converge(topic string, idx int, pm PartitionMeta, self uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.AttemptTimeout)
+	defer cancel()
+	m, err := n.nh.SyncGetShardMembership(ctx, pm.Shard)
+	if err != nil {
+		return
+	}
+	desired := map[uint64]string{}
+	for _, node := range pm.Replicas {
+		desired[pm.ReplicaID(node)] = n.addr(node)
+	}
+	observers := map[uint64]string{}
+	for _, node := range pm.Observers {
+		observers[pm.ReplicaID(node)] = n.addr(node)
+	}
+	for _, rid := range slices.Sorted(maps.Keys(desired)) {
+		if _, ok := m.Nodes[rid]; !ok {
+			// Adds a voter, or promotes a non-voting replica with this id.
+			if err := n.nh.SyncRequestAddReplica(ctx, pm.Shard, rid, desired[rid], m.ConfigChangeID); err != nil {
+				n.log.Warn("replog: add replica", "shard", pm.Shard, "replica", rid, "err", err)
+			}
+			return
+		}
+	}
+	for _, rid := range slices.Sorted(maps.Keys(observers)) {
+		if _, ok := m.NonVotings[rid]; !ok {
+			if err := n.nh.SyncRequestAddNonVoting(ctx, pm.Shard, rid, observers[rid], m.ConfigChangeID); err != nil {
+				n.log.Warn("replog: add non-voting replica", "shard", pm.Shard, "replica", rid, "err", err)
+			}
+			return
+		}
+	}
+	for _, rid := range slices.Sorted(maps.Keys(m.NonVotings)) {
+		if _, ok := observers[rid]; !ok {
+			if _, voter := desired[rid]; !voter {
+				_ = n.nh.SyncRequestDeleteReplica(ctx, pm.Shard, rid, m.ConfigChangeID)
+				return
+			}
+		}
+	}
+	for _, rid := range slices.Sorted(maps.Keys(m.Nodes)) {
+		if _, ok := desired[rid]; ok {
+			continue
+		}
+		if rid == self {
+			_ = n.nh.RequestLeaderTransfer(pm.Shard, pm.ReplicaID(pm.Replicas[0]))
+			return
+		}
+		if err := n.nh.SyncRequestDeleteReplica(ctx, pm.Shard, rid, m.ConfigChangeID); err != nil {
+			n.log.Warn("replog: remove replica", "shard", pm.Shard, "replica", rid, "err", err)
+		}
+		return
+	}
+	if pm.Moving {
+		_, _, _ = n.proposeMeta(ctx, metaCmd{Op: opReassignDone, Name: topic, Partition: idx, Replicas2: pm.Replicas, Observers: pm.Observers})
+	}
+}
+
+// setPart adds (p != nil) or removes a running replica and wakes waiters.
+func (n *Node) setPart(shard uint64, p *Partition) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p == nil {
+		delete(n.mu.parts, shard)
+	} else {
+		n.mu.parts[shard] = p
+	}
+	close(n.mu.partsCh)
+	n.mu.partsCh = make(chan struct{})
+}
+
+func (n *Node) startPartition(pm PartitionMeta) error {
+	p := newPartition(n, pm.Shard)
+	p.replicaID = pm.ReplicaID(n.cfg.NodeID)
+	n.setPart(pm.Shard, p)
+	// Initial members bootstrap the group together; a replica added by a
+	// reassignment joins it (the leader adds it to the membership).
+	join := !pm.bootstrap(n.cfg.NodeID)
+	members := map[uint64]string{}
+	if !join && !n.nh.HasNodeInfo(pm.Shard, p.replicaID) {
+		for _, id := range pm.initial() {
+			members[id] = n.addr(id)
+		}
+	}
+	cfg := n.raftConfig(pm.Shard, p.replicaID)
+	cfg.IsNonVoting = !pm.Hosts(n.cfg.NodeID) // an observer
+	err := n.nh.StartOnDiskReplica(members, join, func(uint64, uint64) sm.IOnDiskStateMachine {
+		return &partitionSM{p: p}
+	}, cfg)
+	if err != nil && !errors.Is(err, dragonboat.ErrShardAlreadyExist) {
+		n.setPart(pm.Shard, nil)
+		return err
+	}
+	return nil
+}
+
+// removePartition stops a deleted partition's group and deletes its data:
+// the Raft log through dragonboat, the records from the store.
+func (n *Node) removePartition(shard uint64, p *Partition, running bool) error {
+	if running {
+		if err := n.nh.StopShard(shard); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rid := n.cfg.NodeID
+	if p != nil {
+		rid = p.replicaID
+	}
+	if err := n.nh.SyncRemoveData(ctx, shard, rid); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
+		return err
+	}
+	if p != nil {
+		if s := p.store.Load(); s != nil {
+			return s.Delete()
+		}
+	}
+	sp, err := n.store.Partition(shard)
+	if err != nil {
+		return err
+	}
+	return sp.Delete()
+}

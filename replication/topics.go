@@ -1,0 +1,88 @@
+package replication
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+)
+
+// SyncMetadata waits until every metadata change committed before the call
+// is applied locally (a linearizable read through the metadata group).
+func (n *Node) SyncMetadata(ctx context.Context) error {
+	_, err := n.syncRead(ctx, MetaShardID, nil)
+	return err
+}
+
+// proposeMeta proposes a metadata command, retrying retriable failures; it
+// also returns whether it was proposed more than once. Retrying is safe: a
+// repeated create finds its own topic (the callers check), a repeated delete
+// finds the topic gone, and a repeated alloc_producer only skips an id.
+func (n *Node) proposeMeta(ctx context.Context, c metaCmd) (sm.Result, bool, error) {
+	cmd, err := json.Marshal(c)
+	if err != nil {
+		return sm.Result{}, false, err
+	}
+	r, attempts, err := n.syncPropose(ctx, MetaShardID, cmd)
+	return r, attempts > 1, err
+}
+
+// CreateTopic creates a topic and waits until this node's replicas of its
+// partitions have a leader.
+func (n *Node) CreateTopic(ctx context.Context, name string, partitions, replicas int, compression uint8) (*TopicMeta, error) {
+	created := time.Now().UnixNano()
+	r, retried, err := n.proposeMeta(ctx, metaCmd{
+		Op: opCreateTopic, Name: name, Partitions: partitions, Replicas: replicas,
+		Compression: compression, Nodes: n.NodeIDs(), Created: created,
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch r.Value {
+	case metaOK:
+	case metaTopicExists:
+		if t := n.Metadata().Topics[name]; retried && t != nil && t.Created == created {
+			r.Data, _ = json.Marshal(t) // an earlier attempt created it
+			break
+		}
+		return nil, ErrTopicExists
+	default:
+		return nil, ErrInvalid
+	}
+	t := &TopicMeta{}
+	if err := json.Unmarshal(r.Data, t); err != nil {
+		return nil, err
+	}
+	for _, p := range t.Partitions {
+		if p.Hosts(n.cfg.NodeID) {
+			if err := n.waitLeader(ctx, p.Shard); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return t, nil
+}
+
+// DeleteTopic deletes a topic; its partitions are stopped and their data
+// removed on every node.
+func (n *Node) DeleteTopic(ctx context.Context, name string) error {
+	r, retried, err := n.proposeMeta(ctx, metaCmd{Op: opDeleteTopic, Name: name})
+	if err != nil {
+		return err
+	}
+	if r.Value == metaTopicNotFound && !retried {
+		return ErrTopicNotFound
+	}
+	return nil
+}
+
+// AllocProducerID issues a cluster-unique idempotent producer id.
+func (n *Node) AllocProducerID(ctx context.Context) (uint64, error) {
+	r, _, err := n.proposeMeta(ctx, metaCmd{Op: opAllocProducer})
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(string(r.Data), 10, 64)
+}
