@@ -12,7 +12,7 @@ import (
 // Limits on topics.
 const (
 	MaxTopicNameLen    = 249 // as Kafka
-	MaxPartitions      = 4096
+	MaxPartitions      = replication.MaxPartitions
 	DefaultPartitions  = 1
 	defaultMaxReplicas = 3
 )

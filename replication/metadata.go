@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"slices"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/replog/replog/storage"
 )
 
 // MetaShardID is the Raft shard that holds the cluster metadata (topics,
@@ -16,6 +18,8 @@ import (
 const (
 	MetaShardID         uint64 = 1
 	FirstPartitionShard uint64 = 1024
+	// MaxPartitions caps a topic's partitions.
+	MaxPartitions = 4096
 )
 
 // Metadata is an immutable view of the replicated cluster metadata. A new
@@ -224,7 +228,9 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 		if _, ok := m.Topics[c.Name]; ok {
 			return sm.Result{Value: metaTopicExists}
 		}
-		if c.Partitions < 1 || c.Replicas < 1 || c.Replicas > len(c.Nodes) {
+		// The root package validates before proposing; the state machine
+		// checks again, since a command is input like any other.
+		if c.Name == "" || c.Partitions < 1 || c.Partitions > MaxPartitions || c.Replicas < 1 || c.Replicas > len(c.Nodes) || !validNodes(c.Nodes) {
 			return sm.Result{Value: metaInvalid}
 		}
 		nodes := slices.Clone(c.Nodes)
@@ -344,6 +350,9 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 		m.Nodes[c.Node] = c.Address
 		return sm.Result{Value: metaOK}
 	case opRemoveNode:
+		if c.Node == 0 {
+			return sm.Result{Value: metaInvalid}
+		}
 		for _, t := range m.Topics {
 			for _, pm := range t.Partitions {
 				if pm.Hosts(c.Node) {
@@ -364,6 +373,18 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 	return sm.Result{Value: metaInvalid}
 }
 
+// validNodes reports whether ids are node ids (non-zero) without repeats.
+func validNodes(ids []uint64) bool {
+	seen := make(map[uint64]bool, len(ids))
+	for _, id := range ids {
+		if id == 0 || seen[id] {
+			return false
+		}
+		seen[id] = true
+	}
+	return true
+}
+
 func (s *metaSM) Lookup(any) (any, error) { return s.state, nil }
 
 func (s *metaSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-chan struct{}) error {
@@ -371,15 +392,43 @@ func (s *metaSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-cha
 }
 
 func (s *metaSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan struct{}) error {
-	m := newMetadata()
-	if err := json.NewDecoder(r).Decode(m); err != nil {
-		return fmt.Errorf("replog: metadata snapshot: %w", err)
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
 	}
-	if m.Topics == nil {
-		m.Topics = map[string]*TopicMeta{}
+	m := newMetadata()
+	if b = bytes.TrimSpace(b); len(b) == 0 || b[0] != '{' {
+		return fmt.Errorf("%w: metadata snapshot is not a JSON object", storage.ErrCorrupt)
+	}
+	if err := json.Unmarshal(b, m); err != nil {
+		return fmt.Errorf("%w: metadata snapshot: %w", storage.ErrCorrupt, err)
+	}
+	if err := m.validate(); err != nil {
+		return fmt.Errorf("%w: metadata snapshot: %w", storage.ErrCorrupt, err)
 	}
 	s.state = m
 	s.n.publishMeta(m)
+	return nil
+}
+
+// validate checks what the rest of the package relies on, so a damaged
+// snapshot is refused instead of panicking a reader later.
+func (m *Metadata) validate() error {
+	if m.Topics == nil {
+		m.Topics = map[string]*TopicMeta{}
+	}
+	shards := map[uint64]bool{}
+	for name, t := range m.Topics {
+		if t == nil || t.Name != name || len(t.Partitions) < 1 || len(t.Partitions) > MaxPartitions {
+			return fmt.Errorf("topic %q malformed", name)
+		}
+		for _, pm := range t.Partitions {
+			if pm.Shard < FirstPartitionShard || pm.Shard >= m.NextShard || shards[pm.Shard] || len(pm.Replicas) == 0 || !validNodes(pm.Replicas) {
+				return fmt.Errorf("topic %q: partition on shard %d malformed", name, pm.Shard)
+			}
+			shards[pm.Shard] = true
+		}
+	}
 	return nil
 }
 
