@@ -12,6 +12,8 @@ import (
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/replog/replog/storage"
 )
 
 // GroupsShardID is the Raft group that holds consumer groups: members,
@@ -26,6 +28,17 @@ const (
 	StrategyRoundRobin        = "roundrobin"
 	StrategyCooperativeSticky = "cooperative-sticky"
 )
+
+// maxGroupPartitions bounds the partition count a group may have. A topic
+// has at most replog.MaxPartitions (4096); the bound sits well above it so
+// that it never refuses a real topic, and keeps a rebalance (linear in the
+// count) cheap: every replica applies each command, and one that ran for
+// ever would stall the groups Raft group on all of them.
+const maxGroupPartitions = 1 << 16
+
+func validStrategy(s string) bool {
+	return s == StrategyCooperativeSticky || s == StrategyRange || s == StrategyRoundRobin
+}
 
 // Group errors; the root package maps them to its sentinels.
 var (
@@ -99,6 +112,79 @@ func (g *GroupState) ownedByOther(member string, p int) bool {
 	return false
 }
 
+// ownedByOthers is the set of partitions members other than member own.
+func (g *GroupState) ownedByOthers(member string) map[int]bool {
+	out := map[int]bool{}
+	for id, o := range g.Members {
+		if id != member {
+			for _, p := range o.Owned {
+				out[p] = true
+			}
+		}
+	}
+	return out
+}
+
+// inRange reports whether every partition of offsets is one of the group's.
+func (g *GroupState) inRange(offsets map[int]int64) bool {
+	for p := range offsets {
+		if p >= g.Partitions {
+			return false
+		}
+	}
+	return true
+}
+
+// check validates a group read from a snapshot, filling in missing maps:
+// commands assume a well-formed state, and a snapshot we did not write
+// could otherwise make them panic or run for ever.
+func (g *GroupState) check(name string) error {
+	switch {
+	case g == nil:
+		return errors.New("null group")
+	case g.Name != name:
+		return fmt.Errorf("group named %q under %q", g.Name, name)
+	case g.Partitions < 0 || g.Partitions > maxGroupPartitions:
+		return fmt.Errorf("%d partitions", g.Partitions)
+	case g.Strategy != "" && !validStrategy(g.Strategy):
+		return fmt.Errorf("strategy %q", g.Strategy)
+	}
+	if g.Members == nil {
+		g.Members = map[string]*MemberState{}
+	}
+	if g.Offsets == nil {
+		g.Offsets = map[int]int64{}
+	}
+	// Partitions are checked against the bound, not against g.Partitions:
+	// a join may lower the count while members still own partitions above
+	// it, and a snapshot must accept every state the commands can reach.
+	bad := func(p int) bool { return p < 0 || p >= maxGroupPartitions }
+	for id, m := range g.Members {
+		switch {
+		case m == nil:
+			return fmt.Errorf("null member %q", id)
+		case m.ID != id:
+			return fmt.Errorf("member %q under %q", m.ID, id)
+		case slices.ContainsFunc(m.Target, bad) || slices.ContainsFunc(m.Owned, bad):
+			return fmt.Errorf("member %q: partitions %v, %v out of range", id, m.Target, m.Owned)
+		}
+	}
+	for p, off := range g.Offsets {
+		if bad(p) || off < 0 {
+			return fmt.Errorf("offset %d for partition %d", off, p)
+		}
+	}
+	return nil
+}
+
+func set(ps []int) map[int]bool {
+	out := make(map[int]bool, len(ps))
+	for _, p := range ps {
+		out[p] = true
+	}
+	return out
+}
+
 type groupCmd struct {
 	Op             string        `json:"op"`
 	Group          string        `json:"group,omitempty"`
@@ -140,9 +226,12 @@ type groupsSM struct {
 	groups map[string]*GroupState
 }
 
+// Update applies one command. Whatever the bytes, it returns a result code
+// and never an error: an error (or a panic) would stop the groups Raft
+// group on every replica, each time it replays the entry.
 func (s *groupsSM) Update(e sm.Entry) (sm.Result, error) {
 	var c groupCmd
-	if err := json.Unmarshal(e.Cmd, &c); err != nil {
+	if err := json.Unmarshal(e.Cmd, &c); err != nil || !c.valid() {
 		return sm.Result{Value: gInvalid}, nil
 	}
 	code, g := s.apply(c)
@@ -151,6 +240,36 @@ func (s *groupsSM) Update(e sm.Entry) (sm.Result, error) {
 		r.Data, _ = json.Marshal(g)
 	}
 	return r, nil
+}
+
+// valid reports whether c is well formed, before it touches any state. The
+// root package never proposes anything else, so replaying an existing log
+// refuses no command that was accepted before these checks.
+func (c *groupCmd) valid() bool {
+	switch c.Op {
+	case gopExpire:
+		return true
+	case gopJoin:
+		return c.Group != "" && c.Member != "" && c.Partitions >= 0 && c.Partitions <= maxGroupPartitions &&
+			c.SessionTimeout > 0 && (c.Strategy == "" || validStrategy(c.Strategy))
+	case gopHeartbeat:
+		// Owned is what the member reads plus what it claims: at most
+		// twice the partitions.
+		return c.Group != "" && len(c.Owned) <= 2*maxGroupPartitions
+	case gopLeave, gopDelete:
+		return c.Group != ""
+	case gopCommit, gopReset:
+		if c.Group == "" {
+			return false
+		}
+		for p, off := range c.Offsets {
+			if p < 0 || p >= maxGroupPartitions || off < 0 {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // apply runs one command; it must be deterministic (time comes from the
@@ -214,9 +333,11 @@ func (s *groupsSM) apply(c groupCmd) (uint64, *GroupState) {
 		// strategy gives it that partition and no other member owns it: a
 		// member reads only what it owns here, so no partition is ever read
 		// by two members of a group at once.
+		// Sets, so that a long claim costs linear time.
+		mine, target, others := set(m.Owned), set(m.Target), g.ownedByOthers(c.Member)
 		var owned []int
 		for _, p := range c.Owned {
-			if slices.Contains(m.Owned, p) || (slices.Contains(m.Target, p) && !g.ownedByOther(c.Member, p)) {
+			if mine[p] || (target[p] && !others[p]) {
 				owned = append(owned, p)
 			}
 		}
@@ -239,12 +360,15 @@ func (s *groupsSM) apply(c groupCmd) (uint64, *GroupState) {
 			if m == nil {
 				return gUnknownMember, nil
 			}
+			mine, granted := set(m.Owned), set(g.Granted(c.Member))
 			for p := range c.Offsets {
-				if !slices.Contains(m.Owned, p) && !slices.Contains(g.Granted(c.Member), p) {
+				if !mine[p] && !granted[p] {
 					return gNotAssigned, nil
 				}
 			}
 			m.LastSeen = max(m.LastSeen, c.Now)
+		} else if !g.inRange(c.Offsets) {
+			return gInvalid, nil
 		}
 		for p, off := range c.Offsets {
 			g.Offsets[p] = off
@@ -256,6 +380,9 @@ func (s *groupsSM) apply(c groupCmd) (uint64, *GroupState) {
 		}
 		if len(g.Members) > 0 {
 			return gGroupNotEmpty, nil
+		}
+		if !g.inRange(c.Offsets) {
+			return gInvalid, nil
 		}
 		g.Offsets = maps.Clone(c.Offsets)
 		if g.Offsets == nil {
@@ -365,12 +492,23 @@ func (s *groupsSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-c
 	return json.NewEncoder(w).Encode(s.groups)
 }
 
+// RecoverFromSnapshot replaces the state with a snapshot's. A snapshot that
+// does not decode or validate is an error wrapping storage.ErrCorrupt, and
+// the state is left as it was.
 func (s *groupsSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan struct{}) error {
-	g := map[string]*GroupState{}
-	if err := json.NewDecoder(r).Decode(&g); err != nil {
-		return fmt.Errorf("replog: groups snapshot: %w", err)
+	var groups map[string]*GroupState
+	if err := json.NewDecoder(r).Decode(&groups); err != nil {
+		return fmt.Errorf("%w: groups snapshot: %v", storage.ErrCorrupt, err)
 	}
-	s.groups = g
+	if groups == nil {
+		return fmt.Errorf("%w: groups snapshot: null", storage.ErrCorrupt)
+	}
+	for name, g := range groups {
+		if err := g.check(name); err != nil {
+			return fmt.Errorf("%w: groups snapshot: group %q: %v", storage.ErrCorrupt, name, err)
+		}
+	}
+	s.groups = groups
 	return nil
 }
 

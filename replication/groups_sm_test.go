@@ -7,11 +7,14 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/stretchr/testify/require"
+
+	"github.com/replog/replog/storage"
 )
 
 // The groups state machine is tested here without Raft: commands go
@@ -361,10 +364,175 @@ func TestGroupsSMSnapshotRoundTrip(t *testing.T) {
 	}
 	require.Equal(t, snapshot(t, s), snapshot(t, r))
 
+	// A join may lower the partition count under members that own more
+	// (the root package never sends one): the snapshot still recovers.
+	_, g := update(t, s, join("g", "e", 1, StrategyRange, int64(time.Hour)))
+	require.Equal(t, 1, g.Partitions)
+	require.NoError(t, newGroupsSM().RecoverFromSnapshot(bytes.NewReader(snapshot(t, s)), nil, nil))
+
 	// An empty state machine round-trips too.
 	r2 := newGroupsSM()
 	require.NoError(t, r2.RecoverFromSnapshot(bytes.NewReader(snapshot(t, newGroupsSM())), nil, nil))
 	require.Empty(t, r2.groups)
 	require.NotNil(t, r2.groups)
 	update(t, r2, join("g", "a", 1, "", 0))
+}
+
+// A snapshot that is not one we wrote is refused with an error wrapping
+// ErrCorrupt (never a panic), and the state machine keeps its state.
+func TestGroupsSMRecoverGarbage(t *testing.T) {
+	valid := func() map[string]any {
+		s := newGroupsSM()
+		update(t, s, join("g", "a", 2, StrategyRange, 0))
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(snapshot(t, s), &m))
+		return m
+	}
+	mutate := func(f func(g map[string]any)) string {
+		m := valid()
+		f(m["g"].(map[string]any))
+		b, err := json.Marshal(m)
+		require.NoError(t, err)
+		return string(b)
+	}
+	member := func(g map[string]any) map[string]any {
+		return g["members"].(map[string]any)["a"].(map[string]any)
+	}
+	for name, in := range map[string]string{
+		"empty":             "",
+		"garbage":           "\x00\xffgarbage",
+		"truncated":         mutate(func(map[string]any) {})[:20],
+		"array":             "[1,2]",
+		"null":              "null",
+		"null group":        `{"g":null}`,
+		"null member":       `{"g":{"name":"g","partitions":1,"members":{"a":null}}}`,
+		"group name":        mutate(func(g map[string]any) { g["name"] = "other" }),
+		"member id":         mutate(func(g map[string]any) { member(g)["id"] = "b" }),
+		"negative count":    mutate(func(g map[string]any) { g["partitions"] = -1 }),
+		"huge count":        mutate(func(g map[string]any) { g["partitions"] = 1 << 40 }),
+		"target range":      mutate(func(g map[string]any) { member(g)["target"] = []int{0, maxGroupPartitions} }),
+		"owned negative":    mutate(func(g map[string]any) { member(g)["owned"] = []int{-1} }),
+		"offset partition":  mutate(func(g map[string]any) { g["offsets"] = map[string]int64{"-3": 1} }),
+		"negative offset":   mutate(func(g map[string]any) { g["offsets"] = map[string]int64{"0": -1} }),
+		"strategy":          mutate(func(g map[string]any) { g["strategy"] = "zigzag" }),
+		"offset key":        mutate(func(g map[string]any) { g["offsets"] = map[string]int64{"x": 1} }),
+		"wrong member type": mutate(func(g map[string]any) { g["members"] = []int{1} }),
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newGroupsSM()
+			update(t, s, join("keep", "k", 1, "", 0))
+			before := snapshot(t, s)
+			var err error
+			require.NotPanics(t, func() {
+				err = s.RecoverFromSnapshot(strings.NewReader(in), nil, nil)
+			})
+			require.ErrorIs(t, err, storage.ErrCorrupt)
+			require.Equal(t, before, snapshot(t, s), "a refused snapshot changes nothing")
+		})
+	}
+
+	// Missing maps are filled in: commands on the recovered state work.
+	s := newGroupsSM()
+	require.NoError(t, s.RecoverFromSnapshot(strings.NewReader(`{"g":{"name":"g","partitions":2}}`), nil, nil))
+	code, _ := update(t, s, join("g", "a", 2, "", 0))
+	require.Equal(t, gOK, code)
+	code, _ = update(t, s, groupCmd{Op: gopCommit, Group: "g", Member: "a", Offsets: map[int]int64{0: 1}})
+	require.Equal(t, gOK, code)
+}
+
+// badCommands are commands the root package never sends; each must be
+// refused with gInvalid (or the code named) and change nothing.
+var badCommands = []struct {
+	name string
+	cmd  string
+	code uint64
+}{
+	{"garbage", "\x00\x01garbage", gInvalid},
+	{"empty", "", gInvalid},
+	{"null", "null", gInvalid},
+	{"empty object", "{}", gInvalid},
+	{"unknown op", `{"op":"explode","group":"g","member":"a"}`, gInvalid},
+	{"op type", `{"op":1}`, gInvalid},
+	{"offset key", `{"op":"commit","group":"g","member":"a","offsets":{"x":1}}`, gInvalid},
+	{"join without group", `{"op":"join","member":"x","partitions":1,"session_timeout":1000}`, gInvalid},
+	{"join without member", `{"op":"join","group":"g","topic_id":7,"partitions":1,"session_timeout":1000}`, gInvalid},
+	{"join negative partitions", `{"op":"join","group":"g","topic_id":7,"member":"x","partitions":-4,"session_timeout":1000}`, gInvalid},
+	{"join huge partitions", `{"op":"join","group":"g","topic_id":7,"member":"x","partitions":1099511627776,"session_timeout":1000}`, gInvalid},
+	{"join huge partitions new group", `{"op":"join","group":"new","member":"x","partitions":9223372036854775807,"session_timeout":1000}`, gInvalid},
+	{"join strategy", `{"op":"join","group":"g","topic_id":7,"member":"x","partitions":4,"strategy":"zigzag","session_timeout":1000}`, gInvalid},
+	{"join session timeout", `{"op":"join","group":"g","topic_id":7,"member":"x","partitions":4,"session_timeout":-1}`, gInvalid},
+	{"heartbeat huge owned", fmt.Sprintf(`{"op":"heartbeat","group":"g","member":"a","owned":[%s0]}`, strings.Repeat("1,", 3*maxGroupPartitions)), gInvalid},
+	{"commit negative offset", `{"op":"commit","group":"g","member":"a","offsets":{"0":-1}}`, gInvalid},
+	{"commit negative partition", `{"op":"commit","group":"g","offsets":{"-1":5}}`, gInvalid},
+	{"commit partition out of range", `{"op":"commit","group":"g","offsets":{"4":5}}`, gInvalid},
+	{"reset negative partition", `{"op":"reset","group":"empty","offsets":{"-1":0}}`, gInvalid},
+	{"reset negative offset", `{"op":"reset","group":"empty","offsets":{"0":-7}}`, gInvalid},
+	{"reset partition out of range", `{"op":"reset","group":"empty","offsets":{"100000":0}}`, gInvalid},
+	{"delete without group", `{"op":"delete"}`, gInvalid},
+}
+
+// groupsFixture is a state machine with a group "g" of members a and b on
+// four partitions, and an empty group "empty".
+func groupsFixture(t testing.TB) *groupsSM {
+	s := newGroupsSM()
+	for _, c := range []groupCmd{
+		join("g", "a", 4, StrategyCooperativeSticky, 0),
+		heartbeat("g", "a", []int{0, 1, 2, 3}, 0),
+		join("g", "b", 4, StrategyCooperativeSticky, 0),
+		heartbeat("g", "a", []int{0, 1}, 0),
+		heartbeat("g", "b", []int{2, 3}, 0),
+		join("empty", "c", 1, StrategyRange, 0),
+		{Op: gopLeave, Group: "empty", Member: "c"},
+	} {
+		b, _ := json.Marshal(c)
+		code, _ := updateRaw(t, s, b)
+		require.Equal(t, gOK, code, "%+v", c)
+	}
+	return s
+}
+
+func TestGroupsSMBadInput(t *testing.T) {
+	for _, tc := range badCommands {
+		t.Run(tc.name, func(t *testing.T) {
+			s := groupsFixture(t)
+			before := snapshot(t, s)
+			var code uint64
+			require.NotPanics(t, func() { code, _ = updateRaw(t, s, []byte(tc.cmd)) })
+			require.Equal(t, tc.code, code)
+			require.Equal(t, string(before), string(snapshot(t, s)), "a refused command changes nothing")
+		})
+	}
+}
+
+// FuzzGroupsSMUpdate feeds arbitrary commands to a populated state machine:
+// Update never panics or fails, and the state it leaves round-trips through
+// a snapshot.
+func FuzzGroupsSMUpdate(f *testing.F) {
+	for _, c := range []groupCmd{
+		join("g", "x", 4, StrategyRange, 1),
+		join("g", "a", 4, "", 1),
+		heartbeat("g", "b", []int{0, 1, 2, 3}, 1),
+		{Op: gopCommit, Group: "g", Member: "b", Offsets: map[int]int64{2: 1}},
+		{Op: gopLeave, Group: "g", Member: "a"},
+		{Op: gopExpire, Now: int64(time.Hour)},
+		{Op: gopReset, Group: "empty", Offsets: map[int]int64{0: 3}},
+		{Op: gopDelete, Group: "empty"},
+	} {
+		b, _ := json.Marshal(c)
+		f.Add(b)
+	}
+	for _, tc := range badCommands {
+		f.Add([]byte(tc.cmd))
+	}
+	// Found by fuzzing: a join that lowers the partition count.
+	f.Add([]byte(`{"op":"join","group":"g","topiC_id":7,"memBer":"0","session_timeout":1}`))
+	f.Fuzz(func(t *testing.T, cmd []byte) {
+		s := groupsFixture(t)
+		updateRaw(t, s, cmd)
+		updateRaw(t, s, cmd) // twice: a join then finds its member
+		snap := snapshot(t, s)
+		r := newGroupsSM()
+		require.NoError(t, r.RecoverFromSnapshot(bytes.NewReader(snap), nil, nil))
+		require.Equal(t, snap, snapshot(t, r))
+	})
 }
