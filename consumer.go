@@ -427,6 +427,9 @@ func (c *consumer) signalReady() {
 // was given counts as consumed and poll stops. A partition's fetch error is
 // returned once the records before it are handed out.
 func (c *consumer) poll(ctx context.Context, fn func(part, avail int, r *storage.Record) bool) error {
+	if c.group != nil {
+		defer c.group.polling()() // for MaxPollInterval
+	}
 	for {
 		select {
 		case <-c.closed:

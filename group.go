@@ -49,6 +49,27 @@ type GroupOptions struct {
 	// HeartbeatInterval is how often the member reports to the group.
 	// Default SessionTimeout/5, at most 1s; it must be below SessionTimeout.
 	HeartbeatInterval time.Duration
+	// MaxPollInterval is the longest a member may go without calling Poll
+	// (Kafka's max.poll.interval.ms). Iterating Records polls, and a Poll
+	// waiting for records counts as polling for as long as it waits. Default
+	// 5 minutes.
+	//
+	// Heartbeats run on a goroutine of their own, so without this limit a
+	// worker stuck between two polls would keep its partitions for ever. A
+	// member past it leaves the group (a static member too: it is hung, not
+	// restarting) and its partitions move to the others. Its next Poll joins
+	// again: OnRevoked runs for the partitions it lost, then OnAssigned for
+	// those the group gives it, which it reads from their committed offsets;
+	// what it had read ahead is dropped, never returned. Its positions are
+	// not committed after it left, as another member may read those
+	// partitions already: until Poll has joined it again, Commit fails with
+	// [ErrUnknownMember] and auto-commit skips.
+	//
+	// It need not exceed SessionTimeout: the session detects a process or
+	// node that is gone, this a live process whose Poll loop is stuck. Set it
+	// above the longest time the application spends between two polls, or
+	// the member leaves and rejoins over and over.
+	MaxPollInterval time.Duration
 	// AutoCommitInterval commits the consumer's positions this often, and
 	// before partitions are revoked and on Close. Zero (the default): only
 	// Commit and CommitOffsets commit.
@@ -56,7 +77,9 @@ type GroupOptions struct {
 	// OnAssigned and OnRevoked are called from Poll (and Records), on the
 	// caller's goroutine, when partitions are added to or taken from this
 	// member; OnRevoked runs before the partitions are given up, so the
-	// member can commit them. They must not call Poll.
+	// member can commit them, except for partitions lost when the member
+	// left for want of Poll (see MaxPollInterval): those are gone already,
+	// and cannot be committed. They must not call Poll.
 	OnAssigned func(partitions []int)
 	OnRevoked  func(partitions []int)
 }
@@ -71,11 +94,16 @@ func (o *ConsumerOptions) groupDefaults() error {
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = min(o.SessionTimeout/5, time.Second)
 	}
+	if o.MaxPollInterval == 0 {
+		o.MaxPollInterval = 5 * time.Minute
+	}
 	switch {
 	case o.Strategy != StrategyCooperativeSticky && o.Strategy != StrategyRange && o.Strategy != StrategyRoundRobin:
 		return fmt.Errorf("%w: unknown strategy %q", ErrInvalidConfig, o.Strategy)
 	case o.SessionTimeout < 0 || o.HeartbeatInterval <= 0 || o.HeartbeatInterval >= o.SessionTimeout:
 		return fmt.Errorf("%w: HeartbeatInterval %v must be positive and below SessionTimeout %v", ErrInvalidConfig, o.HeartbeatInterval, o.SessionTimeout)
+	case o.MaxPollInterval < 0:
+		return fmt.Errorf("%w: negative MaxPollInterval", ErrInvalidConfig)
 	case o.AutoCommitInterval < 0:
 		return fmt.Errorf("%w: negative AutoCommitInterval", ErrInvalidConfig)
 	case len(o.Group) > 249:
@@ -84,8 +112,9 @@ func (o *ConsumerOptions) groupDefaults() error {
 	return nil
 }
 
-// groupMember is a consumer's membership. Its goroutine sends heartbeats
-// and auto-commits; Poll applies the assignment it learns (sync).
+// groupMember is a consumer's membership. Its goroutine sends heartbeats,
+// auto-commits and leaves the group when Poll is not called for
+// MaxPollInterval; Poll applies the assignment it learns (sync).
 type groupMember struct {
 	c      *consumer
 	id     string
@@ -97,13 +126,23 @@ type groupMember struct {
 	done chan struct{}
 
 	mu    sync.Mutex
-	state *replication.GroupState // latest state seen
+	state *replication.GroupState // latest state seen; nil after leaving
 	owned []int                   // partitions in c.parts; written by Poll
+	// inPoll is set while Poll runs, lastPoll when it last returned (or the
+	// member joined): run leaves the group when it has been out of Poll for
+	// MaxPollInterval.
+	inPoll   bool
+	lastPoll time.Time
+	// left: run left the group for want of Poll; rejoin: Poll was called
+	// since, so run joins again. lost: owned may be another member's by
+	// now; the next sync drops it without committing, and heartbeats do
+	// not claim it meanwhile.
+	left, rejoin, lost bool
 }
 
 func joinGroup(ctx context.Context, c *consumer) (*groupMember, error) {
 	g := &groupMember{c: c, id: c.opts.InstanceID, static: c.opts.InstanceID != "", kick: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), lastPoll: time.Now()}
 	if g.id == "" {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
@@ -125,7 +164,10 @@ func (g *groupMember) join(ctx context.Context) error {
 	if err != nil {
 		return mapErr(err)
 	}
-	g.setState(st)
+	g.mu.Lock()
+	g.state, g.left, g.rejoin = st, false, false
+	g.mu.Unlock()
+	g.c.signalReady() // Poll applies it
 	return nil
 }
 
@@ -144,7 +186,8 @@ func (g *groupMember) heartbeatNow() {
 }
 
 // run sends heartbeats (reporting the partitions this member owns) and
-// auto-commits until the consumer closes.
+// auto-commits until the consumer closes. It leaves the group when Poll was
+// not called for MaxPollInterval, and joins again once it is.
 func (g *groupMember) run() {
 	defer g.c.wg.Done()
 	defer close(g.done)
@@ -156,6 +199,8 @@ func (g *groupMember) run() {
 		defer t.Stop()
 		commit = t.C
 	}
+	pollCheck := time.NewTimer(g.c.opts.MaxPollInterval)
+	defer pollCheck.Stop()
 	ctx, cancel := context.WithCancel(g.c.ctx)
 	defer cancel()
 	go func() {
@@ -170,7 +215,19 @@ func (g *groupMember) run() {
 		case <-ctx.Done():
 			return
 		case <-commit:
-			_ = g.commit(ctx, nil)
+			_ = g.commit(ctx, nil) // refused after leaving
+			continue
+		case <-pollCheck.C:
+			leave, wait := g.checkPoll()
+			pollCheck.Reset(wait)
+			if leave {
+				// As Kafka's heartbeat thread does: leave, so the partitions
+				// move now rather than never. Should this fail, the session
+				// expires instead, as no heartbeat follows.
+				rctx, cancel := context.WithTimeout(ctx, g.c.opts.SessionTimeout)
+				_, _ = g.c.t.l.node.Group(rctx, replication.GroupRequest{Op: "leave", Group: g.c.opts.Group, Member: g.id})
+				cancel()
+			}
 			continue
 		case <-hb.C:
 		case <-g.kick:
@@ -178,11 +235,23 @@ func (g *groupMember) run() {
 		// Report what this member reads, and claim what the group grants
 		// it; Poll starts reading a partition only once the claim holds.
 		g.mu.Lock()
-		claim := slices.Clone(g.owned)
+		left, rejoin := g.left, g.rejoin
+		var claim []int
+		if !g.lost {
+			claim = slices.Clone(g.owned)
+		}
 		if g.state != nil {
 			claim = append(claim, g.state.Granted(g.id)...)
 		}
 		g.mu.Unlock()
+		if left {
+			if rejoin { // a failed join is tried again at the next heartbeat
+				rctx, cancel := context.WithTimeout(ctx, g.c.opts.SessionTimeout)
+				_ = g.join(rctx)
+				cancel()
+			}
+			continue
+		}
 		rctx, cancel := context.WithTimeout(ctx, g.c.opts.SessionTimeout)
 		st, err := g.c.t.l.node.Group(rctx, replication.GroupRequest{
 			Op: "heartbeat", Group: g.c.opts.Group, Member: g.id, Owned: claim,
@@ -203,14 +272,78 @@ func (g *groupMember) run() {
 	}
 }
 
-// sync applies the latest assignment on the Poll goroutine: it revokes
-// partitions this member must give up (after OnRevoked and, with
-// auto-commit, a commit), then takes the partitions granted to it, each
-// from its committed offset or from Start.
+// checkPoll reports whether the member must leave the group, not having
+// polled for MaxPollInterval, and marks it gone if so; wait is when to
+// check again.
+func (g *groupMember) checkPoll() (leave bool, wait time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	limit := g.c.opts.MaxPollInterval
+	if g.inPoll || g.left {
+		return false, limit
+	}
+	if since := time.Since(g.lastPoll); since < limit {
+		return false, limit - since
+	}
+	g.left, g.rejoin, g.lost, g.state = true, false, true, nil
+	return true, limit
+}
+
+// polling marks a Poll running until the returned func is called: a member
+// inside Poll is not hung, however long Poll waits for records. A member
+// that left for want of Poll joins again.
+func (g *groupMember) polling() (done func()) {
+	g.mu.Lock()
+	g.inPoll, g.lastPoll = true, time.Now()
+	rejoin := g.left && !g.rejoin
+	g.rejoin = g.left
+	g.mu.Unlock()
+	if rejoin {
+		g.heartbeatNow() // run joins
+	}
+	return func() {
+		g.mu.Lock()
+		g.inPoll, g.lastPoll = false, time.Now()
+		g.mu.Unlock()
+	}
+}
+
+// gone returns an error if the member is out of the group: it left for want
+// of Poll and has not joined again, or its partitions are lost.
+func (g *groupMember) gone() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.left || g.lost {
+		return fmt.Errorf("%w: %s left group %q, not having polled for MaxPollInterval (%v); Poll joins again",
+			ErrUnknownMember, g.id, g.c.opts.Group, g.c.opts.MaxPollInterval)
+	}
+	return nil
+}
+
+// sync applies the latest assignment on the Poll goroutine: it drops the
+// partitions lost when the member left, revokes partitions this member
+// must give up (after OnRevoked and, with auto-commit, a commit), then
+// takes the partitions granted to it, each from its committed offset or
+// from Start.
 func (g *groupMember) sync(ctx context.Context) error {
 	g.mu.Lock()
+	var lost []int
+	if g.lost {
+		lost, g.owned, g.lost = g.owned, nil, false
+	}
 	st, owned := g.state, slices.Clone(g.owned)
 	g.mu.Unlock()
+	if len(lost) > 0 {
+		// Another member may read these already: they go without a commit,
+		// and before OnRevoked, so that a Commit there cannot send their
+		// stale positions; what was read ahead of them is never returned.
+		g.c.partsMu.Lock()
+		g.c.parts = slices.DeleteFunc(g.c.parts, func(cp *consumerPart) bool { return slices.Contains(lost, cp.idx) })
+		g.c.partsMu.Unlock()
+		if f := g.c.opts.OnRevoked; f != nil {
+			f(lost)
+		}
+	}
 	if st == nil {
 		return nil
 	}
@@ -310,6 +443,9 @@ func (g *groupMember) commit(ctx context.Context, parts []int) error {
 }
 
 func (g *groupMember) commitOffsets(ctx context.Context, offsets map[int]int64) error {
+	if err := g.gone(); err != nil {
+		return err
+	}
 	if len(offsets) == 0 {
 		return nil
 	}
@@ -321,8 +457,9 @@ func (g *groupMember) commitOffsets(ctx context.Context, offsets map[int]int64) 
 	return mapErr(err)
 }
 
-// leave commits (with auto-commit) and leaves the group so the partitions
-// move at once; a static member stays, to come back to its partitions.
+// leave commits (with auto-commit, unless the member left already for want
+// of Poll) and leaves the group so the partitions move at once; a static
+// member stays, to come back to its partitions.
 func (g *groupMember) leave() error {
 	close(g.stop)
 	<-g.done
@@ -332,7 +469,7 @@ func (g *groupMember) leave() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var err error
-	if g.c.opts.AutoCommitInterval > 0 {
+	if g.c.opts.AutoCommitInterval > 0 && g.gone() == nil {
 		err = g.commit(ctx, nil)
 	}
 	if g.static || g.c.t.l.isClosed() {
@@ -347,7 +484,9 @@ func (g *groupMember) leave() error {
 
 // Commit commits, for every partition this consumer reads, the position
 // after the last record Poll handed out: a member that takes the partition
-// over resumes there. The consumer must have a Group.
+// over resumes there. The consumer must have a Group. A member that left
+// the group for not polling within MaxPollInterval gets [ErrUnknownMember]
+// until Poll has joined it again.
 func (c *Consumer[T]) Commit(ctx context.Context) error {
 	if c.c.group == nil {
 		return fmt.Errorf("%w: Commit needs ConsumerOptions.Group", ErrInvalidConfig)
@@ -375,8 +514,12 @@ func (c *Consumer[T]) CommitOffsets(ctx context.Context, offsets map[int]int64) 
 	return c.c.group.commitOffsets(ctx, maps.Clone(offsets))
 }
 
-// Assignment returns the partitions this consumer reads now, sorted.
+// Assignment returns the partitions this consumer reads now, sorted: none
+// after it left its group for not polling within MaxPollInterval.
 func (c *Consumer[T]) Assignment() []int {
+	if g := c.c.group; g != nil && g.gone() != nil {
+		return nil
+	}
 	var out []int
 	for _, cp := range c.c.partList() {
 		out = append(out, cp.idx)

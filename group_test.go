@@ -262,6 +262,10 @@ func TestGroupBadInputAndAdmin(t *testing.T) {
 	require.ErrorIs(t, err, replog.ErrInvalidConfig)
 	_, err = replog.NewConsumer(tp, replog.String(), &replog.ConsumerOptions{Group: "g", Partitions: []int{0}})
 	require.ErrorIs(t, err, replog.ErrInvalidConfig)
+	bad = groupOpts("g")
+	bad.MaxPollInterval = -time.Second
+	_, err = replog.NewConsumer(tp, replog.String(), bad)
+	require.ErrorIs(t, err, replog.ErrInvalidConfig)
 
 	c, err := replog.NewConsumer(tp, replog.String(), groupOpts("g"))
 	require.NoError(t, err)
@@ -303,4 +307,106 @@ func TestGroupBadInputAndAdmin(t *testing.T) {
 	require.NoError(t, l.DeleteGroup(ctx, "g"))
 	_, err = l.DescribeGroup(ctx, "g")
 	require.ErrorIs(t, err, replog.ErrGroupNotFound)
+}
+
+// A member that stops calling Poll for longer than MaxPollInterval leaves
+// the group, as Kafka's consumer does, although its heartbeats could go on:
+// the other member takes its partitions over and reads them; a Commit of the
+// member that left fails; its next Poll joins again, with a fresh
+// assignment, and the group rebalances between the two once more.
+func TestGroupMemberLeavesAfterMaxPollInterval(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 2})
+	require.NoError(t, err)
+	produceStrings(t, ctx, tp, 100, "v")
+
+	// Everything polls on the test goroutine, which runs the callbacks.
+	var events []string
+	record := func(what string) func([]int) {
+		return func(ps []int) { events = append(events, fmt.Sprint(what, ps)) }
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); !cond(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting until %s", what)
+			}
+		}
+	}
+	o := groupOpts("g")
+	o.MaxPollInterval = 400 * time.Millisecond
+	o.MaxPollRecords = 5 // leave records read ahead but not handed out
+	o1 := *o
+	o1.OnAssigned, o1.OnRevoked = record("assigned"), record("revoked")
+	c1, err := replog.NewConsumer(tp, replog.String(), &o1)
+	require.NoError(t, err)
+	defer c1.Close()
+	c2, err := replog.NewConsumer(tp, replog.String(), o)
+	require.NoError(t, err)
+	defer c2.Close()
+
+	seen2 := map[string]bool{}
+	poll := func(c *replog.Consumer[string]) []replog.Record[string] {
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		recs, err := c.Poll(pctx)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			require.NoError(t, err)
+		}
+		for _, r := range recs {
+			require.Contains(t, c.Assignment(), r.Partition, "a record of a partition the member does not hold")
+		}
+		return recs
+	}
+	poll2 := func() {
+		for _, r := range poll(c2) {
+			seen2[r.Value] = true
+		}
+	}
+	waitFor("the members share the partitions", func() bool {
+		poll(c1)
+		poll2()
+		return len(c1.Assignment()) == 1 && len(c2.Assignment()) == 1
+	})
+	lost := c1.Assignment()[0]
+	events = nil
+
+	// c1 hangs: c2 gets both partitions and reads every record, including
+	// those of c1's partition from its (absent) committed offset.
+	waitFor("c2 reads both partitions", func() bool {
+		poll2()
+		return slices.Equal(c2.Assignment(), []int{0, 1}) && len(seen2) == 100
+	})
+	info, err := l.DescribeGroup(ctx, "g")
+	require.NoError(t, err)
+	require.Len(t, info.Members, 1, "the hung member left")
+	gen := info.Generation
+	require.Empty(t, c1.Assignment())
+	require.ErrorIs(t, c1.Commit(ctx), replog.ErrUnknownMember, "a member that left commits nothing")
+
+	// c1 polls again: it joins, and the group splits the partitions anew.
+	// Its first records of a partition start at the committed offset (none:
+	// the beginning), never at what it had read ahead before it left.
+	first1 := map[int]int64{}
+	waitFor("c1 is back and the members share the partitions again", func() bool {
+		for _, r := range poll(c1) {
+			if _, ok := first1[r.Partition]; !ok {
+				first1[r.Partition] = r.Offset
+			}
+		}
+		poll2()
+		return len(c1.Assignment()) == 1 && len(c2.Assignment()) == 1
+	})
+	for p, off := range first1 {
+		require.Zero(t, off, "partition %d resumed at %d, not at its committed offset", p, off)
+	}
+	require.Empty(t, intersect(c1.Assignment(), c2.Assignment()))
+	info, err = l.DescribeGroup(ctx, "g")
+	require.NoError(t, err)
+	require.Len(t, info.Members, 2)
+	require.Greater(t, info.Generation, gen)
+	require.Equal(t, []string{fmt.Sprint("revoked", []int{lost}), fmt.Sprint("assigned", c1.Assignment())}, events,
+		"OnRevoked for the partition it lost, then OnAssigned for its new one")
+	require.NoError(t, c1.Commit(ctx), "a member that joined again commits")
 }
