@@ -78,8 +78,9 @@ type GroupOptions struct {
 	// caller's goroutine, when partitions are added to or taken from this
 	// member; OnRevoked runs before the partitions are given up, so the
 	// member can commit them, except for partitions lost when the member
-	// left for want of Poll (see MaxPollInterval): those are gone already,
-	// and cannot be committed. They must not call Poll.
+	// left for want of Poll (see MaxPollInterval) or its session expired:
+	// those are gone already, and cannot be committed. They must not call
+	// Poll.
 	OnAssigned func(partitions []int)
 	OnRevoked  func(partitions []int)
 }
@@ -134,9 +135,9 @@ type groupMember struct {
 	inPoll   bool
 	lastPoll time.Time
 	// left: run left the group for want of Poll; rejoin: Poll was called
-	// since, so run joins again. lost: owned may be another member's by
-	// now; the next sync drops it without committing, and heartbeats do
-	// not claim it meanwhile.
+	// since, so run joins again. lost: the member left or its session
+	// expired, so owned may be another member's by now; the next sync drops
+	// it without committing, and heartbeats do not claim it meanwhile.
 	left, rejoin, lost bool
 }
 
@@ -258,9 +259,13 @@ func (g *groupMember) run() {
 		})
 		cancel()
 		if errors.Is(err, replication.ErrUnknownMember) {
-			// The session expired (or the group was reset): join again. Poll
-			// treats the partitions as lost meanwhile.
+			// The session expired (or the group was deleted): another member
+			// may read this one's partitions by now. Poll treats them as
+			// lost (see sync), and the member joins again.
 			// A failed join is tried again at the next heartbeat.
+			g.mu.Lock()
+			g.lost, g.state = true, nil
+			g.mu.Unlock()
 			rctx, cancel := context.WithTimeout(ctx, g.c.opts.SessionTimeout)
 			_ = g.join(rctx)
 			cancel()
@@ -308,23 +313,24 @@ func (g *groupMember) polling() (done func()) {
 	}
 }
 
-// gone returns an error if the member is out of the group: it left for want
-// of Poll and has not joined again, or its partitions are lost.
+// gone returns an error if the member is out of the group (it left for
+// want of Poll and has not joined again) or its partitions are lost (also
+// when its session expired) and Poll has not dropped them yet.
 func (g *groupMember) gone() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.left || g.lost {
-		return fmt.Errorf("%w: %s left group %q, not having polled for MaxPollInterval (%v); Poll joins again",
+		return fmt.Errorf("%w: %s lost its partitions in group %q (no Poll for MaxPollInterval %v, or its session expired); the next Poll takes a new assignment",
 			ErrUnknownMember, g.id, g.c.opts.Group, g.c.opts.MaxPollInterval)
 	}
 	return nil
 }
 
 // sync applies the latest assignment on the Poll goroutine: it drops the
-// partitions lost when the member left, revokes partitions this member
-// must give up (after OnRevoked and, with auto-commit, a commit), then
-// takes the partitions granted to it, each from its committed offset or
-// from Start.
+// partitions lost when the member left or its session expired, revokes
+// partitions this member must give up (after OnRevoked and, with
+// auto-commit, a commit), then takes the partitions granted to it, each
+// from its committed offset or from Start.
 func (g *groupMember) sync(ctx context.Context) error {
 	g.mu.Lock()
 	var lost []int
@@ -484,9 +490,9 @@ func (g *groupMember) leave() error {
 
 // Commit commits, for every partition this consumer reads, the position
 // after the last record Poll handed out: a member that takes the partition
-// over resumes there. The consumer must have a Group. A member that left
-// the group for not polling within MaxPollInterval gets [ErrUnknownMember]
-// until Poll has joined it again.
+// over resumes there. The consumer must have a Group. A member that lost
+// its partitions (it did not poll within MaxPollInterval, or its session
+// expired) gets [ErrUnknownMember] until Poll has taken a new assignment.
 func (c *Consumer[T]) Commit(ctx context.Context) error {
 	if c.c.group == nil {
 		return fmt.Errorf("%w: Commit needs ConsumerOptions.Group", ErrInvalidConfig)
@@ -515,7 +521,7 @@ func (c *Consumer[T]) CommitOffsets(ctx context.Context, offsets map[int]int64) 
 }
 
 // Assignment returns the partitions this consumer reads now, sorted: none
-// after it left its group for not polling within MaxPollInterval.
+// after it lost them (see [Consumer.Commit]), until the next Poll.
 func (c *Consumer[T]) Assignment() []int {
 	if g := c.c.group; g != nil && g.gone() != nil {
 		return nil

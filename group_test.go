@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/replog/replog"
+	"github.com/replog/replog/replogtest"
 )
 
 func groupOpts(group string) *replog.ConsumerOptions {
@@ -409,4 +410,87 @@ func TestGroupMemberLeavesAfterMaxPollInterval(t *testing.T) {
 	require.Equal(t, []string{fmt.Sprint("revoked", []int{lost}), fmt.Sprint("assigned", c1.Assignment())}, events,
 		"OnRevoked for the partition it lost, then OnAssigned for its new one")
 	require.NoError(t, c1.Commit(ctx), "a member that joined again commits")
+}
+
+// A member whose session expires (its node was cut off) has lost its
+// partitions: another member took them over. When it is back, it joins
+// again by itself, and its next Poll treats them as lost: OnRevoked runs
+// for them, and a partition the group gives it again is read from the
+// committed offset, never from its stale position while the other member
+// may still read it.
+func TestGroupMemberWhoseSessionExpiredLosesItsPartitions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c := replogtest.NewCluster(t, 3)
+	tp, err := c.Log(0).CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 2, Replicas: 3})
+	require.NoError(t, err)
+	produceStrings(t, ctx, tp, 100, "v")
+
+	opts := func() *replog.ConsumerOptions {
+		return &replog.ConsumerOptions{Group: "g", MaxPollRecords: 5, GroupOptions: replog.GroupOptions{
+			SessionTimeout: 2 * time.Second, HeartbeatInterval: 200 * time.Millisecond,
+		}}
+	}
+	var events []string // a's callbacks, on the test goroutine
+	oa := opts()
+	oa.OnAssigned = func(ps []int) { events = append(events, fmt.Sprint("assigned", ps)) }
+	oa.OnRevoked = func(ps []int) { events = append(events, fmt.Sprint("revoked", ps)) }
+	b, err := replog.NewConsumer(tp, replog.String(), opts())
+	require.NoError(t, err)
+	defer b.Close()
+	t2, err := c.Log(2).Topic("t")
+	require.NoError(t, err)
+	a, err := replog.NewConsumer(t2, replog.String(), oa)
+	require.NoError(t, err)
+	defer a.Close()
+
+	poll := func(cs *replog.Consumer[string]) []replog.Record[string] {
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		recs, err := cs.Poll(pctx)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			require.NoError(t, err)
+		}
+		return recs
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting until %s", what)
+			}
+		}
+	}
+	// b joined first: cooperative-sticky gives a partition 1, and gives it
+	// partition 1 again when a joins anew.
+	var readA int
+	waitFor("a reads partition 1", func() bool {
+		readA += len(poll(a))
+		poll(b)
+		return slices.Equal(a.Assignment(), []int{1}) && slices.Equal(b.Assignment(), []int{0}) && readA > 0
+	})
+	events = nil
+
+	c.Partition([]int{0, 1}, []int{2})
+	waitFor("b takes partition 1 over", func() bool {
+		poll(b)
+		return slices.Equal(b.Assignment(), []int{0, 1})
+	})
+	c.Heal()
+	// Until a's heartbeat tells it that its session expired, a Poll may
+	// still hand out records it read ahead (no client can know sooner);
+	// from the Poll that runs OnRevoked on, it reads afresh.
+	first := map[int]int64{}
+	waitFor("a is back with partition 1", func() bool {
+		recs := poll(a)
+		for _, r := range recs {
+			if _, ok := first[r.Partition]; !ok && len(events) > 0 {
+				first[r.Partition] = r.Offset
+			}
+		}
+		poll(b)
+		return slices.Equal(a.Assignment(), []int{1}) && slices.Equal(b.Assignment(), []int{0}) && len(first) > 0
+	})
+	require.Equal(t, []string{"revoked[1]", "assigned[1]"}, events, "a lost partition 1, then got it anew")
+	require.Equal(t, map[int]int64{1: 0}, first, "a read partition 1 again from its committed offset (none)")
 }
