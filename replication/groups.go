@@ -29,13 +29,6 @@ const (
 	StrategyCooperativeSticky = "cooperative-sticky"
 )
 
-// maxGroupPartitions bounds the partition count a group may have. A topic
-// has at most replog.MaxPartitions (4096); the bound sits well above it so
-// that it never refuses a real topic, and keeps a rebalance (linear in the
-// count) cheap: every replica applies each command, and one that ran for
-// ever would stall the groups Raft group on all of them.
-const maxGroupPartitions = 1 << 16
-
 func validStrategy(s string) bool {
 	return s == StrategyCooperativeSticky || s == StrategyRange || s == StrategyRoundRobin
 }
@@ -144,7 +137,7 @@ func (g *GroupState) check(name string) error {
 		return errors.New("null group")
 	case g.Name != name:
 		return fmt.Errorf("group named %q under %q", g.Name, name)
-	case g.Partitions < 0 || g.Partitions > maxGroupPartitions:
+	case g.Partitions < 0 || g.Partitions > MaxPartitions:
 		return fmt.Errorf("%d partitions", g.Partitions)
 	case g.Strategy != "" && !validStrategy(g.Strategy):
 		return fmt.Errorf("strategy %q", g.Strategy)
@@ -158,7 +151,7 @@ func (g *GroupState) check(name string) error {
 	// Partitions are checked against the bound, not against g.Partitions:
 	// a join may lower the count while members still own partitions above
 	// it, and a snapshot must accept every state the commands can reach.
-	bad := func(p int) bool { return p < 0 || p >= maxGroupPartitions }
+	bad := func(p int) bool { return p < 0 || p >= MaxPartitions }
 	for id, m := range g.Members {
 		switch {
 		case m == nil:
@@ -244,18 +237,22 @@ func (s *groupsSM) Update(e sm.Entry) (sm.Result, error) {
 
 // valid reports whether c is well formed, before it touches any state. The
 // root package never proposes anything else, so replaying an existing log
-// refuses no command that was accepted before these checks.
+// refuses no command that was accepted before these checks. A group reads
+// one topic, so it has at most MaxPartitions: the bound keeps a rebalance
+// (linear in the count) cheap, since every replica applies each command,
+// and one that ran for ever would stall the groups Raft group on all of
+// them.
 func (c *groupCmd) valid() bool {
 	switch c.Op {
 	case gopExpire:
 		return true
 	case gopJoin:
-		return c.Group != "" && c.Member != "" && c.Partitions >= 0 && c.Partitions <= maxGroupPartitions &&
+		return c.Group != "" && c.Member != "" && c.Partitions >= 0 && c.Partitions <= MaxPartitions &&
 			c.SessionTimeout > 0 && (c.Strategy == "" || validStrategy(c.Strategy))
 	case gopHeartbeat:
 		// Owned is what the member reads plus what it claims: at most
 		// twice the partitions.
-		return c.Group != "" && len(c.Owned) <= 2*maxGroupPartitions
+		return c.Group != "" && len(c.Owned) <= 2*MaxPartitions
 	case gopLeave, gopDelete:
 		return c.Group != ""
 	case gopCommit, gopReset:
@@ -263,7 +260,7 @@ func (c *groupCmd) valid() bool {
 			return false
 		}
 		for p, off := range c.Offsets {
-			if p < 0 || p >= maxGroupPartitions || off < 0 {
+			if p < 0 || p >= MaxPartitions || off < 0 {
 				return false
 			}
 		}
@@ -498,14 +495,14 @@ func (s *groupsSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-c
 func (s *groupsSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan struct{}) error {
 	var groups map[string]*GroupState
 	if err := json.NewDecoder(r).Decode(&groups); err != nil {
-		return fmt.Errorf("%w: groups snapshot: %v", storage.ErrCorrupt, err)
+		return fmt.Errorf("%w: groups snapshot: %w", storage.ErrCorrupt, err)
 	}
 	if groups == nil {
 		return fmt.Errorf("%w: groups snapshot: null", storage.ErrCorrupt)
 	}
 	for name, g := range groups {
 		if err := g.check(name); err != nil {
-			return fmt.Errorf("%w: groups snapshot: group %q: %v", storage.ErrCorrupt, name, err)
+			return fmt.Errorf("%w: groups snapshot: group %q: %w", storage.ErrCorrupt, name, err)
 		}
 	}
 	s.groups = groups
