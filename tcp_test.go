@@ -5,9 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -159,4 +162,81 @@ func TestTCPOptionsValidation(t *testing.T) {
 	_, err = l.CreateTopic(context.Background(), "t", replog.TopicConfig{})
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
+}
+
+// dialCertified connects to addr with the certificate in f, as any holder of
+// a certificate from the cluster's CA could.
+func dialCertified(t *testing.T, addr string, f certs.Files) *tls.Conn {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	require.NoError(t, err)
+	pem, err := os.ReadFile(f.CA)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	host, _, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	c, err := tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: host})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// raftFrame is a frame of dragonboat's TCP framing (which replog's
+// transport keeps) announcing size bytes: a 2-byte magic, then an 18-byte
+// header (method, payload size, header CRC, payload CRC; the header CRC is
+// over the header with its own field zeroed), then the payload.
+func raftFrame(size uint64, payload []byte) []byte {
+	b := make([]byte, 20, 20+len(payload))
+	b[0], b[1] = 0xAE, 0x7D
+	h := b[2:]
+	binary.BigEndian.PutUint16(h[0:], 100) // a message batch
+	binary.BigEndian.PutUint64(h[2:], size)
+	binary.BigEndian.PutUint32(h[14:], crc32.ChecksumIEEE(payload))
+	binary.BigEndian.PutUint32(h[10:], crc32.ChecksumIEEE(h))
+	return append(b, payload...)
+}
+
+// A peer with a certificate from the cluster's CA forges frames. The node
+// must refuse each one (dragonboat's stock transport allocated the size a
+// header claimed, and its batch decoder panics on a truncated length),
+// drop only that connection, and keep serving.
+func TestTCPForgedFramesFromCertifiedPeer(t *testing.T) {
+	ctx := testCtx(t)
+	logs, addrs, ca := openTCPCluster(t, 3)
+	tp, err := logs[0].CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 1, Replicas: 3})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "before"})
+	require.NoError(t, err)
+	f, err := ca.Issue("certified-stranger", "127.0.0.1")
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"1 GiB announced", raftFrame(1<<30, nil)},
+		{"truncated length in a batch", raftFrame(4, []byte{0x0a, 0x00, 0x0a, 0x80})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialCertified(t, addrs[0], f)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err = c.Write(tc.frame)
+			require.NoError(t, err)
+			require.NoError(t, c.SetReadDeadline(time.Now().Add(3*time.Second)))
+			_, err = c.Read(make([]byte, 1))
+			require.Error(t, err)
+			var ne net.Error
+			require.False(t, errors.As(err, &ne) && ne.Timeout(), "the node must drop the connection at once: %v", err)
+			runtime.ReadMemStats(&after)
+			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(256<<20), "bytes allocated while the forged frame was read")
+		})
+	}
+
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "after"})
+	require.NoError(t, err)
 }

@@ -34,6 +34,10 @@ type Config struct {
 	ListenAddress string
 	// TLS enables mutual TLS on the TCP transport.
 	TLS *TLSFiles
+	// MaxMessageBytes caps one Raft message-batch frame received over TCP:
+	// a larger one closes the connection before anything is allocated for
+	// it. Zero: DefaultMaxMessageBytes.
+	MaxMessageBytes int
 	// Members maps every initial node id to its Raft address, self included
 	// (with Join: the nodes this node knows of, self included).
 	Members map[uint64]string
@@ -164,10 +168,18 @@ func Open(cfg Config) (*Node, error) {
 		nhc.Expert.TransportFactory = &inProcessTransport{net: cfg.Network}
 	} else {
 		nhc.ListenAddress = cfg.ListenAddress
+		opts := tcpOptions{maxMessage: cfg.MaxMessageBytes, log: n.log}
 		if cfg.TLS != nil {
+			if opts.tls, err = loadTLS(cfg.TLS); err != nil {
+				store.Close()
+				return nil, err
+			}
+			// Only our transport reads the files; set so that dragonboat
+			// does not warn that communication is insecure.
 			nhc.MutualTLS = true
 			nhc.CAFile, nhc.CertFile, nhc.KeyFile = cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key
 		}
+		nhc.Expert.TransportFactory = &tcpTransportFactory{opts: opts}
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err == nil && nh == nil {
