@@ -160,6 +160,9 @@ func (c *Options) checkTCP() error {
 				return fmt.Errorf("%w: TLS file: %v", ErrInvalidConfig, err)
 			}
 		}
+		if err := replication.CheckTLS(tlsFiles(c.TLS), c.Peers[c.NodeID]); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
 	case !c.InsecurePlaintext:
 		return fmt.Errorf("%w: a cluster over TCP needs TLS (set Options.TLS)", ErrInvalidConfig)
 	default:

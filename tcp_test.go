@@ -37,8 +37,8 @@ func freePorts(t *testing.T, n int) []string {
 }
 
 // openTCPCluster starts n nodes in this process talking Raft over TCP on
-// loopback with mutual TLS.
-func openTCPCluster(t *testing.T, n int) ([]*replog.Log, []string, *certs.CA) {
+// loopback with mutual TLS, each with a certificate bound to its address.
+func openTCPCluster(t *testing.T, n int) ([]*replog.Log, []string, *certs.CA, []certs.Files) {
 	dir := t.TempDir()
 	ca, err := certs.NewCA(dir, "replog-test")
 	require.NoError(t, err)
@@ -49,10 +49,12 @@ func openTCPCluster(t *testing.T, n int) ([]*replog.Log, []string, *certs.CA) {
 	}
 	logs := make([]*replog.Log, n)
 	errs := make([]error, n)
+	files := make([]certs.Files, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		f, err := ca.Issue(fmt.Sprintf("node%d", i+1), "127.0.0.1")
+		f, err := ca.IssueNode(fmt.Sprintf("node%d", i+1), addrs[i])
 		require.NoError(t, err)
+		files[i] = f
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -73,12 +75,12 @@ func openTCPCluster(t *testing.T, n int) ([]*replog.Log, []string, *certs.CA) {
 	for _, err := range errs {
 		require.NoError(t, err)
 	}
-	return logs, addrs, ca
+	return logs, addrs, ca, files
 }
 
 func TestTCPClusterWithMutualTLS(t *testing.T) {
 	ctx := testCtx(t)
-	logs, addrs, _ := openTCPCluster(t, 3)
+	logs, addrs, _, _ := openTCPCluster(t, 3)
 	tp, err := logs[0].CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 2, Replicas: 3})
 	require.NoError(t, err)
 	_ = tp
@@ -203,7 +205,7 @@ func raftFrame(size uint64, payload []byte) []byte {
 // drop only that connection, and keep serving.
 func TestTCPForgedFramesFromCertifiedPeer(t *testing.T) {
 	ctx := testCtx(t)
-	logs, addrs, ca := openTCPCluster(t, 3)
+	logs, addrs, ca, _ := openTCPCluster(t, 3)
 	tp, err := logs[0].CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 1, Replicas: 3})
 	require.NoError(t, err)
 	p, err := replog.NewProducer(tp, replog.String(), nil)
@@ -239,4 +241,44 @@ func TestTCPForgedFramesFromCertifiedPeer(t *testing.T) {
 
 	_, err = p.Produce(ctx, replog.Message[string]{Value: "after"})
 	require.NoError(t, err)
+}
+
+// sourceOnlyBatch is a marshalled Raft message batch with no messages that
+// claims to come from src (protobuf field 3, SourceAddress).
+func sourceOnlyBatch(src string) []byte {
+	return append([]byte{0x1a, byte(len(src))}, src...)
+}
+
+// Node 2's certificate cannot pass for node 3 (they share a host, so only
+// the address's port tells them apart): batches in node 3's name are
+// refused, and a node cannot open as node 3 with it. (That a node dialling
+// node 3's address refuses node 2's certificate is tested in replication.)
+func TestTCPNodeCertificateCannotImpersonate(t *testing.T) {
+	logs, addrs, _, files := openTCPCluster(t, 3)
+	_ = logs
+
+	c := dialCertified(t, addrs[0], files[1])
+	b := sourceOnlyBatch(addrs[2])
+	_, err := c.Write(raftFrame(uint64(len(b)), b))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(3*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "a batch in node 3's name from node 2's certificate must be refused at once: %v", err)
+
+	// In its own name node 2's certificate is heard (the connection stays).
+	c = dialCertified(t, addrs[0], files[1])
+	b = sourceOnlyBatch(addrs[1])
+	_, err = c.Write(raftFrame(uint64(len(b)), b))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	require.True(t, errors.As(err, &ne) && ne.Timeout(), "node 2 in its own name: %v", err)
+
+	// A node opened as node 3 with node 2's certificate is refused up
+	// front: every peer would refuse it.
+	peers := map[uint64]string{1: addrs[0], 2: addrs[1], 3: addrs[2]}
+	_, err = replog.Open(t.TempDir(), &replog.Options{NodeID: 3, Peers: peers, StartTimeout: 5 * time.Second,
+		TLS: &replog.TLSOptions{CAFile: files[1].CA, CertFile: files[1].Cert, KeyFile: files[1].Key}})
+	require.ErrorIs(t, err, replog.ErrInvalidConfig)
 }

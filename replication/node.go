@@ -170,7 +170,7 @@ func Open(cfg Config) (*Node, error) {
 		nhc.ListenAddress = cfg.ListenAddress
 		opts := tcpOptions{maxMessage: cfg.MaxMessageBytes, log: n.log}
 		if cfg.TLS != nil {
-			if opts.tls, err = loadTLS(cfg.TLS); err != nil {
+			if opts.tls, err = loadTLS(cfg.TLS, cfg.RaftAddress); err != nil {
 				store.Close()
 				return nil, err
 			}

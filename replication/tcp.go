@@ -35,9 +35,12 @@ import (
 //   - the size in a header is checked against a cap before anything is
 //     allocated, and a payload buffer grows only as bytes arrive;
 //   - every read and write has a deadline, and an idle connection is closed;
-//   - a frame that does not decode or a message that only the local node
+//   - a frame that does not decode, a batch whose source address the peer's
+//     certificate does not speak for, or a message that only the local node
 //     may create closes that one connection; a panic in dragonboat while it
-//     takes in a peer's frame is recovered and closes the connection too.
+//     takes in a peer's frame is recovered and closes the connection too;
+//   - with TLS, a dialled peer must present a certificate that speaks for
+//     the address it was dialled at (see tls.go).
 
 const (
 	// DefaultMaxMessageBytes caps one received message-batch frame.
@@ -236,6 +239,7 @@ func (t *tcpTransport) serve(raw net.Conn) {
 	}()
 	log := t.log.With("peer", raw.RemoteAddr().String())
 	var c net.Conn = raw
+	var peer *peerIdentity
 	if t.opts.tls != nil {
 		tc := tls.Server(raw, t.opts.tls.server)
 		_ = tc.SetDeadline(time.Now().Add(handshakeTimeout))
@@ -243,6 +247,7 @@ func (t *tcpTransport) serve(raw net.Conn) {
 			log.Debug("raft transport: TLS handshake refused", "err", err)
 			return
 		}
+		peer = &peerIdentity{cert: tc.ConnectionState().PeerCertificates[0]}
 		c = tc
 	}
 	fr := frameReader{conn: c, crc: t.opts.tls == nil, maxMessage: t.opts.maxMessage}
@@ -260,7 +265,7 @@ func (t *tcpTransport) serve(raw net.Conn) {
 			log.Debug("raft transport: connection ended", "err", err)
 			return
 		}
-		if err := t.deliver(method, payload); err != nil {
+		if err := t.deliver(method, payload, peer); err != nil {
 			log.Warn("raft transport: peer refused", "err", err)
 			return
 		}
@@ -268,7 +273,7 @@ func (t *tcpTransport) serve(raw net.Conn) {
 }
 
 // deliver decodes one frame and hands it to dragonboat.
-func (t *tcpTransport) deliver(method uint16, payload []byte) (err error) {
+func (t *tcpTransport) deliver(method uint16, payload []byte, peer *peerIdentity) (err error) {
 	// dragonboat's decoders and handlers panic on some inputs a peer
 	// controls: a batch whose trailing bytes hold a truncated length (the
 	// batch decoder indexes past the end), or a replica id already known at
@@ -293,18 +298,24 @@ func (t *tcpTransport) deliver(method uint16, payload []byte) (err error) {
 	if err := b.Unmarshal(payload); err != nil {
 		return fmt.Errorf("%w: batch: %v", ErrBadFrame, err)
 	}
-	if err := checkBatch(&b); err != nil {
+	if err := checkBatch(&b, peer); err != nil {
 		return err
 	}
 	t.onBatch(b)
 	return nil
 }
 
-// checkBatch refuses a batch that dragonboat would panic on or that carries
-// a message only the local node may create.
-func checkBatch(b *pb.MessageBatch) error {
+// checkBatch refuses a batch that dragonboat would panic on, that carries a
+// message only the local node may create, or (with TLS; peer is nil
+// without) whose source address the peer's certificate does not speak for.
+func checkBatch(b *pb.MessageBatch, peer *peerIdentity) error {
 	if !validAddress(b.SourceAddress) {
 		return fmt.Errorf("%w: source address %q", ErrBadFrame, b.SourceAddress)
+	}
+	if peer != nil {
+		if err := peer.check(b.SourceAddress); err != nil {
+			return err
+		}
 	}
 	for _, m := range b.Requests {
 		switch {
@@ -465,7 +476,8 @@ func (t *tcpTransport) GetSnapshotConnection(ctx context.Context, target string)
 	return &tcpSnapshotConn{c: c, stop: stop, crc: t.opts.tls == nil}, nil
 }
 
-// dial connects to target, with TLS if configured. The connection is closed when ctx ends (dragonboat
+// dial connects to target and, with TLS, checks that its certificate
+// speaks for target. The connection is closed when ctx ends (dragonboat
 // cancels it when the node closes), which unblocks a stalled write at
 // once; stop undoes that.
 func (t *tcpTransport) dial(ctx context.Context, target string) (net.Conn, func() bool, error) {

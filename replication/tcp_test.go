@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -65,15 +66,22 @@ func newTestPKI(t *testing.T) *testPKI {
 	return &testPKI{t: t, ca: ca}
 }
 
-// node issues a certificate for the node at addr and loads it.
+// node issues a certificate bound to the node at addr and loads it.
 func (p *testPKI) node(name, addr string) *tlsConfig {
-	f, err := p.ca.Issue(name, "127.0.0.1")
+	f, err := p.ca.IssueNode(name, addr)
+	require.NoError(p.t, err)
+	return p.load(f)
+}
+
+// hosts issues a certificate for hosts (any port) and loads it.
+func (p *testPKI) hosts(name string, hosts ...string) *tlsConfig {
+	f, err := p.ca.Issue(name, hosts...)
 	require.NoError(p.t, err)
 	return p.load(f)
 }
 
 func (p *testPKI) load(f certs.Files) *tlsConfig {
-	c, err := loadTLS(&TLSFiles{CA: f.CA, Cert: f.Cert, Key: f.Key})
+	c, err := loadTLS(&TLSFiles{CA: f.CA, Cert: f.Cert, Key: f.Key}, "")
 	require.NoError(p.t, err)
 	return c
 }
@@ -281,6 +289,86 @@ func TestTCPTransportRefusesBadFrames(t *testing.T) {
 	}
 }
 
+// Node 2's certificate cannot pass for node 3, which shares its host: not
+// to a node that dials node 3's address, nor to a node it sends batches to
+// in node 3's name.
+func TestTCPTransportCertificateBoundToAddress(t *testing.T) {
+	checkLeaks(t)
+	pki := newTestPKI(t)
+	addr1, addr2, addr3 := freeAddr(t), freeAddr(t), freeAddr(t)
+	node1, in1 := startTransport(t, addr1, tcpOptions{tls: pki.node("node1", addr1)})
+	cert2 := pki.node("node2", addr2)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	t.Run("dialler refuses", func(t *testing.T) {
+		// A process at node 3's address holding node 2's certificate.
+		startTransport(t, addr3, tcpOptions{tls: cert2})
+		_, err := node1.GetConnection(ctx, addr3)
+		require.ErrorIs(t, err, ErrPeerIdentity)
+		_, err = node1.GetSnapshotConnection(ctx, addr3)
+		require.ErrorIs(t, err, ErrPeerIdentity)
+	})
+
+	t.Run("listener refuses", func(t *testing.T) {
+		addr, in := addr1, in1
+		batch := func(src string) []byte {
+			p := marshalBatch(t, pb.MessageBatch{SourceAddress: src, Requests: []pb.Message{{Type: pb.Heartbeat, ShardID: 1, From: 2, To: 1}}})
+			return rawFrame(methodBatch, uint64(len(p)), p)
+		}
+		c := dialRaw(t, addr, cert2)
+		_, err := c.Write(batch(addr3))
+		require.NoError(t, err)
+		requireDropped(t, c)
+
+		// In its own name it is heard; switching names mid-connection is not.
+		c = dialRaw(t, addr, cert2)
+		_, err = c.Write(batch(addr2))
+		require.NoError(t, err)
+		waitFor(t, "node 2's batch", func() bool { n, _ := in.counts(); return n == 1 })
+		_, err = c.Write(batch(addr3))
+		require.NoError(t, err)
+		requireDropped(t, c)
+		n, _ := in.counts()
+		require.Equal(t, 1, n)
+	})
+}
+
+func TestCertSpeaksFor(t *testing.T) {
+	pki := newTestPKI(t)
+	leaf := func(c *tlsConfig) *x509.Certificate { return c.cert.Leaf }
+	node := leaf(pki.node("n", "127.0.0.1:7001"))
+	dns := leaf(pki.node("d", "node1.example:7001"))
+	host := leaf(pki.hosts("h", "127.0.0.1", "node2.example"))
+	for _, tc := range []struct {
+		cert *x509.Certificate
+		addr string
+		ok   bool
+	}{
+		{node, "127.0.0.1:7001", true},
+		{node, "127.0.0.1:7002", false}, // same host, another node
+		{node, "10.0.0.1:7001", false},
+		{dns, "node1.example:7001", true},
+		{dns, "127.0.0.1:7001", false},
+		{host, "127.0.0.1:7001", true}, // no replog URI: any port of its hosts
+		{host, "node2.example:9", true},
+		{host, "10.0.0.1:7001", false},
+		{host, "no-port", false},
+	} {
+		err := certSpeaksFor(tc.cert, tc.addr)
+		if tc.ok {
+			require.NoError(t, err, "%s for %s", tc.cert.Subject.CommonName, tc.addr)
+		} else {
+			require.ErrorIs(t, err, ErrPeerIdentity, "%s for %s", tc.cert.Subject.CommonName, tc.addr)
+		}
+	}
+	f, err := pki.ca.IssueNode("self", "127.0.0.1:7001")
+	require.NoError(t, err)
+	files := &TLSFiles{CA: f.CA, Cert: f.Cert, Key: f.Key}
+	require.NoError(t, CheckTLS(files, "127.0.0.1:7001"))
+	require.ErrorIs(t, CheckTLS(files, "127.0.0.1:7003"), ErrPeerIdentity)
+}
+
 func TestTCPTransportSenderRefusesOversizeBatch(t *testing.T) {
 	checkLeaks(t)
 	addr := freeAddr(t)
@@ -361,7 +449,7 @@ func FuzzTCPFrame(f *testing.F) {
 			if len(payload) > maxChunkBytes {
 				t.Fatalf("%d-byte payload over the cap", len(payload))
 			}
-			_ = tr.deliver(method, payload)
+			_ = tr.deliver(method, payload, nil)
 		}
 	})
 }

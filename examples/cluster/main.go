@@ -53,8 +53,9 @@ func main() {
 	}
 }
 
-// Setup writes certificates for three nodes on 127.0.0.1 into dir and picks
-// three free loopback ports; it returns the -peers flag value.
+// Setup picks three free loopback ports and writes into dir a CA and, for
+// each node, a certificate bound to its address (so that no node can pass
+// for another); it returns the -peers flag value.
 func Setup(dir string) (string, error) {
 	ca, err := certs.NewCA(dir, "replog-example")
 	if err != nil {
@@ -62,15 +63,16 @@ func Setup(dir string) (string, error) {
 	}
 	var parts []string
 	for i := 1; i <= 3; i++ {
-		if _, err := ca.Issue(fmt.Sprintf("node%d", i), "127.0.0.1"); err != nil {
-			return "", err
-		}
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return "", err
 		}
-		parts = append(parts, fmt.Sprintf("%d=%s", i, l.Addr()))
+		addr := l.Addr().String()
 		l.Close()
+		if _, err := ca.IssueNode(fmt.Sprintf("node%d", i), addr); err != nil {
+			return "", err
+		}
+		parts = append(parts, fmt.Sprintf("%d=%s", i, addr))
 	}
 	return strings.Join(parts, ","), nil
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -60,8 +61,28 @@ func NewCA(dir, name string) (*CA, error) {
 }
 
 // Issue writes a certificate and key for a node, valid for serving and as a
-// client, for the given hosts (IP addresses or DNS names).
+// client, for the given hosts (IP addresses or DNS names). Such a
+// certificate speaks for any port of its hosts: replog binds it to a node
+// only when one node runs per host.
 func (ca *CA) Issue(name string, hosts ...string) (Files, error) {
+	return ca.issue(name, hosts, nil)
+}
+
+// IssueNode writes a certificate and key that speak for exactly one Raft
+// address (host:port, as in Options.Peers): a URI SAN replog://ADDR, which
+// replog's transport checks against the address a peer was dialled at or
+// claims as its source, plus the address's host as an IP or DNS SAN for
+// ordinary TLS verification. Nodes sharing a host (and a CA) thus cannot
+// pass for each other.
+func (ca *CA) IssueNode(name, addr string) (Files, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return Files{}, fmt.Errorf("certs: %w", err)
+	}
+	return ca.issue(name, []string{host}, []*url.URL{{Scheme: "replog", Host: addr}})
+}
+
+func (ca *CA) issue(name string, hosts []string, uris []*url.URL) (Files, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return Files{}, err
@@ -74,6 +95,7 @@ func (ca *CA) Issue(name string, hosts ...string) (Files, error) {
 		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         uris,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
