@@ -49,6 +49,14 @@ type Options struct {
 	// InsecurePlaintext allows a cluster over TCP without TLS, only when
 	// every address in Peers (and ListenAddress) is on loopback.
 	InsecurePlaintext bool
+	// ClusterID names the cluster. Nodes drop Raft messages and snapshots
+	// from nodes of another cluster, so clusters whose certificates share
+	// a CA never talk. It is hashed into dragonboat's deployment id, which
+	// a node's data directory records: it cannot change once the node has
+	// started. Required for a cluster over TCP (no default could be shared
+	// by every node: Peers differ on joining nodes and grow over time);
+	// optional otherwise.
+	ClusterID string
 
 	// RTT is the Raft tick: the expected round trip between nodes including
 	// queuing. Default 10ms.
@@ -150,6 +158,9 @@ func (c *Options) checkTCP() error {
 			return fmt.Errorf("%w: address %q: %v", ErrInvalidConfig, a, err)
 		}
 	}
+	if c.ClusterID == "" {
+		return fmt.Errorf("%w: a cluster over TCP needs a ClusterID", ErrInvalidConfig)
+	}
 	switch {
 	case c.TLS != nil:
 		if c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
@@ -236,6 +247,7 @@ func Open(dir string, opts *Options) (*Log, error) {
 		RaftAddress:     o.Peers[o.NodeID],
 		ListenAddress:   o.ListenAddress,
 		TLS:             tlsFiles(o.TLS),
+		ClusterID:       o.ClusterID,
 		Members:         o.Peers,
 		Join:            o.Join,
 		InProcess:       o.expert.InProcessTransport,

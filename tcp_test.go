@@ -38,7 +38,12 @@ func freePorts(t *testing.T, n int) []string {
 
 // openTCPCluster starts n nodes in this process talking Raft over TCP on
 // loopback with mutual TLS, each with a certificate bound to its address.
-func openTCPCluster(t *testing.T, n int) ([]*replog.Log, []string, *certs.CA, []certs.Files) {
+// Options other than NodeID, Peers and TLS come from base (ClusterID
+// "test" if unset).
+func openTCPCluster(t *testing.T, n int, base replog.Options) ([]*replog.Log, []string, *certs.CA, []certs.Files) {
+	if base.ClusterID == "" {
+		base.ClusterID = "test"
+	}
 	dir := t.TempDir()
 	ca, err := certs.NewCA(dir, "replog-test")
 	require.NoError(t, err)
@@ -58,10 +63,10 @@ func openTCPCluster(t *testing.T, n int) ([]*replog.Log, []string, *certs.CA, []
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			logs[i], errs[i] = replog.Open(fmt.Sprintf("%s/node%d", dir, i+1), &replog.Options{
-				NodeID: uint64(i + 1), Peers: peers, ElectionTicks: 30, HeartbeatTicks: 3,
-				TLS: &replog.TLSOptions{CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key},
-			})
+			o := base
+			o.NodeID, o.Peers = uint64(i+1), peers
+			o.TLS = &replog.TLSOptions{CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key}
+			logs[i], errs[i] = replog.Open(fmt.Sprintf("%s/node%d", dir, i+1), &o)
 		}()
 	}
 	wg.Wait()
@@ -80,7 +85,7 @@ func openTCPCluster(t *testing.T, n int) ([]*replog.Log, []string, *certs.CA, []
 
 func TestTCPClusterWithMutualTLS(t *testing.T) {
 	ctx := testCtx(t)
-	logs, addrs, _, _ := openTCPCluster(t, 3)
+	logs, addrs, _, _ := openTCPCluster(t, 3, replog.Options{ElectionTicks: 30, HeartbeatTicks: 3})
 	tp, err := logs[0].CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 2, Replicas: 3})
 	require.NoError(t, err)
 	_ = tp
@@ -146,12 +151,13 @@ func TestTCPClusterWithMutualTLS(t *testing.T) {
 
 func TestTCPOptionsValidation(t *testing.T) {
 	cases := []replog.Options{
-		{Peers: map[uint64]string{1: "127.0.0.1:7001"}},                                              // no TLS
-		{Peers: map[uint64]string{1: "10.1.2.3:7001"}, InsecurePlaintext: true},                      // not loopback
-		{Peers: map[uint64]string{1: "127.0.0.1:7001", 2: "10.1.2.3:7001"}, InsecurePlaintext: true}, // one peer not loopback
-		{Peers: map[uint64]string{1: "no-port"}, InsecurePlaintext: true},
-		{Peers: map[uint64]string{1: "127.0.0.1:7001"}, TLS: &replog.TLSOptions{CAFile: "/nonexistent"}},
-		{Peers: map[uint64]string{2: "127.0.0.1:7001"}}, // no address for node 1
+		{Peers: map[uint64]string{1: "127.0.0.1:7001"}, ClusterID: "c"},                                              // no TLS
+		{Peers: map[uint64]string{1: "10.1.2.3:7001"}, ClusterID: "c", InsecurePlaintext: true},                      // not loopback
+		{Peers: map[uint64]string{1: "127.0.0.1:7001", 2: "10.1.2.3:7001"}, ClusterID: "c", InsecurePlaintext: true}, // one peer not loopback
+		{Peers: map[uint64]string{1: "no-port"}, ClusterID: "c", InsecurePlaintext: true},
+		{Peers: map[uint64]string{1: "127.0.0.1:7001"}, ClusterID: "c", TLS: &replog.TLSOptions{CAFile: "/nonexistent"}},
+		{Peers: map[uint64]string{2: "127.0.0.1:7001"}, ClusterID: "c"},          // no address for node 1
+		{Peers: map[uint64]string{1: "127.0.0.1:7001"}, InsecurePlaintext: true}, // no ClusterID
 	}
 	for _, o := range cases {
 		_, err := replog.Open(t.TempDir(), &o)
@@ -159,7 +165,7 @@ func TestTCPOptionsValidation(t *testing.T) {
 	}
 	// Plaintext on loopback is allowed when asked for explicitly.
 	addr := freePorts(t, 1)[0]
-	l, err := replog.Open(t.TempDir(), &replog.Options{Peers: map[uint64]string{1: addr}, InsecurePlaintext: true})
+	l, err := replog.Open(t.TempDir(), &replog.Options{Peers: map[uint64]string{1: addr}, ClusterID: "c", InsecurePlaintext: true})
 	require.NoError(t, err)
 	_, err = l.CreateTopic(context.Background(), "t", replog.TopicConfig{})
 	require.NoError(t, err)
@@ -205,7 +211,7 @@ func raftFrame(size uint64, payload []byte) []byte {
 // drop only that connection, and keep serving.
 func TestTCPForgedFramesFromCertifiedPeer(t *testing.T) {
 	ctx := testCtx(t)
-	logs, addrs, ca, _ := openTCPCluster(t, 3)
+	logs, addrs, ca, _ := openTCPCluster(t, 3, replog.Options{ElectionTicks: 30, HeartbeatTicks: 3})
 	tp, err := logs[0].CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 1, Replicas: 3})
 	require.NoError(t, err)
 	p, err := replog.NewProducer(tp, replog.String(), nil)
@@ -254,7 +260,7 @@ func sourceOnlyBatch(src string) []byte {
 // refused, and a node cannot open as node 3 with it. (That a node dialling
 // node 3's address refuses node 2's certificate is tested in replication.)
 func TestTCPNodeCertificateCannotImpersonate(t *testing.T) {
-	logs, addrs, _, files := openTCPCluster(t, 3)
+	logs, addrs, _, files := openTCPCluster(t, 3, replog.Options{ElectionTicks: 30, HeartbeatTicks: 3})
 	_ = logs
 
 	c := dialCertified(t, addrs[0], files[1])
@@ -278,7 +284,44 @@ func TestTCPNodeCertificateCannotImpersonate(t *testing.T) {
 	// A node opened as node 3 with node 2's certificate is refused up
 	// front: every peer would refuse it.
 	peers := map[uint64]string{1: addrs[0], 2: addrs[1], 3: addrs[2]}
-	_, err = replog.Open(t.TempDir(), &replog.Options{NodeID: 3, Peers: peers, StartTimeout: 5 * time.Second,
+	_, err = replog.Open(t.TempDir(), &replog.Options{NodeID: 3, Peers: peers, ClusterID: "test", StartTimeout: 5 * time.Second,
 		TLS: &replog.TLSOptions{CAFile: files[1].CA, CertFile: files[1].Cert, KeyFile: files[1].Key}})
 	require.ErrorIs(t, err, replog.ErrInvalidConfig)
+}
+
+// Two clusters whose certificates share a CA do not talk: a node of cluster
+// "b" that cluster "a" added (as if by a wrong address) drops cluster a's
+// messages and never joins, while a node with cluster a's id joins at the
+// same address. (SnapshotEntries is small so that the metadata log is
+// compacted and the joiner is likely sent a snapshot over the transport.)
+func TestTCPClusterIDSeparatesClusters(t *testing.T) {
+	ctx := testCtx(t)
+	logs, _, ca, _ := openTCPCluster(t, 3, replog.Options{ClusterID: "a", SnapshotEntries: 5, ElectionTicks: 30, HeartbeatTicks: 3})
+	for i := range 4 { // enough metadata entries to compact the log past them
+		_, err := logs[0].CreateTopic(ctx, fmt.Sprintf("t%d", i), replog.TopicConfig{Partitions: 1, Replicas: 3})
+		require.NoError(t, err)
+	}
+	addr := freePorts(t, 1)[0]
+	require.NoError(t, logs[0].AddNode(ctx, 4, addr))
+	f, err := ca.IssueNode("node4", addr)
+	require.NoError(t, err)
+	open := func(clusterID string, timeout time.Duration) (*replog.Log, error) {
+		return replog.Open(t.TempDir(), &replog.Options{
+			NodeID: 4, Peers: map[uint64]string{4: addr}, Join: true, ClusterID: clusterID,
+			StartTimeout: timeout, ElectionTicks: 30, HeartbeatTicks: 3,
+			TLS: &replog.TLSOptions{CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key},
+		})
+	}
+
+	l, err := open("b", 5*time.Second)
+	if err == nil {
+		l.Close()
+	}
+	require.Error(t, err, "a node of another cluster must not join")
+
+	l, err = open("a", 30*time.Second)
+	require.NoError(t, err)
+	defer l.Close()
+	_, err = l.Topic("t3")
+	require.NoError(t, err, "the node of the same cluster sees every topic")
 }

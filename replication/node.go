@@ -34,6 +34,10 @@ type Config struct {
 	ListenAddress string
 	// TLS enables mutual TLS on the TCP transport.
 	TLS *TLSFiles
+	// ClusterID names the cluster; hashed into dragonboat's DeploymentID,
+	// so nodes drop messages from other clusters. Empty: dragonboat's
+	// default deployment id.
+	ClusterID string
 	// MaxMessageBytes caps one Raft message-batch frame received over TCP:
 	// a larger one closes the connection before anything is allocated for
 	// it. Zero: DefaultMaxMessageBytes.
@@ -181,6 +185,7 @@ func Open(cfg Config) (*Node, error) {
 		}
 		nhc.Expert.TransportFactory = &tcpTransportFactory{opts: opts}
 	}
+	nhc.DeploymentID = deploymentID(cfg.ClusterID)
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err == nil && nh == nil {
 		// NewNodeHost recovers a panic whose value is not an error and then

@@ -202,8 +202,9 @@ func runNode(id int, dir, peerFlag, certDir string, in io.Reader, out io.Writer)
 		peers[n] = v
 	}
 	l, err := replog.Open(dir, &replog.Options{
-		NodeID: uint64(id),
-		Peers:  peers,
+		NodeID:    uint64(id),
+		Peers:     peers,
+		ClusterID: "example",
 		TLS: &replog.TLSOptions{
 			CAFile:   filepath.Join(certDir, "replog-example-ca.pem"),
 			CertFile: filepath.Join(certDir, fmt.Sprintf("node%d.pem", id)),
