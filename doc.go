@@ -48,8 +48,11 @@
 //
 // Package [github.com/replog/replog/replogtest] starts several nodes in one
 // process on in-memory storage, for tests, and can crash, restart and
-// partition them. Options.NodeID, Options.Peers and Options.TLS describe a
-// cluster across machines: Raft over TCP with mutual TLS.
+// partition them. Options.NodeID, Options.Peers, Options.ClusterID and
+// Options.TLS describe a cluster across machines: Raft over TCP with mutual
+// TLS, where each node's certificate is bound to its address, frames are
+// capped before they are allocated, and clusters with different ids ignore
+// each other (see [Options] for what is guaranteed).
 //
 // # Errors
 //

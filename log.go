@@ -42,9 +42,20 @@ type Options struct {
 	// ListenAddress is where this node listens for Raft traffic, when it
 	// differs from its address in Peers (for example 0.0.0.0:port).
 	ListenAddress string
-	// TLS enables mutual TLS between nodes. A cluster over TCP needs it:
-	// dragonboat's transport trusts frame sizes read from the wire, so any
-	// peer that can connect could exhaust a node's memory.
+	// TLS enables mutual TLS between nodes; a cluster over TCP needs it
+	// (see InsecurePlaintext). With it:
+	//   - only a peer whose certificate the CA signed completes a
+	//     connection, and only if its certificate speaks for the address it
+	//     acts as (see [TLSOptions]): the one it was dialled at, and the
+	//     source address of every batch it sends;
+	//   - Raft frames are capped before anything is allocated for them
+	//     (65 MiB for a batch of messages, 4 MiB for a snapshot chunk), so
+	//     a frame that claims more, or does not decode, closes only that
+	//     peer's connection and never crashes the node;
+	//   - with ClusterID, nodes of another cluster under the same CA are
+	//     not heard.
+	// What it does not do: a node that holds its own valid certificate is
+	// trusted to follow Raft; its messages are not checked further.
 	TLS *TLSOptions
 	// InsecurePlaintext allows a cluster over TCP without TLS, only when
 	// every address in Peers (and ListenAddress) is on loopback.
@@ -81,10 +92,20 @@ type Options struct {
 }
 
 // TLSOptions names the PEM files for mutual TLS. Every node presents its
-// certificate and accepts only peers whose certificate the CA signed.
+// certificate and accepts only peers whose certificate the CA signed and
+// speaks for the peer's Raft address (as spelt in Peers):
+//   - a certificate with URI SANs of the form replog://host:port speaks
+//     exactly for those addresses. Use these when nodes share a host: they
+//     keep node 2's certificate from passing for node 3. The certificate
+//     also needs the host as a DNS or IP SAN, for ordinary TLS checks;
+//   - a certificate without such a URI speaks for every port of the hosts
+//     in its DNS and IP SANs: enough with one node per host.
+//
+// [Open] refuses a certificate that does not speak for the node's own
+// address, since every peer would refuse it.
 type TLSOptions struct {
 	CAFile   string // the CA that signs every node's certificate
-	CertFile string // this node's certificate, valid for its address
+	CertFile string // this node's certificate, speaking for its address
 	KeyFile  string // this node's private key
 }
 
