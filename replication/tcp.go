@@ -78,6 +78,9 @@ var (
 	streamEnd   = [2]byte{0, 0}
 	crcTable    = crc32.IEEETable
 	errEndFrame = errors.New("end of snapshot stream")
+	// errChunkRefused: dragonboat refused a snapshot chunk (out of date, too
+	// many streams...) and wants the stream closed; not the peer's fault.
+	errChunkRefused = errors.New("snapshot chunk refused")
 
 	// ErrFrameTooLarge reports a Raft frame over the transport's cap, sent
 	// or received.
@@ -265,7 +268,10 @@ func (t *tcpTransport) serve(raw net.Conn) {
 			log.Debug("raft transport: connection ended", "err", err)
 			return
 		}
-		if err := t.deliver(method, payload, peer); err != nil {
+		if err := t.deliver(method, payload, peer); errors.Is(err, errChunkRefused) {
+			log.Debug("raft transport: snapshot stream ended", "err", err)
+			return
+		} else if err != nil {
 			log.Warn("raft transport: peer refused", "err", err)
 			return
 		}
@@ -290,7 +296,7 @@ func (t *tcpTransport) deliver(method uint16, payload []byte, peer *peerIdentity
 			return fmt.Errorf("%w: chunk: %v", ErrBadFrame, err)
 		}
 		if !t.onChunk(c) {
-			return fmt.Errorf("%w: snapshot chunk %d of shard %d refused", ErrBadFrame, c.ChunkId, c.ShardID)
+			return fmt.Errorf("%w: chunk %d of shard %d", errChunkRefused, c.ChunkId, c.ShardID)
 		}
 		return nil
 	}
