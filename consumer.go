@@ -590,15 +590,27 @@ func (c *consumer) read(cp *consumerPart, from int64) ([]storage.Record, int, er
 		_, recs, derr = storage.DecodeRecords(own, from, recs)
 		return derr == nil
 	})
+	if derr == nil && errors.Is(err, ErrCorrupt) {
+		derr = err // a damaged store file: reported as a damaged batch is
+	}
+	if derr != nil && len(recs) > 0 {
+		// Hand out the records before the damage; the next read starts
+		// after them, meets it first and reports its offset.
+		return recs, recordsSize(recs), nil
+	}
 	if derr != nil {
 		return nil, 0, fmt.Errorf("replog: %s/%d at offset %d: %w", c.t.meta.Name, cp.idx, from, derr)
 	}
 	if err != nil {
 		return nil, 0, mapErr(err)
 	}
+	return recs, recordsSize(recs), nil
+}
+
+func recordsSize(recs []storage.Record) int {
 	size := 0
 	for _, r := range recs {
 		size += recordBytes(r)
 	}
-	return recs, size, nil
+	return size
 }

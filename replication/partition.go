@@ -2,14 +2,14 @@ package replication
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
-	"time"
-
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lni/dragonboat/v4"
-
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/replog/replog/storage"
@@ -228,6 +228,12 @@ func (s *partitionSM) SaveSnapshot(ctx any, w io.Writer, _ <-chan struct{}) erro
 	snap := ctx.(*storage.Snapshot)
 	defer snap.Close()
 	_, err := snap.WriteTo(w)
+	if errors.Is(err, storage.ErrCorrupt) {
+		// A damaged store file cannot be streamed. dragonboat halts the
+		// process on any SaveSnapshot error but an abort, and the damage
+		// is already logged and reported to this partition's readers.
+		return fmt.Errorf("%w: %w", sm.ErrSnapshotAborted, err)
+	}
 	return err
 }
 

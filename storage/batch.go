@@ -39,7 +39,8 @@ import (
 //	uvarint headerCount, then per header:
 //	        uvarint keyLen, key, varint valueLen (-1 = nil), value
 
-// ErrCorrupt is wrapped by every error that reports an undecodable batch.
+// ErrCorrupt is wrapped by every error that reports an undecodable batch, a
+// damaged store file or an invalid snapshot.
 var ErrCorrupt = errors.New("replog: corrupt record batch")
 
 // ErrBatchTooLarge is returned by [BatchBuilder.Build] when the records do

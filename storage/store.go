@@ -52,8 +52,14 @@ type Store struct {
 
 // OpenStore opens (or creates) the store in dir.
 func OpenStore(dir string, o StoreOptions) (*Store, error) {
+	lg := logadapt.Pebble{L: o.Logger}
 	opts := &pebble.Options{
-		Logger: logadapt.Pebble{L: o.Logger},
+		Logger: lg,
+		// Damaged tables met while reading come back to the reader as
+		// errors (see [Partition.ReadBatches]) rather than through
+		// Pebble's default handler, which calls Logger.Fatalf: a bad file
+		// must not take the host process down.
+		EventListener: lg.EventListener(),
 		// The log is append-only: large memtables and a deep L0 let most
 		// data be written once or twice rather than rewritten level by level
 		// (compaction was the largest CPU cost of a 3-replica profile).
@@ -82,6 +88,9 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
+		if pebble.IsCorruptionError(err) {
+			return nil, fmt.Errorf("%w: open store %s: %w", ErrCorrupt, dir, err)
+		}
 		return nil, fmt.Errorf("replog: open store %s: %w", dir, err)
 	}
 	return &Store{db: db}, nil
@@ -179,7 +188,7 @@ func (p *Partition) load() error {
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
-		return err
+		return p.readErr(err, -1)
 	default:
 		p.meta, err = decodeMeta(v)
 		closer.Close()
@@ -192,7 +201,7 @@ func (p *Partition) load() error {
 		UpperBound: upper(kindProducer, p.shard),
 	})
 	if err != nil {
-		return err
+		return p.readErr(err, -1)
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
@@ -206,7 +215,7 @@ func (p *Partition) load() error {
 		}
 		p.producers[binary.BigEndian.Uint64(k[9:])] = st
 	}
-	return it.Error()
+	return p.readErr(it.Error(), -1)
 }
 
 // Meta returns the partition's state as of the last Apply. Writer only.
@@ -216,18 +225,20 @@ func (p *Partition) Meta() Meta { return p.meta }
 // [from, hw), in offset order, until fn returns false or more than maxBytes
 // were passed (the first batch is always passed, however large). b is only
 // valid during the call. Batches are passed as stored; the caller verifies
-// them (DecodeRecords checks the CRC).
+// them (DecodeRecords checks the CRC). A damaged store file fails the read
+// with [ErrCorrupt], naming the shard and the first offset not passed.
 func (p *Partition) ReadBatches(from, hw int64, maxBytes int, fn func(b []byte) bool) error {
 	if from >= hw {
 		return nil
 	}
 	from = max(from, 0)
+	at := from // the first offset not yet passed to fn, for errors
 	it, err := p.s.db.NewIter(&pebble.IterOptions{
 		LowerBound: key(kindData, p.shard),
 		UpperBound: key(kindData, p.shard, uint64(hw)),
 	})
 	if err != nil {
-		return err
+		return p.readErr(err, at)
 	}
 	defer it.Close()
 	// The batch holding `from` is the last one whose base offset is <= from.
@@ -238,17 +249,50 @@ func (p *Partition) ReadBatches(from, hw int64, maxBytes int, fn func(b []byte) 
 	for ; it.Valid(); it.Next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return err
+			return p.readErr(err, at)
 		}
 		if !fn(v) {
 			break
 		}
+		at = nextOffset(it.Key(), v)
 		sent += len(v)
 		if sent >= maxBytes {
 			break
 		}
 	}
-	return it.Error()
+	return p.readErr(it.Error(), at)
+}
+
+// nextOffset is the offset after the stored batch v at data key k, as far as
+// its unverified header tells; it only locates errors.
+func nextOffset(k, v []byte) int64 {
+	base := int64(binary.BigEndian.Uint64(k[9:]))
+	if len(v) < HeaderSize {
+		return base + 1
+	}
+	return base + int64(binary.LittleEndian.Uint32(v[20:]))
+}
+
+// readErr turns on-disk corruption met while reading the partition (a
+// failed block checksum, a missing table) into [ErrCorrupt] naming the
+// partition's shard and, when off >= 0, the offset the read had reached. Pebble's
+// error stays in the chain; other errors pass unchanged.
+func (p *Partition) readErr(err error, off int64) error {
+	if err == nil || !pebble.IsCorruptionError(err) {
+		return err
+	}
+	// Pebble joins its error with a carrier of the details it has already
+	// handed to [logadapt.Pebble.DataCorruption], whose text is a
+	// placeholder: keep the error proper.
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		if es := j.Unwrap(); len(es) > 0 && pebble.IsCorruptionError(es[0]) {
+			err = es[0]
+		}
+	}
+	if off < 0 {
+		return fmt.Errorf("%w: shard %d: %w", ErrCorrupt, p.shard, err)
+	}
+	return fmt.Errorf("%w: shard %d at offset %d: %w", ErrCorrupt, p.shard, off, err)
 }
 
 // OffsetForTime returns the first offset whose record timestamp is at or
@@ -259,14 +303,14 @@ func (p *Partition) OffsetForTime(t, hw int64) (int64, error) {
 		UpperBound: upper(kindTime, p.shard),
 	})
 	if err != nil {
-		return 0, err
+		return 0, p.readErr(err, -1)
 	}
 	defer it.Close()
 	// The index holds the running maximum timestamp at the end of each batch,
 	// so it is sorted by offset too: the first entry >= t is the first batch
 	// that can hold a record at or after t.
 	if !it.SeekGE(key(kindTime, p.shard, orderedTime(t))) {
-		return hw, it.Error()
+		return hw, p.readErr(it.Error(), -1)
 	}
 	base := int64(binary.BigEndian.Uint64(it.Key()[17:]))
 	found := hw
@@ -349,13 +393,13 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 			UpperBound: upper(k, s.p.shard),
 		})
 		if err != nil {
-			return n, err
+			return n, s.p.readErr(err, -1)
 		}
 		for it.First(); it.Valid(); it.Next() {
 			v, err := it.ValueAndErr()
 			if err != nil {
 				it.Close()
-				return n, err
+				return n, s.p.readErr(err, -1)
 			}
 			suffix := it.Key()[9:]
 			h := binary.AppendUvarint(hdr[:0], uint64(len(suffix))+1)
@@ -370,7 +414,7 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 			}
 		}
 		if err := it.Close(); err != nil {
-			return n, err
+			return n, s.p.readErr(err, -1)
 		}
 	}
 	if err := bw.WriteByte(0); err != nil {

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/lni/dragonboat/v4/logger"
 )
 
@@ -91,8 +92,15 @@ func (d *dbLogger) Panicf(format string, args ...any) {
 }
 
 // Pebble adapts a *slog.Logger to Pebble's Logger interface. A nil logger
-// discards. Fatalf is reported at error level and then panics, as Pebble
-// expects it not to return.
+// discards.
+//
+// Fatalf is reported at error level and then panics, as Pebble expects it
+// not to return. Pebble calls it on broken invariants and on failed writes
+// of its own metadata (MANIFEST, commit pipeline), after which its in-memory
+// state cannot be trusted. It also calls it, by default, for on-disk
+// corruption met while reading; that path, the one damaged files reach,
+// goes to [Pebble.DataCorruption] instead, which Pebble options must install
+// through [Pebble.EventListener].
 type Pebble struct{ L *slog.Logger }
 
 func (p Pebble) Infof(format string, args ...any) {
@@ -111,4 +119,21 @@ func (p Pebble) Fatalf(format string, args ...any) {
 		p.L.Error(msg, "component", "pebble")
 	}
 	panic(msg)
+}
+
+// DataCorruption logs on-disk corruption at error level and returns. Pebble
+// calls it synchronously on the read path before returning the corruption
+// error to the reader (an iterator's Error, Get), so the reader, not the
+// process, deals with it; Pebble's own state is unaffected by a failed read.
+func (p Pebble) DataCorruption(info pebble.DataCorruptionInfo) {
+	if p.L != nil {
+		p.L.Error("on-disk corruption", "component", "pebble", "path", info.Path, "details", info.Details)
+	}
+}
+
+// EventListener returns the Pebble event listener replog installs: Pebble's
+// defaults for everything but DataCorruption, whose default calls
+// Logger.Fatalf, which panics.
+func (p Pebble) EventListener() *pebble.EventListener {
+	return &pebble.EventListener{DataCorruption: p.DataCorruption}
 }
