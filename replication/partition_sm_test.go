@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -201,4 +203,34 @@ func TestPartitionSMBadInput(t *testing.T) {
 	require.Zero(t, p.HighWatermark())
 	require.Equal(t, uint64(len(cases)), s.s.Meta().AppliedIndex, "refused entries are applied")
 	require.Equal(t, []storage.Result{resOK(0)}, applySM(t, s, valid))
+}
+
+// TestPartitionSMLookupDuringUpdate reads the state machine as dragonboat
+// does for a linearizable read (Lookup, on a read goroutine) while entries
+// are applied. Run it with -race.
+func TestPartitionSMLookupDuringUpdate(t *testing.T) {
+	s, _ := openPartitionSM(t, openMemStore(t), 1)
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		last := uint64(0)
+		for !done.Load() {
+			v, err := s.Lookup(nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			m := v.(storage.Meta)
+			if m.AppliedIndex < last || m.NextOffset != int64(m.AppliedIndex) {
+				t.Errorf("lookup saw %+v after index %d", m, last)
+				return
+			}
+			last = m.AppliedIndex
+		}
+	})
+	defer wg.Wait()
+	defer done.Store(true)
+	for range 200 {
+		applySM(t, s, partCmd(t, 0, 0, 0, "a"))
+	}
 }

@@ -141,7 +141,7 @@ func (st *producerState) check(h BatchHeader) (Status, int64) {
 func (p *Partition) Apply(entries []Entry, results []Result) error {
 	wb := p.s.db.NewBatch()
 	defer wb.Close()
-	m := p.meta
+	m := p.Meta()
 	dirty := map[uint64]*producerState{}
 	for i, e := range entries {
 		if e.Index <= m.AppliedIndex {
@@ -162,7 +162,7 @@ func (p *Partition) Apply(entries []Entry, results []Result) error {
 	if err := wb.Commit(pebble.NoSync); err != nil {
 		return err
 	}
-	p.meta = m
+	p.meta.Store(&m)
 	for pid, st := range dirty {
 		p.producers[pid] = st
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -160,14 +161,18 @@ func decodeMeta(b []byte) (Meta, error) {
 }
 
 // Partition is the stored log of one partition. [Partition.Apply],
-// [Partition.Restore] and [Partition.Delete] must be called from one
-// goroutine at a time (the partition's state machine); the read methods are
-// safe for concurrent use with them and with each other.
+// [Partition.Restore], [Partition.Delete] and [Partition.Snapshot] must be
+// called from one goroutine at a time (the partition's state machine); the
+// read methods and [Partition.Meta] are safe for concurrent use with them
+// and with each other.
 type Partition struct {
 	s     *Store
 	shard uint64
+	// meta is replaced, never modified, by the writer after each write, so
+	// readers on other goroutines (dragonboat runs the state machine's
+	// Lookup on its read path while Update applies) see one whole state.
+	meta atomic.Pointer[Meta]
 	// Owned by the writer goroutine.
-	meta      Meta
 	producers map[uint64]*producerState
 }
 
@@ -182,15 +187,15 @@ func (s *Store) Partition(shard uint64) (*Partition, error) {
 }
 
 func (p *Partition) load() error {
-	p.meta = Meta{MaxTime: math.MinInt64}
-	p.producers = map[uint64]*producerState{}
+	m := Meta{MaxTime: math.MinInt64}
+	producers := map[uint64]*producerState{}
 	v, closer, err := p.s.db.Get(key(kindMeta, p.shard))
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
 		return p.readErr(err, -1)
 	default:
-		p.meta, err = decodeMeta(v)
+		m, err = decodeMeta(v)
 		closer.Close()
 		if err != nil {
 			return err
@@ -213,13 +218,19 @@ func (p *Partition) load() error {
 		if err != nil {
 			return err
 		}
-		p.producers[binary.BigEndian.Uint64(k[9:])] = st
+		producers[binary.BigEndian.Uint64(k[9:])] = st
 	}
-	return p.readErr(it.Error(), -1)
+	if err := it.Error(); err != nil {
+		return p.readErr(err, -1)
+	}
+	p.meta.Store(&m)
+	p.producers = producers
+	return nil
 }
 
-// Meta returns the partition's state as of the last Apply. Writer only.
-func (p *Partition) Meta() Meta { return p.meta }
+// Meta returns the partition's state as of the last write (Apply, Restore
+// or Delete). Safe for concurrent use.
+func (p *Partition) Meta() Meta { return *p.meta.Load() }
 
 // ReadBatches calls fn with each stored batch that may hold offsets in
 // [from, hw), in offset order, until fn returns false or more than maxBytes
@@ -359,7 +370,7 @@ func (p *Partition) Delete() error {
 	if err := p.s.db.Flush(); err != nil {
 		return err
 	}
-	p.meta = Meta{MaxTime: math.MinInt64}
+	p.meta.Store(&Meta{MaxTime: math.MinInt64})
 	p.producers = map[uint64]*producerState{}
 	return nil
 }
@@ -374,7 +385,7 @@ type Snapshot struct {
 
 // Snapshot takes a consistent view of the partition. Writer only.
 func (p *Partition) Snapshot() *Snapshot {
-	return &Snapshot{p: p, snap: p.s.db.NewSnapshot(), Meta: p.meta}
+	return &Snapshot{p: p, snap: p.s.db.NewSnapshot(), Meta: p.Meta()}
 }
 
 // Close releases the view.
