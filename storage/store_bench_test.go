@@ -1,44 +1,47 @@
 package storage
 
-import (
-	"fmt"
-	"testing"
-)
+import "testing"
 
 // BenchmarkApply measures the state machine's apply path: offsets,
-// idempotence checks and the Pebble write, for batches of 1000 records.
+// idempotence checks, validation and the Pebble write, for batches of 1000
+// records as a producer would build them, by codec and record size.
 func BenchmarkApply(b *testing.B) {
-	for _, size := range []int{100, 1024} {
-		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			s, err := OpenStore("bench", StoreOptions{InMemory: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			p, err := s.Partition(1)
-			if err != nil {
-				b.Fatal(err)
-			}
-			var bb BatchBuilder
-			for range 1000 {
-				bb.Add(Record{Time: 1, Value: make([]byte, size)})
-			}
-			cmd, err := bb.BuildWithPrefix(1, CompressionNone, 0, 0, -1)
-			if err != nil {
-				b.Fatal(err)
-			}
-			cmd[0] = CmdAppend
-			res := make([]Result, 1)
-			idx := uint64(0)
-			b.ReportAllocs()
-			b.SetBytes(int64(len(cmd)))
-			for b.Loop() {
-				idx++
-				if err := p.Apply([]Entry{{Index: idx, Cmd: cmd}}, res); err != nil {
+	for _, c := range []Compression{CompressionNone, CompressionLZ4, CompressionZstd} {
+		for _, size := range benchSizes {
+			b.Run(c.String()+"/"+size.name, func(b *testing.B) {
+				s, err := OpenStore("bench", StoreOptions{InMemory: true})
+				if err != nil {
 					b.Fatal(err)
 				}
-			}
-		})
+				defer s.Close()
+				p, err := s.Partition(1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var bb BatchBuilder
+				for _, r := range benchRecords(benchRecordsPerBatch, size.size) {
+					bb.Add(r)
+				}
+				cmd, err := bb.BuildWithPrefix(1, c, 0, 0, -1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cmd[0] = CmdAppend
+				res := make([]Result, 1)
+				idx := uint64(0)
+				b.ReportAllocs()
+				b.SetBytes(int64(bb.RawSize()))
+				for b.Loop() {
+					idx++
+					if err := p.Apply([]Entry{{Index: idx, Cmd: cmd}}, res); err != nil {
+						b.Fatal(err)
+					}
+					if res[0].Status != StatusOK {
+						b.Fatal(res[0].Status)
+					}
+				}
+			})
+		}
 	}
 }
 
