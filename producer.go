@@ -810,7 +810,7 @@ func (w *partWriter) headDone(head *batchReq, res storage.Result, err error) {
 			w.backoff = 0
 			w.finish(head, res.BaseOffset, nil)
 			return
-		case storage.StatusCorrupt:
+		case storage.StatusCorrupt, storage.StatusInvalid:
 			err = fmt.Errorf("%w: partition refused the batch", ErrCorrupt)
 		default:
 			err = fmt.Errorf("%w: %s", ErrOutOfOrderSequence, res.Status)

@@ -3,7 +3,9 @@ package replication
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -200,8 +202,21 @@ func TestPartitionSMBadInput(t *testing.T) {
 			require.Equal(t, []storage.Result{resRefused(storage.StatusCorrupt)}, applySM(t, s, cmd), name)
 		}, name)
 	}
+
+	// A batch whose CRC holds but whose header claims one record more
+	// than it carries: stored, it would shift every later offset.
+	lying := partCmd(t, 7, 0, 0, "long enough to back two records")
+	b := lying[1:]
+	binary.LittleEndian.PutUint32(b[20:], 2)
+	binary.LittleEndian.PutUint32(b[12:], crc32.Checksum(b[16:], crc32.MakeTable(crc32.Castagnoli)))
+	_, err := storage.ParseHeader(b)
+	require.NoError(t, err)
+	require.NotPanics(t, func() {
+		require.Equal(t, []storage.Result{resRefused(storage.StatusInvalid)}, applySM(t, s, lying))
+	})
+
 	require.Zero(t, p.HighWatermark())
-	require.Equal(t, uint64(len(cases)), s.s.Meta().AppliedIndex, "refused entries are applied")
+	require.Equal(t, uint64(len(cases)+1), s.s.Meta().AppliedIndex, "refused entries are applied")
 	require.Equal(t, []storage.Result{resOK(0)}, applySM(t, s, valid))
 }
 

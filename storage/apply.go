@@ -22,7 +22,8 @@ const (
 	// StatusDuplicate: an idempotent producer sent a batch that is already
 	// stored; Result.BaseOffset is where it was stored the first time.
 	StatusDuplicate
-	// StatusCorrupt: the command or batch failed validation and was dropped.
+	// StatusCorrupt: the command is unknown, or its batch is damaged (its
+	// header or CRC failed [ParseHeader]); it was dropped.
 	StatusCorrupt
 	// StatusOutOfOrder: the batch's sequence number is not the next one
 	// expected from its producer.
@@ -30,6 +31,12 @@ const (
 	// StatusFenced: the batch carries an older producer epoch than one
 	// already seen.
 	StatusFenced
+	// StatusInvalid: the batch's CRC holds but its contents contradict its
+	// header (record count, offset deltas, lengths, timestamps, compressed
+	// size), as [Validate] checks: it was built wrongly, not damaged on the
+	// way. It was dropped. Like StatusCorrupt, it means ErrCorrupt to the
+	// producer.
+	StatusInvalid
 )
 
 func (s Status) String() string {
@@ -44,6 +51,8 @@ func (s Status) String() string {
 		return "out of order sequence"
 	case StatusFenced:
 		return "fenced producer epoch"
+	case StatusInvalid:
+		return "invalid"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
@@ -174,11 +183,18 @@ func (p *Partition) applyOne(wb *pebble.Batch, m *Meta, dirty map[uint64]*produc
 		return Result{BaseOffset: -1, Status: StatusCorrupt}
 	}
 	batch := cmd[1:]
-	// The proposer validated every record; the CRC check here keeps a batch
-	// damaged on the way (or proposed by a buggy peer) out of the log.
+	// The CRC keeps a batch damaged on the way out of the log. A batch
+	// whose CRC holds may still lie (a buggy or foreign proposer): stored
+	// with a wrong count it would shift every later offset, and a wrong
+	// MaxTime would corrupt the time index and move the log's clock. So
+	// every record is decoded here, before anything is stored; readers
+	// then find only batches that decode.
 	h, err := ParseHeader(batch)
 	if err != nil {
 		return Result{BaseOffset: -1, Status: StatusCorrupt}
+	}
+	if err := validateRecords(batch, h); err != nil {
+		return Result{BaseOffset: -1, Status: StatusInvalid}
 	}
 	var st *producerState
 	if h.ProducerID != 0 {

@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -505,6 +507,67 @@ func TestApplyCorruptCommand(t *testing.T) {
 			res = applyCmds(t, p, valid)
 			require.Equal(t, []Result{ok(0)}, res)
 			require.Equal(t, []string{"0:a", "1:b"}, readLog(t, p, 0, 2))
+		})
+	}
+}
+
+// inconsistentBatches returns commands whose batch has a valid header and
+// CRC but contents that contradict the header, each from producer 7 at
+// sequence 0.
+func inconsistentBatches(t testing.TB) map[string][]byte {
+	t.Helper()
+	le := binary.LittleEndian
+	build := func(c Compression) []byte {
+		var bb BatchBuilder
+		for i := range 3 {
+			bb.Add(Record{Time: 1000 + int64(i), Value: []byte(fmt.Sprintf("value %020d", i))})
+		}
+		b, err := bb.BuildWithPrefix(1, c, 7, 0, 0)
+		require.NoError(t, err)
+		b[0] = CmdAppend
+		return b
+	}
+	// mutate changes a copy of an uncompressed batch and signs it again.
+	mutate := func(c Compression, f func(b []byte)) []byte {
+		cmd := build(c)
+		b := cmd[1:]
+		f(b)
+		le.PutUint32(b[12:], crc32.Checksum(b[16:], castagnoli))
+		_, err := ParseHeader(b)
+		require.NoError(t, err, "the header must pass, so that only the records can fail")
+		return cmd
+	}
+	// Record 1's offset delta: after record 0 (a one-byte length and
+	// its body), its length and its one-byte timestamp delta.
+	rec1Delta := func(b []byte) int { return HeaderSize + 1 + int(b[HeaderSize]) + 2 }
+	return map[string][]byte{
+		"count one more":    mutate(CompressionNone, func(b []byte) { le.PutUint32(b[20:], 4) }),
+		"count one less":    mutate(CompressionNone, func(b []byte) { le.PutUint32(b[20:], 2) }),
+		"offset delta":      mutate(CompressionNone, func(b []byte) { b[rec1Delta(b)] = 2 }),
+		"record length":     mutate(CompressionNone, func(b []byte) { b[HeaderSize]++ }),
+		"max time future":   mutate(CompressionNone, func(b []byte) { le.PutUint64(b[32:], 1<<62) }),
+		"max time past":     mutate(CompressionNone, func(b []byte) { le.PutUint64(b[32:], 1000) }),
+		"first time":        mutate(CompressionNone, func(b []byte) { le.PutUint64(b[24:], 999) }),
+		"first record time": mutate(CompressionNone, func(b []byte) { b[HeaderSize+1] = 2 }), // delta +1
+		"zstd garbage":      mutate(CompressionZstd, func(b []byte) { b[len(b)-3] ^= 0xff }),
+		"lz4 raw length":    mutate(CompressionLZ4, func(b []byte) { le.PutUint32(b[56:], le.Uint32(b[56:])+1) }),
+	}
+}
+
+// TestApplyRefusesInvalidBatch: a batch whose CRC holds but whose records
+// contradict its header (a buggy encoder, not a damaged wire) is refused
+// with StatusInvalid and stores nothing: stored, it would get offsets
+// from the wrong count and break every reader.
+func TestApplyRefusesInvalidBatch(t *testing.T) {
+	for name, cmd := range inconsistentBatches(t) {
+		t.Run(name, func(t *testing.T) {
+			s := openTestStore(t)
+			p := openPartition(t, s, 1)
+			require.Equal(t, []Result{rejected(StatusInvalid)}, applyCmds(t, p, cmd))
+			require.Equal(t, Meta{AppliedIndex: 1, MaxTime: math.MinInt64}, p.Meta())
+			require.Empty(t, p.producers)
+			require.Zero(t, countKeys(t, s, 1, kindData, kindTime, kindProducer))
+			require.Equal(t, []Result{ok(0)}, applyCmds(t, p, appendCmd(t, 7, 0, 0, "a")))
 		})
 	}
 }

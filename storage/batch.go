@@ -333,12 +333,25 @@ const maxPooledRaw = 4 << 20
 
 // Validate checks batch b fully: [ParseHeader], then decompression to
 // exactly RawLength bytes and the decoding of every record, with nothing
-// left over.
+// left over: Count records, offset deltas 0, 1, 2..., every length within
+// its record, the first record at FirstTime and the latest at MaxTime.
 func Validate(b []byte) (BatchHeader, error) {
 	h, err := ParseHeader(b)
 	if err != nil {
 		return BatchHeader{}, err
 	}
+	if err := validateRecords(b, h); err != nil {
+		return BatchHeader{}, err
+	}
+	return h, nil
+}
+
+// validateRecords is the part of [Validate] after ParseHeader: b's records
+// agree with h, the header ParseHeader returned for b. A batch that passes
+// ParseHeader but not this was built wrongly rather than damaged (the CRC
+// holds).
+func validateRecords(b []byte, h BatchHeader) error {
+	var err error
 	if h.Compression == CompressionNone {
 		_, err = scanRecords(b[HeaderSize:], h, h.BaseOffset)
 	} else {
@@ -358,10 +371,7 @@ func Validate(b []byte) (BatchHeader, error) {
 			rawBuffers.Put(bp)
 		}
 	}
-	if err != nil {
-		return BatchHeader{}, err
-	}
-	return h, nil
+	return err
 }
 
 // DecodeRecords validates batch b as [Validate] does and appends its records
@@ -400,18 +410,25 @@ type scanStats struct {
 	keyBytes int
 }
 
-// scanRecords checks that raw holds exactly h.Count well-formed records and
-// counts what decoding those at or past minOffset will need. It does not
-// allocate.
+// scanRecords checks that raw holds exactly h.Count well-formed records
+// whose timestamps agree with h, and counts what decoding those at or past
+// minOffset will need. It does not allocate.
 func scanRecords(raw []byte, h BatchHeader, minOffset int64) (scanStats, error) {
 	var st scanStats
 	p := raw
+	maxTime := h.FirstTime
 	for i := range int(h.Count) {
 		rec, rest, err := nextRecord(p, i)
 		if err != nil {
 			return scanStats{}, err
 		}
 		p = rest
+		// The header's times feed the time index and the log's clock
+		// (producer expiry): they must be the records' own.
+		if i == 0 && rec.tsDelta != 0 {
+			return scanStats{}, corruptf("record 0: timestamp delta %d, not 0", rec.tsDelta)
+		}
+		maxTime = max(maxTime, h.FirstTime+rec.tsDelta)
 		wanted := h.BaseOffset+int64(i) >= minOffset
 		if !wanted {
 			st.skip++
@@ -434,6 +451,9 @@ func scanRecords(raw []byte, h BatchHeader, minOffset int64) (scanStats, error) 
 	}
 	if len(p) != 0 {
 		return scanStats{}, corruptf("%d bytes after the last record", len(p))
+	}
+	if maxTime != h.MaxTime {
+		return scanStats{}, corruptf("latest record time is %d, header says %d", maxTime, h.MaxTime)
 	}
 	return st, nil
 }

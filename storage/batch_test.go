@@ -278,11 +278,15 @@ func TestCorruptHeader(t *testing.T) {
 		{"raw length one short", func(b []byte) []byte { le.PutUint32(b[56:], le.Uint32(b[56:])-1); resign(b); return b }},
 		{"raw length one long", func(b []byte) []byte { le.PutUint32(b[56:], le.Uint32(b[56:])+1); resign(b); return b }},
 		{"crc", func(b []byte) []byte { b[12]++; return b }},
+		{"max time early", func(b []byte) []byte { le.PutUint64(b[32:], le.Uint64(b[32:])-1); resign(b); return b }},
+		{"max time late", func(b []byte) []byte { le.PutUint64(b[32:], le.Uint64(b[32:])+1); resign(b); return b }},
+		{"first time", func(b []byte) []byte { le.PutUint64(b[24:], le.Uint64(b[24:])+1); resign(b); return b }},
 	}
 	// Cases that only decoding the records section can catch.
 	recordLevel := map[string]bool{
 		"count too small": true, "count too large": true,
 		"raw length one short": true, "raw length one long": true,
+		"max time early": true, "max time late": true, "first time": true,
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
