@@ -96,7 +96,8 @@ func (st *producerState) encode() []byte {
 }
 
 func decodeProducerState(b []byte) (*producerState, error) {
-	if len(b) < 4 || (len(b)-4)%16 != 0 || (len(b)-4)/16 > maxProducerBatches {
+	// Apply always remembers at least the batch it just stored.
+	if len(b) < 4+16 || (len(b)-4)%16 != 0 || (len(b)-4)/16 > maxProducerBatches {
 		return nil, fmt.Errorf("%w: producer state of %d bytes", ErrCorrupt, len(b))
 	}
 	st := &producerState{epoch: binary.LittleEndian.Uint32(b)}
@@ -123,7 +124,10 @@ func (st *producerState) check(h BatchHeader) (Status, int64) {
 		return StatusOK, 0
 	case h.ProducerEpoch < st.epoch:
 		return StatusFenced, 0
-	case h.ProducerEpoch > st.epoch:
+	case h.ProducerEpoch > st.epoch || len(st.batches) == 0:
+		// A new epoch, or (never written by Apply, so never loaded, but
+		// checked so that no stored state can crash Apply) one without
+		// batches: it starts at sequence 0.
 		if h.BaseSequence != 0 {
 			return StatusOutOfOrder, 0
 		}

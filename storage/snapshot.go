@@ -2,9 +2,11 @@ package storage
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -75,6 +77,7 @@ func (p *Partition) Restore(r io.Reader) error {
 		return err
 	}
 	br := bufio.NewReaderSize(r, 256<<10)
+	var check restoreCheck
 	b := p.s.db.NewBatch()
 	defer func() { b.Close() }()
 	for {
@@ -83,6 +86,9 @@ func (p *Partition) Restore(r io.Reader) error {
 			return fmt.Errorf("%w: snapshot: %v", ErrCorrupt, err)
 		}
 		if kl == 0 {
+			if err := check.finish(); err != nil {
+				return err
+			}
 			break
 		}
 		vl, err := binary.ReadUvarint(br)
@@ -92,6 +98,9 @@ func (p *Partition) Restore(r io.Reader) error {
 		buf := make([]byte, kl+vl)
 		if _, err := io.ReadFull(br, buf); err != nil {
 			return fmt.Errorf("%w: snapshot: %v", ErrCorrupt, err)
+		}
+		if err := check.record(buf[0], buf[1:kl], buf[kl:]); err != nil {
+			return err
 		}
 		k := key(buf[0], p.shard)
 		k = append(k, buf[1:kl]...)
@@ -114,4 +123,137 @@ func (p *Partition) Restore(r io.Reader) error {
 		return err
 	}
 	return p.load()
+}
+
+// restoreCheck validates a snapshot stream record by record as
+// [Partition.Restore] reads it, so that only what Apply could have written
+// gets in: a record Apply never writes (a producer state without batches, a
+// batch that does not decode, a meta that disagrees with the batches) would
+// otherwise surface later as wrong reads or a panic in Apply. Records come
+// as WriteTo writes them: kinds in the order of [kinds], keys ascending
+// within a kind, the meta last.
+//
+// It keeps 16 bytes per batch, to match the time index against the
+// batches.
+type restoreCheck struct {
+	records  int
+	rank     int    // position in kinds of the last record's kind
+	last     []byte // the last record's key suffix
+	batches  []batchSpan
+	next     int64 // offset after the last batch
+	times    int   // time index entries seen
+	lastTime int64 // running maximum of the last time index entry
+	// producerEnd is the largest offset after a batch a producer state
+	// remembers.
+	producerEnd int64
+	meta        *Meta
+}
+
+type batchSpan struct{ base, maxTime int64 }
+
+func snapshotCorrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: snapshot: "+format, append([]any{ErrCorrupt}, args...)...)
+}
+
+func (c *restoreCheck) record(kind byte, suffix, value []byte) error {
+	rank := slices.Index(kinds[:], kind)
+	switch {
+	case rank < 0:
+		return snapshotCorrupt("unknown key kind %#x", kind)
+	case c.meta != nil:
+		return snapshotCorrupt("%q record after the meta", kind)
+	case c.records > 0 && (rank < c.rank || rank == c.rank && bytes.Compare(suffix, c.last) <= 0):
+		return snapshotCorrupt("%q record out of order", kind)
+	}
+	c.records++
+	c.rank = rank
+	c.last = append(c.last[:0], suffix...)
+
+	switch kind {
+	case kindData:
+		if len(suffix) != 8 {
+			return snapshotCorrupt("batch key of %d bytes", len(suffix))
+		}
+		base := int64(binary.BigEndian.Uint64(suffix))
+		h, err := Validate(value)
+		switch {
+		case err != nil:
+			return fmt.Errorf("snapshot: batch at %d: %w", base, err)
+		case base < 0 || h.BaseOffset != base:
+			return snapshotCorrupt("batch with base offset %d stored at %d", h.BaseOffset, base)
+		case len(c.batches) > 0 && base != c.next:
+			return snapshotCorrupt("batch at %d follows one ending at %d", base, c.next)
+		}
+		c.batches = append(c.batches, batchSpan{base: base, maxTime: h.MaxTime})
+		c.next = base + int64(h.Count)
+
+	case kindTime:
+		// Entry i indexes batch i: the running maximum of the record
+		// times up to the end of that batch, and its base offset.
+		if len(suffix) != 16 || len(value) != 0 {
+			return snapshotCorrupt("time index entry of %d+%d bytes", len(suffix), len(value))
+		}
+		t := int64(binary.BigEndian.Uint64(suffix) ^ 1<<63)
+		base := int64(binary.BigEndian.Uint64(suffix[8:]))
+		if c.times >= len(c.batches) || c.batches[c.times].base != base {
+			return snapshotCorrupt("time index entry for offset %d, which starts no batch", base)
+		}
+		b := c.batches[c.times]
+		if t < b.maxTime || c.times > 0 && t != max(c.lastTime, b.maxTime) {
+			return snapshotCorrupt("time index says %d for the batch at %d", t, base)
+		}
+		c.times++
+		c.lastTime = t
+
+	case kindProducer:
+		if len(suffix) != 8 || binary.BigEndian.Uint64(suffix) == 0 {
+			return snapshotCorrupt("producer key %x", suffix)
+		}
+		st, err := decodeProducerState(value)
+		if err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		for _, sb := range st.batches {
+			if sb.count == 0 || sb.baseOffset < 0 {
+				return snapshotCorrupt("producer %x remembers %d records at %d", suffix, sb.count, sb.baseOffset)
+			}
+			c.producerEnd = max(c.producerEnd, sb.baseOffset+int64(sb.count))
+		}
+
+	case kindMeta:
+		if len(suffix) != 0 {
+			return snapshotCorrupt("meta key with a %d-byte suffix", len(suffix))
+		}
+		m, err := decodeMeta(value)
+		if err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		c.meta = &m
+	}
+	return nil
+}
+
+// finish checks what only the whole stream shows: the meta agrees with the
+// batches, the time index and the producer states.
+func (c *restoreCheck) finish() error {
+	m := c.meta
+	switch {
+	case m == nil && c.records > 0:
+		return snapshotCorrupt("no meta")
+	case m == nil:
+		return nil // a partition never written
+	case c.times != len(c.batches):
+		return snapshotCorrupt("%d time index entries for %d batches", c.times, len(c.batches))
+	case m.LogStart < 0 || m.LogStart > m.NextOffset:
+		return snapshotCorrupt("log start %d, next offset %d", m.LogStart, m.NextOffset)
+	case len(c.batches) == 0 && m.NextOffset != m.LogStart:
+		return snapshotCorrupt("no batch, but offsets %d to %d", m.LogStart, m.NextOffset)
+	case len(c.batches) > 0 && m.NextOffset != c.next:
+		return snapshotCorrupt("next offset %d, but the batches end at %d", m.NextOffset, c.next)
+	case len(c.batches) > 0 && m.MaxTime != c.lastTime:
+		return snapshotCorrupt("max time %d, but the time index ends at %d", m.MaxTime, c.lastTime)
+	case c.producerEnd > m.NextOffset:
+		return snapshotCorrupt("a producer remembers offsets up to %d, past %d", c.producerEnd, m.NextOffset)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"testing"
@@ -553,4 +554,182 @@ func TestLargestShardID(t *testing.T) {
 	require.NoError(t, p.Delete())
 	require.Empty(t, readLog(t, openPartition(t, s, math.MaxUint64), 0, 2))
 	require.Equal(t, []string{"0:other"}, readLog(t, other, 0, 1))
+}
+
+// streamRecord is one (kind, suffix, value) record of a snapshot stream.
+type streamRecord struct {
+	kind          byte
+	suffix, value []byte
+}
+
+// encodeStream writes records as Snapshot.WriteTo does, terminator
+// included.
+func encodeStream(recs ...streamRecord) []byte {
+	var b []byte
+	for _, r := range recs {
+		b = binary.AppendUvarint(b, uint64(len(r.suffix))+1)
+		b = binary.AppendUvarint(b, uint64(len(r.value)))
+		b = append(b, r.kind)
+		b = append(b, r.suffix...)
+		b = append(b, r.value...)
+	}
+	return append(b, 0)
+}
+
+// decodeStream splits a stream written by Snapshot.WriteTo into records.
+func decodeStream(t testing.TB, b []byte) []streamRecord {
+	t.Helper()
+	var out []streamRecord
+	for {
+		kl, n := binary.Uvarint(b)
+		require.Positive(t, n)
+		b = b[n:]
+		if kl == 0 {
+			require.Empty(t, b)
+			return out
+		}
+		vl, n := binary.Uvarint(b)
+		require.Positive(t, n)
+		b = b[n:]
+		out = append(out, streamRecord{kind: b[0], suffix: b[1:kl], value: b[kl : kl+vl]})
+		b = b[kl+vl:]
+	}
+}
+
+// TestRestoreValidatesEveryRecord feeds Restore streams that frame well
+// but carry records this store could never have written. Each must fail
+// with ErrCorrupt, and none may be loaded (a producer state without batches
+// used to make the next Apply panic).
+func TestRestoreValidatesEveryRecord(t *testing.T) {
+	src := openTestStore(t)
+	p := openPartition(t, src, 1)
+	applyCmds(t, p,
+		appendCmd(t, 9, 0, 0, "a", "b"),
+		appendCmd(t, 0, 0, 0, "c"),
+		timedCmd(t, 5000),
+	)
+	good := decodeStream(t, snapshotBytes(t, p))
+	// d d d t t t p m
+	require.Len(t, good, 8)
+	byKind := func(k byte) []int {
+		var is []int
+		for i, r := range good {
+			if r.kind == k {
+				is = append(is, i)
+			}
+		}
+		return is
+	}
+	d, tm, pr, m := byKind(kindData), byKind(kindTime), byKind(kindProducer), byKind(kindMeta)
+	require.Len(t, d, 3)
+	require.Len(t, tm, 3)
+	require.Len(t, pr, 1)
+	require.Len(t, m, 1)
+
+	with := func(f func(recs []streamRecord) []streamRecord) []byte {
+		recs := make([]streamRecord, len(good))
+		for i, r := range good {
+			recs[i] = streamRecord{r.kind, bytes.Clone(r.suffix), bytes.Clone(r.value)}
+		}
+		return encodeStream(f(recs)...)
+	}
+	set := func(i int, r streamRecord) []byte {
+		return with(func(recs []streamRecord) []streamRecord { recs[i] = r; return recs })
+	}
+	drop := func(i int) []byte {
+		return with(func(recs []streamRecord) []streamRecord { return append(recs[:i], recs[i+1:]...) })
+	}
+	u64 := func(x uint64) []byte { return binary.BigEndian.AppendUint64(nil, x) }
+	le32 := func(x uint32) []byte { return binary.LittleEndian.AppendUint32(nil, x) }
+	meta := func(f func(m *Meta)) streamRecord {
+		mm := p.Meta()
+		f(&mm)
+		return streamRecord{kindMeta, nil, mm.encode()}
+	}
+	batch1 := good[d[1]]
+	resigned := func(f func(b []byte)) []byte {
+		b := bytes.Clone(batch1.value)
+		f(b)
+		resign(b)
+		return b
+	}
+	cases := map[string][]byte{
+		"unknown kind":              set(pr[0], streamRecord{'x', u64(9), good[pr[0]].value}),
+		"uppercase kind":            set(pr[0], streamRecord{'P', u64(9), good[pr[0]].value}),
+		"producer without batches":  set(pr[0], streamRecord{kindProducer, u64(9), le32(0)}),
+		"producer state truncated":  set(pr[0], streamRecord{kindProducer, u64(9), good[pr[0]].value[:10]}),
+		"producer id 0":             set(pr[0], streamRecord{kindProducer, u64(0), good[pr[0]].value}),
+		"producer key short":        set(pr[0], streamRecord{kindProducer, u64(9)[:7], good[pr[0]].value}),
+		"producer past hw":          set(m[0], meta(func(m *Meta) { m.NextOffset = 1 })),
+		"data key short":            set(d[1], streamRecord{kindData, u64(2)[:4], batch1.value}),
+		"data not a batch":          set(d[1], streamRecord{kindData, batch1.suffix, []byte("garbage")}),
+		"data crc mismatch":         set(d[1], streamRecord{kindData, batch1.suffix, append(bytes.Clone(batch1.value[:len(batch1.value)-1]), batch1.value[len(batch1.value)-1]^1)}),
+		"data count lies":           set(d[1], streamRecord{kindData, batch1.suffix, resigned(func(b []byte) { binary.LittleEndian.PutUint32(b[20:], 2) })}),
+		"data base mismatch":        set(d[1], streamRecord{kindData, u64(3), batch1.value}),
+		"data gap":                  drop(d[1]),
+		"data out of order":         with(func(r []streamRecord) []streamRecord { r[d[0]], r[d[1]] = r[d[1]], r[d[0]]; return r }),
+		"time value":                set(tm[0], streamRecord{kindTime, good[tm[0]].suffix, []byte{1}}),
+		"time key short":            set(tm[0], streamRecord{kindTime, good[tm[0]].suffix[:8], nil}),
+		"time for no batch":         set(tm[0], streamRecord{kindTime, append(bytes.Clone(good[tm[0]].suffix[:8]), u64(7)...), nil}),
+		"time missing":              drop(tm[0]),
+		"kinds out of order":        with(func(r []streamRecord) []streamRecord { r[d[2]], r[tm[0]] = r[tm[0]], r[d[2]]; return r }),
+		"meta short":                set(m[0], streamRecord{kindMeta, nil, []byte{1, 2, 3}}),
+		"meta with suffix":          set(m[0], streamRecord{kindMeta, []byte{0}, good[m[0]].value}),
+		"meta missing":              drop(m[0]),
+		"meta twice":                with(func(r []streamRecord) []streamRecord { return append(r, r[m[0]]) }),
+		"meta next offset short":    set(m[0], meta(func(m *Meta) { m.NextOffset-- })),
+		"meta next offset long":     set(m[0], meta(func(m *Meta) { m.NextOffset++ })),
+		"meta log start past hw":    set(m[0], meta(func(m *Meta) { m.LogStart = m.NextOffset + 1 })),
+		"meta max time":             set(m[0], meta(func(m *Meta) { m.MaxTime++ })),
+		"only meta of a full log":   encodeStream(good[m[0]]),
+		"data without meta":         encodeStream(good[d[0]]),
+		"duplicate producer":        with(func(r []streamRecord) []streamRecord { return append(r[:m[0]], r[pr[0]], r[m[0]]) }),
+		"negative base offset":      set(d[0], streamRecord{kindData, u64(1 << 63), good[d[0]].value}),
+		"producer batch count zero": set(pr[0], streamRecord{kindProducer, u64(9), append(le32(0), make([]byte, 16)...)}),
+	}
+
+	dst := openTestStore(t)
+	r := openPartition(t, dst, 2)
+	for name, stream := range cases {
+		t.Run(name, func(t *testing.T) {
+			require.NotPanics(t, func() {
+				require.ErrorIs(t, r.Restore(bytes.NewReader(stream)), ErrCorrupt)
+				// Nothing of the stream was loaded that could trip Apply.
+				applyCmds(t, r, appendCmd(t, 9, 0, 2, "x"), appendCmd(t, 9, 0, 0, "x"))
+			})
+		})
+	}
+
+	// The unaltered stream restores.
+	require.NoError(t, r.Restore(bytes.NewReader(encodeStream(good...))))
+	require.Equal(t, p.Meta(), r.Meta())
+}
+
+// TestApplyNeverPanicsOnProducerState applies batches against producer
+// states that Apply never writes but a store might hold.
+func TestApplyNeverPanicsOnProducerState(t *testing.T) {
+	states := map[string]*producerState{
+		"no batches":        {epoch: 3},
+		"zero-count batch":  {epoch: 3, batches: []seqBatch{{baseSeq: 0, count: 0, baseOffset: 0}}},
+		"negative sequence": {epoch: 3, batches: []seqBatch{{baseSeq: -5, count: 1, baseOffset: 0}}},
+		"max sequence":      {epoch: 3, batches: []seqBatch{{baseSeq: math.MaxInt32, count: math.MaxUint32, baseOffset: math.MaxInt64}}},
+	}
+	for name, st := range states {
+		t.Run(name, func(t *testing.T) {
+			s := openTestStore(t)
+			p := openPartition(t, s, 1)
+			p.producers[7] = st
+			for _, cmd := range [][]byte{
+				appendCmd(t, 7, 3, 0, "a"),
+				appendCmd(t, 7, 3, 1, "b"),
+				appendCmd(t, 7, 2, 0, "c"),
+				appendCmd(t, 7, 4, 0, "d"),
+			} {
+				require.NotPanics(t, func() {
+					res := make([]Result, 1)
+					require.NoError(t, p.Apply([]Entry{{Index: p.Meta().AppliedIndex + 1, Cmd: cmd}}, res))
+				})
+			}
+		})
+	}
 }
