@@ -154,7 +154,9 @@ func (st *producerState) check(h BatchHeader) (Status, int64) {
 func (p *Partition) Apply(entries []Entry, results []Result) error {
 	wb := p.s.db.NewBatch()
 	defer wb.Close()
-	m := p.Meta()
+	cur := p.state.Load()
+	next := *cur // the same slot and gen: only Restore and Delete move keys
+	m := &next.Meta
 	dirty := map[uint64]*producerState{}
 	for i, e := range entries {
 		if e.Index <= m.AppliedIndex {
@@ -162,27 +164,27 @@ func (p *Partition) Apply(entries []Entry, results []Result) error {
 			continue
 		}
 		m.AppliedIndex = e.Index
-		results[i] = p.applyOne(wb, &m, dirty, e.Cmd)
+		results[i] = p.applyOne(wb, m, next.slot, dirty, e.Cmd)
 	}
 	for pid, st := range dirty {
-		if err := wb.Set(key(kindProducer, p.shard, pid), st.encode(), nil); err != nil {
+		if err := wb.Set(key(slotKind(kindProducer, next.slot), p.shard, pid), st.encode(), nil); err != nil {
 			return err
 		}
 	}
-	if err := wb.Set(key(kindMeta, p.shard), m.encode(), nil); err != nil {
+	if err := wb.Set(key(kindMeta, p.shard), next.encode(), nil); err != nil {
 		return err
 	}
 	if err := wb.Commit(pebble.NoSync); err != nil {
 		return err
 	}
-	p.meta.Store(&m)
+	p.state.Store(&next)
 	for pid, st := range dirty {
 		p.producers[pid] = st
 	}
 	return nil
 }
 
-func (p *Partition) applyOne(wb *pebble.Batch, m *Meta, dirty map[uint64]*producerState, cmd []byte) Result {
+func (p *Partition) applyOne(wb *pebble.Batch, m *Meta, slot byte, dirty map[uint64]*producerState, cmd []byte) Result {
 	if len(cmd) < 1 || cmd[0] != CmdAppend {
 		return Result{BaseOffset: -1, Status: StatusCorrupt}
 	}
@@ -215,7 +217,7 @@ func (p *Partition) applyOne(wb *pebble.Batch, m *Meta, dirty map[uint64]*produc
 		}
 	}
 	base := m.NextOffset
-	k := key(kindData, p.shard, uint64(base))
+	k := key(slotKind(kindData, slot), p.shard, uint64(base))
 	op := wb.SetDeferred(len(k), len(batch))
 	copy(op.Key, k)
 	copy(op.Value, batch)
@@ -225,7 +227,7 @@ func (p *Partition) applyOne(wb *pebble.Batch, m *Meta, dirty map[uint64]*produc
 	}
 	m.NextOffset = base + int64(h.Count)
 	m.MaxTime = max(m.MaxTime, h.MaxTime)
-	_ = wb.Set(key(kindTime, p.shard, orderedTime(m.MaxTime), uint64(base)), nil, nil)
+	_ = wb.Set(key(slotKind(kindTime, slot), p.shard, orderedTime(m.MaxTime), uint64(base)), nil, nil)
 	if h.ProducerID != 0 {
 		next := &producerState{epoch: h.ProducerEpoch}
 		if st != nil && st.epoch == h.ProducerEpoch {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -16,28 +17,31 @@ import (
 type Snapshot struct {
 	p    *Partition
 	snap *pebble.Snapshot
+	slot byte
 	Meta Meta
 }
 
 // Snapshot takes a consistent view of the partition. Writer only.
 func (p *Partition) Snapshot() *Snapshot {
-	return &Snapshot{p: p, snap: p.s.db.NewSnapshot(), Meta: p.Meta()}
+	st := p.state.Load()
+	return &Snapshot{p: p, snap: p.s.db.NewSnapshot(), slot: st.slot, Meta: st.Meta}
 }
 
 // Close releases the view.
 func (s *Snapshot) Close() error { return s.snap.Close() }
 
 // WriteTo streams the partition as (kind, suffix, value) records, each
-// length-prefixed, ended by a zero byte. The shard id is left out so the
-// stream does not depend on it.
+// length-prefixed, ended by a zero byte. The shard id and the key slot are
+// left out, so the stream depends on neither.
 func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	bw := bufio.NewWriterSize(w, 256<<10)
 	var n int64
 	var hdr [2 * binary.MaxVarintLen64]byte
 	for _, k := range kinds {
+		sk := slotKind(k, s.slot)
 		it, err := s.snap.NewIter(&pebble.IterOptions{
-			LowerBound: key(k, s.p.shard),
-			UpperBound: upper(k, s.p.shard),
+			LowerBound: key(sk, s.p.shard),
+			UpperBound: upper(sk, s.p.shard),
 		})
 		if err != nil {
 			return n, s.p.readErr(err, -1)
@@ -47,6 +51,9 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 			if err != nil {
 				it.Close()
 				return n, s.p.readErr(err, -1)
+			}
+			if k == kindMeta {
+				v = s.Meta.encode() // without the slot
 			}
 			suffix := it.Key()[9:]
 			h := binary.AppendUvarint(hdr[:0], uint64(len(suffix))+1)
@@ -72,49 +79,44 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 
 // Restore replaces the partition's contents with a stream written by
 // [Snapshot.WriteTo]. Writer only.
+//
+// Readers see the old contents until the new ones are complete, then the
+// new ones: never a mixture, never an empty partition in between. The
+// stream, which may be far larger than memory, is validated and written in
+// chunks into the key slot not in use, where no reader looks. One last
+// write then names that slot in the meta and deletes the old slot (see
+// [Partition.openIters] for how readers cross over). If the stream is
+// invalid or fails, the staged keys are deleted and the partition is left
+// as it was; if the process dies first, the meta on disk still names the
+// old slot, and the next Restore clears the leftovers before staging.
 func (p *Partition) Restore(r io.Reader) error {
-	if err := p.Delete(); err != nil {
+	cur := p.state.Load()
+	stage := 1 - cur.slot
+	if err := p.commitClear(stage); err != nil {
 		return err
 	}
-	br := bufio.NewReaderSize(r, 256<<10)
-	var check restoreCheck
-	b := p.s.db.NewBatch()
-	defer func() { b.Close() }()
-	for {
-		kl, err := binary.ReadUvarint(br)
-		if err != nil {
-			return fmt.Errorf("%w: snapshot: %v", ErrCorrupt, err)
-		}
-		if kl == 0 {
-			if err := check.finish(); err != nil {
-				return err
-			}
-			break
-		}
-		vl, err := binary.ReadUvarint(br)
-		if err != nil || kl > 64 || vl > MaxBatchBytes {
-			return fmt.Errorf("%w: snapshot record header", ErrCorrupt)
-		}
-		buf := make([]byte, kl+vl)
-		if _, err := io.ReadFull(br, buf); err != nil {
-			return fmt.Errorf("%w: snapshot: %v", ErrCorrupt, err)
-		}
-		if err := check.record(buf[0], buf[1:kl], buf[kl:]); err != nil {
-			return err
-		}
-		k := key(buf[0], p.shard)
-		k = append(k, buf[1:kl]...)
-		if err := b.Set(k, buf[kl:], nil); err != nil {
-			return err
-		}
-		if b.Len() > 8<<20 {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return err
-			}
-			b.Close()
-			b = p.s.db.NewBatch()
-		}
+	meta, err := p.stage(r, stage)
+	if err != nil {
+		return errors.Join(err, p.commitClear(stage))
 	}
+
+	b := p.s.db.NewBatch()
+	defer b.Close()
+	next := &partState{gen: cur.gen + 1}
+	if meta == nil {
+		// The partition was never written: nothing was staged and no
+		// meta is kept, as for a new partition (slot 0).
+		next.Meta = emptyState.Meta
+		err = errors.Join(p.clearSlot(b, 0), p.clearSlot(b, 1), b.Delete(key(kindMeta, p.shard), nil))
+	} else {
+		next.Meta, next.slot = *meta, stage
+		err = errors.Join(b.Set(key(kindMeta, p.shard), next.encode(), nil), p.clearSlot(b, cur.slot))
+	}
+	if err != nil {
+		return err
+	}
+	// Publish before the write that deletes the old slot: see openIters.
+	p.state.Store(next)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return err
 	}
@@ -123,6 +125,93 @@ func (p *Partition) Restore(r io.Reader) error {
 		return err
 	}
 	return p.load()
+}
+
+// stage validates the stream and writes its batches, time index and
+// producer states into slot, committing every 8 MiB or so. It returns the
+// stream's meta, nil for a partition never written.
+func (p *Partition) stage(r io.Reader, slot byte) (*Meta, error) {
+	src := &sourceReader{r: r}
+	br := bufio.NewReaderSize(src, 256<<10)
+	var check restoreCheck
+	b := p.s.db.NewBatch()
+	defer func() { b.Close() }()
+	for {
+		kl, err := binary.ReadUvarint(br)
+		if err != nil {
+			return nil, src.wrap(err)
+		}
+		if kl == 0 {
+			break
+		}
+		vl, err := binary.ReadUvarint(br)
+		if err != nil {
+			return nil, src.wrap(err)
+		}
+		if kl > 64 || vl > MaxBatchBytes {
+			return nil, snapshotCorrupt("record of %d+%d bytes", kl, vl)
+		}
+		buf := make([]byte, kl+vl)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return nil, src.wrap(err)
+		}
+		kind, suffix, value := buf[0], buf[1:kl], buf[kl:]
+		if err := check.record(kind, suffix, value); err != nil {
+			return nil, err
+		}
+		if kind == kindMeta {
+			continue // written with the switch-over
+		}
+		k := append(key(slotKind(kind, slot), p.shard), suffix...)
+		if err := b.Set(k, value, nil); err != nil {
+			return nil, err
+		}
+		if b.Len() > 8<<20 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return nil, err
+			}
+			b.Close()
+			b = p.s.db.NewBatch()
+		}
+	}
+	if err := check.finish(); err != nil {
+		return nil, err
+	}
+	return check.meta, b.Commit(pebble.NoSync)
+}
+
+// commitClear deletes the partition's keys in slot.
+func (p *Partition) commitClear(slot byte) error {
+	b := p.s.db.NewBatch()
+	defer b.Close()
+	if err := p.clearSlot(b, slot); err != nil {
+		return err
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+// sourceReader keeps the first error of a snapshot's source other than
+// EOF, to tell a failing source (a closed connection, a stopped
+// dragonboat, whose error must stay matchable) from a malformed stream.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// wrap explains err, met while decoding the stream.
+func (s *sourceReader) wrap(err error) error {
+	if s.err != nil {
+		return fmt.Errorf("replog: snapshot: %w", s.err)
+	}
+	return snapshotCorrupt("%v", err)
 }
 
 // restoreCheck validates a snapshot stream record by record as

@@ -16,12 +16,18 @@ import (
 
 // Key layout. Every key starts with a one-byte kind and the 8-byte big-endian
 // partition (Raft shard) id, so one Pebble instance holds every partition of
-// a node and a partition's keys form four contiguous ranges.
+// a node and a partition's keys of one kind form a contiguous range.
 //
 //	'd' shard baseOffset          -> encoded record batch
 //	't' shard runningMaxTime base -> (empty) time index, one entry per batch
 //	'p' shard producerID          -> idempotent producer state
-//	'm' shard                     -> partition meta (applied index, offsets)
+//	'm' shard                     -> partition meta (applied index, offsets, slot)
+//
+// The data, time and producer keys of a partition live in one of two slots:
+// slot 0 uses the kinds above, slot 1 the same letters in upper case. The
+// meta, of which there is one, names the slot in use. [Partition.Restore]
+// fills the other slot and switches to it in one write, so that readers
+// see the old partition or the new one, never a mixture.
 const (
 	kindData     byte = 'd'
 	kindTime     byte = 't'
@@ -30,6 +36,17 @@ const (
 )
 
 var kinds = [...]byte{kindData, kindTime, kindProducer, kindMeta}
+
+// slotKinds are the kinds that have a range of keys per slot.
+var slotKinds = [...]byte{kindData, kindTime, kindProducer}
+
+// slotKind is the key byte of kind in slot.
+func slotKind(kind, slot byte) byte {
+	if slot == 0 || kind == kindMeta {
+		return kind
+	}
+	return kind - 'a' + 'A'
+}
 
 // StoreOptions configures [OpenStore].
 type StoreOptions struct {
@@ -158,6 +175,43 @@ func decodeMeta(b []byte) (Meta, error) {
 	}, nil
 }
 
+// partState is what the writer publishes after each write: the partition's
+// Meta and where its keys are.
+type partState struct {
+	Meta
+	slot byte // the key slot of the data, time and producer keys
+	// gen changes whenever slot does; readers compare it around opening
+	// their iterators (see [Partition.openIters]).
+	gen uint64
+}
+
+// emptyState is the state of a partition never written.
+var emptyState = partState{Meta: Meta{MaxTime: math.MinInt64}}
+
+// encode is the meta key's value: the Meta, then the slot when it is not 0
+// (the meta of a store written before slots existed is 32 bytes long).
+func (st *partState) encode() []byte {
+	b := st.Meta.encode()
+	if st.slot != 0 {
+		b = append(b, st.slot)
+	}
+	return b
+}
+
+func decodeState(b []byte) (partState, error) {
+	var st partState
+	if len(b) == metaSize+1 {
+		st.slot = b[metaSize]
+		b = b[:metaSize]
+		if st.slot > 1 {
+			return partState{}, fmt.Errorf("%w: partition meta names slot %d", ErrCorrupt, st.slot)
+		}
+	}
+	var err error
+	st.Meta, err = decodeMeta(b)
+	return st, err
+}
+
 // Partition is the stored log of one partition. [Partition.Apply],
 // [Partition.Restore], [Partition.Delete] and [Partition.Snapshot] must be
 // called from one goroutine at a time (the partition's state machine); the
@@ -166,10 +220,10 @@ func decodeMeta(b []byte) (Meta, error) {
 type Partition struct {
 	s     *Store
 	shard uint64
-	// meta is replaced, never modified, by the writer after each write, so
-	// readers on other goroutines (dragonboat runs the state machine's
+	// state is replaced, never modified, by the writer after each write,
+	// so readers on other goroutines (dragonboat runs the state machine's
 	// Lookup on its read path while Update applies) see one whole state.
-	meta atomic.Pointer[Meta]
+	state atomic.Pointer[partState]
 	// Owned by the writer goroutine.
 	producers map[uint64]*producerState
 }
@@ -185,7 +239,7 @@ func (s *Store) Partition(shard uint64) (*Partition, error) {
 }
 
 func (p *Partition) load() error {
-	m := Meta{MaxTime: math.MinInt64}
+	st := emptyState
 	producers := map[uint64]*producerState{}
 	v, closer, err := p.s.db.Get(key(kindMeta, p.shard))
 	switch {
@@ -193,15 +247,19 @@ func (p *Partition) load() error {
 	case err != nil:
 		return p.readErr(err, -1)
 	default:
-		m, err = decodeMeta(v)
+		st, err = decodeState(v)
 		closer.Close()
 		if err != nil {
 			return err
 		}
 	}
+	if old := p.state.Load(); old != nil {
+		st.gen = old.gen + 1
+	}
+	pk := slotKind(kindProducer, st.slot)
 	it, err := p.s.db.NewIter(&pebble.IterOptions{
-		LowerBound: key(kindProducer, p.shard),
-		UpperBound: upper(kindProducer, p.shard),
+		LowerBound: key(pk, p.shard),
+		UpperBound: upper(pk, p.shard),
 	})
 	if err != nil {
 		return p.readErr(err, -1)
@@ -221,14 +279,72 @@ func (p *Partition) load() error {
 	if err := it.Error(); err != nil {
 		return p.readErr(err, -1)
 	}
-	p.meta.Store(&m)
+	p.state.Store(&st)
 	p.producers = producers
 	return nil
 }
 
 // Meta returns the partition's state as of the last write (Apply, Restore
 // or Delete). Safe for concurrent use.
-func (p *Partition) Meta() Meta { return *p.meta.Load() }
+func (p *Partition) Meta() Meta { return p.state.Load().Meta }
+
+// iterSpan bounds an iterator over the partition's keys of one kind: all
+// of them, or, if bounded, those whose suffix is below hi.
+type iterSpan struct {
+	kind    byte
+	bounded bool
+	hi      uint64
+}
+
+// openIters opens an iterator per span over the slot in use, appends them
+// to its and returns them with that slot. The caller closes them.
+//
+// A restore switches slots under readers' feet; openIters makes sure all
+// the iterators see one slot's complete contents. Restore stages the new
+// contents in the other slot, then (1) publishes a state with the new slot
+// and a new gen, then (2) commits the write that deletes the old slot. A
+// reader (a) loads the state, (b) opens its iterators on that slot, (c)
+// loads the state again, and retries if gen changed:
+//
+//   - (c) saw the same gen: (c) came before (1), so (b) came before (2),
+//     and Pebble iterators read as of their creation: they see the old
+//     slot before its deletion, whole.
+//   - (c) saw another gen: the iterators may have been opened after (2) on
+//     a deleted slot; the reader retries on the new slot, already complete
+//     at (1).
+//
+// Comparing gen rather than slot rules out two restores passing between
+// (a) and (c) and bringing the slot back.
+func (p *Partition) openIters(its []*pebble.Iterator, spans ...iterSpan) ([]*pebble.Iterator, byte, error) {
+	closeAll := func() {
+		for _, it := range its {
+			it.Close()
+		}
+		its = its[:0]
+	}
+	for {
+		st := p.state.Load()
+		for _, sp := range spans {
+			k := slotKind(sp.kind, st.slot)
+			o := &pebble.IterOptions{LowerBound: key(k, p.shard)}
+			if sp.bounded {
+				o.UpperBound = key(k, p.shard, sp.hi)
+			} else {
+				o.UpperBound = upper(k, p.shard)
+			}
+			it, err := p.s.db.NewIter(o)
+			if err != nil {
+				closeAll()
+				return nil, 0, p.readErr(err, -1)
+			}
+			its = append(its, it)
+		}
+		if p.state.Load().gen == st.gen {
+			return its, st.slot, nil
+		}
+		closeAll()
+	}
+}
 
 // ReadBatches calls fn with each stored batch that may hold offsets in
 // [from, hw), in offset order, until fn returns false or more than maxBytes
@@ -240,18 +356,22 @@ func (p *Partition) ReadBatches(from, hw int64, maxBytes int, fn func(b []byte) 
 	if from >= hw {
 		return nil
 	}
+	var buf [1]*pebble.Iterator
+	its, slot, err := p.openIters(buf[:0], iterSpan{kind: kindData, bounded: true, hi: uint64(hw)})
+	if err != nil {
+		return err
+	}
+	defer its[0].Close()
+	return p.readBatches(its[0], slot, from, maxBytes, fn)
+}
+
+// readBatches is ReadBatches over it, an iterator on the data keys of slot
+// bounded by the high watermark.
+func (p *Partition) readBatches(it *pebble.Iterator, slot byte, from int64, maxBytes int, fn func(b []byte) bool) error {
 	from = max(from, 0)
 	at := from // the first offset not yet passed to fn, for errors
-	it, err := p.s.db.NewIter(&pebble.IterOptions{
-		LowerBound: key(kindData, p.shard),
-		UpperBound: key(kindData, p.shard, uint64(hw)),
-	})
-	if err != nil {
-		return p.readErr(err, at)
-	}
-	defer it.Close()
 	// The batch holding `from` is the last one whose base offset is <= from.
-	if !it.SeekLT(key(kindData, p.shard, uint64(from)+1)) {
+	if !it.SeekLT(key(slotKind(kindData, slot), p.shard, uint64(from)+1)) {
 		it.First()
 	}
 	sent := 0
@@ -307,25 +427,32 @@ func (p *Partition) readErr(err error, off int64) error {
 // OffsetForTime returns the first offset whose record timestamp is at or
 // after t (unix ns), or hw when no record is that late.
 func (p *Partition) OffsetForTime(t, hw int64) (int64, error) {
-	it, err := p.s.db.NewIter(&pebble.IterOptions{
-		LowerBound: key(kindTime, p.shard),
-		UpperBound: upper(kindTime, p.shard),
-	})
-	if err != nil {
-		return 0, p.readErr(err, -1)
+	if hw <= 0 {
+		return hw, nil
 	}
+	// The index and the batches are read from one slot (see openIters).
+	var buf [2]*pebble.Iterator
+	its, slot, err := p.openIters(buf[:0], iterSpan{kind: kindTime}, iterSpan{kind: kindData, bounded: true, hi: uint64(hw)})
+	if err != nil {
+		return 0, err
+	}
+	it, data := its[0], its[1]
 	defer it.Close()
+	defer data.Close()
 	// The index holds the running maximum timestamp at the end of each batch,
 	// so it is sorted by offset too: the first entry >= t is the first batch
 	// that can hold a record at or after t.
-	if !it.SeekGE(key(kindTime, p.shard, orderedTime(t))) {
+	if !it.SeekGE(key(slotKind(kindTime, slot), p.shard, orderedTime(t))) {
 		return hw, p.readErr(it.Error(), -1)
 	}
 	base := int64(binary.BigEndian.Uint64(it.Key()[17:]))
+	if base >= hw {
+		return hw, nil
+	}
 	found := hw
 	var recs []Record
 	var derr error
-	err = p.ReadBatches(base, hw, 1, func(b []byte) bool {
+	err = p.readBatches(data, slot, base, 1, func(b []byte) bool {
 		_, recs, derr = DecodeRecords(b, base, recs[:0])
 		if derr != nil {
 			return false
@@ -357,10 +484,13 @@ func (p *Partition) OffsetForTime(t, hw int64) (int64, error) {
 func (p *Partition) Delete() error {
 	b := p.s.db.NewBatch()
 	defer b.Close()
-	for _, k := range kinds {
-		if err := b.DeleteRange(key(k, p.shard), upper(k, p.shard), nil); err != nil {
+	for _, slot := range []byte{0, 1} {
+		if err := p.clearSlot(b, slot); err != nil {
 			return err
 		}
+	}
+	if err := b.Delete(key(kindMeta, p.shard), nil); err != nil {
+		return err
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return err
@@ -368,7 +498,20 @@ func (p *Partition) Delete() error {
 	if err := p.s.db.Flush(); err != nil {
 		return err
 	}
-	p.meta.Store(&Meta{MaxTime: math.MinInt64})
+	st := emptyState
+	st.gen = p.state.Load().gen + 1
+	p.state.Store(&st)
 	p.producers = map[uint64]*producerState{}
+	return nil
+}
+
+// clearSlot adds to b the deletion of the partition's keys in slot.
+func (p *Partition) clearSlot(b *pebble.Batch, slot byte) error {
+	for _, k := range slotKinds {
+		sk := slotKind(k, slot)
+		if err := b.DeleteRange(key(sk, p.shard), upper(sk, p.shard), nil); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -3,20 +3,33 @@ package storage
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/iotest"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/stretchr/testify/require"
 )
 
-// countKeys counts the keys of shard with the given kinds, reading Pebble
-// directly.
+// countKeys counts the keys of shard with the given kinds, in both slots,
+// reading Pebble directly.
 func countKeys(t testing.TB, s *Store, shard uint64, kinds ...byte) int {
 	t.Helper()
 	n := 0
+	var all []byte
 	for _, k := range kinds {
+		all = append(all, k)
+		if k != kindMeta {
+			all = append(all, slotKind(k, 1))
+		}
+	}
+	for _, k := range all {
 		it, err := s.db.NewIter(&pebble.IterOptions{
 			LowerBound: key(k, shard),
 			UpperBound: key(k, shard+1),
@@ -598,8 +611,8 @@ func decodeStream(t testing.TB, b []byte) []streamRecord {
 
 // TestRestoreValidatesEveryRecord feeds Restore streams that frame well
 // but carry records this store could never have written. Each must fail
-// with ErrCorrupt, and none may be loaded (a producer state without batches
-// used to make the next Apply panic).
+// with ErrCorrupt and leave the partition as it was; none may be loaded (a
+// producer state without batches used to make the next Apply panic).
 func TestRestoreValidatesEveryRecord(t *testing.T) {
 	src := openTestStore(t)
 	p := openPartition(t, src, 1)
@@ -690,13 +703,21 @@ func TestRestoreValidatesEveryRecord(t *testing.T) {
 
 	dst := openTestStore(t)
 	r := openPartition(t, dst, 2)
+	applyCmds(t, r, appendCmd(t, 4, 0, 0, "kept"))
+	before := r.Meta()
 	for name, stream := range cases {
 		t.Run(name, func(t *testing.T) {
 			require.NotPanics(t, func() {
 				require.ErrorIs(t, r.Restore(bytes.NewReader(stream)), ErrCorrupt)
-				// Nothing of the stream was loaded that could trip Apply.
-				applyCmds(t, r, appendCmd(t, 9, 0, 2, "x"), appendCmd(t, 9, 0, 0, "x"))
 			})
+			// The partition is as it was, in memory and on disk, and
+			// nothing staged is left behind.
+			require.Equal(t, before, r.Meta())
+			require.Equal(t, []string{"0:kept"}, readLog(t, r, 0, before.NextOffset))
+			reloaded := openPartition(t, dst, 2)
+			require.Equal(t, before, reloaded.Meta())
+			require.Equal(t, cloneProducers(r.producers), reloaded.producers)
+			require.Equal(t, 1+1+1+1, countKeys(t, dst, 2, kinds[:]...))
 		})
 	}
 
@@ -732,4 +753,147 @@ func TestApplyNeverPanicsOnProducerState(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bigLog fills p with batches of 8 records of 64 KiB each, all of whose
+// values start with tag, until it holds more than size bytes.
+func bigLog(t testing.TB, p *Partition, tag byte, size int) {
+	t.Helper()
+	v := bytes.Repeat([]byte{tag}, 64<<10)
+	recs := make([]Record, 8)
+	for i := range recs {
+		recs[i] = Record{Time: 1000, Value: v}
+	}
+	cmd := recordsCmd(t, 0, 0, 0, recs)
+	for n := 0; n <= size; n += 8 * len(v) {
+		applyCmds(t, p, cmd)
+	}
+}
+
+// logView reads every batch of p and returns the record count and the
+// distinct first bytes of the values, or an error.
+func logView(p *Partition) (int, string, error) {
+	n, tags := 0, map[byte]bool{}
+	var derr error
+	err := p.ReadBatches(0, math.MaxInt64, math.MaxInt, func(b []byte) bool {
+		var recs []Record
+		_, recs, derr = DecodeRecords(b, 0, nil)
+		for _, r := range recs {
+			n++
+			tags[r.Value[0]] = true
+		}
+		return derr == nil
+	})
+	var s []byte
+	for tag := range tags {
+		s = append(s, tag)
+	}
+	return n, string(s), errors.Join(err, derr)
+}
+
+// TestRestoreIsAtomicForReaders reads a partition continuously while a
+// snapshot of more than 8 MiB, the size at which Restore commits a chunk,
+// replaces it. Every read must see either the whole old log or the whole
+// new one. (Restore used to delete the old log first and commit the new
+// one in chunks: readers saw an empty, then a partial partition.)
+func TestRestoreIsAtomicForReaders(t *testing.T) {
+	src := openTestStore(t)
+	np := openPartition(t, src, 1)
+	bigLog(t, np, 'n', 12<<20)
+	stream := snapshotBytes(t, np)
+	newCount, _, err := logView(np)
+	require.NoError(t, err)
+
+	dst := openTestStore(t)
+	p := openPartition(t, dst, 2)
+	bigLog(t, p, 'o', 1<<20)
+	oldMeta := p.Meta()
+	oldCount, _, err := logView(p)
+	require.NoError(t, err)
+
+	var done atomic.Bool
+	var reads [2]atomic.Int64 // of the old log, of the new one
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for !done.Load() {
+				n, tags, err := logView(p)
+				switch {
+				case err != nil:
+					t.Error(err)
+					return
+				case tags == "o" && n == oldCount:
+					reads[0].Add(1)
+				case tags == "n" && n == newCount:
+					reads[1].Add(1)
+				default:
+					t.Errorf("read %d records with values %q: neither the old log (%d) nor the new (%d)", n, tags, oldCount, newCount)
+					return
+				}
+				if _, err := p.OffsetForTime(1000, math.MaxInt64); err != nil {
+					t.Error(err)
+					return
+				}
+				if m := p.Meta(); m != oldMeta && m != np.Meta() {
+					t.Errorf("meta %+v is neither the old nor the new", m)
+					return
+				}
+			}
+		})
+	}
+	for reads[0].Load() == 0 {
+		runtime.Gosched()
+	}
+	require.NoError(t, p.Restore(bytes.NewReader(stream)))
+	for reads[1].Load() == 0 && !t.Failed() {
+		runtime.Gosched()
+	}
+	done.Store(true)
+	wg.Wait()
+	require.Equal(t, np.Meta(), p.Meta())
+	// Nothing of the old log is left in either slot.
+	require.Equal(t, countKeys(t, src, 1, kinds[:]...), countKeys(t, dst, 2, kinds[:]...))
+}
+
+// TestRestoreFailingLateKeepsOldLog cuts a large snapshot stream after
+// Restore has committed several chunks of it.
+func TestRestoreFailingLateKeepsOldLog(t *testing.T) {
+	src := openTestStore(t)
+	bigLog(t, openPartition(t, src, 1), 'n', 12<<20)
+	stream := snapshotBytes(t, openPartition(t, src, 1))
+
+	s := openTestStore(t)
+	p := openPartition(t, s, 2)
+	bigLog(t, p, 'o', 1<<20)
+	before := p.Meta()
+	keys := countKeys(t, s, 2, kinds[:]...)
+
+	err := p.Restore(bytes.NewReader(stream[:len(stream)*9/10]))
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.Equal(t, before, p.Meta())
+	n, tags, err := logView(p)
+	require.NoError(t, err)
+	require.Equal(t, "o", tags)
+	require.Equal(t, before.NextOffset, int64(n))
+	require.Equal(t, keys, countKeys(t, s, 2, kinds[:]...), "no staged key is left")
+	require.Equal(t, before, openPartition(t, s, 2).Meta())
+
+	// A source that fails (as dragonboat's does when it stops) is not
+	// reported as corruption: its error stays matchable.
+	stop := errors.New("stopped")
+	err = p.Restore(io.MultiReader(bytes.NewReader(stream[:len(stream)/2]), iotest.ErrReader(stop)))
+	require.ErrorIs(t, err, stop)
+	require.NotErrorIs(t, err, ErrCorrupt)
+	require.Equal(t, before, p.Meta())
+	require.Equal(t, keys, countKeys(t, s, 2, kinds[:]...))
+
+	// The whole stream restores, and a second restore switches back to
+	// the first slot.
+	require.NoError(t, p.Restore(bytes.NewReader(stream)))
+	require.Equal(t, openPartition(t, src, 1).Meta(), p.Meta())
+	require.NoError(t, p.Restore(bytes.NewReader(stream)))
+	_, tags, err = logView(p)
+	require.NoError(t, err)
+	require.Equal(t, "n", tags)
+	require.Equal(t, countKeys(t, src, 1, kinds[:]...), countKeys(t, s, 2, kinds[:]...))
 }
