@@ -1,8 +1,13 @@
 package storage
 
 import (
+	"cmp"
+	"container/list"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"math"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -79,14 +84,25 @@ type seqBatch struct {
 	baseOffset int64
 }
 
+// producerState is what a partition remembers of an idempotent producer.
+// Stored, it is the epoch, the last time, then the batches, little-endian;
+// stores written before producers expired lack the last time (see
+// decodeProducerState).
 type producerState struct {
-	epoch   uint32
-	batches []seqBatch // oldest first, at most maxProducerBatches
+	epoch uint32
+	// lastTime is the log's clock (Meta.MaxTime) after the producer's
+	// last accepted batch: it expires by that clock.
+	lastTime int64
+	batches  []seqBatch // oldest first, at most maxProducerBatches
+	// timeUnknown: decoded from the format without lastTime, which
+	// [Partition.load] fills in.
+	timeUnknown bool
 }
 
 func (st *producerState) encode() []byte {
-	b := make([]byte, 0, 4+len(st.batches)*16)
+	b := make([]byte, 0, 12+len(st.batches)*16)
 	b = binary.LittleEndian.AppendUint32(b, st.epoch)
+	b = binary.LittleEndian.AppendUint64(b, uint64(st.lastTime))
 	for _, sb := range st.batches {
 		b = binary.LittleEndian.AppendUint32(b, uint32(sb.baseSeq))
 		b = binary.LittleEndian.AppendUint32(b, sb.count)
@@ -95,20 +111,70 @@ func (st *producerState) encode() []byte {
 	return b
 }
 
+// decodeProducerState decodes both formats: 4+8+16n bytes, and the older
+// 4+16n (without lastTime), told apart by their length modulo 16.
 func decodeProducerState(b []byte) (*producerState, error) {
-	// Apply always remembers at least the batch it just stored.
-	if len(b) < 4+16 || (len(b)-4)%16 != 0 || (len(b)-4)/16 > maxProducerBatches {
+	var st producerState
+	switch {
+	case len(b) >= 12 && (len(b)-12)%16 == 0:
+		st.epoch = binary.LittleEndian.Uint32(b)
+		st.lastTime = int64(binary.LittleEndian.Uint64(b[4:]))
+		b = b[12:]
+	case len(b) >= 4 && (len(b)-4)%16 == 0:
+		st.epoch = binary.LittleEndian.Uint32(b)
+		st.lastTime, st.timeUnknown = math.MinInt64, true
+		b = b[4:]
+	default:
 		return nil, fmt.Errorf("%w: producer state of %d bytes", ErrCorrupt, len(b))
 	}
-	st := &producerState{epoch: binary.LittleEndian.Uint32(b)}
-	for b = b[4:]; len(b) > 0; b = b[16:] {
+	// Apply always remembers at least the batch it just stored.
+	if n := len(b) / 16; n < 1 || n > maxProducerBatches {
+		return nil, fmt.Errorf("%w: producer state with %d batches", ErrCorrupt, n)
+	}
+	for ; len(b) > 0; b = b[16:] {
 		st.batches = append(st.batches, seqBatch{
 			baseSeq:    int32(binary.LittleEndian.Uint32(b)),
 			count:      binary.LittleEndian.Uint32(b[4:]),
 			baseOffset: int64(binary.LittleEndian.Uint64(b[8:])),
 		})
 	}
-	return st, nil
+	return &st, nil
+}
+
+// producerLRU orders a partition's producer ids by their lastTime, oldest
+// first, so that expiry looks only at the ids it removes. Apply gives the
+// producer of a batch the current log time, which no other lastTime
+// exceeds, so moving it to the back keeps the order. Not safe for
+// concurrent use.
+type producerLRU struct {
+	l    list.List // of uint64 producer ids
+	elem map[uint64]*list.Element
+}
+
+// touch moves pid to the back, adding it if needed.
+func (q *producerLRU) touch(pid uint64) {
+	if e := q.elem[pid]; e != nil {
+		q.l.MoveToBack(e)
+		return
+	}
+	if q.elem == nil {
+		q.elem = map[uint64]*list.Element{}
+	}
+	q.elem[pid] = q.l.PushBack(pid)
+}
+
+func (q *producerLRU) remove(pid uint64) {
+	if e := q.elem[pid]; e != nil {
+		q.l.Remove(e)
+		delete(q.elem, pid)
+	}
+}
+
+// expired reports whether a producer whose last batch came at log time
+// last has been idle for longer than the store's producer expiration at
+// log time now.
+func (s *Store) expired(last, now int64) bool {
+	return now > math.MinInt64+s.expiry && last < now-s.expiry
 }
 
 // check decides whether a batch from this producer is accepted, following
@@ -166,8 +232,33 @@ func (p *Partition) Apply(entries []Entry, results []Result) error {
 		m.AppliedIndex = e.Index
 		results[i] = p.applyOne(wb, m, next.slot, dirty, e.Cmd)
 	}
+	// Forget the producers idle for too long by now. Which Apply call
+	// does it depends on how entries were grouped, which differs between
+	// replicas, but applyOne already treats an expired producer as
+	// unknown entry by entry, so results never depend on it: this only
+	// frees the memory and the keys.
+	pk := slotKind(kindProducer, next.slot)
+	var expired []uint64
 	for pid, st := range dirty {
-		if err := wb.Set(key(slotKind(kindProducer, next.slot), p.shard, pid), st.encode(), nil); err != nil {
+		if p.s.expired(st.lastTime, m.MaxTime) {
+			expired = append(expired, pid)
+			if err := wb.Delete(key(pk, p.shard, pid), nil); err != nil {
+				return err
+			}
+		} else if err := wb.Set(key(pk, p.shard, pid), st.encode(), nil); err != nil {
+			return err
+		}
+	}
+	for e := p.lru.l.Front(); e != nil; e = e.Next() {
+		pid := e.Value.(uint64)
+		if st := p.producers[pid]; st == nil || !p.s.expired(st.lastTime, m.MaxTime) {
+			break
+		}
+		if dirty[pid] != nil {
+			continue // decided above
+		}
+		expired = append(expired, pid)
+		if err := wb.Delete(key(pk, p.shard, pid), nil); err != nil {
 			return err
 		}
 	}
@@ -178,8 +269,18 @@ func (p *Partition) Apply(entries []Entry, results []Result) error {
 		return err
 	}
 	p.state.Store(&next)
-	for pid, st := range dirty {
-		p.producers[pid] = st
+	for _, pid := range expired {
+		delete(p.producers, pid)
+		delete(dirty, pid)
+		p.lru.remove(pid)
+	}
+	// In the order of their lastTime, to keep the LRU sorted.
+	pids := slices.SortedFunc(maps.Keys(dirty), func(a, b uint64) int {
+		return cmp.Or(cmp.Compare(dirty[a].lastTime, dirty[b].lastTime), cmp.Compare(a, b))
+	})
+	for _, pid := range pids {
+		p.producers[pid] = dirty[pid]
+		p.lru.touch(pid)
 	}
 	return nil
 }
@@ -208,6 +309,9 @@ func (p *Partition) applyOne(wb *pebble.Batch, m *Meta, slot byte, dirty map[uin
 		if st == nil {
 			st = p.producers[h.ProducerID]
 		}
+		if st != nil && p.s.expired(st.lastTime, m.MaxTime) {
+			st = nil // forgotten: as if never seen (Kafka's unknown producer id)
+		}
 		status, off := st.check(h)
 		if status != StatusOK {
 			if status != StatusDuplicate {
@@ -229,7 +333,7 @@ func (p *Partition) applyOne(wb *pebble.Batch, m *Meta, slot byte, dirty map[uin
 	m.MaxTime = max(m.MaxTime, h.MaxTime)
 	_ = wb.Set(key(slotKind(kindTime, slot), p.shard, orderedTime(m.MaxTime), uint64(base)), nil, nil)
 	if h.ProducerID != 0 {
-		next := &producerState{epoch: h.ProducerEpoch}
+		next := &producerState{epoch: h.ProducerEpoch, lastTime: m.MaxTime}
 		if st != nil && st.epoch == h.ProducerEpoch {
 			next.batches = append(next.batches, st.batches...)
 		}

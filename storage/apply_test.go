@@ -4,11 +4,15 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/stretchr/testify/require"
 )
@@ -664,4 +668,150 @@ func TestReadWhileApplying(t *testing.T) {
 		applyCmds(t, p, appendCmd(t, 7, 0, int32(2*i), "a", "b"))
 		hw.Store(p.Meta().NextOffset)
 	}
+}
+
+// idemAt is a one-record batch of producer pid (epoch 0) at sequence seq
+// with timestamp ts.
+func idemAt(t testing.TB, pid uint64, seq int32, ts int64) []byte {
+	t.Helper()
+	return recordsCmd(t, pid, 0, seq, []Record{{Time: ts, Value: []byte(fmt.Sprint(pid, "@", ts))}})
+}
+
+func openExpiringStore(t testing.TB, fs vfs.FS, expiration time.Duration) *Store {
+	t.Helper()
+	s, err := OpenStore("x", StoreOptions{FS: fs, ProducerExpiration: expiration})
+	require.NoError(t, err)
+	return s
+}
+
+// TestProducerExpiry: a producer idle for longer than ProducerExpiration,
+// measured by the log's clock (the largest record time applied), is
+// forgotten: its state goes from memory and disk, its next batch with a
+// sequence above 0 is refused as out of order, and sequence 0 starts it
+// afresh.
+func TestProducerExpiry(t *testing.T) {
+	fs := vfs.NewMem()
+	s := openExpiringStore(t, fs, 1000)
+	p := openPartition(t, s, 1)
+
+	require.Equal(t, []Result{ok(0), ok(1), ok(2)}, applyCmds(t, p,
+		idemAt(t, 7, 0, 1000), // 7 last writes at log time 1000
+		idemAt(t, 8, 0, 1500),
+		idemAt(t, 8, 1, 2000), // log time 2000: 7 idle for exactly 1000
+	))
+	require.Len(t, p.producers, 2)
+	// 7 is not yet expired: its retry is a duplicate, its next batch goes in.
+	require.Equal(t, []Result{dup(0)}, applyCmds(t, p, idemAt(t, 7, 0, 1000)))
+
+	require.Equal(t, []Result{ok(3)}, applyCmds(t, p, idemAt(t, 8, 2, 2001)))
+	// Log time 2001: 7 has been idle for 1001 and is gone, from disk too.
+	require.Len(t, p.producers, 1)
+	require.Equal(t, 1, countKeys(t, s, 1, kindProducer))
+	require.Equal(t, []Result{rejected(StatusOutOfOrder), ok(4)}, applyCmds(t, p,
+		idemAt(t, 7, 1, 2001), // its next sequence: unknown producer
+		idemAt(t, 7, 0, 2001), // sequence 0: a fresh start
+	))
+	require.Len(t, p.producers, 2)
+
+	// A producer that keeps writing never expires, however long the log runs.
+	for i := range int32(10) {
+		require.Equal(t, []Result{ok(5 + int64(i))}, applyCmds(t, p, idemAt(t, 8, 3+i, 2500+500*int64(i))))
+	}
+	require.Equal(t, []uint64{8}, slices.Collect(maps.Keys(p.producers)))
+	require.Equal(t, 1, countKeys(t, s, 1, kindProducer))
+
+	// The last-write times survive a reopen.
+	meta, producers := p.Meta(), cloneProducers(p.producers)
+	require.NoError(t, s.Close())
+	s = openExpiringStore(t, fs, 1000)
+	defer func() { require.NoError(t, s.Close()) }()
+	p = openPartition(t, s, 1)
+	require.Equal(t, meta, p.Meta())
+	require.Equal(t, producers, p.producers)
+	require.Equal(t, []Result{ok(15), ok(16), rejected(StatusOutOfOrder)}, applyCmds(t, p,
+		idemAt(t, 8, 13, meta.MaxTime),      // 8 is still known
+		idemAt(t, 9, 0, meta.MaxTime+1001),  // the clock moves on
+		idemAt(t, 8, 14, meta.MaxTime+1001), // and 8 is forgotten
+	))
+	require.Equal(t, []uint64{9}, slices.Collect(maps.Keys(p.producers)))
+}
+
+// TestProducerExpiryIsDeterministic applies one sequence of entries in
+// Apply calls of different sizes, as replicas may: the results must be the
+// same, and so must the producers remembered once a last Apply has run.
+// Expiry follows the log's clock, never the wall clock.
+func TestProducerExpiryIsDeterministic(t *testing.T) {
+	var cmds [][]byte
+	seq := map[uint64]int32{}
+	for i := range 200 {
+		pid := uint64(1 + (i*7)%13)
+		if i%11 == 0 {
+			seq[pid] += 3 // a gap: refused
+		}
+		if i%17 == 0 {
+			seq[pid] = 0 // a restart
+		}
+		cmds = append(cmds, idemAt(t, pid, seq[pid], int64(i*i)))
+		seq[pid]++
+	}
+	run := func(split int, expiration time.Duration) ([]Result, map[uint64]*producerState) {
+		s := openExpiringStore(t, vfs.NewMem(), expiration)
+		defer func() { require.NoError(t, s.Close()) }()
+		p := openPartition(t, s, 1)
+		var res []Result
+		for c := range slices.Chunk(cmds, split) {
+			res = append(res, applyCmds(t, p, c...)...)
+		}
+		applyCmds(t, p, idemAt(t, 99, 0, 200*200)) // sweeps on every replica
+		return res, cloneProducers(p.producers)
+	}
+	want, wantProducers := run(1, 5000)
+	never, neverProducers := run(1, 1<<62)
+	require.NotEqual(t, never, want, "expiry changes results")
+	require.Less(t, len(wantProducers), len(neverProducers), "expiry forgets producers")
+	for _, split := range []int{2, 3, 7, 50, 200} {
+		got, producers := run(split, 5000)
+		require.Equal(t, want, got, "Apply calls of %d entries", split)
+		require.Equal(t, wantProducers, producers, "Apply calls of %d entries", split)
+	}
+}
+
+// TestLegacyProducerState reads producer states stored before they carried
+// the log time of their last write: that time is taken from the batch they
+// remember, the same on every replica.
+func TestLegacyProducerState(t *testing.T) {
+	fs := vfs.NewMem()
+	s := openExpiringStore(t, fs, 1000)
+	p := openPartition(t, s, 1)
+	applyCmds(t, p, idemAt(t, 7, 0, 1000), idemAt(t, 8, 0, 1800))
+	// Rewrite both states as the old format: epoch, then the batches.
+	for pid, st := range p.producers {
+		old := binary.LittleEndian.AppendUint32(nil, st.epoch)
+		for _, sb := range st.batches {
+			old = binary.LittleEndian.AppendUint32(old, uint32(sb.baseSeq))
+			old = binary.LittleEndian.AppendUint32(old, sb.count)
+			old = binary.LittleEndian.AppendUint64(old, uint64(sb.baseOffset))
+		}
+		require.NoError(t, s.db.Set(key(kindProducer, 1, pid), old, pebble.NoSync))
+	}
+	require.NoError(t, s.Close())
+
+	s = openExpiringStore(t, fs, 1000)
+	defer func() { require.NoError(t, s.Close()) }()
+	p = openPartition(t, s, 1)
+	require.Equal(t, int64(1000), p.producers[7].lastTime)
+	require.Equal(t, int64(1800), p.producers[8].lastTime)
+	require.Equal(t, []Result{dup(0), ok(2), rejected(StatusOutOfOrder), ok(3)}, applyCmds(t, p,
+		idemAt(t, 7, 0, 1000), // still known
+		idemAt(t, 9, 0, 2001), // the log's clock moves past 7's expiry
+		idemAt(t, 7, 1, 2001),
+		idemAt(t, 8, 1, 2001), // 8 wrote at 1800: still known
+	))
+}
+
+func TestProducerExpirationOption(t *testing.T) {
+	require.Equal(t, int64(DefaultProducerExpiration), openTestStore(t).expiry)
+	require.Equal(t, 7*24*time.Hour, DefaultProducerExpiration)
+	_, err := OpenStore("x", StoreOptions{InMemory: true, ProducerExpiration: -1})
+	require.Error(t, err)
 }

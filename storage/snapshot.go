@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -133,7 +134,7 @@ func (p *Partition) Restore(r io.Reader) error {
 func (p *Partition) stage(r io.Reader, slot byte) (*Meta, error) {
 	src := &sourceReader{r: r}
 	br := bufio.NewReaderSize(src, 256<<10)
-	var check restoreCheck
+	check := restoreCheck{producerTime: math.MinInt64}
 	b := p.s.db.NewBatch()
 	defer func() { b.Close() }()
 	for {
@@ -233,9 +234,10 @@ type restoreCheck struct {
 	times    int   // time index entries seen
 	lastTime int64 // running maximum of the last time index entry
 	// producerEnd is the largest offset after a batch a producer state
-	// remembers.
-	producerEnd int64
-	meta        *Meta
+	// remembers, producerTime the latest lastTime of one.
+	producerEnd  int64
+	producerTime int64
+	meta         *Meta
 }
 
 type batchSpan struct{ base, maxTime int64 }
@@ -308,6 +310,9 @@ func (c *restoreCheck) record(kind byte, suffix, value []byte) error {
 			}
 			c.producerEnd = max(c.producerEnd, sb.baseOffset+int64(sb.count))
 		}
+		if !st.timeUnknown {
+			c.producerTime = max(c.producerTime, st.lastTime)
+		}
 
 	case kindMeta:
 		if len(suffix) != 0 {
@@ -343,6 +348,8 @@ func (c *restoreCheck) finish() error {
 		return snapshotCorrupt("max time %d, but the time index ends at %d", m.MaxTime, c.lastTime)
 	case c.producerEnd > m.NextOffset:
 		return snapshotCorrupt("a producer remembers offsets up to %d, past %d", c.producerEnd, m.NextOffset)
+	case c.producerTime > m.MaxTime:
+		return snapshotCorrupt("a producer wrote at %d, after the log's max time %d", c.producerTime, m.MaxTime)
 	}
 	return nil
 }

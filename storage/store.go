@@ -1,12 +1,16 @@
 package storage
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
+	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -57,17 +61,37 @@ type StoreOptions struct {
 	FS vfs.FS
 	// Logger receives Pebble's messages; nil discards them.
 	Logger *slog.Logger
+	// ProducerExpiration is how long an idempotent producer id may stay
+	// idle in a partition before the partition forgets it (Kafka's
+	// producer.id.expiration.ms). Idle time is measured by the log's
+	// clock, the largest record timestamp applied, never the wall clock,
+	// so that every replica forgets the same ids at the same entry; it
+	// must therefore be the same on every replica. A forgotten producer's
+	// next batch is refused as out of order unless it starts again at
+	// sequence 0. Default (0) 7 days; negative is invalid.
+	ProducerExpiration time.Duration
 }
+
+// DefaultProducerExpiration is the default of
+// [StoreOptions.ProducerExpiration], as in Kafka.
+const DefaultProducerExpiration = 7 * 24 * time.Hour
 
 // Store is one Pebble instance holding the partitions hosted by one node.
 // It is safe for concurrent use; each [Partition] it returns has a single
 // writer (its state machine) and any number of readers.
 type Store struct {
-	db *pebble.DB
+	db     *pebble.DB
+	expiry int64 // StoreOptions.ProducerExpiration in ns
 }
 
 // OpenStore opens (or creates) the store in dir.
 func OpenStore(dir string, o StoreOptions) (*Store, error) {
+	switch {
+	case o.ProducerExpiration < 0:
+		return nil, fmt.Errorf("replog: store option ProducerExpiration is negative (%v)", o.ProducerExpiration)
+	case o.ProducerExpiration == 0:
+		o.ProducerExpiration = DefaultProducerExpiration
+	}
 	lg := logadapt.Pebble{L: o.Logger}
 	opts := &pebble.Options{
 		Logger: lg,
@@ -109,7 +133,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		}
 		return nil, fmt.Errorf("replog: open store %s: %w", dir, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, expiry: int64(o.ProducerExpiration)}, nil
 }
 
 // Close flushes what was applied (so a clean restart replays nothing) and
@@ -226,6 +250,7 @@ type Partition struct {
 	state atomic.Pointer[partState]
 	// Owned by the writer goroutine.
 	producers map[uint64]*producerState
+	lru       producerLRU // the ids of producers, by lastTime
 }
 
 // Partition loads the stored state of a partition; a partition never
@@ -270,18 +295,53 @@ func (p *Partition) load() error {
 		if len(k) != 17 {
 			return fmt.Errorf("%w: producer key of %d bytes", ErrCorrupt, len(k))
 		}
-		st, err := decodeProducerState(it.Value())
+		ps, err := decodeProducerState(it.Value())
 		if err != nil {
 			return err
 		}
-		producers[binary.BigEndian.Uint64(k[9:])] = st
+		if ps.timeUnknown {
+			if ps.lastTime, err = p.batchMaxTime(st.slot, ps.batches[len(ps.batches)-1].baseOffset); err != nil {
+				return err
+			}
+			ps.timeUnknown = false
+		}
+		producers[binary.BigEndian.Uint64(k[9:])] = ps
 	}
 	if err := it.Error(); err != nil {
 		return p.readErr(err, -1)
 	}
+	pids := slices.SortedFunc(maps.Keys(producers), func(a, b uint64) int {
+		return cmp.Or(cmp.Compare(producers[a].lastTime, producers[b].lastTime), cmp.Compare(a, b))
+	})
+	p.lru = producerLRU{}
+	for _, pid := range pids {
+		p.lru.touch(pid)
+	}
 	p.state.Store(&st)
 	p.producers = producers
 	return nil
+}
+
+// batchMaxTime returns the MaxTime of the batch stored at base in slot, or
+// math.MinInt64 if there is none. It dates producer states stored before
+// they carried their lastTime: the batch a producer remembers last is
+// from its last write, and every replica holds the same batch, so every
+// replica dates it alike (a little early: the log's clock may have been
+// ahead of that batch's records).
+func (p *Partition) batchMaxTime(slot byte, base int64) (int64, error) {
+	v, closer, err := p.s.db.Get(key(slotKind(kindData, slot), p.shard, uint64(base)))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return math.MinInt64, nil
+	case err != nil:
+		return 0, p.readErr(err, base)
+	}
+	defer closer.Close()
+	h, err := ParseHeader(v)
+	if err != nil {
+		return 0, fmt.Errorf("shard %d: batch at %d: %w", p.shard, base, err)
+	}
+	return h.MaxTime, nil
 }
 
 // Meta returns the partition's state as of the last write (Apply, Restore
@@ -502,6 +562,7 @@ func (p *Partition) Delete() error {
 	st.gen = p.state.Load().gen + 1
 	p.state.Store(&st)
 	p.producers = map[uint64]*producerState{}
+	p.lru = producerLRU{}
 	return nil
 }
 
