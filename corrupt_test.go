@@ -97,3 +97,53 @@ func TestDamagedStoreFile(t *testing.T) {
 	_, err = c.Poll(ctx)
 	require.ErrorIs(t, err, replog.ErrCorrupt)
 }
+
+// TestDamagedStoreAtOpen damages the record store so badly that a
+// partition's own state (its high watermark and producer states) no longer
+// reads back. dragonboat halts the process when a state machine fails to
+// open, so the replica must be taken out of service before it starts: Open
+// succeeds, and its readers and writers get ErrCorrupt.
+func TestDamagedStoreAtOpen(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	l, err := replog.Open(dir, nil)
+	require.NoError(t, err)
+	tp, err := l.CreateTopic(ctx, "events", replog.TopicConfig{Partitions: 2})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	for i := range 200 {
+		part := i % 2
+		_, err := p.Produce(ctx, replog.Message[string]{Value: fmt.Sprint("v", i), Partition: &part})
+		require.NoError(t, err)
+	}
+	require.NoError(t, p.Close())
+	require.NoError(t, l.Close())
+
+	tables, err := filepath.Glob(filepath.Join(dir, "data", "*.sst"))
+	require.NoError(t, err)
+	require.NotEmpty(t, tables)
+	for _, name := range tables {
+		b, err := os.ReadFile(name)
+		require.NoError(t, err)
+		for i := len(b) / 20; i < len(b)*19/20; i++ {
+			b[i] ^= 0x5a
+		}
+		require.NoError(t, os.WriteFile(name, b, 0o644))
+	}
+
+	l, err = replog.Open(dir, nil)
+	if err != nil {
+		require.ErrorIs(t, err, replog.ErrCorrupt)
+		return
+	}
+	defer l.Close()
+	tp, err = l.Topic("events")
+	require.NoError(t, err)
+	c, err := replog.NewConsumer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Poll(ctx)
+	require.ErrorIs(t, err, replog.ErrCorrupt)
+
+}

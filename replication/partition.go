@@ -29,8 +29,49 @@ type Partition struct {
 	hw       atomic.Int64 // next offset to be assigned, as applied here
 	logStart atomic.Int64
 
+	// failed holds the error that took this replica out of service: its
+	// store is damaged. See [Partition.Err].
+	failed atomic.Pointer[error]
+
 	mu     sync.Mutex
 	notify chan struct{} // closed and replaced after each apply
+}
+
+// Err returns the error that took this replica out of service (matching
+// storage.ErrCorrupt), or nil. A failed replica serves no reads and
+// applies nothing to its store; the partition's other replicas are not
+// affected. Its Raft log is still written, so it still counts for
+// durability, but the node must be repaired (its data wiped, or the
+// partition reassigned away) before it serves the partition again.
+func (p *Partition) Err() error {
+	if e := p.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// fail takes the replica out of service with err, once, and wakes readers.
+func (p *Partition) fail(err error) {
+	if !p.failed.CompareAndSwap(nil, &err) {
+		return
+	}
+	p.n.log.Error("replog: partition replica out of service: its store is damaged; wipe this node's data or reassign the partition away",
+		"shard", p.Shard, "err", err)
+	p.markOpen()
+	p.mu.Lock()
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.mu.Unlock()
+}
+
+func (p *Partition) markOpen() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.opened:
+	default:
+		close(p.opened)
+	}
 }
 
 func newPartition(n *Node, shard uint64) *Partition {
@@ -87,12 +128,18 @@ func (p *Partition) ReadBatches(ctx context.Context, from int64, maxBytes int, f
 	if err := p.WaitOpen(ctx); err != nil {
 		return err
 	}
+	if err := p.Err(); err != nil {
+		return err
+	}
 	return p.store.Load().ReadBatches(from, p.hw.Load(), maxBytes, fn)
 }
 
 // OffsetForTime returns the first offset with a timestamp at or after t.
 func (p *Partition) OffsetForTime(ctx context.Context, t int64) (int64, error) {
 	if err := p.WaitOpen(ctx); err != nil {
+		return 0, err
+	}
+	if err := p.Err(); err != nil {
 		return 0, err
 	}
 	return p.store.Load().OffsetForTime(t, p.hw.Load())
@@ -111,6 +158,9 @@ type Proposal struct {
 // within timeout. Proposals made one after another from one goroutine reach
 // the leader in that order.
 func (p *Partition) ProposeAsync(cmd []byte, timeout time.Duration) (*Proposal, error) {
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
 	leader, ch := p.n.leaderState(p.Shard)
 	rs, err := p.n.nh.Propose(p.n.nh.GetNoOPSession(p.Shard), cmd, timeout)
 	if err != nil {
@@ -184,32 +234,48 @@ type partitionSM struct {
 }
 
 func (s *partitionSM) Open(<-chan struct{}) (uint64, error) {
-	sp, err := s.p.n.store.Partition(s.p.Shard)
-	if err != nil {
-		return 0, err
+	if s.s == nil { // startPartition normally loads the store first
+		sp, err := s.p.n.store.Partition(s.p.Shard)
+		if err != nil {
+			return 0, err
+		}
+		s.s = sp
 	}
-	s.s = sp
-	s.p.store.Store(sp)
-	s.p.publish(sp.Meta())
-	select {
-	case <-s.p.opened:
-	default:
-		close(s.p.opened)
-	}
-	return sp.Meta().AppliedIndex, nil
+	s.p.store.Store(s.s)
+	s.p.publish(s.s.Meta())
+	s.p.markOpen()
+	return s.s.Meta().AppliedIndex, nil
 }
 
+// Update applies committed entries to the store. Bad commands get a status
+// (storage validates each fully). dragonboat halts the process on any error
+// returned here, so damage met while applying (a producer state that no
+// longer reads back) takes this replica out of service instead: it answers
+// StatusCorrupt and stores nothing from then on, and its store keeps the
+// applied index of its last good write. Only a failed write (the disk
+// refusing it) is still returned, since nothing is safe after that.
 func (s *partitionSM) Update(es []sm.Entry) ([]sm.Entry, error) {
-	s.entries = s.entries[:0]
-	for _, e := range es {
-		s.entries = append(s.entries, storage.Entry{Index: e.Index, Cmd: e.Cmd})
-	}
 	if cap(s.results) < len(es) {
 		s.results = make([]storage.Result, len(es))
 	}
 	s.results = s.results[:len(es)]
-	if err := s.s.Apply(s.entries, s.results); err != nil {
-		return nil, err // a failed write to the store halts the node: nothing else is safe
+	if s.p.Err() == nil {
+		s.entries = s.entries[:0]
+		for _, e := range es {
+			s.entries = append(s.entries, storage.Entry{Index: e.Index, Cmd: e.Cmd})
+		}
+		err := s.s.Apply(s.entries, s.results)
+		switch {
+		case errors.Is(err, storage.ErrCorrupt):
+			s.p.fail(fmt.Errorf("shard %d: %w", s.p.Shard, err))
+		case err != nil:
+			return nil, err
+		}
+	}
+	if s.p.Err() != nil {
+		for i := range s.results {
+			s.results[i] = storage.Result{BaseOffset: -1, Status: storage.StatusCorrupt}
+		}
 	}
 	for i := range es {
 		es[i].Result = sm.Result{Value: encodeResult(s.results[i])}
@@ -227,6 +293,11 @@ func (s *partitionSM) PrepareSnapshot() (any, error) { return s.s.Snapshot(), ni
 func (s *partitionSM) SaveSnapshot(ctx any, w io.Writer, _ <-chan struct{}) error {
 	snap := ctx.(*storage.Snapshot)
 	defer snap.Close()
+	if err := s.p.Err(); err != nil {
+		// The store stopped applying: it is not the state at the
+		// snapshot's index.
+		return fmt.Errorf("%w: %w", sm.ErrSnapshotAborted, err)
+	}
 	_, err := snap.WriteTo(w)
 	if errors.Is(err, storage.ErrCorrupt) {
 		// A damaged store file cannot be streamed. dragonboat halts the

@@ -3,11 +3,13 @@ package replication
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/replog/replog/storage"
 
 	"github.com/lni/dragonboat/v4"
 )
@@ -225,10 +227,23 @@ func (n *Node) startPartition(pm PartitionMeta) error {
 			members[id] = n.addr(id)
 		}
 	}
+	// Load the store before starting the group: dragonboat halts the
+	// process when a state machine fails to open, so a damaged store
+	// leaves this replica out of service instead, and the node's other
+	// partitions keep serving.
+	sp, err := n.store.Partition(pm.Shard)
+	if errors.Is(err, storage.ErrCorrupt) {
+		p.fail(fmt.Errorf("shard %d: %w", pm.Shard, err))
+		return nil
+	}
+	if err != nil {
+		n.setPart(pm.Shard, nil)
+		return err
+	}
 	cfg := n.raftConfig(pm.Shard, p.replicaID)
 	cfg.IsNonVoting = !pm.Hosts(n.cfg.NodeID) // an observer
-	err := n.nh.StartOnDiskReplica(members, join, func(uint64, uint64) sm.IOnDiskStateMachine {
-		return &partitionSM{p: p}
+	err = n.nh.StartOnDiskReplica(members, join, func(uint64, uint64) sm.IOnDiskStateMachine {
+		return &partitionSM{p: p, s: sp}
 	}, cfg)
 	if err != nil && !errors.Is(err, dragonboat.ErrShardAlreadyExist) {
 		n.setPart(pm.Shard, nil)
