@@ -27,7 +27,12 @@ type Options struct {
 
 	// Logger receives replog's, dragonboat's and Pebble's messages. Nil
 	// (the default) discards them. dragonboat has one process-wide logger,
-	// so its messages go to the Logger of the Log opened last.
+	// so its messages go to the Logger of the Log opened last. Warn and
+	// Error are for what needs a human; elections and leader changes are
+	// Debug. One exception escapes the Logger: with InMemory, the Pebble
+	// bundled in dragonboat writes "background error: vfs: not supported"
+	// to the standard library's logger once per Open (its in-memory file
+	// system has no disk usage, and it offers no logger option).
 	Logger *slog.Logger
 
 	// NodeID is this node's id in the cluster, >= 1. Default 1.

@@ -113,6 +113,12 @@ func Open(cfg Config) (*Node, error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
+	if !cfg.InProcess && cfg.TLS == nil {
+		// dragonboat's own warning about this is logged at Debug (see
+		// package logadapt): it cannot tell the in-process transport, which
+		// has no wire, from TCP.
+		n.log.Info("replog: Raft traffic between nodes is neither encrypted nor authenticated (plaintext TCP on loopback)")
+	}
 	n.mu.meta = newMetadata()
 	n.mu.metaChanged = make(chan struct{})
 	n.mu.parts = map[uint64]*Partition{}
@@ -163,6 +169,9 @@ func Open(cfg Config) (*Node, error) {
 		// dragonboat accepts only lni/vfs's own MemFS here. Its GetDiskUsage
 		// is unsupported, so dragonboat's Pebble prints one "background
 		// error: vfs: not supported" line to the standard logger per node.
+		// dragonboat's tan LogDB would not, but in-memory nodes (every
+		// test) would then run another Raft log engine than disk nodes,
+		// and tan is marked experimental.
 		nhc.Expert.FS = lnivfs.NewMem()
 		if raftFS != nil {
 			nhc.Expert.FS = raftFS

@@ -11,7 +11,11 @@ package logadapt
 import (
 	"context"
 	"fmt"
+	"log"
 	"log/slog"
+	"os"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -24,6 +28,26 @@ var (
 	current     atomic.Pointer[slog.Logger]
 )
 
+// capnslogPkg is the package of the logger dragonboat uses by default. Its
+// init takes over the standard library's logger: it sets the flags and the
+// prefix to nothing and sends every line to its own writer.
+const capnslogPkg = "github.com/lni/goutils/logutil/capnslog"
+
+// init undoes the takeover of the standard logger by capnslog's init, so
+// that importing replog changes no process-wide state. It runs after
+// capnslog's (this package imports dragonboat's logger, which imports
+// capnslog) and restores Go's defaults only while the writer is still
+// capnslog's: a program that set its own writer since keeps it. What capnslog
+// overwrote cannot be known, so Go's defaults are the best guess; a program
+// configures the standard logger in main, after every init, anyway.
+func init() {
+	if w := log.Writer(); w != nil && reflect.TypeOf(w).PkgPath() == capnslogPkg {
+		log.SetOutput(os.Stderr)
+		log.SetFlags(log.LstdFlags)
+		log.SetPrefix("")
+	}
+}
+
 // SetDragonboat installs the forwarding factory (once per process) and makes
 // l the destination of dragonboat's logs. A nil l discards them. If the
 // program installed its own dragonboat logger factory first, that one stays.
@@ -31,7 +55,7 @@ func SetDragonboat(l *slog.Logger) {
 	installOnce.Do(func() {
 		defer func() { _ = recover() }() // the program set its own factory first: keep it.
 		logger.SetLoggerFactory(func(pkg string) logger.ILogger {
-			return &dbLogger{pkg: pkg, level: logger.WARNING}
+			return &dbLogger{pkg: pkg, level: logger.INFO}
 		})
 	})
 	if l != nil {
@@ -39,9 +63,36 @@ func SetDragonboat(l *slog.Logger) {
 	}
 }
 
-// dbLogger adapts dragonboat's ILogger to slog. Messages below WARNING are
-// dropped before formatting: dragonboat logs every election and snapshot at
-// INFO, which is noise for an embedded library.
+// level maps a dragonboat message to the slog level it is logged at.
+// dragonboat logs routine Raft protocol events (pre-votes, votes, becoming
+// a candidate, proposals dropped during an election, which replog retries)
+// as warnings, and much bookkeeping (every snapshot, every replica started)
+// as information. An embedded library's warnings should be worth a human's
+// attention, so:
+//
+//   - dragonboat's DEBUG and INFO are Debug;
+//   - its WARNING is Warn, but Debug for the Raft package (package "raft")
+//     except when a leader lost its quorum, and Debug for the warning that
+//     mutual TLS is off (replog warns itself when that matters: a TCP
+//     transport without TLS; the in-process transport has no wire);
+//   - ERROR is Error; a panic is logged at Error before it is raised.
+func level(pkg string, l logger.LogLevel, msg string) slog.Level {
+	switch {
+	case l >= logger.INFO:
+		return slog.LevelDebug
+	case l == logger.WARNING && pkg == "raft" && !strings.Contains(msg, "lost quorum"):
+		return slog.LevelDebug
+	case l == logger.WARNING && pkg == "config" && strings.HasPrefix(msg, "mutual TLS disabled"):
+		return slog.LevelDebug
+	case l == logger.WARNING:
+		return slog.LevelWarn
+	}
+	return slog.LevelError
+}
+
+// dbLogger adapts dragonboat's ILogger to slog. Messages below the level
+// set with SetLevel (INFO by default: Debugf calls are dropped) are dropped
+// before formatting, and so are messages the destination does not enable.
 type dbLogger struct {
 	pkg   string
 	mu    sync.Mutex
@@ -54,7 +105,7 @@ func (d *dbLogger) SetLevel(l logger.LogLevel) {
 	d.mu.Unlock()
 }
 
-func (d *dbLogger) log(l logger.LogLevel, sl slog.Level, format string, args []any) {
+func (d *dbLogger) log(l logger.LogLevel, format string, args []any) {
 	d.mu.Lock()
 	lv := d.level
 	d.mu.Unlock()
@@ -62,24 +113,23 @@ func (d *dbLogger) log(l logger.LogLevel, sl slog.Level, format string, args []a
 		return
 	}
 	dst := current.Load()
-	if dst == nil || !dst.Enabled(context.Background(), sl) {
+	if dst == nil {
 		return
 	}
-	dst.Log(context.Background(), sl, fmt.Sprintf(format, args...), "component", "dragonboat/"+d.pkg)
+	ctx := context.Background()
+	// level looks at the format, not the formatted message, so a message
+	// that ends at Debug costs no formatting when Debug is off.
+	sl := level(d.pkg, l, format)
+	if !dst.Enabled(ctx, sl) {
+		return
+	}
+	dst.Log(ctx, sl, fmt.Sprintf(format, args...), "component", "dragonboat/"+d.pkg)
 }
 
-func (d *dbLogger) Debugf(format string, args ...any) {
-	d.log(logger.DEBUG, slog.LevelDebug, format, args)
-}
-func (d *dbLogger) Infof(format string, args ...any) {
-	d.log(logger.INFO, slog.LevelInfo, format, args)
-}
-func (d *dbLogger) Warningf(format string, args ...any) {
-	d.log(logger.WARNING, slog.LevelWarn, format, args)
-}
-func (d *dbLogger) Errorf(format string, args ...any) {
-	d.log(logger.ERROR, slog.LevelError, format, args)
-}
+func (d *dbLogger) Debugf(format string, args ...any)   { d.log(logger.DEBUG, format, args) }
+func (d *dbLogger) Infof(format string, args ...any)    { d.log(logger.INFO, format, args) }
+func (d *dbLogger) Warningf(format string, args ...any) { d.log(logger.WARNING, format, args) }
+func (d *dbLogger) Errorf(format string, args ...any)   { d.log(logger.ERROR, format, args) }
 
 // Panicf keeps dragonboat's contract (it panics) but logs first, so the
 // message is not lost when the panic is recovered higher up.

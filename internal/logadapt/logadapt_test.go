@@ -1,0 +1,34 @@
+package logadapt
+
+import (
+	"log/slog"
+	"testing"
+
+	"github.com/lni/dragonboat/v4/logger"
+)
+
+func TestLevel(t *testing.T) {
+	for _, c := range []struct {
+		pkg    string
+		l      logger.LogLevel
+		format string
+		want   slog.Level
+	}{
+		{"raft", logger.WARNING, "%s became PreVote candidate", slog.LevelDebug},
+		{"raft", logger.WARNING, "%s received %s from %s", slog.LevelDebug},
+		{"raft", logger.WARNING, "%s dropped proposal, no leader", slog.LevelDebug},
+		{"raft", logger.WARNING, "%s has lost quorum", slog.LevelWarn},
+		{"raft", logger.INFO, "%s became leader", slog.LevelDebug},
+		{"raft", logger.ERROR, "%s something broke", slog.LevelError},
+		{"config", logger.WARNING, "mutual TLS disabled, communication is insecure", slog.LevelDebug},
+		{"config", logger.WARNING, "ElectionRTT is not a magnitude larger than HeartbeatRTT", slog.LevelWarn},
+		{"transport", logger.WARNING, "%s became unreachable, affected %d nodes", slog.LevelWarn},
+		{"dragonboat", logger.INFO, "NodeHost ID: %s", slog.LevelDebug},
+		{"dragonboat", logger.DEBUG, "x", slog.LevelDebug},
+		{"rsm", logger.CRITICAL, "x", slog.LevelError},
+	} {
+		if got := level(c.pkg, c.l, c.format); got != c.want {
+			t.Errorf("level(%q, %d, %q) = %v, want %v", c.pkg, c.l, c.format, got, c.want)
+		}
+	}
+}
