@@ -45,6 +45,12 @@ var (
 	// ErrUnknownMember: the group no longer knows this member (its session
 	// expired); it joins again by itself.
 	ErrUnknownMember = errors.New("replog: unknown group member")
+	// ErrLocked: [Open] found the directory open, by a Log of this process
+	// or of another.
+	ErrLocked = errors.New("replog: directory in use by another Log")
+	// ErrNotReplogDir: [Open] was given a directory that is not empty and
+	// holds no log; it left the directory untouched.
+	ErrNotReplogDir = errors.New("replog: directory holds no log and is not empty")
 )
 
 // OffsetOutOfRangeError reports an offset outside the retained log.

@@ -2,17 +2,21 @@ package replog
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/replog/replog/internal/dirlock"
 	"github.com/replog/replog/internal/expert"
 	"github.com/replog/replog/replication"
 )
@@ -229,6 +233,7 @@ func isLoopback(addr string) bool {
 type Log struct {
 	opts   Options
 	node   *replication.Node
+	lock   io.Closer // holds the directory; nil InMemory
 	closed chan struct{}
 	// ctx ends when the Log closes; background work derives from it.
 	ctx    context.Context
@@ -248,6 +253,11 @@ type closer interface{ Close() error }
 // its topics are readable. With nil options it runs a single node, durable
 // on disk, with no network port. Reopening a directory brings back every
 // topic and record.
+//
+// A directory is one Log's at a time: Open fails with [ErrLocked] while
+// another Log, of this process or another, has it open. It refuses, with
+// [ErrNotReplogDir] and without touching it, a directory that is not empty
+// and holds no log. Damaged files fail it with [ErrCorrupt].
 func Open(dir string, opts *Options) (*Log, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -259,9 +269,22 @@ func Open(dir string, opts *Options) (*Log, error) {
 	if o.expert.Storage != nil && !o.InMemory {
 		return nil, fmt.Errorf("%w: in-memory storage needs InMemory", ErrInvalidConfig)
 	}
+	var lock io.Closer
+	if !o.InMemory {
+		if lock, err = lockDir(dir); err != nil {
+			return nil, err
+		}
+	}
+	// unlock releases the directory when Open fails.
+	unlock := func() {
+		if lock != nil {
+			lock.Close()
+		}
+	}
 	if len(o.Peers) == 1 && o.Peers[o.NodeID] == "" {
 		addr, err := singleNodeAddress(dir, o.InMemory)
 		if err != nil {
+			unlock()
 			return nil, err
 		}
 		o.Peers[o.NodeID] = addr
@@ -287,9 +310,10 @@ func Open(dir string, opts *Options) (*Log, error) {
 		Logger:          o.Logger,
 	})
 	if err != nil {
+		unlock()
 		return nil, err
 	}
-	l := &Log{opts: o, node: node, closed: make(chan struct{})}
+	l := &Log{opts: o, node: node, lock: lock, closed: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.mu.handles = map[closer]struct{}{}
 	return l, nil
@@ -310,15 +334,14 @@ func singleNodeAddress(dir string, inMemory bool) (string, error) {
 	if inMemory {
 		return replication.NewInProcessAddress(), nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("replog: %w", err)
-	}
-	path := filepath.Join(dir, "NODE_ADDRESS")
+	path := filepath.Join(dir, nodeAddressFile)
 	b, err := os.ReadFile(path)
-	if err == nil && len(b) > 0 {
+	switch {
+	case err == nil && !isInProcessAddress(string(b)):
+		return "", &corruptError{fmt.Sprintf("%s: %q is not a node address", path, b[:min(len(b), 64)])}
+	case err == nil:
 		return string(b), nil
-	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	case !errors.Is(err, os.ErrNotExist):
 		return "", fmt.Errorf("replog: %w", err)
 	}
 	addr := replication.NewInProcessAddress()
@@ -327,6 +350,69 @@ func singleNodeAddress(dir string, inMemory bool) (string, error) {
 	}
 	return addr, nil
 }
+
+// isInProcessAddress reports whether s is an address that
+// [replication.NewInProcessAddress] returns: "inproc-" and 16 hex digits.
+func isInProcessAddress(s string) bool {
+	h, ok := strings.CutPrefix(s, "inproc-")
+	if !ok || len(h) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(h)
+	return err == nil
+}
+
+// The files Open keeps in dir, besides the store (data) and dragonboat's
+// directory (raft).
+const (
+	// lockFile is locked by the Log that has the directory open. It is the
+	// first file Open creates, so it also marks the directory as a log's.
+	lockFile = "REPLOG_LOCK"
+	// nodeAddressFile holds a single node's in-process address.
+	nodeAddressFile = "NODE_ADDRESS"
+)
+
+// lockDir locks dir for one Log, creating it if needed. A directory that
+// is not empty and holds none of the files a log starts with is refused,
+// untouched: taking it over would mix a log's files with someone else's.
+// Logs created before the lock file existed have NODE_ADDRESS (a single
+// node) or dragonboat's NODEHOST.ID.
+func lockDir(dir string) (io.Closer, error) {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("replog: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("replog: %w", err)
+	case len(entries) > 0 && !holdsLog(dir):
+		return nil, fmt.Errorf("%w: %s (open a new or empty directory, or one a Log created)", ErrNotReplogDir, dir)
+	}
+	l, err := dirlock.Lock(filepath.Join(dir, lockFile))
+	switch {
+	case errors.Is(err, dirlock.ErrLocked):
+		return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+	case err != nil:
+		return nil, fmt.Errorf("replog: %w", err)
+	}
+	return l, nil
+}
+
+func holdsLog(dir string) bool {
+	for _, name := range []string{lockFile, nodeAddressFile, filepath.Join("raft", "NODEHOST.ID")} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// corruptError reports a damaged file. It matches [ErrCorrupt].
+type corruptError struct{ msg string }
+
+func (e *corruptError) Error() string        { return "replog: corrupt " + e.msg }
+func (e *corruptError) Is(target error) bool { return target == ErrCorrupt }
 
 func writeFileSync(path string, data []byte) error {
 	tmp := path + ".tmp"
@@ -366,6 +452,9 @@ func (l *Log) Close() error {
 		close(l.closed)
 		l.cancel()
 		errs = append(errs, l.node.Close())
+		if l.lock != nil {
+			errs = append(errs, l.lock.Close())
+		}
 		l.closeErr = errors.Join(errs...)
 	})
 	return l.closeErr
