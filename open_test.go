@@ -14,6 +14,7 @@ import (
 	"github.com/replog/replog"
 )
 
+// lsR lists every file under dir with its size, mode and time.
 func lsR(dir string) []string {
 	var out []string
 	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {

@@ -138,6 +138,11 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.Storage != nil {
 		raftFS, so.FS = cfg.Storage.fs()
 	}
+	if !cfg.InMemory {
+		if err := checkRaftLog(filepath.Join(dir, "raft"), cfg.Logger); err != nil {
+			return nil, err
+		}
+	}
 	store, err := storage.OpenStore(filepath.Join(dir, "data"), so)
 	if err != nil {
 		return nil, err
