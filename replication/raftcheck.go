@@ -1,6 +1,9 @@
 package replication
 
 import (
+	"bytes"
+	"crypto/md5"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -17,7 +20,8 @@ import (
 
 // checkRaftLog reads every live key of dragonboat's Raft log, the Pebble
 // databases under nhDir, and fails with an error matching
-// [storage.ErrCorrupt] if a table, the WAL or the manifest is damaged.
+// [storage.ErrCorrupt] if a table or the manifest is damaged (or one of
+// dragonboat's flag files, see checkFlagFile).
 //
 // Why before NewNodeHost: dragonboat reads the Raft log in its step workers,
 // and on a read error (a table's block checksum, say) it calls its logger's
@@ -42,6 +46,8 @@ func checkRaftLog(nhDir string, log *slog.Logger) error {
 		switch {
 		case err != nil:
 			return err
+		case !d.IsDir() && (d.Name() == "NODEHOST.ID" || d.Name() == "dragonboat.ds"):
+			return checkFlagFile(path)
 		case !d.IsDir():
 			return nil
 		case strings.HasPrefix(d.Name(), "logdb-"):
@@ -53,13 +59,37 @@ func checkRaftLog(nhDir string, log *slog.Logger) error {
 		}
 		return nil
 	})
-	if err != nil && !os.IsNotExist(err) {
+	var corrupt *corruptError
+	switch {
+	case errors.As(err, &corrupt):
+		return err
+	case err != nil && !os.IsNotExist(err):
 		return fmt.Errorf("replog: check raft log: %w", err)
 	}
 	for _, dir := range dbs {
 		if err := checkPebble2022(dir, log); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkFlagFile checks one of dragonboat's flag files, which NewNodeHost
+// reads: the node host's id and the directory's deployment. A damaged one
+// makes dragonboat panic; NewNodeHost recovers that but returns no error,
+// so the cause would be lost. The format (dragonboat's
+// fileutil.CreateFlagFile): the last 8 bytes of the MD5 of the content,
+// then the content.
+func checkFlagFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if len(b) < 8 {
+		return &corruptError{fmt.Sprintf("raft flag file %s: %d bytes", path, len(b))}
+	}
+	if sum := md5.Sum(b[8:]); !bytes.Equal(b[:8], sum[8:]) {
+		return &corruptError{fmt.Sprintf("raft flag file %s: checksum mismatch", path)}
 	}
 	return nil
 }
