@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/replog/replog/internal/dirlock"
 	"github.com/replog/replog/internal/expert"
 	"github.com/replog/replog/replication"
@@ -313,6 +315,16 @@ func Open(dir string, opts *Options) (*Log, error) {
 		unlock()
 		return nil, err
 	}
+	if !o.InMemory {
+		// The store and dragonboat create data/ and raft/ here and sync
+		// what is inside; the entries for them are dir's to sync, before
+		// Open acknowledges anything.
+		if err := syncDir(vfs.Default, dir); err != nil {
+			node.Close()
+			unlock()
+			return nil, fmt.Errorf("replog: %w", err)
+		}
+	}
 	l := &Log{opts: o, node: node, lock: lock, closed: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.mu.handles = map[closer]struct{}{}
@@ -345,7 +357,7 @@ func singleNodeAddress(dir string, inMemory bool) (string, error) {
 		return "", fmt.Errorf("replog: %w", err)
 	}
 	addr := replication.NewInProcessAddress()
-	if err := writeFileSync(path, []byte(addr)); err != nil {
+	if err := writeFileSync(vfs.Default, path, []byte(addr)); err != nil {
 		return "", fmt.Errorf("replog: %w", err)
 	}
 	return addr, nil
@@ -381,7 +393,7 @@ func lockDir(dir string) (io.Closer, error) {
 	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := createDir(vfs.Default, dir); err != nil {
 			return nil, fmt.Errorf("replog: %w", err)
 		}
 	case err != nil:
@@ -414,9 +426,12 @@ type corruptError struct{ msg string }
 func (e *corruptError) Error() string        { return "replog: corrupt " + e.msg }
 func (e *corruptError) Is(target error) bool { return target == ErrCorrupt }
 
-func writeFileSync(path string, data []byte) error {
+// writeFileSync replaces the file at path with data, durably and
+// atomically: a crash leaves the old content or the new one. The rename is
+// a change to the directory, which takes a sync of its own.
+func writeFileSync(fs vfs.FS, path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
 	}
@@ -431,7 +446,45 @@ func writeFileSync(path string, data []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := fs.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(fs, filepath.Dir(path))
+}
+
+// createDir creates dir and its missing parents, durably: each new
+// directory's entry in its parent is synced, or a crash could take the
+// whole log with it.
+func createDir(fs vfs.FS, dir string) error {
+	var created []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := fs.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range created {
+		if err := syncDir(fs, filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }
 
 // Close closes every producer (sending what they buffered) and consumer
