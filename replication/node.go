@@ -94,9 +94,21 @@ type Node struct {
 		partsCh     chan struct{}     // closed and replaced when parts changes
 		leaders     map[uint64]uint64 // shard -> leader replica id (0: none known)
 		leaderCh    chan struct{}
-		cleaned     map[uint64]bool // deleted shards already cleaned up
-		preferred   map[uint64]int  // shard -> times leadership was offered to the preferred replica
-		closed      bool
+		// raftData holds, by partition shard, the replica ids whose Raft
+		// data this node holds: what dragonboat's LogDB listed at Open,
+		// plus the replicas started since, less those deleted. Deleting a
+		// replica's Raft data is the last step of its cleanup, so this is
+		// also the durable record of cleanups left to do.
+		raftData map[uint64]map[uint64]bool
+		// synced is set once Open has caught up with the metadata group.
+		// Before, the metadata may be replaying history: placements that
+		// no longer hold, replicas long moved away or deleted. Acting on
+		// them would start (even bootstrap again) replicas only to delete
+		// them, or delete data of replicas assigned since.
+		synced    bool
+		swept     bool           // removeLeftovers has checked for records left behind
+		preferred map[uint64]int // shard -> times leadership was offered to the preferred replica
+		closed    bool
 	}
 	closeOnce sync.Once
 	closeErr  error
@@ -125,7 +137,7 @@ func Open(cfg Config) (*Node, error) {
 	n.mu.partsCh = make(chan struct{})
 	n.mu.leaders = map[uint64]uint64{}
 	n.mu.leaderCh = make(chan struct{})
-	n.mu.cleaned = map[uint64]bool{}
+	n.mu.raftData = map[uint64]map[uint64]bool{}
 	n.mu.preferred = map[uint64]int{}
 	n.rebalance = make(chan uint64, 64)
 
@@ -211,6 +223,11 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("replog: start raft node: %w", err)
 	}
 	n.nh = nh
+	for _, ni := range nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{}).LogInfo {
+		if ni.ShardID >= FirstPartitionShard {
+			n.holdRaftData(ni.ShardID, ni.ReplicaID, true)
+		}
+	}
 
 	// The members only bootstrap a new group. A restarting node passes
 	// none: its Peers may have grown since (nodes added later), and
@@ -243,7 +260,28 @@ func Open(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("replog: metadata group not available after %v: %w", cfg.StartTimeout, err)
 	}
+	n.mu.Lock()
+	n.mu.synced = true
+	n.mu.Unlock()
+	n.publishMeta(n.Metadata()) // wake the reconciler
 	return n, nil
+}
+
+// holdRaftData records whether this node holds Raft data of a replica.
+func (n *Node) holdRaftData(shard, replica uint64, held bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case held && n.mu.raftData[shard] == nil:
+		n.mu.raftData[shard] = map[uint64]bool{replica: true}
+	case held:
+		n.mu.raftData[shard][replica] = true
+	default:
+		delete(n.mu.raftData[shard], replica)
+		if len(n.mu.raftData[shard]) == 0 {
+			delete(n.mu.raftData, shard)
+		}
+	}
 }
 
 func (n *Node) raftConfig(shard, replicaID uint64) config.Config {

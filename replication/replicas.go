@@ -8,10 +8,10 @@ import (
 	"slices"
 	"time"
 
-	sm "github.com/lni/dragonboat/v4/statemachine"
-	"github.com/replog/replog/storage"
-
 	"github.com/lni/dragonboat/v4"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/replog/replog/storage"
 )
 
 // Partition returns this node's replica of a partition: ErrNotReplica if
@@ -83,6 +83,15 @@ func (n *Node) reconcileLoop() {
 }
 
 func (n *Node) reconcile(meta *Metadata) {
+	n.mu.Lock()
+	synced, swept := n.mu.synced, n.mu.swept
+	n.mu.swept = synced
+	n.mu.Unlock()
+	if !synced {
+		return // see Node.mu.synced
+	}
+	// Leftovers first, so a partition this node hosts again starts clean.
+	n.removeLeftovers(meta, !swept)
 	for _, t := range meta.Topics {
 		for _, pm := range t.Partitions {
 			if !pm.Serves(n.cfg.NodeID) {
@@ -102,40 +111,94 @@ func (n *Node) reconcile(meta *Metadata) {
 	n.mu.Lock()
 	running := maps.Clone(n.mu.parts)
 	n.mu.Unlock()
+	deleted := make(map[uint64]bool, len(meta.DeletedShards))
+	for _, shard := range meta.DeletedShards {
+		deleted[shard] = true
+	}
 	for shard, p := range running {
 		name, idx, pm, ok := meta.partitionOf(shard)
-		if !ok {
-			continue // deleted: handled below
+		if ok {
+			if l, _ := n.leaderState(shard); l == p.replicaID && (pm.Moving || !pm.Hosts(n.cfg.NodeID)) {
+				n.converge(name, idx, pm, p.replicaID)
+			}
 		}
-		if l, _ := n.leaderState(shard); l == p.replicaID && (pm.Moving || !pm.Hosts(n.cfg.NodeID)) {
-			n.converge(name, idx, pm, p.replicaID)
-		}
-		// A replica that left the placement is deleted once the move is
-		// complete: the group no longer counts on it.
-		if !pm.Serves(n.cfg.NodeID) && !pm.Moving {
-			if err := n.removePartition(shard, p, true); err != nil {
-				n.log.Error("replog: remove moved replica", "shard", shard, "err", err)
+		// A replica of a deleted topic goes at once; one that left the
+		// placement once the move is complete: the group no longer counts
+		// on it.
+		if deleted[shard] || ok && !pm.Serves(n.cfg.NodeID) && !pm.Moving {
+			if err := n.removeReplica(shard, p.replicaID, p, true); err != nil {
+				n.log.Error("replog: remove partition replica", "shard", shard, "err", err)
 				continue
 			}
 			n.setPart(shard, nil)
 		}
 	}
+}
+
+// removeLeftovers deletes the replicas that this node holds Raft data of
+// but does not run and no longer hosts: moved away or deleted while it was
+// down, or whose removal an error or a crash interrupted. Each goes under
+// its own replica id, as dragonboat listed it. With records, it also
+// deletes the records of partitions this node no longer hosts and holds no
+// Raft data of (a crash between removeReplica's two deletions); that check
+// reads every such partition's meta, so it is done once per Open.
+func (n *Node) removeLeftovers(meta *Metadata, records bool) {
+	self := n.cfg.NodeID
+	deleted := make(map[uint64]bool, len(meta.DeletedShards))
 	for _, shard := range meta.DeletedShards {
-		n.mu.Lock()
-		p, running := n.mu.parts[shard]
-		done := n.mu.cleaned[shard]
-		n.mu.Unlock()
-		if done {
-			continue
+		deleted[shard] = true
+	}
+	gone := func(shard uint64) bool { // the partition no longer lives here
+		pm, ok := meta.partition(shard)
+		return deleted[shard] || ok && !pm.Moving && !pm.Serves(self)
+	}
+	n.mu.Lock()
+	type replica struct{ shard, id uint64 }
+	var stale []replica
+	for shard, ids := range n.mu.raftData {
+		pm, known := meta.partition(shard)
+		for id := range ids {
+			if p, ok := n.mu.parts[shard]; ok && p.replicaID == id {
+				continue // running: reconcile removes it if it must go
+			}
+			// An earlier replica of a partition hosted here again under a
+			// new id (ids are never reused) is stale too.
+			if gone(shard) || known && !pm.Moving && id != pm.ReplicaID(self) {
+				stale = append(stale, replica{shard, id})
+			}
 		}
-		if err := n.removePartition(shard, p, running); err != nil {
-			n.log.Error("replog: remove partition replica", "shard", shard, "err", err)
-			continue
+	}
+	var orphans []uint64
+	if records {
+		for _, shard := range meta.DeletedShards {
+			if _, held := n.mu.raftData[shard]; !held {
+				orphans = append(orphans, shard)
+			}
 		}
-		n.mu.Lock()
-		n.mu.cleaned[shard] = true
-		n.mu.Unlock()
-		n.setPart(shard, nil)
+		for _, t := range meta.Topics {
+			for _, pm := range t.Partitions {
+				if _, held := n.mu.raftData[pm.Shard]; !held && !pm.Moving && !pm.Serves(self) {
+					orphans = append(orphans, pm.Shard)
+				}
+			}
+		}
+	}
+	n.mu.Unlock()
+	for _, r := range stale {
+		// Records go too unless the partition is hosted here again.
+		if err := n.removeReplica(r.shard, r.id, nil, gone(r.shard)); err != nil {
+			n.log.Error("replog: remove replica left behind", "shard", r.shard, "replica", r.id, "err", err)
+		}
+	}
+	for _, shard := range orphans {
+		sp, err := n.store.Partition(shard)
+		if err == nil && sp.Meta().AppliedIndex != 0 {
+			n.log.Info("replog: deleted the records of a partition no longer hosted", "shard", shard)
+			err = sp.Delete()
+		}
+		if err != nil {
+			n.log.Error("replog: remove records left behind", "shard", shard, "err", err)
+		}
 	}
 }
 
@@ -249,34 +312,60 @@ func (n *Node) startPartition(pm PartitionMeta) error {
 		n.setPart(pm.Shard, nil)
 		return err
 	}
+	n.holdRaftData(pm.Shard, p.replicaID, true)
 	return nil
 }
 
-// removePartition stops a deleted partition's group and deletes its data:
-// the Raft log through dragonboat, the records from the store.
-func (n *Node) removePartition(shard uint64, p *Partition, running bool) error {
-	if running {
+// removeReplica deletes replica id of shard from this node: its Raft log
+// and snapshots through dragonboat and, with records, the partition's
+// records from the store. p is the running replica, stopped first, or nil.
+//
+// The records go after the Raft data when p runs: dragonboat must have
+// unloaded the state machine (SyncRemoveData waits for it) so that no
+// apply writes them again. Otherwise they go first, so that Raft data left
+// behind, which Open finds in dragonboat's LogDB, marks an unfinished
+// removal; removeLeftovers finishes both cases after a crash.
+func (n *Node) removeReplica(shard, id uint64, p *Partition, records bool) error {
+	deleteRecords := func() error {
+		if !records {
+			return nil
+		}
+		var sp *storage.Partition
+		if p != nil {
+			sp = p.store.Load()
+		}
+		if sp == nil {
+			var err error
+			if sp, err = n.store.Partition(shard); err != nil {
+				return err
+			}
+		}
+		return sp.Delete()
+	}
+	var err error
+	if p != nil {
 		if err := n.nh.StopShard(shard); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
 			return err
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rid := n.cfg.NodeID
-	if p != nil {
-		rid = p.replicaID
-	}
-	if err := n.nh.SyncRemoveData(ctx, shard, rid); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
-		return err
-	}
-	if p != nil {
-		if s := p.store.Load(); s != nil {
-			return s.Delete()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := n.nh.SyncRemoveData(ctx, shard, id); err != nil {
+			return err
+		}
+		n.holdRaftData(shard, id, false)
+		err = deleteRecords()
+	} else {
+		if err := deleteRecords(); err != nil {
+			return err
+		}
+		// Not SyncRemoveData: the shard may run here under another id.
+		if err = n.nh.RemoveData(shard, id); err == nil {
+			n.holdRaftData(shard, id, false)
 		}
 	}
-	sp, err := n.store.Partition(shard)
 	if err != nil {
 		return err
 	}
-	return sp.Delete()
+	n.log.Info("replog: deleted a replica's data", "shard", shard, "replica", id, "records", records)
+	return nil
 }
