@@ -146,4 +146,14 @@ func TestDamagedStoreAtOpen(t *testing.T) {
 	_, err = c.Poll(ctx)
 	require.ErrorIs(t, err, replog.ErrCorrupt)
 
+	// The damaged partition can still be deleted with its topic (its keys
+	// go without being read: TestDeleteDamagedPartition in storage). The
+	// store's damaged tables remain until the node's data is wiped.
+	require.NoError(t, c.Close())
+	require.NoError(t, l.DeleteTopic(ctx, "events"))
+	require.NoError(t, l.Close())
+	l, err = replog.Open(dir, nil)
+	require.NoError(t, err)
+	require.Empty(t, l.Topics())
+	require.NoError(t, l.Close())
 }

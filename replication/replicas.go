@@ -192,9 +192,9 @@ func (n *Node) removeLeftovers(meta *Metadata, records bool) {
 	}
 	for _, shard := range orphans {
 		sp, err := n.store.Partition(shard)
-		if err == nil && sp.Meta().AppliedIndex != 0 {
+		if err == nil && sp.Meta().AppliedIndex != 0 || errors.Is(err, storage.ErrCorrupt) {
 			n.log.Info("replog: deleted the records of a partition no longer hosted", "shard", shard)
-			err = sp.Delete()
+			err = n.store.DeletePartition(shard)
 		}
 		if err != nil {
 			n.log.Error("replog: remove records left behind", "shard", shard, "err", err)
@@ -335,10 +335,8 @@ func (n *Node) removeReplica(shard, id uint64, p *Partition, records bool) error
 			sp = p.store.Load()
 		}
 		if sp == nil {
-			var err error
-			if sp, err = n.store.Partition(shard); err != nil {
-				return err
-			}
+			// Not loaded (or damaged): delete without reading.
+			return n.store.DeletePartition(shard)
 		}
 		return sp.Delete()
 	}

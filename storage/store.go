@@ -542,20 +542,7 @@ func (p *Partition) OffsetForTime(t, hw int64) (int64, error) {
 
 // Delete removes every key of the partition.
 func (p *Partition) Delete() error {
-	b := p.s.db.NewBatch()
-	defer b.Close()
-	for _, slot := range []byte{0, 1} {
-		if err := p.clearSlot(b, slot); err != nil {
-			return err
-		}
-	}
-	if err := b.Delete(key(kindMeta, p.shard), nil); err != nil {
-		return err
-	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return err
-	}
-	if err := p.s.db.Flush(); err != nil {
+	if err := p.s.DeletePartition(p.shard); err != nil {
 		return err
 	}
 	st := emptyState
@@ -564,6 +551,29 @@ func (p *Partition) Delete() error {
 	p.producers = map[uint64]*producerState{}
 	p.lru = producerLRU{}
 	return nil
+}
+
+// DeletePartition deletes every key of a partition without reading any:
+// it works on a partition whose data is damaged, which
+// [Store.Partition] refuses to load.
+func (s *Store) DeletePartition(shard uint64) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, slot := range []byte{0, 1} {
+		for _, k := range slotKinds {
+			sk := slotKind(k, slot)
+			if err := b.DeleteRange(key(sk, shard), upper(sk, shard), nil); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.Delete(key(kindMeta, shard), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	return s.db.Flush()
 }
 
 // clearSlot adds to b the deletion of the partition's keys in slot.

@@ -897,3 +897,24 @@ func TestRestoreFailingLateKeepsOldLog(t *testing.T) {
 	require.Equal(t, "n", tags)
 	require.Equal(t, countKeys(t, src, 1, kinds[:]...), countKeys(t, s, 2, kinds[:]...))
 }
+
+// TestDeleteDamagedPartition: a partition whose meta no longer reads back
+// cannot be loaded, yet must be deletable (its topic deleted, or the
+// replica moved away), without touching its neighbours.
+func TestDeleteDamagedPartition(t *testing.T) {
+	s := openTestStore(t)
+	p := openPartition(t, s, 5)
+	q := openPartition(t, s, 6)
+	applyCmds(t, p, appendCmd(t, 7, 0, 0, "a"))
+	applyCmds(t, q, appendCmd(t, 7, 0, 0, "b"))
+	require.NoError(t, s.db.Set(key(kindMeta, 5), []byte("damaged"), pebble.NoSync))
+	_, err := s.Partition(5)
+	require.ErrorIs(t, err, ErrCorrupt)
+
+	require.NoError(t, s.DeletePartition(5))
+	require.Zero(t, countKeys(t, s, 5, kindMeta, kindData, kindTime, kindProducer))
+	p, err = s.Partition(5)
+	require.NoError(t, err)
+	require.Equal(t, Meta{MaxTime: math.MinInt64}, p.Meta())
+	require.Equal(t, []string{"0:b"}, readLog(t, openPartition(t, s, 6), 0, 1))
+}
