@@ -173,9 +173,15 @@ func NewProducer[T any](t *Topic, codec Codec[T], opts *ProducerOptions) (*Produ
 }
 
 // Produce writes one record and returns where it was stored, once a quorum
-// of the partition's replicas has it on disk and this node applied it. If
-// ctx ends first Produce returns ctx's error, but the record may still be
-// written (as with any request that reached the log).
+// of the partition's replicas has it on disk and this node applied it.
+//
+// ctx bounds the wait, as in franz-go and Kafka's clients. If ctx is done
+// before the record is buffered (already done when Produce is called, or
+// done while Produce waits for room in a full buffer), nothing is written
+// and the error matches ctx's ([errors.Is] with [context.Canceled] or
+// [context.DeadlineExceeded]). Once the record is buffered, cancelling ctx
+// only stops the wait: Produce returns ctx's error, and the record may still
+// be written; its delivery is bounded by [ProducerOptions.DeliveryTimeout].
 func (p *Producer[T]) Produce(ctx context.Context, m Message[T]) (Position, error) {
 	type result struct {
 		pos Position
@@ -183,6 +189,11 @@ func (p *Producer[T]) Produce(ctx context.Context, m Message[T]) (Position, erro
 	}
 	done := make(chan result, 1)
 	p.ProduceAsync(ctx, m, func(pos Position, err error) { done <- result{pos, err} })
+	select {
+	case r := <-done: // failed before buffering: report why, not ctx's state
+		return r.pos, r.err
+	default:
+	}
 	select {
 	case r := <-done:
 		return r.pos, r.err
@@ -194,12 +205,20 @@ func (p *Producer[T]) Produce(ctx context.Context, m Message[T]) (Position, erro
 // ProduceAsync buffers one record and returns; fn is called with the
 // outcome. Callbacks of one partition run in produce order, one at a time,
 // on the producer's goroutine: fn must not block (hand slow work to another
-// goroutine). fn may be nil. When the buffer is full ProduceAsync blocks
-// until there is room or ctx ends (fn then gets ctx's error); ctx does not
-// bound the delivery itself, DeliveryTimeout does.
+// goroutine). fn may be nil.
+//
+// ctx covers only buffering. If it is done before the record is buffered
+// (when ProduceAsync is called, or while it blocks on a full buffer),
+// nothing is written and fn is called, before ProduceAsync returns, with
+// ctx's error. Once buffered, ctx no longer matters: the delivery is bounded
+// by [ProducerOptions.DeliveryTimeout].
 func (p *Producer[T]) ProduceAsync(ctx context.Context, m Message[T], fn func(Position, error)) {
 	if fn == nil {
 		fn = func(Position, error) {}
+	}
+	if err := ctx.Err(); err != nil {
+		fn(Position{}, err)
+		return
 	}
 	v, err := p.codec.Encode(m.Value)
 	if err != nil {
@@ -289,6 +308,12 @@ func (p *producer) produce(ctx context.Context, r storage.Record, part int, fn f
 		return
 	}
 	if err := p.reserve(ctx, size); err != nil {
+		fn(Position{}, err)
+		return
+	}
+	// ctx may have ended while reserve found room at once.
+	if err := ctx.Err(); err != nil {
+		p.release(size)
 		fn(Position{}, err)
 		return
 	}

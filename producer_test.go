@@ -1,6 +1,7 @@
 package replog_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -88,4 +89,47 @@ func TestAcksNoneAndManualPartition(t *testing.T) {
 		_, err := replog.NewProducer(tp, replog.String(), &o)
 		require.ErrorIs(t, err, replog.ErrInvalidConfig, "%+v", o)
 	}
+}
+
+// A context that is done before the record is buffered writes nothing, and
+// the error matches the context's: code that retries on error must not
+// duplicate records.
+func TestProduceWithDoneContextWritesNothing(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	for range 20 {
+		_, err := p.Produce(done, replog.Message[string]{Value: "cancelled"})
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	expired, cancel2 := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancel2()
+	_, err = p.Produce(expired, replog.Message[string]{Value: "expired"})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	var async []error
+	for range 20 {
+		p.ProduceAsync(done, replog.Message[string]{Value: "cancelled async"}, func(_ replog.Position, err error) {
+			async = append(async, err) // called before ProduceAsync returns: nothing was buffered
+		})
+	}
+	require.Len(t, async, 20)
+	for _, err := range async {
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	require.NoError(t, p.Flush(ctx))
+
+	pos, err := p.Produce(ctx, replog.Message[string]{Value: "first"})
+	require.NoError(t, err)
+	require.Equal(t, int64(0), pos.Offset, "nothing was written before")
+	off, err := tp.Offsets(ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), off.HighWatermark)
 }
