@@ -51,6 +51,21 @@ var (
 	// ErrNotReplogDir: [Open] was given a directory that is not empty and
 	// holds no log; it left the directory untouched.
 	ErrNotReplogDir = errors.New("replog: directory holds no log and is not empty")
+	// ErrUnavailable: the partition (or the cluster's metadata) could not
+	// take the request, and nothing was written: no leader is known (an
+	// election is under way), this node's replica is starting, stopping
+	// or was moved away, or the node is overloaded. Retriable: see
+	// [IsRetriable].
+	ErrUnavailable = errors.New("replog: unavailable")
+	// ErrAmbiguous: a produced record may or may not have been written.
+	// Its write was proposed and no outcome came back: its delivery timed
+	// out ([ProducerOptions.DeliveryTimeout]), the partition's leader
+	// changed while it was pending and the producer is not idempotent, or
+	// the node closed. Producing it again may store it twice, so
+	// [IsRetriable] reports false; a reader can check whether it is there.
+	// The error also wraps the cause (for example
+	// [context.DeadlineExceeded]).
+	ErrAmbiguous = errors.New("replog: outcome unknown, the record may have been written")
 )
 
 // OffsetOutOfRangeError reports an offset outside the retained log.
@@ -83,17 +98,28 @@ func (e *DecodeError) Error() string {
 func (e *DecodeError) Unwrap() error { return e.Err }
 
 // IsRetriable reports whether an operation that failed with err may succeed
-// if tried again: leader elections, a busy node, a timeout.
+// if tried again, and trying again cannot write anything twice: an
+// election under way, a busy node, a replica moving ([ErrUnavailable]), a
+// timeout of a request that wrote nothing. It is false for [ErrAmbiguous].
 func IsRetriable(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || replication.IsRetriable(err)
+	if errors.Is(err, ErrAmbiguous) {
+		return false
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnavailable) || replication.IsRetriable(err)
 }
 
 // mapErr turns replication errors into the public sentinels, keeping the
-// original in the chain for debugging.
+// original in the chain for debugging. Every dragonboat error is wrapped in
+// a replication sentinel first (see replication's mapError), so none
+// reaches the user unmapped.
 func mapErr(err error) error {
+	err = replication.MapError(err)
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrTopicNotFound), errors.Is(err, ErrUnavailable),
+		errors.Is(err, ErrAmbiguous), errors.Is(err, ErrRecordTooLarge), errors.Is(err, ErrInvalidConfig):
+		return err // public already
 	case errors.Is(err, replication.ErrClosed):
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	case errors.Is(err, replication.ErrTopicNotFound):
@@ -114,6 +140,16 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrNotAssigned, err)
 	case errors.Is(err, replication.ErrUnknownMember):
 		return fmt.Errorf("%w: %w", ErrUnknownMember, err)
+	case errors.Is(err, replication.ErrNodeBusy):
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	case replication.IsAmbiguous(err):
+		// Before ErrUnavailable: a proposal whose replica stopped while it
+		// was pending is both, and may have been written.
+		return fmt.Errorf("%w: %w", ErrAmbiguous, err)
+	case errors.Is(err, replication.ErrUnavailable):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case errors.Is(err, replication.ErrTooLarge):
+		return fmt.Errorf("%w: %w", ErrRecordTooLarge, err)
 	}
 	return err
 }

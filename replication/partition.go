@@ -156,7 +156,7 @@ type Proposal struct {
 
 // ProposeAsync starts proposing cmd; the result arrives on [Proposal.Done]
 // within timeout. Proposals made one after another from one goroutine reach
-// the leader in that order.
+// the leader in that order. An error means cmd reached no log.
 func (p *Partition) ProposeAsync(cmd []byte, timeout time.Duration) (*Proposal, error) {
 	if err := p.Err(); err != nil {
 		return nil, err
@@ -179,8 +179,9 @@ func (pr *Proposal) LeaderChanged() <-chan struct{} { return pr.leaderCh }
 // LeaderMoved reports whether the group's leader differs from the one when
 // the proposal was made, and re-arms LeaderChanged. A proposal forwarded to a
 // leader that lost its leadership can vanish without an answer: rather than
-// wait for its timeout, callers treat a move as a retriable failure, which
-// is safe because the partition drops an idempotent batch it already stored.
+// wait for its timeout, callers whose commands are safe to apply twice
+// propose again (the proposal stays pending and may still commit: it is
+// ambiguous, see [ErrLeaderChanged]).
 func (pr *Proposal) LeaderMoved() bool {
 	now, ch := pr.p.n.leaderState(pr.p.Shard)
 	pr.leaderCh = ch
@@ -188,22 +189,29 @@ func (pr *Proposal) LeaderMoved() bool {
 }
 
 // Result turns what Done delivered into the state machine's result or an
-// error.
+// error: [ErrUnavailable] when the command certainly reached no state
+// machine (so sending it again cannot apply it twice), [ErrAmbiguous] when
+// it may have committed or may still commit.
 func (pr *Proposal) Result(r dragonboat.RequestResult) (storage.Result, error) {
 	switch {
 	case r.Completed():
 		pr.rs.Release()
 		return decodeResult(r.GetResult().Value), nil
 	case r.Dropped():
-		return storage.Result{}, dragonboat.ErrShardNotReady
-	case r.Timeout():
-		return storage.Result{}, mapError(dragonboat.ErrTimeout)
-	case r.Terminated():
-		return storage.Result{}, mapError(dragonboat.ErrShardClosed)
+		// The local replica dropped it before it reached any log: no
+		// leader known, or a leadership transfer under way.
+		return storage.Result{}, mapError(dragonboat.ErrShardNotReady)
 	case r.Rejected():
-		return storage.Result{}, dragonboat.ErrRejected
+		// Refused by the session check, never applied.
+		return storage.Result{}, mapError(dragonboat.ErrRejected)
+	case r.Timeout():
+		return storage.Result{}, fmt.Errorf("%w: %w", ErrAmbiguous, mapError(dragonboat.ErrTimeout))
+	case r.Terminated():
+		// The replica stopped (its node closes, or it was moved away)
+		// while the proposal was pending.
+		return storage.Result{}, fmt.Errorf("%w: %w", ErrAmbiguous, mapError(dragonboat.ErrShardClosed))
 	}
-	return storage.Result{}, dragonboat.ErrAborted
+	return storage.Result{}, fmt.Errorf("%w: %w", ErrAmbiguous, mapError(dragonboat.ErrAborted))
 }
 
 // Results travel in sm.Result.Value: the status in the top byte, the base

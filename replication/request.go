@@ -78,14 +78,17 @@ func (n *Node) syncPropose(ctx context.Context, shard uint64, cmd []byte) (sm.Re
 func retry(ctx context.Context, stop <-chan struct{}, f func() error) error {
 	backoff := 2 * time.Millisecond
 	for {
-		err := f()
-		if err == nil || !IsRetriable(err) || ctx.Err() != nil {
-			return mapError(err)
+		err := mapError(f())
+		if err == nil || !IsRetriable(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last attempt: %w)", ctx.Err(), err)
 		}
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return mapError(err)
+			return fmt.Errorf("%w (last attempt: %w)", ctx.Err(), err)
 		case <-stop:
 			return ErrClosed
 		}
@@ -93,7 +96,9 @@ func retry(ctx context.Context, stop <-chan struct{}, f func() error) error {
 	}
 }
 
-// Errors of metadata operations, mapped to the public ones by the caller.
+// Errors of replication, mapped to the public ones by the root package.
+// Every error from dragonboat leaves this package wrapped in one of these
+// (or in a context error); see mapError.
 var (
 	ErrTopicExists   = errors.New("topic exists")
 	ErrTopicNotFound = errors.New("topic not found")
@@ -101,28 +106,78 @@ var (
 	ErrClosed        = errors.New("node closed")
 	ErrNotReplica    = errors.New("no local replica")
 	ErrNodeBusy      = errors.New("node hosts partition replicas")
+	// ErrUnavailable: the group could not take the request, which did not
+	// reach its log: no leader is known, the local replica is starting,
+	// stopping or was moved off this node, or the node is overloaded.
+	// Retriable.
+	ErrUnavailable = errors.New("raft group unavailable")
+	// ErrAmbiguous: a proposal ended without a known outcome (it timed out,
+	// or its replica stopped while it was pending): it may still commit.
+	// Retriable only by callers whose commands are safe to apply twice.
+	ErrAmbiguous = errors.New("proposal outcome unknown")
 	// ErrLeaderChanged: the group's leader changed while a proposal was
-	// pending; it may or may not have been committed. Retriable.
+	// pending; it may or may not commit (it is also ambiguous). Retriable
+	// as ErrAmbiguous is.
 	ErrLeaderChanged = errors.New("leader changed during proposal")
+	// ErrTooLarge: the command exceeds what the group accepts.
+	ErrTooLarge = errors.New("command too large")
 )
 
-// mapError turns dragonboat's errors into ones the root package maps to its
-// sentinels; it keeps the original in the chain.
+// mapError wraps dragonboat's errors in this package's sentinels (or in a
+// context error), keeping the original in the chain. An error that is not
+// dragonboat's passes through.
 func mapError(err error) error {
+	wrap := func(sentinel error) error { return fmt.Errorf("%w: %w", sentinel, err) }
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed):
-		return fmt.Errorf("%w: %w", ErrClosed, err)
-	case errors.Is(err, dragonboat.ErrTimeout):
-		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	case errors.Is(err, ErrTopicExists), errors.Is(err, ErrTopicNotFound), errors.Is(err, ErrInvalid),
+		errors.Is(err, ErrClosed), errors.Is(err, ErrNotReplica), errors.Is(err, ErrNodeBusy),
+		errors.Is(err, ErrUnavailable), errors.Is(err, ErrAmbiguous), errors.Is(err, ErrLeaderChanged),
+		errors.Is(err, ErrTooLarge), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return err // mapped already
+	case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrLogDBNotCreatedOrClosed):
+		return wrap(ErrClosed)
+	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, dragonboat.ErrInvalidDeadline),
+		errors.Is(err, dragonboat.ErrDeadlineNotSet), errors.Is(err, dragonboat.ErrTimeoutTooSmall):
+		// The caller's deadline passed, or left too little time to try.
+		return wrap(context.DeadlineExceeded)
+	case errors.Is(err, dragonboat.ErrCanceled):
+		return wrap(context.Canceled)
+	case errors.Is(err, dragonboat.ErrShardClosed), errors.Is(err, dragonboat.ErrShardNotFound),
+		errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrShardNotInitialized),
+		errors.Is(err, dragonboat.ErrSystemBusy), errors.Is(err, dragonboat.ErrRejected),
+		errors.Is(err, dragonboat.ErrAborted), errors.Is(err, dragonboat.ErrReplicaRemoved),
+		errors.Is(err, dragonboat.ErrShardNotStopped), errors.Is(err, dragonboat.ErrShardAlreadyExist),
+		errors.Is(err, dragonboat.ErrShardNotBootstrapped), errors.Is(err, dragonboat.ErrNoSnapshot):
+		// A replica stopping because its node closes is reported as
+		// ErrClosed by the caller, which knows the node's state.
+		return wrap(ErrUnavailable)
+	case errors.Is(err, dragonboat.ErrPayloadTooBig):
+		return wrap(ErrTooLarge)
+	case errors.Is(err, dragonboat.ErrInvalidOperation), errors.Is(err, dragonboat.ErrInvalidOption),
+		errors.Is(err, dragonboat.ErrInvalidAddress), errors.Is(err, dragonboat.ErrInvalidSession),
+		errors.Is(err, dragonboat.ErrInvalidTarget), errors.Is(err, dragonboat.ErrInvalidShardSettings),
+		errors.Is(err, dragonboat.ErrInvalidRange), errors.Is(err, dragonboat.ErrDirNotExist):
+		return wrap(ErrInvalid)
 	}
 	return err
 }
 
-// IsRetriable reports whether a proposal error may succeed when retried.
+// MapError is mapError for the root package, which maps the sentinels of
+// this package to its public ones.
+func MapError(err error) error { return mapError(err) }
+
+// IsRetriable reports whether a request that failed with err may succeed
+// when retried. An ambiguous failure ([IsAmbiguous]) is retriable only for
+// commands that are safe to apply twice.
 func IsRetriable(err error) bool {
-	return errors.Is(err, ErrLeaderChanged) || errors.Is(err, dragonboat.ErrSystemBusy) || errors.Is(err, dragonboat.ErrShardNotReady) ||
-		errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, dragonboat.ErrAborted) ||
-		errors.Is(err, dragonboat.ErrShardNotInitialized) || errors.Is(err, dragonboat.ErrCanceled)
+	err = mapError(err)
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrAmbiguous) || errors.Is(err, ErrLeaderChanged)
+}
+
+// IsAmbiguous reports whether err leaves a proposal's outcome unknown: it
+// may have committed, or may still commit.
+func IsAmbiguous(err error) bool {
+	return errors.Is(err, ErrAmbiguous) || errors.Is(err, ErrLeaderChanged)
 }
