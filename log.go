@@ -96,6 +96,15 @@ type Options struct {
 	// StartTimeout bounds how long Open waits for the metadata group (a
 	// quorum of the cluster). Default 60s.
 	StartTimeout time.Duration
+	// RequestTimeout bounds one attempt of a request to a Raft group (the
+	// proposal of a produced batch, a linearizable read, a metadata
+	// change) before it is sent again, as Kafka's request.timeout.ms does.
+	// The whole call stays bounded by its ctx, or for produced records by
+	// [ProducerOptions.DeliveryTimeout]. An attempt also ends, and is sent
+	// again, as soon as the group's leader changes. Default: four election
+	// timeouts (4 x ElectionTicks x RTT: 2s with the defaults), at least
+	// 200ms; at least 2 RTTs.
+	RequestTimeout time.Duration
 
 	// expert holds test plumbing, set through internal/expert by
 	// replogtest and cmd/replog-bench.
@@ -168,6 +177,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 60 * time.Second
 	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = replication.DefaultAttemptTimeout(c.RTT, uint64(c.ElectionTicks))
+	}
 	switch {
 	case c.RTT < time.Millisecond:
 		return c, fmt.Errorf("%w: RTT %v below 1ms", ErrInvalidConfig, c.RTT)
@@ -175,6 +187,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: ElectionTicks (%d) must exceed twice HeartbeatTicks (%d)", ErrInvalidConfig, c.ElectionTicks, c.HeartbeatTicks)
 	case c.SnapshotEntries < 0 || c.StartTimeout < 0:
 		return c, fmt.Errorf("%w: negative SnapshotEntries or StartTimeout", ErrInvalidConfig)
+	case c.RequestTimeout < 2*c.RTT:
+		return c, fmt.Errorf("%w: RequestTimeout %v below 2 RTTs (%v)", ErrInvalidConfig, c.RequestTimeout, 2*c.RTT)
 	}
 	return c, nil
 }
@@ -309,6 +323,7 @@ func Open(dir string, opts *Options) (*Log, error) {
 		HeartbeatTicks:  uint64(o.HeartbeatTicks),
 		SnapshotEntries: uint64(o.SnapshotEntries),
 		StartTimeout:    o.StartTimeout,
+		AttemptTimeout:  o.RequestTimeout,
 		Logger:          o.Logger,
 	})
 	if err != nil {

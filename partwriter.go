@@ -177,6 +177,13 @@ func (w *partWriter) run() {
 		if !stopping {
 			stop = w.stop
 		}
+		// A batch waiting out a back-off (no leader, or a proposal dropped
+		// during a leadership transfer) goes as soon as a leader is known:
+		// the back-off only paces retries while nothing changes.
+		var leaderCh <-chan struct{}
+		if len(w.resend) > 0 && w.rp != nil {
+			_, leaderCh = w.rp.LeaderState()
+		}
 		if len(w.inflight) == 0 {
 			select {
 			case <-w.p.t.l.ctx.Done():
@@ -184,6 +191,8 @@ func (w *partWriter) run() {
 				return
 			case <-wake:
 			case <-timer:
+			case <-leaderCh:
+				w.leaderKnown()
 			case <-stop:
 				stopping = true
 			}
@@ -207,6 +216,8 @@ func (w *partWriter) run() {
 				if head.prop.LeaderMoved() {
 					w.retryAll()
 				}
+			case <-leaderCh:
+				w.leaderKnown()
 			case <-wake:
 			case <-timer:
 			case <-stop:
@@ -216,6 +227,13 @@ func (w *partWriter) run() {
 		if t != nil {
 			t.Stop()
 		}
+	}
+}
+
+// leaderKnown ends a retry back-off once the partition has a leader.
+func (w *partWriter) leaderKnown() {
+	if l, _ := w.rp.LeaderState(); l != 0 {
+		w.retryAt = time.Now()
 	}
 }
 
@@ -393,11 +411,14 @@ func (w *partWriter) propose(b *batchReq) error {
 	if w.expired(b) {
 		return context.DeadlineExceeded
 	}
-	timeout := min(time.Until(w.deadline(b)), proposeAttemptTimeout)
+	// Each attempt gets the node's attempt timeout: a proposal lost in a
+	// leader change is sent again rather than waited on for the whole
+	// DeliveryTimeout.
+	timeout := min(time.Until(w.deadline(b)), w.p.t.l.node.AttemptTimeout())
 	if err := w.resolve(timeout); err != nil {
 		return err
 	}
-	if w.p.t.l.node.Leader(w.rp.Shard) == 0 {
+	if leader, _ := w.rp.LeaderState(); leader == 0 {
 		return fmt.Errorf("%w: no leader for partition %d", replication.ErrUnavailable, w.idx)
 	}
 	pr, err := w.rp.ProposeAsync(b.cmd, timeout)
@@ -654,7 +675,3 @@ func (w *partWriter) finish(b *batchReq, base int64, err error) {
 		kp.batchDone(w.idx, len(w.p.parts))
 	}
 }
-
-// proposeAttemptTimeout bounds one proposal: a proposal lost in a leader
-// change is retried rather than waited on for the whole DeliveryTimeout.
-const proposeAttemptTimeout = 3 * time.Second

@@ -133,3 +133,21 @@ func TestProduceWithDoneContextWritesNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(1), off.HighWatermark)
 }
+
+func TestRequestTimeoutOption(t *testing.T) {
+	for _, d := range []time.Duration{-time.Second, time.Millisecond} {
+		_, err := replog.Open("", &replog.Options{InMemory: true, RequestTimeout: d})
+		require.ErrorIs(t, err, replog.ErrInvalidConfig, "RequestTimeout %v", d)
+	}
+	l, err := replog.Open("", &replog.Options{InMemory: true, RequestTimeout: 300 * time.Millisecond})
+	require.NoError(t, err)
+	defer l.Close()
+	ctx := testCtx(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "v"})
+	require.NoError(t, err)
+}

@@ -109,29 +109,39 @@ func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	n := (*Node)(l)
 	n.mu.Lock()
 	n.mu.leaders[info.ShardID] = info.LeaderID
+	delete(n.mu.preferred, info.ShardID) // preferLeader's tries count per leader
 	close(n.mu.leaderCh)
 	n.mu.leaderCh = make(chan struct{})
 	n.mu.Unlock()
-	if info.LeaderID == info.ReplicaID && info.ShardID != MetaShardID && info.ShardID != GroupsShardID {
-		select { // the reconciler hands leadership to the preferred replica
+	if info.LeaderID != 0 && info.LeaderID != info.ReplicaID && info.ShardID != MetaShardID && info.ShardID != GroupsShardID {
+		select { // another replica leads: the reconciler claims leadership if this one is preferred
 		case n.rebalance <- info.ShardID:
 		default:
 		}
 	}
 }
 
-// preferLeader hands a partition's leadership to its preferred replica (the
-// first in its placement, which placement rotates across nodes) when this
-// node finds itself leading it, so leaders spread over the cluster as
-// replicas do (Kafka's preferred leader election). A transfer asked for
-// right after an election can be ignored while the target catches up, so
-// it is asked again a few times.
+// preferLeader claims the leadership of a partition for this node when its
+// replica is the preferred one (the first in the placement, which placement
+// rotates across nodes) and another replica leads, so leaders spread over
+// the cluster as replicas do (Kafka's preferred leader election).
+//
+// The preferred replica asks for leadership, rather than the leader handing
+// it over when elected: after a crash the preferred replica is often the
+// one that is down, and a leader transferring leadership refuses proposals
+// until the transfer ends or an election timeout passes, so transfers to a
+// dead node stalled the partition after every failover, for seconds. A
+// replica asks once it has caught up with the leader (a read index through
+// the leader completed here), which also shows that both are alive. A
+// request can be ignored (the leader is busy with another transfer), so it
+// is repeated a few times.
 func (n *Node) preferLeader(shard uint64) {
 	pm, ok := n.Metadata().partition(shard)
-	if !ok || len(pm.Replicas) == 0 || pm.Replicas[0] == n.cfg.NodeID {
+	if !ok || len(pm.Replicas) == 0 || pm.Replicas[0] != n.cfg.NodeID {
 		return
 	}
-	if l, _ := n.leaderState(shard); l != pm.ReplicaID(n.cfg.NodeID) {
+	self := pm.ReplicaID(n.cfg.NodeID)
+	if l, _ := n.leaderState(shard); l == 0 || l == self {
 		return
 	}
 	n.mu.Lock()
@@ -141,13 +151,32 @@ func (n *Node) preferLeader(shard uint64) {
 	if tries > preferLeaderTries {
 		return
 	}
-	_ = n.nh.RequestLeaderTransfer(shard, pm.ReplicaID(pm.Replicas[0])) // best effort
-	time.AfterFunc(200*time.Millisecond, func() {
+	again := func() {
+		time.AfterFunc(200*time.Millisecond, func() {
+			select {
+			case n.rebalance <- shard:
+			default:
+			}
+		})
+	}
+	rs, err := n.nh.ReadIndex(shard, n.cfg.AttemptTimeout)
+	if err != nil {
+		again()
+		return
+	}
+	n.wg.Add(1)
+	go func() { // the reconciler does not wait for the read
+		defer n.wg.Done()
 		select {
-		case n.rebalance <- shard:
-		default:
+		case r := <-rs.ResultC():
+			if r.Completed() {
+				_ = n.nh.RequestLeaderTransfer(shard, self) // forwarded to the leader
+			}
+			rs.Release()
+			again()
+		case <-n.stop:
 		}
-	})
+	}()
 }
 
 const preferLeaderTries = 10

@@ -169,6 +169,11 @@ func (p *Partition) ProposeAsync(cmd []byte, timeout time.Duration) (*Proposal, 
 	return &Proposal{p: p, rs: rs, leader: leader, leaderCh: ch}, nil
 }
 
+// LeaderState returns the known leader of the partition's group (a replica
+// id, 0 while none is known) and a channel closed at the next leader change
+// of any group on this node.
+func (p *Partition) LeaderState() (uint64, <-chan struct{}) { return p.n.leaderState(p.Shard) }
+
 // Done delivers the outcome once; pass it to [Proposal.Result].
 func (pr *Proposal) Done() <-chan dragonboat.RequestResult { return pr.rs.ResultC() }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -27,23 +28,56 @@ func DefaultAttemptTimeout(rtt time.Duration, electionTicks uint64) time.Duratio
 // request runs op against a shard's group, one attempt at a time, until it
 // succeeds, fails with an error that is not retriable, or ctx ends. Each
 // attempt first waits for the group to have a leader and gets its own
-// deadline (Config.AttemptTimeout): a read index or proposal lost in a
-// leader change is then retried instead of waited on until ctx ends. This
-// is the one home of the wait-for-leader, retry, propose loop; every
-// request to a Raft group goes through it.
+// deadline (Config.AttemptTimeout), and it ends early if the group's leader
+// changes: a read index or proposal forwarded to a leader that crashed or
+// lost its leadership can vanish without an answer, and is retried instead
+// of waited on. This is the one home of the wait-for-leader, retry, propose
+// loop; every request to a Raft group goes through it.
 func (n *Node) request(ctx context.Context, shard uint64, op func(actx context.Context) error) error {
 	return retry(ctx, n.stop, func() error {
 		if err := n.waitLeader(ctx, shard); err != nil {
 			return err
 		}
-		actx, cancel := context.WithTimeout(ctx, n.cfg.AttemptTimeout)
+		actx, cancel := n.attemptContext(ctx, shard)
 		defer cancel()
 		err := op(actx)
-		if errors.Is(err, errTimeout) && ctx.Err() == nil {
-			err = errBusy // this attempt's own deadline, not the caller's: retriable
+		if err != nil && ctx.Err() == nil && (errors.Is(err, errTimeout) || errors.Is(err, dragonboat.ErrCanceled) || errors.Is(err, context.Canceled)) {
+			err = errBusy // this attempt's own deadline or leader change, not the caller's: retriable
 		}
 		return err
 	})
+}
+
+// attemptContext returns the context of one attempt: it ends with ctx,
+// after Config.AttemptTimeout, or when the shard's leader changes.
+func (n *Node) attemptContext(ctx context.Context, shard uint64) (context.Context, context.CancelFunc) {
+	actx, cancel := context.WithTimeout(ctx, n.cfg.AttemptTimeout)
+	leader, changed := n.leaderState(shard)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-changed:
+				var now uint64
+				if now, changed = n.leaderState(shard); now != leader {
+					cancel()
+					return
+				}
+			case <-actx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return actx, func() {
+		cancel()
+		close(done)
+		wg.Wait()
+	}
 }
 
 // syncRead waits until the shard's replica here has applied everything its
@@ -181,3 +215,7 @@ func IsRetriable(err error) bool {
 func IsAmbiguous(err error) bool {
 	return errors.Is(err, ErrAmbiguous) || errors.Is(err, ErrLeaderChanged)
 }
+
+// AttemptTimeout is the deadline of one attempt of a request to a Raft
+// group ([Config.AttemptTimeout], or its default).
+func (n *Node) AttemptTimeout() time.Duration { return n.cfg.AttemptTimeout }
