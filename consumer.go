@@ -162,7 +162,8 @@ func (c *Consumer[T]) Seek(partition int, offset int64) error {
 	if err != nil {
 		return err
 	}
-	start, hw := cp.rp.LogStart(), cp.rp.HighWatermark()
+	rp := cp.replica()
+	start, hw := rp.LogStart(), rp.HighWatermark()
 	if offset < start || offset > hw {
 		return &OffsetOutOfRangeError{Topic: c.c.t.meta.Name, Partition: partition, Offset: offset, Earliest: start, Latest: hw}
 	}
@@ -175,7 +176,7 @@ func (c *Consumer[T]) Seek(partition int, offset int64) error {
 // the time index the store keeps per batch.
 func (c *Consumer[T]) SeekTime(ctx context.Context, t time.Time) error {
 	for _, cp := range c.c.partList() {
-		off, err := cp.rp.OffsetForTime(ctx, t.UnixNano())
+		off, err := cp.replica().OffsetForTime(ctx, t.UnixNano())
 		if err != nil {
 			return mapErr(err)
 		}
@@ -191,9 +192,9 @@ func (c *Consumer[T]) Lag() map[int]int64 {
 	lag := make(map[int]int64, len(parts))
 	for _, cp := range parts {
 		cp.mu.Lock()
-		off := cp.offset
+		off, rp := cp.offset, cp.rp
 		cp.mu.Unlock()
-		lag[cp.idx] = max(0, cp.rp.HighWatermark()-off)
+		lag[cp.idx] = max(0, rp.HighWatermark()-off)
 	}
 	return lag
 }
@@ -258,17 +259,28 @@ type consumer struct {
 
 type consumerPart struct {
 	idx int
-	rp  *replication.Partition
 
 	// Lock order: a consumerPart's mu is taken alone, never with another's
 	// or with consumer.readyMu.
-	mu         sync.Mutex
+	mu sync.Mutex
+	// rp is this node's replica of the partition. The fetcher replaces it
+	// when it stops (the partition's replicas moved off this node, which
+	// then serves it through a new, non-voting replica).
+	rp         *replication.Partition
 	gen        uint64 // bumped by every seek
 	offset     int64  // next offset to hand out
 	fetchOff   int64  // next offset the fetcher reads
 	chunks     [][]storage.Record
 	readyBytes int   // decoded bytes waiting in chunks
 	err        error // fetch error at fetchOff, until the next seek
+}
+
+// replica returns this node's replica of the partition, as the fetcher
+// last resolved it.
+func (cp *consumerPart) replica() *replication.Partition {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.rp
 }
 
 // seekTo moves the partition's position and discards what was read ahead.
@@ -530,7 +542,8 @@ func (c *consumer) fetchLoop() {
 	defer c.wg.Done()
 	var cases []reflect.SelectCase
 	for {
-		progress := false
+		progress, again := false, false
+		var retry <-chan time.Time
 		cases = append(cases[:0],
 			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.ctx.Done())},
 			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.kick)},
@@ -538,15 +551,28 @@ func (c *consumer) fetchLoop() {
 		for _, cp := range c.partList() {
 			cp.mu.Lock()
 			full := cp.err != nil || cp.readyBytes >= c.opts.ReadAheadBytes
-			from, gen := cp.fetchOff, cp.gen
+			from, gen, rp := cp.fetchOff, cp.gen, cp.rp
 			cp.mu.Unlock()
+			running, replicas := c.t.l.node.Running(rp)
+			if !running {
+				if c.reresolve(cp) {
+					again = true
+				} else if retry == nil {
+					retry = time.After(100 * time.Millisecond)
+				}
+				continue
+			}
 			if full {
 				continue
 			}
-			changed := cp.rp.Changed() // before reading: a later apply wakes us
-			recs, size, err := c.read(cp, from)
+			changed := rp.Changed() // before reading: a later apply wakes us
+			recs, size, err := c.read(cp, rp, from)
 			if c.ctx.Err() != nil {
 				return
+			}
+			if running, _ := c.t.l.node.Running(rp); !running {
+				again = true // the replica stopped under the read: what it read is no answer
+				continue
 			}
 			cp.mu.Lock()
 			if cp.gen == gen { // no seek meanwhile
@@ -563,12 +589,19 @@ func (c *consumer) fetchLoop() {
 			}
 			cp.mu.Unlock()
 			if err == nil && len(recs) == 0 {
-				cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(changed)})
+				cases = append(cases,
+					reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(changed)},
+					reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(replicas)})
 			}
 		}
 		if progress {
 			c.signalReady()
+		}
+		if progress || again {
 			continue
+		}
+		if retry != nil {
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(retry)})
 		}
 		if i, _, _ := reflect.Select(cases); i == 0 {
 			return
@@ -576,15 +609,41 @@ func (c *consumer) fetchLoop() {
 	}
 }
 
-// read decodes the records of up to FetchBytes of batches from offset from.
-func (c *consumer) read(cp *consumerPart, from int64) ([]storage.Record, int, error) {
-	start, hw := cp.rp.LogStart(), cp.rp.HighWatermark()
+// reresolve gives cp this node's current replica of the partition after
+// the one it read from stopped: the partition's replicas moved off this
+// node, which then serves it through a non-voting replica (joining the
+// partition's group if need be). The new replica catches up with the group
+// before it is read, so the consumer goes on from its position. It reports
+// whether cp has a replica again; if not (the join takes longer than an
+// attempt, the topic is gone, the node is closing) the fetcher tries again
+// later, and Poll reports a deleted topic or a closed node itself.
+func (c *consumer) reresolve(cp *consumerPart) bool {
+	ctx, cancel := context.WithTimeout(c.ctx, c.t.l.node.AttemptTimeout())
+	defer cancel()
+	rp, err := c.t.partition(ctx, cp.idx)
+	if err == nil {
+		err = rp.CatchUp(ctx)
+	}
+	if err != nil {
+		return false
+	}
+	cp.mu.Lock()
+	cp.rp = rp
+	cp.err = nil // read from the stopped replica
+	cp.mu.Unlock()
+	return true
+}
+
+// read decodes the records of up to FetchBytes of batches from offset from,
+// from replica rp.
+func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64) ([]storage.Record, int, error) {
+	start, hw := rp.LogStart(), rp.HighWatermark()
 	if from < start || from > hw {
 		return nil, 0, &OffsetOutOfRangeError{Topic: c.t.meta.Name, Partition: cp.idx, Offset: from, Earliest: start, Latest: hw}
 	}
 	var recs []storage.Record
 	var derr error
-	err := cp.rp.ReadBatches(c.ctx, from, c.opts.FetchBytes, func(b []byte) bool {
+	err := rp.ReadBatches(c.ctx, from, c.opts.FetchBytes, func(b []byte) bool {
 		// Records may alias b, which Pebble reuses: decode from our own copy.
 		own := append([]byte(nil), b...)
 		_, recs, derr = storage.DecodeRecords(own, from, recs)

@@ -513,7 +513,7 @@ func (c *Consumer[T]) CommitOffsets(ctx context.Context, offsets map[int]int64) 
 		if err != nil {
 			return fmt.Errorf("%w: %s/%d", ErrNotAssigned, c.c.t.meta.Name, p)
 		}
-		if start, hw := cp.rp.LogStart(), cp.rp.HighWatermark(); off < start || off > hw {
+		if start, hw := cp.replica().LogStart(), cp.replica().HighWatermark(); off < start || off > hw {
 			return &OffsetOutOfRangeError{Topic: c.c.t.meta.Name, Partition: p, Offset: off, Earliest: start, Latest: hw}
 		}
 	}

@@ -429,15 +429,25 @@ func (w *partWriter) propose(b *batchReq) error {
 	return nil
 }
 
-// resolve finds this node's replica of the partition.
+// resolve finds this node's replica of the partition, again if the one in
+// use stopped: a replica moved off this node is stopped, and the node then
+// serves the partition through a non-voting replica.
 func (w *partWriter) resolve(timeout time.Duration) error {
 	if w.rp != nil {
-		return nil
+		if running, _ := w.p.t.l.node.Running(w.rp); running {
+			return nil
+		}
 	}
+	w.rp = nil
 	ctx, cancel := context.WithTimeout(w.p.t.l.ctx, timeout)
 	defer cancel()
 	rp, err := w.p.t.partition(ctx, w.idx)
 	if err != nil {
+		if ctx.Err() != nil && w.p.t.l.ctx.Err() == nil {
+			// Joining the partition's group takes longer than an attempt:
+			// the join goes on, and the next attempt finds it further on.
+			return fmt.Errorf("%w: %w", replication.ErrUnavailable, err)
+		}
 		return err
 	}
 	w.rp = rp

@@ -60,6 +60,17 @@ func (n *Node) Partition(ctx context.Context, shard uint64) (*Partition, error) 
 	}
 }
 
+// Running reports whether p is still this node's running replica of its
+// partition, and returns a channel closed at the next start or stop of a
+// replica on this node. A replica moved off the node, or of a deleted
+// topic, is stopped; [Node.Partition] then returns another one if the node
+// still serves the partition (as a non-voting replica if need be).
+func (n *Node) Running(p *Partition) (bool, <-chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.mu.closed && n.mu.parts[p.Shard] == p, n.mu.partsCh
+}
+
 // reconcileLoop starts the replicas this node should host and stops those of
 // deleted topics, whenever the metadata changes.
 func (n *Node) reconcileLoop() {

@@ -35,6 +35,11 @@ func DefaultAttemptTimeout(rtt time.Duration, electionTicks uint64) time.Duratio
 // loop; every request to a Raft group goes through it.
 func (n *Node) request(ctx context.Context, shard uint64, op func(actx context.Context) error) error {
 	return retry(ctx, n.stop, func() error {
+		if shard >= FirstPartitionShard {
+			if _, ok := n.Metadata().partition(shard); !ok {
+				return ErrTopicNotFound // deleted: no attempt can succeed
+			}
+		}
 		if err := n.waitLeader(ctx, shard); err != nil {
 			return err
 		}
