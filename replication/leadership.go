@@ -96,7 +96,7 @@ func (n *Node) waitLeader(ctx context.Context, shard uint64) error {
 		case <-ch:
 		case <-time.After(50 * time.Millisecond): // see leaderState
 		case <-ctx.Done():
-			return fmt.Errorf("no leader for raft group %d: %w", shard, ctx.Err())
+			return fmt.Errorf("%w: no leader for raft group %d: %w", ErrUnavailable, shard, ctx.Err())
 		case <-n.stop:
 			return ErrClosed
 		}
