@@ -87,14 +87,55 @@ func (n *Node) attemptContext(ctx context.Context, shard uint64) (context.Contex
 
 // syncRead waits until the shard's replica here has applied everything its
 // group committed before the call (a linearizable read), then queries it.
+// A nil query only waits: the state machine is not asked (its Lookup may
+// run concurrently with its updates, and a caller that only catches up
+// has no use for an answer).
 func (n *Node) syncRead(ctx context.Context, shard uint64, query any) (any, error) {
 	var v any
 	err := n.request(ctx, shard, func(actx context.Context) error {
+		if query == nil {
+			return n.readIndex(actx, shard)
+		}
 		var err error
 		v, err = n.nh.SyncRead(actx, shard, query)
 		return err
 	})
 	return v, err
+}
+
+// readIndex waits until the shard's replica here has applied everything its
+// group committed before the call.
+func (n *Node) readIndex(ctx context.Context, shard uint64) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return dragonboat.ErrDeadlineNotSet
+	}
+	rs, err := n.nh.ReadIndex(shard, time.Until(deadline))
+	if err != nil {
+		return err
+	}
+	select {
+	case r := <-rs.ResultC():
+		defer rs.Release()
+		switch {
+		case r.Completed():
+			return nil
+		case r.Dropped():
+			return dragonboat.ErrShardNotReady
+		case r.Timeout():
+			return dragonboat.ErrTimeout
+		case r.Terminated():
+			return dragonboat.ErrShardClosed
+		case r.Rejected():
+			return dragonboat.ErrRejected
+		}
+		return dragonboat.ErrAborted
+	case <-ctx.Done():
+		if ctx.Err() == context.Canceled {
+			return dragonboat.ErrCanceled
+		}
+		return dragonboat.ErrTimeout
+	}
 }
 
 // syncPropose proposes cmd to the shard's group and returns the state
