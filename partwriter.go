@@ -443,7 +443,7 @@ func (w *partWriter) resolve(timeout time.Duration) error {
 	defer cancel()
 	rp, err := w.p.t.partition(ctx, w.idx)
 	if err != nil {
-		if ctx.Err() != nil && w.p.t.l.ctx.Err() == nil {
+		if errors.Is(err, context.DeadlineExceeded) && w.p.t.l.ctx.Err() == nil {
 			// Joining the partition's group takes longer than an attempt:
 			// the join goes on, and the next attempt finds it further on.
 			return fmt.Errorf("%w: %w", replication.ErrUnavailable, err)
