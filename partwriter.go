@@ -653,6 +653,8 @@ func (w *partWriter) failure(b *batchReq) error {
 	case w.expired(b) && (b.err == nil || replication.IsRetriable(b.err) || errors.Is(b.err, context.DeadlineExceeded)):
 		err = fmt.Errorf("replog: not delivered within DeliveryTimeout %v (last attempt: %v): %w",
 			w.p.opts.DeliveryTimeout, b.err, context.DeadlineExceeded)
+	case b.err == nil: // not reached: a batch fails for a reason
+		err = fmt.Errorf("%w: batch not delivered", ErrUnavailable)
 	default:
 		err = mapErr(b.err)
 	}
