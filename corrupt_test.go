@@ -146,6 +146,13 @@ func TestDamagedStoreAtOpen(t *testing.T) {
 	_, err = c.Poll(ctx)
 	require.ErrorIs(t, err, replog.ErrCorrupt)
 
+	p, err = replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	part := 0
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "after", Partition: &part})
+	require.ErrorIs(t, err, replog.ErrCorrupt)
+	require.NoError(t, p.Close())
+
 	// The damaged partition can still be deleted with its topic (its keys
 	// go without being read: TestDeleteDamagedPartition in storage). The
 	// store's damaged tables remain until the node's data is wiped.

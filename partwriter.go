@@ -418,6 +418,9 @@ func (w *partWriter) propose(b *batchReq) error {
 	if err := w.resolve(timeout); err != nil {
 		return err
 	}
+	if err := w.rp.Err(); err != nil {
+		return err // out of service: see replication.Partition.Err
+	}
 	if leader, _ := w.rp.LeaderState(); leader == 0 {
 		return fmt.Errorf("%w: no leader for partition %d", replication.ErrUnavailable, w.idx)
 	}
