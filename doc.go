@@ -57,9 +57,25 @@
 // # Errors
 //
 // Errors match sentinels with [errors.Is] ([ErrClosed], [ErrTopicNotFound],
-// [ErrTopicExists], [ErrRecordTooLarge], [ErrCorrupt], [ErrInvalidConfig]) or
-// carry data ([*OffsetOutOfRangeError], [*DecodeError]). Bad input is
-// refused before anything is proposed; nothing acknowledged is altered by it.
+// [ErrTopicExists], [ErrRecordTooLarge], [ErrCorrupt], [ErrInvalidConfig],
+// [ErrUnavailable], [ErrAmbiguous], [ErrLocked], ...) or carry data
+// ([*OffsetOutOfRangeError], [*DecodeError]); no error of dragonboat or
+// Pebble reaches the caller unwrapped. [IsRetriable] tells which may
+// succeed when tried again. Bad input is refused before anything is
+// proposed; nothing acknowledged is altered by it.
+//
+// # Embedding
+//
+// replog never takes its host down and changes no process-wide state: no
+// panic, log.Fatal or os.Exit is reachable from input, files or the
+// network; importing it leaves the standard logger as it was; it installs
+// no signal handler and reads no environment. Its messages, dragonboat's
+// and Pebble's go to Options.Logger (nil discards them): routine Raft
+// events at Debug, Warn only for what needs a human. A damaged file is
+// [ErrCorrupt]: from [Open] when the Raft log or the node's own files are
+// damaged, and from the readers and writers of one partition when that
+// partition's records are, while the node's other partitions keep serving.
+// A context that is done before a call starts means the call did nothing.
 //
 // # Limits
 //

@@ -23,8 +23,13 @@ var (
 	// ErrRecordTooLarge: a record (or the batch it would need) exceeds the
 	// size limit; nothing was written.
 	ErrRecordTooLarge = errors.New("replog: record too large")
-	// ErrCorrupt: a stored or received record batch failed its checks (CRC,
-	// lengths, decompressed size). Nothing corrupt is ever appended.
+	// ErrCorrupt: stored or received data failed its checks: a record
+	// batch (CRC, lengths, record count, decompressed size), a store or
+	// Raft log file, a snapshot, or a node's own files. Nothing corrupt is
+	// ever appended, and damaged data is never returned as records. A
+	// partition replica whose store is damaged stays out of service (its
+	// readers and writers get ErrCorrupt) until the node's data is wiped
+	// or the partition is reassigned away.
 	ErrCorrupt = storage.ErrCorrupt
 	// ErrNoLocalReplica: this node hosts no replica of the partition.
 	ErrNoLocalReplica = errors.New("replog: no local replica of the partition")
@@ -42,8 +47,9 @@ var (
 	ErrGroupTopic = errors.New("replog: group reads another topic")
 	// ErrNotAssigned: the partition is not assigned to this group member.
 	ErrNotAssigned = errors.New("replog: partition not assigned to this member")
-	// ErrUnknownMember: the group no longer knows this member (its session
-	// expired); it joins again by itself.
+	// ErrUnknownMember: the group no longer knows this member: its session
+	// expired, or it did not poll within GroupOptions.MaxPollInterval. Its
+	// next Poll joins again by itself.
 	ErrUnknownMember = errors.New("replog: unknown group member")
 	// ErrLocked: [Open] found the directory open, by a Log of this process
 	// or of another.

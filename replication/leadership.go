@@ -141,7 +141,14 @@ func (n *Node) preferLeader(shard uint64) {
 		return
 	}
 	self := pm.ReplicaID(n.cfg.NodeID)
-	if l, _ := n.leaderState(shard); l == 0 || l == self {
+	l, _ := n.leaderState(shard)
+	if l == self {
+		// Leading again: a later failover gets its own tries.
+		n.mu.Lock()
+		delete(n.mu.preferred, shard)
+		n.mu.Unlock()
+	}
+	if l == 0 || l == self {
 		return
 	}
 	n.mu.Lock()

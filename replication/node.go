@@ -107,7 +107,7 @@ type Node struct {
 		// them, or delete data of replicas assigned since.
 		synced    bool
 		swept     bool           // removeLeftovers has checked for records left behind
-		preferred map[uint64]int // shard -> times leadership was offered to the preferred replica
+		preferred map[uint64]int // shard -> times this node, the preferred replica, asked for leadership since it last led
 		closed    bool
 	}
 	closeOnce sync.Once
