@@ -22,6 +22,8 @@ type MemStorage struct {
 	// syncs is held for reading by every sync of the record store, and for
 	// writing while Crash takes its cut.
 	syncs sync.RWMutex
+	// duringCut, if set, runs inside Crash's cut (tests widen it).
+	duringCut func()
 }
 
 // NewMemStorage returns empty storage.
@@ -51,6 +53,9 @@ func (m *MemStorage) Crash(stop func()) {
 	m.mu.Lock()
 	m.syncs.Lock()
 	m.raftFS.SetIgnoreSyncs(true)
+	if m.duringCut != nil {
+		m.duringCut()
+	}
 	clone := m.dataFS.CrashClone(pvfs.CrashCloneCfg{})
 	m.syncs.Unlock()
 	m.mu.Unlock()
