@@ -35,9 +35,16 @@ import (
 //	varint  timestampDelta ns relative to firstTime
 //	uvarint offsetDelta    the record's index in the batch
 //	varint  keyLen (-1 = nil), key
-//	varint  valueLen (-1 = nil), value
+//	varint  valueLen (-1 = nil, -2 = tombstone), value
 //	uvarint headerCount, then per header:
 //	        uvarint keyLen, key, varint valueLen (-1 = nil), value
+//
+// A tombstone is Kafka's null value: the record says its key was deleted,
+// and has no value bytes. It is not written as -1, Kafka's null, because -1
+// has always meant a nil value here, and producers wrote one for every nil
+// []byte: reading those as deletes would alter acknowledged records (and let
+// key compaction drop keys). So -1 keeps meaning a nil value, -2 a tombstone,
+// and a batch without tombstones is encoded exactly as before.
 
 // ErrCorrupt is wrapped by every error that reports an undecodable batch, a
 // damaged store file or an invalid snapshot.
@@ -81,9 +88,13 @@ type Record struct {
 	Time int64
 	// Key and Value may each be nil, which is preserved and distinct from
 	// empty.
-	Key     []byte
-	Value   []byte
-	Headers []RecordHeader
+	Key   []byte
+	Value []byte
+	// Tombstone marks a record whose value is null (Kafka's tombstone):
+	// Value is ignored by [BatchBuilder.Add] and nil when decoded. It is
+	// distinct from a nil or empty Value.
+	Tombstone bool
+	Headers   []RecordHeader
 }
 
 // BatchHeader is the decoded fixed header of a batch.
@@ -132,7 +143,7 @@ func (b *BatchBuilder) Add(r Record) {
 	b.raw = binary.AppendVarint(b.raw, tsDelta)
 	b.raw = binary.AppendUvarint(b.raw, offDelta)
 	b.raw = appendBytes(b.raw, r.Key)
-	b.raw = appendBytes(b.raw, r.Value)
+	b.raw = appendValue(b.raw, r)
 	b.raw = binary.AppendUvarint(b.raw, uint64(len(r.Headers)))
 	for _, h := range r.Headers {
 		b.raw = binary.AppendUvarint(b.raw, uint64(len(h.Key)))
@@ -233,7 +244,7 @@ func (b *BatchBuilder) BuildWithPrefix(prefix int, c Compression, producerID uin
 
 // recordFieldsSize is the size of a record's key, value and headers.
 func recordFieldsSize(r Record) int {
-	n := bytesSize(r.Key) + bytesSize(r.Value) + uvarintLen(uint64(len(r.Headers)))
+	n := bytesSize(r.Key) + valueSize(r) + uvarintLen(uint64(len(r.Headers)))
 	for _, h := range r.Headers {
 		n += uvarintLen(uint64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
 	}
@@ -251,6 +262,24 @@ func appendBytes(dst, p []byte) []byte {
 	}
 	dst = binary.AppendVarint(dst, int64(len(p)))
 	return append(dst, p...)
+}
+
+// tombstoneLen is the value length that marks a tombstone.
+const tombstoneLen = -2
+
+// appendValue appends r's value field: r.Value, or the tombstone mark.
+func appendValue(dst []byte, r Record) []byte {
+	if r.Tombstone {
+		return binary.AppendVarint(dst, tombstoneLen)
+	}
+	return appendBytes(dst, r.Value)
+}
+
+func valueSize(r Record) int {
+	if r.Tombstone {
+		return 1
+	}
+	return bytesSize(r.Value)
 }
 
 func bytesSize(p []byte) int {
@@ -481,10 +510,11 @@ func fillRecords(raw []byte, h BatchHeader, minOffset int64, st scanStats, dst [
 			continue
 		}
 		r := Record{
-			Offset: off,
-			Time:   h.FirstTime + rec.tsDelta,
-			Key:    rec.key,
-			Value:  rec.value,
+			Offset:    off,
+			Time:      h.FirstTime + rec.tsDelta,
+			Key:       rec.key,
+			Value:     rec.value,
+			Tombstone: rec.tombstone,
 		}
 		if rec.headerCount > 0 {
 			r.Headers, hdrs = hdrs[:rec.headerCount:rec.headerCount], hdrs[rec.headerCount:]
@@ -510,6 +540,7 @@ func fillRecords(raw []byte, h BatchHeader, minOffset int64, st scanStats, dst [
 type recordView struct {
 	tsDelta     int64
 	key, value  []byte
+	tombstone   bool
 	headerCount int
 	headers     []byte // the encoded headers
 }
@@ -545,7 +576,7 @@ func nextRecord(p []byte, i int) (recordView, []byte, error) {
 	if rec.key, body, err = nextBytes(body); err != nil {
 		return rec, nil, corruptf("record %d: key: %v", i, err)
 	}
-	if rec.value, body, err = nextBytes(body); err != nil {
+	if rec.value, rec.tombstone, body, err = nextValue(body); err != nil {
 		return rec, nil, corruptf("record %d: value: %v", i, err)
 	}
 	hc, k := binary.Uvarint(body)
@@ -588,7 +619,26 @@ func nextBytes(p []byte) (field, rest []byte, err error) {
 	if k <= 0 {
 		return nil, nil, errors.New("bad length")
 	}
-	p = p[k:]
+	return lengthPrefixed(p[k:], n)
+}
+
+// nextValue is [nextBytes] for a record's value, which may also be the
+// tombstone mark.
+func nextValue(p []byte) (value []byte, tombstone bool, rest []byte, err error) {
+	n, k := binary.Varint(p)
+	if k <= 0 {
+		return nil, false, nil, errors.New("bad length")
+	}
+	if n == tombstoneLen {
+		return nil, true, p[k:], nil
+	}
+	value, rest, err = lengthPrefixed(p[k:], n)
+	return value, false, rest, err
+}
+
+// lengthPrefixed returns the n bytes at the start of p (nil if n is -1) and
+// the bytes after them.
+func lengthPrefixed(p []byte, n int64) (field, rest []byte, err error) {
 	switch {
 	case n == -1:
 		return nil, p, nil

@@ -15,6 +15,8 @@ func FuzzDecodeRecords(f *testing.F) {
 		var bb BatchBuilder
 		bb.Add(Record{Time: -5, Key: []byte("k"), Headers: []RecordHeader{{Key: "a", Value: []byte("b")}}})
 		bb.Add(Record{Time: 10, Value: []byte{}})
+		bb.Add(Record{Time: 7, Key: []byte("deleted"), Tombstone: true, Headers: []RecordHeader{{Key: "why", Value: []byte("gdpr")}}})
+		bb.Add(Record{Time: 8, Key: []byte("deleted"), Value: nil})
 		b, err := bb.Build(c, 0, 0, 0)
 		require.NoError(f, err)
 		SetBaseOffset(b, 77)
@@ -74,6 +76,8 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add([]byte("key"), []byte("value"), "header", int64(0), int64(1), uint8(0), uint8(0))
 	f.Add([]byte{}, []byte(nil), "", int64(math.MaxInt64), int64(math.MinInt64), uint8(4), uint8(7))
 	f.Add([]byte(nil), make([]byte, 1000), "h", int64(-1), int64(5), uint8(3), uint8(3))
+	f.Add([]byte("key"), []byte("ignored"), "h", int64(3), int64(2), uint8(1), uint8(8))
+	f.Add([]byte("key"), []byte{}, "", int64(3), int64(2), uint8(2), uint8(16+8+2))
 	f.Fuzz(func(t *testing.T, key, value []byte, hkey string, t0, t1 int64, comp, shape uint8) {
 		c := Compression(comp % uint8(len(allCompressions)))
 		// shape selects nil-ness: the fuzzer only produces non-nil slices.
@@ -87,8 +91,22 @@ func FuzzRoundTrip(f *testing.F) {
 			{Time: t0, Key: key, Value: value},
 			{Time: t1, Key: value, Value: key, Headers: []RecordHeader{{Key: hkey, Value: value}, {Key: string(key), Value: nil}}},
 		}
+		// Tombstones: the builder ignores their Value, and decoding
+		// gives nil.
+		if shape&8 != 0 {
+			in[0].Tombstone = true
+		}
+		if shape&16 != 0 {
+			in[1].Tombstone = true
+		}
 		if shape&4 != 0 {
 			in = in[:1]
+		}
+		want := withOffsets(in, 5)
+		for i := range want {
+			if want[i].Tombstone {
+				want[i].Value = nil
+			}
 		}
 		var bb BatchBuilder
 		for _, r := range in {
@@ -100,7 +118,7 @@ func FuzzRoundTrip(f *testing.F) {
 		SetBaseOffset(b, 5)
 		h, out, err := DecodeRecords(b, 0, nil)
 		require.NoError(t, err)
-		require.Equal(t, withOffsets(in, 5), out)
+		require.Equal(t, want, out)
 		require.Equal(t, t0, h.FirstTime)
 		require.Equal(t, max(t0, in[len(in)-1].Time), h.MaxTime)
 		require.Equal(t, uint32(len(b)), binary.LittleEndian.Uint32(b[8:]))

@@ -16,7 +16,8 @@ var allCompressions = []Compression{
 }
 
 // testRecords returns n records covering nil and empty keys, values and
-// header values, negative time deltas, and compressible payloads.
+// header values, tombstones (keyed and keyless), negative time deltas, and
+// compressible payloads.
 func testRecords(n int) []Record {
 	recs := make([]Record, n)
 	for i := range recs {
@@ -30,6 +31,9 @@ func testRecords(n int) []Record {
 			r.Key, r.Value = []byte(fmt.Sprintf("key-%d", i)), nil
 		case 3:
 			r.Key, r.Value = nil, []byte(fmt.Sprintf("value %d %0200d", i, i))
+		}
+		if i%6 == 5 {
+			r.Value, r.Tombstone = nil, true
 		}
 		if i%5 == 0 {
 			r.Headers = []RecordHeader{
@@ -76,6 +80,8 @@ func TestRoundTrip(t *testing.T) {
 	}{
 		{"one nil record", []Record{{}}},
 		{"one empty record", []Record{{Key: []byte{}, Value: []byte{}, Headers: []RecordHeader{{Key: "", Value: []byte{}}}}}},
+		{"one tombstone", []Record{{Key: []byte("k"), Tombstone: true}}},
+		{"tombstones only", []Record{{Key: []byte("k"), Tombstone: true, Headers: []RecordHeader{{Key: "h", Value: nil}}}, {Tombstone: true}}},
 		{"few", testRecords(5)},
 		{"many", testRecords(2000)},
 		{"extreme times", []Record{{Time: math.MaxInt64}, {Time: math.MinInt64}, {Time: 0}}},
@@ -110,6 +116,7 @@ func TestRoundTrip(t *testing.T) {
 				for i := range got {
 					require.Equal(t, tc.recs[i].Key == nil, got[i].Key == nil, "record %d key nil-ness", i)
 					require.Equal(t, tc.recs[i].Value == nil, got[i].Value == nil, "record %d value nil-ness", i)
+					require.Equal(t, tc.recs[i].Tombstone, got[i].Tombstone, "record %d tombstone", i)
 				}
 			})
 		}
@@ -315,16 +322,75 @@ func TestLyingRawLength(t *testing.T) {
 	}
 }
 
+// rawRecord encodes one record of a records section from its fields.
+func rawRecord(fields ...[]byte) []byte {
+	var body []byte
+	for _, f := range fields {
+		body = append(body, f...)
+	}
+	return append(binary.AppendUvarint(nil, uint64(len(body))), body...)
+}
+
+// rawBatch wraps a records section of count records in a valid uncompressed
+// batch header with time 0.
+func rawBatch(count uint32, raw []byte) []byte {
+	b := make([]byte, HeaderSize, HeaderSize+len(raw))
+	b = append(b, raw...)
+	le := binary.LittleEndian
+	le.PutUint32(b[8:], uint32(len(b)))
+	b[16] = Version
+	le.PutUint32(b[20:], count)
+	le.PutUint32(b[56:], uint32(len(raw)))
+	resign(b)
+	return b
+}
+
+func TestTombstone(t *testing.T) {
+	v := func(x int64) []byte { return binary.AppendVarint(nil, x) }
+	u := func(x uint64) []byte { return binary.AppendUvarint(nil, x) }
+	key := append(v(1), 'k')
+
+	t.Run("encoding", func(t *testing.T) {
+		// A tombstone's value length is -2, and its Value is not written.
+		var bb BatchBuilder
+		bb.Add(Record{Key: []byte("k"), Value: []byte("ignored"), Tombstone: true})
+		b, err := bb.Build(CompressionNone, 0, 0, 0)
+		require.NoError(t, err)
+		require.Equal(t, rawRecord(v(0), u(0), key, v(-2), u(0)), b[HeaderSize:])
+		require.Equal(t, RecordSize(Record{Key: []byte("k")}), RecordSize(Record{Key: []byte("k"), Value: []byte("ignored"), Tombstone: true}),
+			"a tombstone costs one byte, as a nil value does")
+
+		// A batch without tombstones is encoded as before they existed.
+		bb.Reset()
+		bb.Add(Record{Key: []byte("k")})
+		b, err = bb.Build(CompressionNone, 0, 0, 0)
+		require.NoError(t, err)
+		require.Equal(t, rawRecord(v(0), u(0), key, v(-1), u(0)), b[HeaderSize:])
+	})
+
+	t.Run("decoding", func(t *testing.T) {
+		// Hand-encoded, as a batch written before tombstones existed would
+		// be (nil and empty values) next to a tombstone.
+		raw := rawRecord(v(0), u(0), key, v(-1), u(0))
+		raw = append(raw, rawRecord(v(0), u(1), key, v(0), u(0))...)
+		raw = append(raw, rawRecord(v(0), u(2), key, v(-2), u(1), u(1), []byte("h"), v(-1))...)
+		_, got, err := DecodeRecords(rawBatch(3, raw), 0, nil)
+		require.NoError(t, err)
+		require.Equal(t, []Record{
+			{Offset: 0, Key: []byte("k")},
+			{Offset: 1, Key: []byte("k"), Value: []byte{}},
+			{Offset: 2, Key: []byte("k"), Tombstone: true, Headers: []RecordHeader{{Key: "h"}}},
+		}, got)
+		require.Nil(t, got[0].Value)
+		require.NotNil(t, got[1].Value)
+		require.Nil(t, got[2].Value)
+	})
+}
+
 // TestCorruptRecords builds uncompressed batches with well-formed headers
 // and malformed records sections.
 func TestCorruptRecords(t *testing.T) {
-	record := func(fields ...[]byte) []byte {
-		var body []byte
-		for _, f := range fields {
-			body = append(body, f...)
-		}
-		return append(binary.AppendUvarint(nil, uint64(len(body))), body...)
-	}
+	record := rawRecord
 	v := func(x int64) []byte { return binary.AppendVarint(nil, x) }
 	u := func(x uint64) []byte { return binary.AppendUvarint(nil, x) }
 	good := record(v(0), u(0), v(-1), v(-1), u(0))
@@ -341,6 +407,8 @@ func TestCorruptRecords(t *testing.T) {
 		{"key length -2", 1, record(v(0), u(0), v(-2), v(-1), u(0))},
 		{"key past record", 1, record(v(0), u(0), v(100), v(-1), u(0))},
 		{"value past record", 1, record(v(0), u(0), v(-1), v(3), u(0))},
+		{"value length -3", 1, record(v(0), u(0), v(-1), v(-3), u(0))},
+		{"bytes after tombstone", 1, record(v(0), u(0), v(-1), v(-2), []byte{'x'}, u(0))},
 		{"record length past section", 1, append(u(200), v(0)[0], u(0)[0], v(-1)[0], v(-1)[0], u(0)[0])},
 		{"header count too large", 1, record(v(0), u(0), v(-1), v(-1), u(1_000_000), []byte{0, 0})},
 		{"header missing", 1, record(v(0), u(0), v(-1), v(-1), u(2), u(0), v(-1), []byte{9, 9})},
@@ -353,14 +421,7 @@ func TestCorruptRecords(t *testing.T) {
 			for len(tc.raw) < int(tc.count)*minRecordSize {
 				tc.raw = append(tc.raw, 0)
 			}
-			b := make([]byte, HeaderSize, HeaderSize+len(tc.raw))
-			b = append(b, tc.raw...)
-			le := binary.LittleEndian
-			le.PutUint32(b[8:], uint32(len(b)))
-			b[16] = Version
-			le.PutUint32(b[20:], tc.count)
-			le.PutUint32(b[56:], uint32(len(tc.raw)))
-			resign(b)
+			b := rawBatch(tc.count, tc.raw)
 			_, err := ParseHeader(b)
 			require.NoError(t, err)
 			requireCorrupt(t, b)
