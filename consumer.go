@@ -21,6 +21,10 @@ type Record[T any] struct {
 	Offset    int64
 	Key       []byte
 	Value     T
+	// Tombstone reports a record produced with [Message.Tombstone]: a
+	// delete of Key. Its Value is T's zero value, and the codec was not
+	// called. A record with an empty value is not a tombstone.
+	Tombstone bool
 	Headers   []Header
 	Time      time.Time
 }
@@ -99,12 +103,15 @@ func (c *Consumer[T]) Poll(ctx context.Context) ([]Record[T], error) {
 		if out == nil {
 			out = make([]Record[T], 0, avail)
 		}
-		v, err := c.codec.Decode(r.Value)
-		if err != nil {
-			derr = &DecodeError{Topic: name, Partition: part, Offset: r.Offset, Err: err}
-			return false
+		rec := Record[T]{Topic: name, Partition: part, Offset: r.Offset, Key: r.Key, Tombstone: r.Tombstone, Time: time.Unix(0, r.Time)}
+		if !r.Tombstone {
+			v, err := c.codec.Decode(r.Value)
+			if err != nil {
+				derr = &DecodeError{Topic: name, Partition: part, Offset: r.Offset, Err: err}
+				return false
+			}
+			rec.Value = v
 		}
-		rec := Record[T]{Topic: name, Partition: part, Offset: r.Offset, Key: r.Key, Value: v, Time: time.Unix(0, r.Time)}
 		if len(r.Headers) > 0 {
 			rec.Headers = make([]Header, len(r.Headers))
 			for j, h := range r.Headers {

@@ -26,6 +26,12 @@
 // are read back in produce order. Producers are idempotent by default: a
 // retried batch is stored once.
 //
+// A tombstone records that a key was deleted (Kafka's null value). It needs
+// a key, has no value (the codec is not called), and is read back with
+// [Record.Tombstone] set:
+//
+//	pos, err := p.Produce(ctx, replog.Message[Order]{Key: []byte(id), Tombstone: true})
+//
 // Consume from every partition, from the earliest offset by default:
 //
 //	c, err := replog.NewConsumer(t, replog.JSON[Order](), nil)

@@ -86,3 +86,40 @@ func ExampleNewConsumer() {
 	// 1 user-1 login
 	// 2 user-1 logout
 }
+
+func ExampleMessage_tombstone() {
+	l, _ := replog.Open("", &replog.Options{InMemory: true})
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t, _ := l.CreateTopic(ctx, "accounts", replog.TopicConfig{})
+	p, _ := replog.NewProducer(t, replog.String(), nil)
+	defer p.Close()
+	p.Produce(ctx, replog.Message[string]{Key: []byte("alice"), Value: "10 EUR"})
+	// A tombstone deletes its key: it has no value, and needs a key.
+	p.Produce(ctx, replog.Message[string]{Key: []byte("alice"), Tombstone: true})
+	if _, err := p.Produce(ctx, replog.Message[string]{Tombstone: true}); err != nil {
+		fmt.Println(err)
+	}
+
+	c, _ := replog.NewConsumer(t, replog.String(), nil)
+	defer c.Close()
+	n := 0
+	for rec, err := range c.Records(ctx) {
+		if err != nil {
+			panic(err)
+		}
+		if rec.Tombstone {
+			fmt.Println(string(rec.Key), "deleted")
+		} else {
+			fmt.Println(string(rec.Key), "=", rec.Value)
+		}
+		if n++; n == 2 {
+			break
+		}
+	}
+	// Output:
+	// replog: invalid configuration: a tombstone needs a key
+	// alice = 10 EUR
+	// alice deleted
+}

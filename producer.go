@@ -21,6 +21,17 @@ type Message[T any] struct {
 	// partition, in order. Nil means keyless.
 	Key   []byte
 	Value T
+	// Tombstone makes the record a delete of Key: its value is null
+	// (Kafka's tombstone), the codec is not called and Value is ignored.
+	// Headers and Time travel as usual, and consumers see the record with
+	// [Record.Tombstone] set.
+	//
+	// A tombstone needs a Key: a keyless one (nil Key) is refused with
+	// [ErrInvalidConfig] and nothing is written. Kafka accepts keyless
+	// nulls in topics that are not compacted, where they mean nothing;
+	// here a tombstone always means "delete this key". An empty, non-nil
+	// Key is a key.
+	Tombstone bool
 	// Headers travel with the record.
 	Headers []Header
 	// Time is the record's create time; zero means now.
@@ -222,12 +233,20 @@ func (p *Producer[T]) ProduceAsync(ctx context.Context, m Message[T], fn func(Po
 		fn(Position{}, err)
 		return
 	}
-	v, err := p.codec.Encode(m.Value)
-	if err != nil {
-		fn(Position{}, fmt.Errorf("replog: encode value: %w", err))
-		return
+	r := storage.Record{Key: m.Key, Tombstone: m.Tombstone}
+	if m.Tombstone {
+		if m.Key == nil {
+			fn(Position{}, fmt.Errorf("%w: a tombstone needs a key", ErrInvalidConfig))
+			return
+		}
+	} else {
+		v, err := p.codec.Encode(m.Value)
+		if err != nil {
+			fn(Position{}, fmt.Errorf("replog: encode value: %w", err))
+			return
+		}
+		r.Value = v
 	}
-	r := storage.Record{Key: m.Key, Value: v}
 	if m.Time.IsZero() {
 		r.Time = time.Now().UnixNano()
 	} else {
