@@ -580,7 +580,7 @@ func (l *Log) CreateTopic(ctx context.Context, name string, cfg TopicConfig) (*T
 	}
 	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
 	defer cancel()
-	tm, err := l.node.CreateTopic(ctx, name, c.Partitions, c.Replicas, uint8(c.Compression))
+	tm, err := l.node.CreateTopic(ctx, name, c.Partitions, c.Replicas, c.settings())
 	if err != nil {
 		if errors.Is(err, replication.ErrTopicExists) {
 			return nil, fmt.Errorf("%w: %q", ErrTopicExists, name)
@@ -588,6 +588,85 @@ func (l *Log) CreateTopic(ctx context.Context, name string, cfg TopicConfig) (*T
 		return nil, mapErr(err)
 	}
 	return &Topic{l: l, meta: tm}, nil
+}
+
+// EnsureTopic returns the topic name, creating it with cfg if it does not
+// exist. An existing topic is returned as it is, whatever its config: as
+// for Kafka's tools, "exists" is success, and cfg is only used for
+// creating. Compare [Topic.Info] with what you need, and change it with
+// [Log.AlterTopic]. cfg is validated either way. A ctx without deadline
+// gets 30s.
+func (l *Log) EnsureTopic(ctx context.Context, name string, cfg TopicConfig) (*Topic, error) {
+	if l.isClosed() {
+		return nil, ErrClosed
+	}
+	if _, err := cfg.withDefaults(len(l.node.NodeIDs())); err != nil {
+		return nil, err
+	}
+	if err := ValidateTopicName(name); err != nil {
+		return nil, err
+	}
+	for {
+		if t, err := l.Topic(name); err == nil || !errors.Is(err, ErrTopicNotFound) {
+			return t, err
+		}
+		t, err := l.CreateTopic(ctx, name, cfg)
+		if !errors.Is(err, ErrTopicExists) {
+			return t, err
+		}
+		// Created by someone else meanwhile (and maybe deleted again).
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// AlterTopic changes a topic's settings to cfg's, as a whole: Retention,
+// RetentionBytes, Cleanup, DeleteRetention and Compression take cfg's
+// values (zero values mean their defaults, as in [Log.CreateTopic]: no
+// retention limit, [CleanupDelete], 24h, no compression), and the topic
+// grows to cfg.Partitions partitions, placed over the nodes as at
+// creation (0 keeps the count; fewer than now fails with
+// [ErrInvalidConfig], nothing changed). Replicas is ignored: move
+// replicas with [Log.ReassignPartition]. New retention limits take effect
+// at the partitions' next retention check, within seconds. Producers,
+// consumers and [Topic] handles made before the topic grew keep using the
+// old partitions; make new ones to use the new. It returns once this
+// node's replicas of new partitions have leaders. A ctx without deadline
+// gets 30s.
+func (l *Log) AlterTopic(ctx context.Context, name string, cfg TopicConfig) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	t, err := l.Topic(name)
+	if err != nil {
+		return err
+	}
+	c, err := cfg.settingsDefaults()
+	if err != nil {
+		return err
+	}
+	switch {
+	case c.Partitions == 0:
+		c.Partitions = t.Partitions()
+	case c.Partitions < t.Partitions():
+		return fmt.Errorf("%w: %q has %d partitions; partitions can only grow, not to %d", ErrInvalidConfig, name, t.Partitions(), c.Partitions)
+	case c.Partitions > MaxPartitions:
+		return fmt.Errorf("%w: %d partitions (want at most %d)", ErrInvalidConfig, c.Partitions, MaxPartitions)
+	case c.Partitions > t.Partitions() && t.meta.Replicas > len(l.node.NodeIDs()):
+		return fmt.Errorf("%w: new partitions need %d replicas but there are %d nodes", ErrInvalidConfig, t.meta.Replicas, len(l.node.NodeIDs()))
+	}
+	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
+	defer cancel()
+	_, err = l.node.AlterTopic(ctx, name, t.meta.ID, c.Partitions, c.settings())
+	switch {
+	case errors.Is(err, replication.ErrTopicNotFound):
+		return fmt.Errorf("%w: %q", ErrTopicNotFound, name)
+	case errors.Is(err, replication.ErrInvalid):
+		// Another AlterTopic grew the topic past cfg.Partitions meanwhile.
+		return fmt.Errorf("%w: %q: partitions can only grow, not to %d", ErrInvalidConfig, name, c.Partitions)
+	}
+	return mapErr(err)
 }
 
 // Topic returns a handle on an existing topic. When the topic is not in

@@ -32,15 +32,107 @@ const (
 
 func (c Compression) String() string { return storage.Compression(c).String() }
 
-// TopicConfig configures [Log.CreateTopic]. The zero value is valid.
+// Cleanup is a topic's cleanup policy, a bit set as Kafka's
+// cleanup.policy: [CleanupDelete], [CleanupCompact], or both
+// (CleanupDelete|CleanupCompact, Kafka's "compact,delete").
+type Cleanup uint8
+
+// Cleanup policies.
+const (
+	// CleanupDelete deletes records by the topic's retention limits
+	// (TopicConfig.Retention and RetentionBytes). The default.
+	CleanupDelete Cleanup = Cleanup(replication.CleanupDeleteBit)
+	// CleanupCompact keeps the last record of every key. The setting is
+	// stored and shown, but compaction is not performed yet: a topic
+	// with CleanupCompact alone keeps every record, as one without
+	// retention limits does.
+	CleanupCompact Cleanup = Cleanup(replication.CleanupCompactBit)
+)
+
+func (c Cleanup) String() string {
+	switch c {
+	case CleanupDelete:
+		return "delete"
+	case CleanupCompact:
+		return "compact"
+	case CleanupDelete | CleanupCompact:
+		return "compact,delete"
+	}
+	return fmt.Sprintf("cleanup(%d)", uint8(c))
+}
+
+// DefaultDeleteRetention is the default of TopicConfig.DeleteRetention, as
+// Kafka's delete.retention.ms.
+const DefaultDeleteRetention = 24 * time.Hour
+
+// TopicConfig configures [Log.CreateTopic], [Log.EnsureTopic] and
+// [Log.AlterTopic]. The zero value is valid.
 type TopicConfig struct {
 	// Partitions is the number of partitions, 1 to MaxPartitions. Default 1.
+	// [Log.AlterTopic] can only grow it; there 0 keeps the current count.
 	Partitions int
 	// Replicas is how many nodes hold each partition, at most the number of
 	// nodes. Default: 1 on a single node, else min(3, nodes).
+	// [Log.AlterTopic] ignores it (see [Log.ReassignPartition]).
 	Replicas int
 	// Compression is the default codec of the topic's producers. Default none.
 	Compression Compression
+	// Retention deletes records older than this, by record time (Kafka's
+	// retention.ms, JetStream's MaxAge): a stored batch goes once its
+	// newest record is older than Retention, measured at the partition
+	// leader's clock when it checks (every few seconds). Default 0: keep
+	// records forever (JetStream's default; Kafka's is 7 days). Negative
+	// is invalid.
+	Retention time.Duration
+	// RetentionBytes bounds each partition's stored bytes (the batches as
+	// stored, compressed if they are): the oldest batches go until the
+	// partition is within it (Kafka's retention.bytes, JetStream's
+	// MaxBytes per partition). The newest batch always stays, so a
+	// partition may exceed it by at most one batch. Default 0: no limit.
+	// Negative is invalid.
+	RetentionBytes int64
+	// Cleanup is the cleanup policy. Default (0) [CleanupDelete]. The
+	// retention limits apply only with CleanupDelete set.
+	Cleanup Cleanup
+	// DeleteRetention is how long compaction keeps tombstones readable
+	// (Kafka's delete.retention.ms). Default (0) [DefaultDeleteRetention],
+	// 24h. Negative is invalid. Stored for compaction, which is not
+	// performed yet.
+	DeleteRetention time.Duration
+}
+
+// settingsDefaults fills and validates the settings that CreateTopic and
+// AlterTopic share.
+func (c TopicConfig) settingsDefaults() (TopicConfig, error) {
+	if c.Cleanup == 0 {
+		c.Cleanup = CleanupDelete
+	}
+	if c.DeleteRetention == 0 {
+		c.DeleteRetention = DefaultDeleteRetention
+	}
+	switch {
+	case !storage.Compression(c.Compression).Valid():
+		return c, fmt.Errorf("%w: compression %d", ErrInvalidConfig, c.Compression)
+	case c.Retention < 0:
+		return c, fmt.Errorf("%w: negative Retention %v", ErrInvalidConfig, c.Retention)
+	case c.RetentionBytes < 0:
+		return c, fmt.Errorf("%w: negative RetentionBytes %d", ErrInvalidConfig, c.RetentionBytes)
+	case c.DeleteRetention < 0:
+		return c, fmt.Errorf("%w: negative DeleteRetention %v", ErrInvalidConfig, c.DeleteRetention)
+	case c.Cleanup&^(CleanupDelete|CleanupCompact) != 0:
+		return c, fmt.Errorf("%w: cleanup policy %d", ErrInvalidConfig, c.Cleanup)
+	}
+	return c, nil
+}
+
+func (c TopicConfig) settings() replication.TopicSettings {
+	return replication.TopicSettings{
+		Compression:     uint8(c.Compression),
+		Retention:       int64(c.Retention),
+		RetentionBytes:  c.RetentionBytes,
+		Cleanup:         uint8(c.Cleanup),
+		DeleteRetention: int64(c.DeleteRetention),
+	}
 }
 
 func (c TopicConfig) withDefaults(nodes int) (TopicConfig, error) {
@@ -50,6 +142,10 @@ func (c TopicConfig) withDefaults(nodes int) (TopicConfig, error) {
 	if c.Replicas == 0 {
 		c.Replicas = min(defaultMaxReplicas, nodes)
 	}
+	c, err := c.settingsDefaults()
+	if err != nil {
+		return c, err
+	}
 	switch {
 	case c.Partitions < 1 || c.Partitions > MaxPartitions:
 		return c, fmt.Errorf("%w: %d partitions (want 1 to %d)", ErrInvalidConfig, c.Partitions, MaxPartitions)
@@ -57,8 +153,6 @@ func (c TopicConfig) withDefaults(nodes int) (TopicConfig, error) {
 		return c, fmt.Errorf("%w: %d replicas", ErrInvalidConfig, c.Replicas)
 	case c.Replicas > nodes:
 		return c, fmt.Errorf("%w: %d replicas but %d nodes", ErrInvalidConfig, c.Replicas, nodes)
-	case !storage.Compression(c.Compression).Valid():
-		return c, fmt.Errorf("%w: compression %d", ErrInvalidConfig, c.Compression)
 	}
 	return c, nil
 }
@@ -84,6 +178,12 @@ type TopicInfo struct {
 	Replicas    int
 	Compression Compression
 	Created     time.Time
+	// Retention, RetentionBytes, Cleanup and DeleteRetention are as in
+	// [TopicConfig], defaults filled in.
+	Retention       time.Duration
+	RetentionBytes  int64
+	Cleanup         Cleanup
+	DeleteRetention time.Duration
 	// PartitionReplicas lists, per partition, the node ids holding a replica.
 	PartitionReplicas [][]uint64
 }
@@ -92,6 +192,15 @@ func topicInfo(t *replication.TopicMeta) TopicInfo {
 	info := TopicInfo{
 		Name: t.Name, Partitions: len(t.Partitions), Replicas: t.Replicas,
 		Compression: Compression(t.Compression), Created: time.Unix(0, t.Created),
+		Retention: time.Duration(t.Retention), RetentionBytes: t.RetentionBytes,
+		Cleanup: Cleanup(t.Cleanup), DeleteRetention: time.Duration(t.DeleteRetention),
+	}
+	// Metadata written before these settings existed lacks them.
+	if info.Cleanup == 0 {
+		info.Cleanup = CleanupDelete
+	}
+	if info.DeleteRetention == 0 {
+		info.DeleteRetention = DefaultDeleteRetention
 	}
 	for _, p := range t.Partitions {
 		info.PartitionReplicas = append(info.PartitionReplicas, append([]uint64(nil), p.Replicas...))
@@ -114,8 +223,19 @@ func (t *Topic) Name() string { return t.meta.Name }
 // Partitions is the number of partitions.
 func (t *Topic) Partitions() int { return len(t.meta.Partitions) }
 
-// Info describes the topic.
-func (t *Topic) Info() TopicInfo { return topicInfo(t.meta) }
+// Info describes the topic with its current settings (as changed by
+// [Log.AlterTopic] since the handle was made), as this node knows them.
+// Partitions stays the handle's count: a handle made before the topic
+// grew does not use the new partitions; get a new one with [Log.Topic].
+func (t *Topic) Info() TopicInfo {
+	tm := t.meta
+	if cur := t.l.node.Metadata().Topics[tm.Name]; cur != nil && cur.ID == tm.ID {
+		c := *tm
+		c.TopicSettings = cur.TopicSettings
+		tm = &c
+	}
+	return topicInfo(tm)
+}
 
 // check reports whether the Log is open and the topic still exists.
 func (t *Topic) check() error {

@@ -40,12 +40,47 @@ type Metadata struct {
 
 // TopicMeta describes one topic. Immutable once published.
 type TopicMeta struct {
-	Name        string          `json:"name"`
-	ID          uint64          `json:"id"` // unique for the cluster's life; a re-created topic gets a new one
-	Partitions  []PartitionMeta `json:"partitions"`
-	Replicas    int             `json:"replicas"`
-	Compression uint8           `json:"compression"`
-	Created     int64           `json:"created"` // unix ns, from the proposer
+	Name       string          `json:"name"`
+	ID         uint64          `json:"id"` // unique for the cluster's life; a re-created topic gets a new one
+	Partitions []PartitionMeta `json:"partitions"`
+	Replicas   int             `json:"replicas"`
+	TopicSettings
+	Created int64 `json:"created"` // unix ns, from the proposer
+}
+
+// TopicSettings are the settings of a topic that alter_topic may change.
+// Metadata written before a field existed lacks it, and reads it as zero,
+// which keeps that metadata's meaning: no retention limit, delete policy,
+// the default delete retention.
+type TopicSettings struct {
+	Compression uint8 `json:"compression"`
+	// Retention is the age (ns) after which records are deleted; 0 keeps
+	// them forever.
+	Retention int64 `json:"retention,omitempty"`
+	// RetentionBytes bounds each partition's stored bytes; 0 is unbounded.
+	RetentionBytes int64 `json:"retention_bytes,omitempty"`
+	// Cleanup is the root package's cleanup policy bit set (1 delete, 2
+	// compact); 0 means delete.
+	Cleanup uint8 `json:"cleanup,omitempty"`
+	// DeleteRetention (ns) is how long tombstones stay; 0 means the root
+	// package's default.
+	DeleteRetention int64 `json:"delete_retention,omitempty"`
+}
+
+// CleanupDeleteBit and CleanupCompactBit are the bits of
+// TopicSettings.Cleanup.
+const (
+	CleanupDeleteBit  uint8 = 1
+	CleanupCompactBit uint8 = 2
+)
+
+// Deletes reports whether retention limits apply (the delete policy is
+// on, alone or with compaction).
+func (s TopicSettings) Deletes() bool { return s.Cleanup == 0 || s.Cleanup&CleanupDeleteBit != 0 }
+
+func (s TopicSettings) valid() bool {
+	return s.Retention >= 0 && s.RetentionBytes >= 0 && s.DeleteRetention >= 0 &&
+		s.Cleanup&^(CleanupDeleteBit|CleanupCompactBit) == 0 && storage.Compression(s.Compression).Valid()
 }
 
 // PartitionMeta places one partition.
@@ -166,22 +201,27 @@ func (m *Metadata) partitionOf(shard uint64) (string, int, PartitionMeta, bool) 
 // metaCmd is one command of the metadata state machine, JSON-encoded: the
 // metadata log is small and rarely written, so clarity beats compactness.
 type metaCmd struct {
-	Op          string   `json:"op"`
-	Name        string   `json:"name,omitempty"`
-	Partitions  int      `json:"partitions,omitempty"`
-	Replicas    int      `json:"replicas,omitempty"`
-	Compression uint8    `json:"compression,omitempty"`
-	Nodes       []uint64 `json:"nodes,omitempty"` // voting members when proposed, for placement
-	Created     int64    `json:"created,omitempty"`
-	Partition   int      `json:"partition,omitempty"`
-	Node        uint64   `json:"node,omitempty"`
-	Observers   []uint64 `json:"observers,omitempty"` // reassign_done: the observers converged
-	Address     string   `json:"address,omitempty"`
-	Replicas2   []uint64 `json:"new_replicas,omitempty"` // reassign: the new replica set
+	Op         string `json:"op"`
+	Name       string `json:"name,omitempty"`
+	Partitions int    `json:"partitions,omitempty"`
+	Replicas   int    `json:"replicas,omitempty"`
+	// TopicSettings: create_topic's, and alter_topic's new ones.
+	TopicSettings
+	Nodes     []uint64 `json:"nodes,omitempty"` // voting members when proposed, for placement
+	Created   int64    `json:"created,omitempty"`
+	Partition int      `json:"partition,omitempty"`
+	Node      uint64   `json:"node,omitempty"`
+	Observers []uint64 `json:"observers,omitempty"` // reassign_done: the observers converged
+	Address   string   `json:"address,omitempty"`
+	Replicas2 []uint64 `json:"new_replicas,omitempty"` // reassign: the new replica set
+	// ID, when set, names the topic alter_topic expects (a re-created
+	// topic of the same name is not altered).
+	ID uint64 `json:"id,omitempty"`
 }
 
 const (
 	opCreateTopic   = "create_topic"
+	opAlterTopic    = "alter_topic"
 	opDeleteTopic   = "delete_topic"
 	opAllocProducer = "alloc_producer"
 	opReassign      = "reassign"
@@ -230,25 +270,31 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 		}
 		// The root package validates before proposing; the state machine
 		// checks again, since a command is input like any other.
-		if c.Name == "" || c.Partitions < 1 || c.Partitions > MaxPartitions || c.Replicas < 1 || c.Replicas > len(c.Nodes) || !validNodes(c.Nodes) {
+		if c.Name == "" || c.Partitions < 1 || c.Partitions > MaxPartitions || c.Replicas < 1 || c.Replicas > len(c.Nodes) || !validNodes(c.Nodes) || !c.TopicSettings.valid() {
 			return sm.Result{Value: metaInvalid}
 		}
-		nodes := slices.Clone(c.Nodes)
-		slices.Sort(nodes)
-		t := &TopicMeta{Name: c.Name, ID: m.NextShard, Replicas: c.Replicas, Compression: c.Compression, Created: c.Created}
-		for i := range c.Partitions {
-			shard := m.NextShard
-			m.NextShard++
-			// Round-robin placement, rotated per partition so replicas and
-			// preferred leaders spread evenly over the nodes.
-			reps := make([]uint64, c.Replicas)
-			for r := range reps {
-				reps[r] = nodes[(int(t.ID)+i+r)%len(nodes)]
-			}
-			t.Partitions = append(t.Partitions, PartitionMeta{Shard: shard, Replicas: reps, Initial: slices.Clone(reps)})
-		}
+		t := &TopicMeta{Name: c.Name, ID: m.NextShard, Replicas: c.Replicas, TopicSettings: c.TopicSettings, Created: c.Created}
+		m.addPartitions(t, c.Partitions, c.Nodes)
 		m.Topics[c.Name] = t
 		data, _ := json.Marshal(t)
+		return sm.Result{Value: metaOK, Data: data}
+	case opAlterTopic:
+		t, ok := m.Topics[c.Name]
+		if !ok || c.ID != 0 && t.ID != c.ID {
+			return sm.Result{Value: metaTopicNotFound}
+		}
+		// Partitions only grow; setting the current count again (a
+		// retried proposal) changes nothing.
+		if c.Partitions < len(t.Partitions) || c.Partitions > MaxPartitions || !c.TopicSettings.valid() ||
+			c.Partitions > len(t.Partitions) && (t.Replicas > len(c.Nodes) || !validNodes(c.Nodes)) {
+			return sm.Result{Value: metaInvalid}
+		}
+		nt := *t // published values are immutable: change a copy
+		nt.Partitions = slices.Clone(t.Partitions)
+		nt.TopicSettings = c.TopicSettings
+		m.addPartitions(&nt, c.Partitions-len(t.Partitions), c.Nodes)
+		m.Topics[c.Name] = &nt
+		data, _ := json.Marshal(&nt)
 		return sm.Result{Value: metaOK, Data: data}
 	case opDeleteTopic:
 		t, ok := m.Topics[c.Name]
@@ -371,6 +417,25 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 		return sm.Result{Value: metaOK, Data: fmt.Appendf(nil, "%d", id)}
 	}
 	return sm.Result{Value: metaInvalid}
+}
+
+// addPartitions appends n partitions to t, on new shards, placed over
+// nodes (the voting members when the command was proposed).
+func (m *Metadata) addPartitions(t *TopicMeta, n int, nodes []uint64) {
+	nodes = slices.Clone(nodes)
+	slices.Sort(nodes)
+	for range n {
+		i := len(t.Partitions)
+		shard := m.NextShard
+		m.NextShard++
+		// Round-robin placement, rotated per partition so replicas and
+		// preferred leaders spread evenly over the nodes.
+		reps := make([]uint64, t.Replicas)
+		for r := range reps {
+			reps[r] = nodes[(int(t.ID)+i+r)%len(nodes)]
+		}
+		t.Partitions = append(t.Partitions, PartitionMeta{Shard: shard, Replicas: reps, Initial: slices.Clone(reps)})
+	}
 }
 
 // validNodes reports whether ids are node ids (non-zero) without repeats.

@@ -170,3 +170,53 @@ func FuzzMetaUpdate(f *testing.F) {
 		}
 	})
 }
+
+func TestMetaAlterTopic(t *testing.T) {
+	s := newTestMetaSM()
+	nodes := []uint64{1, 2, 3}
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opCreateTopic, Name: "a", Partitions: 2, Replicas: 2, Nodes: nodes}).Value)
+	a := s.state.Topics["a"]
+	set := TopicSettings{Retention: 5, RetentionBytes: 6, Cleanup: CleanupDeleteBit | CleanupCompactBit, DeleteRetention: 7}
+
+	for _, bad := range []metaCmd{
+		{Op: opAlterTopic, Name: "a", Partitions: 1, Nodes: nodes},                                // shrink
+		{Op: opAlterTopic, Name: "a", Partitions: 2, TopicSettings: TopicSettings{Retention: -1}}, // negative
+		{Op: opAlterTopic, Name: "a", Partitions: 2, TopicSettings: TopicSettings{Cleanup: 4}},    // unknown bit
+		{Op: opAlterTopic, Name: "a", Partitions: 3, Nodes: []uint64{1}},                          // too few nodes
+		{Op: opAlterTopic, Name: "a", Partitions: MaxPartitions + 1, Nodes: nodes},                // too many
+		{Op: opCreateTopic, Name: "b", Partitions: 1, Replicas: 1, Nodes: nodes, TopicSettings: TopicSettings{RetentionBytes: -1}},
+	} {
+		require.Equal(t, metaInvalid, s.do(t, bad).Value, "%+v", bad)
+	}
+	require.Same(t, a, s.state.Topics["a"], "nothing changed")
+	require.Equal(t, metaTopicNotFound, s.do(t, metaCmd{Op: opAlterTopic, Name: "a", ID: a.ID + 1, Partitions: 2}).Value)
+
+	next := s.state.NextShard
+	cmd := metaCmd{Op: opAlterTopic, Name: "a", ID: a.ID, Partitions: 4, TopicSettings: set, Nodes: nodes}
+	require.Equal(t, metaOK, s.do(t, cmd).Value)
+	got := s.state.Topics["a"]
+	require.Equal(t, set, got.TopicSettings)
+	require.Len(t, got.Partitions, 4)
+	require.Equal(t, a.Partitions, got.Partitions[:2], "existing partitions untouched")
+	require.Equal(t, next, got.Partitions[2].Shard)
+	require.Equal(t, next+1, got.Partitions[3].Shard)
+	require.Len(t, got.Partitions[3].Replicas, 2)
+	require.Len(t, a.Partitions, 2, "published values are immutable")
+
+	// A retried proposal changes nothing more.
+	require.Equal(t, metaOK, s.do(t, cmd).Value)
+	require.Len(t, s.state.Topics["a"].Partitions, 4)
+	require.Equal(t, next+2, s.state.NextShard)
+}
+
+func TestMetaTopicSettingsBackwardCompatible(t *testing.T) {
+	// Metadata written before retention settings existed.
+	old := `{"name":"a","id":1024,"partitions":[{"shard":1024,"replicas":[1]}],"replicas":1,"compression":2,"created":9}`
+	var tm TopicMeta
+	require.NoError(t, json.Unmarshal([]byte(old), &tm))
+	require.Equal(t, TopicSettings{Compression: 2}, tm.TopicSettings)
+	require.True(t, tm.Deletes())
+	b, err := json.Marshal(&tm)
+	require.NoError(t, err)
+	require.JSONEq(t, old, string(b), "the same JSON when no new setting is set")
+}

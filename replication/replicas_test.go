@@ -165,7 +165,7 @@ func TestReplicaDataRemoved(t *testing.T) {
 	c := newTestCluster(t, 3)
 
 	// "moved": on every node, then moved off node 3 while it is down.
-	tm, err := c.nodes[1].CreateTopic(ctx, "moved", 1, 3, 0)
+	tm, err := c.nodes[1].CreateTopic(ctx, "moved", 1, 3, TopicSettings{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestReplicaDataRemoved(t *testing.T) {
 
 	// "deleted": node 3 joins it by a reassignment, under a fresh replica
 	// id, then the topic is deleted while node 3 is down.
-	tm, err = c.nodes[1].CreateTopic(ctx, "deleted", 1, 2, 0)
+	tm, err = c.nodes[1].CreateTopic(ctx, "deleted", 1, 2, TopicSettings{})
 	if err != nil {
 		t.Fatal(err)
 	}

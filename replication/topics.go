@@ -31,11 +31,11 @@ func (n *Node) proposeMeta(ctx context.Context, c metaCmd) (sm.Result, bool, err
 
 // CreateTopic creates a topic and waits until this node's replicas of its
 // partitions have a leader.
-func (n *Node) CreateTopic(ctx context.Context, name string, partitions, replicas int, compression uint8) (*TopicMeta, error) {
+func (n *Node) CreateTopic(ctx context.Context, name string, partitions, replicas int, settings TopicSettings) (*TopicMeta, error) {
 	created := time.Now().UnixNano()
 	r, retried, err := n.proposeMeta(ctx, metaCmd{
 		Op: opCreateTopic, Name: name, Partitions: partitions, Replicas: replicas,
-		Compression: compression, Nodes: n.NodeIDs(), Created: created,
+		TopicSettings: settings, Nodes: n.NodeIDs(), Created: created,
 	})
 	if err != nil {
 		return nil, err
@@ -55,14 +55,46 @@ func (n *Node) CreateTopic(ctx context.Context, name string, partitions, replica
 	if err := json.Unmarshal(r.Data, t); err != nil {
 		return nil, err
 	}
-	for _, p := range t.Partitions {
+	return t, n.waitLeaders(ctx, t.Partitions)
+}
+
+// AlterTopic replaces the settings of the topic with id (0: whichever
+// topic has the name) and grows it to partitions, placing new partitions
+// as creation does; it waits until this node's replicas of them have a
+// leader. Shrinking fails with ErrInvalid. Retrying is safe: the command
+// sets absolute values.
+func (n *Node) AlterTopic(ctx context.Context, name string, id uint64, partitions int, settings TopicSettings) (*TopicMeta, error) {
+	r, _, err := n.proposeMeta(ctx, metaCmd{
+		Op: opAlterTopic, Name: name, ID: id, Partitions: partitions,
+		TopicSettings: settings, Nodes: n.NodeIDs(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch r.Value {
+	case metaOK:
+	case metaTopicNotFound:
+		return nil, ErrTopicNotFound
+	default:
+		return nil, ErrInvalid
+	}
+	t := &TopicMeta{}
+	if err := json.Unmarshal(r.Data, t); err != nil {
+		return nil, err
+	}
+	return t, n.waitLeaders(ctx, t.Partitions)
+}
+
+// waitLeaders waits until this node's replicas among ps have a leader.
+func (n *Node) waitLeaders(ctx context.Context, ps []PartitionMeta) error {
+	for _, p := range ps {
 		if p.Hosts(n.cfg.NodeID) {
 			if err := n.waitLeader(ctx, p.Shard); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return t, nil
+	return nil
 }
 
 // DeleteTopic deletes a topic; its partitions are stopped and their data
