@@ -16,6 +16,11 @@ import (
 const (
 	// CmdAppend is followed by one encoded record batch.
 	CmdAppend byte = 1
+	// CmdTrim moves the log start (Kafka's DeleteRecords); see
+	// [TrimCommand].
+	CmdTrim byte = 2
+	// CmdRetain applies retention limits; see [RetainCommand].
+	CmdRetain byte = 3
 )
 
 // Status is the outcome of applying one command. It is decided by the state
@@ -217,7 +222,37 @@ func (st *producerState) check(h BatchHeader) (Status, int64) {
 // log, which dragonboat fsyncs before commit, is the durable copy until
 // [Store.Sync]. Entries at or below the applied index are skipped, so a
 // replay after a crash is harmless.
+//
+// Appends are applied in runs, one write per run; a trim or retention
+// command ends a run and is applied in a write of its own, against the
+// store as the run left it (see [Partition.applyControl]).
 func (p *Partition) Apply(entries []Entry, results []Result) error {
+	for len(entries) > 0 {
+		n := 0
+		for n < len(entries) && !isControl(entries[n].Cmd) {
+			n++
+		}
+		var err error
+		if n == 0 {
+			n = 1
+			results[0], err = p.applyControl(entries[0])
+		} else {
+			err = p.applyAppends(entries[:n], results[:n])
+		}
+		if err != nil {
+			return err
+		}
+		entries, results = entries[n:], results[n:]
+	}
+	return nil
+}
+
+func isControl(cmd []byte) bool {
+	return len(cmd) > 0 && (cmd[0] == CmdTrim || cmd[0] == CmdRetain)
+}
+
+// applyAppends applies a run of entries that holds no control command.
+func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 	wb := p.s.db.NewBatch()
 	defer wb.Close()
 	cur := p.state.Load()
@@ -230,7 +265,7 @@ func (p *Partition) Apply(entries []Entry, results []Result) error {
 			continue
 		}
 		m.AppliedIndex = e.Index
-		results[i] = p.applyOne(wb, m, next.slot, dirty, e.Cmd)
+		results[i] = p.applyOne(wb, &next, dirty, e.Cmd)
 	}
 	// Forget the producers idle for too long by now. Which Apply call
 	// does it depends on how entries were grouped, which differs between
@@ -285,7 +320,8 @@ func (p *Partition) Apply(entries []Entry, results []Result) error {
 	return nil
 }
 
-func (p *Partition) applyOne(wb *pebble.Batch, m *Meta, slot byte, dirty map[uint64]*producerState, cmd []byte) Result {
+func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64]*producerState, cmd []byte) Result {
+	m, slot := &next.Meta, next.slot
 	if len(cmd) < 1 || cmd[0] != CmdAppend {
 		return Result{BaseOffset: -1, Status: StatusCorrupt}
 	}
@@ -331,6 +367,7 @@ func (p *Partition) applyOne(wb *pebble.Batch, m *Meta, slot byte, dirty map[uin
 	}
 	m.NextOffset = base + int64(h.Count)
 	m.MaxTime = max(m.MaxTime, h.MaxTime)
+	next.stored += int64(len(batch))
 	_ = wb.Set(key(slotKind(kindTime, slot), p.shard, orderedTime(m.MaxTime), uint64(base)), nil, nil)
 	if h.ProducerID != 0 {
 		next := &producerState{epoch: h.ProducerEpoch, lastTime: m.MaxTime}

@@ -96,7 +96,7 @@ func (p *Partition) Restore(r io.Reader) error {
 	if err := p.commitClear(stage); err != nil {
 		return err
 	}
-	meta, err := p.stage(r, stage)
+	meta, stored, err := p.stage(r, stage)
 	if err != nil {
 		return errors.Join(err, p.commitClear(stage))
 	}
@@ -110,7 +110,7 @@ func (p *Partition) Restore(r io.Reader) error {
 		next.Meta = emptyState.Meta
 		err = errors.Join(p.clearSlot(b, 0), p.clearSlot(b, 1), b.Delete(key(kindMeta, p.shard), nil))
 	} else {
-		next.Meta, next.slot = *meta, stage
+		next.Meta, next.slot, next.stored = *meta, stage, stored
 		err = errors.Join(b.Set(key(kindMeta, p.shard), next.encode(), nil), p.clearSlot(b, cur.slot))
 	}
 	if err != nil {
@@ -130,8 +130,9 @@ func (p *Partition) Restore(r io.Reader) error {
 
 // stage validates the stream and writes its batches, time index and
 // producer states into slot, committing every 8 MiB or so. It returns the
-// stream's meta, nil for a partition never written.
-func (p *Partition) stage(r io.Reader, slot byte) (*Meta, error) {
+// stream's meta, nil for a partition never written, and the stored bytes
+// of its batches.
+func (p *Partition) stage(r io.Reader, slot byte) (*Meta, int64, error) {
 	src := &sourceReader{r: r}
 	br := bufio.NewReaderSize(src, 256<<10)
 	check := restoreCheck{producerTime: math.MinInt64}
@@ -140,45 +141,45 @@ func (p *Partition) stage(r io.Reader, slot byte) (*Meta, error) {
 	for {
 		kl, err := binary.ReadUvarint(br)
 		if err != nil {
-			return nil, src.wrap(err)
+			return nil, 0, src.wrap(err)
 		}
 		if kl == 0 {
 			break
 		}
 		vl, err := binary.ReadUvarint(br)
 		if err != nil {
-			return nil, src.wrap(err)
+			return nil, 0, src.wrap(err)
 		}
 		if kl > 64 || vl > MaxBatchBytes {
-			return nil, snapshotCorrupt("record of %d+%d bytes", kl, vl)
+			return nil, 0, snapshotCorrupt("record of %d+%d bytes", kl, vl)
 		}
 		buf := make([]byte, kl+vl)
 		if _, err := io.ReadFull(br, buf); err != nil {
-			return nil, src.wrap(err)
+			return nil, 0, src.wrap(err)
 		}
 		kind, suffix, value := buf[0], buf[1:kl], buf[kl:]
 		if err := check.record(kind, suffix, value); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if kind == kindMeta {
 			continue // written with the switch-over
 		}
 		k := append(key(slotKind(kind, slot), p.shard), suffix...)
 		if err := b.Set(k, value, nil); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if b.Len() > 8<<20 {
 			if err := b.Commit(pebble.NoSync); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			b.Close()
 			b = p.s.db.NewBatch()
 		}
 	}
 	if err := check.finish(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return check.meta, b.Commit(pebble.NoSync)
+	return check.meta, check.stored, b.Commit(pebble.NoSync)
 }
 
 // commitClear deletes the partition's keys in slot.
@@ -231,6 +232,7 @@ type restoreCheck struct {
 	last     []byte // the last record's key suffix
 	batches  []batchSpan
 	next     int64 // offset after the last batch
+	stored   int64 // the batches' bytes
 	times    int   // time index entries seen
 	lastTime int64 // running maximum of the last time index entry
 	// producerEnd is the largest offset after a batch a producer state
@@ -277,6 +279,7 @@ func (c *restoreCheck) record(kind byte, suffix, value []byte) error {
 		}
 		c.batches = append(c.batches, batchSpan{base: base, maxTime: h.MaxTime})
 		c.next = base + int64(h.Count)
+		c.stored += int64(len(value))
 
 	case kindTime:
 		// Entry i indexes batch i: the running maximum of the record
@@ -327,6 +330,14 @@ func (c *restoreCheck) record(kind byte, suffix, value []byte) error {
 	return nil
 }
 
+// firstEnd is the offset after the first batch.
+func (c *restoreCheck) firstEnd() int64 {
+	if len(c.batches) > 1 {
+		return c.batches[1].base
+	}
+	return c.next
+}
+
 // finish checks what only the whole stream shows: the meta agrees with the
 // batches, the time index and the producer states.
 func (c *restoreCheck) finish() error {
@@ -342,6 +353,10 @@ func (c *restoreCheck) finish() error {
 		return snapshotCorrupt("log start %d, next offset %d", m.LogStart, m.NextOffset)
 	case len(c.batches) == 0 && m.NextOffset != m.LogStart:
 		return snapshotCorrupt("no batch, but offsets %d to %d", m.LogStart, m.NextOffset)
+	case len(c.batches) > 0 && (c.batches[0].base > m.LogStart || c.firstEnd() <= m.LogStart):
+		// Trims delete the batches wholly below the log start, and
+		// keep the one that straddles it.
+		return snapshotCorrupt("log start %d, but the first batch starts at %d and ends at %d", m.LogStart, c.batches[0].base, c.firstEnd())
 	case len(c.batches) > 0 && m.NextOffset != c.next:
 		return snapshotCorrupt("next offset %d, but the batches end at %d", m.NextOffset, c.next)
 	case len(c.batches) > 0 && m.MaxTime != c.lastTime:

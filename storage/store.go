@@ -80,8 +80,10 @@ const DefaultProducerExpiration = 7 * 24 * time.Hour
 // It is safe for concurrent use; each [Partition] it returns has a single
 // writer (its state machine) and any number of readers.
 type Store struct {
-	db     *pebble.DB
-	expiry int64 // StoreOptions.ProducerExpiration in ns
+	db        *pebble.DB
+	expiry    int64 // StoreOptions.ProducerExpiration in ns
+	log       *slog.Logger
+	compactor compactor
 }
 
 // OpenStore opens (or creates) the store in dir.
@@ -133,12 +135,19 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		}
 		return nil, fmt.Errorf("replog: open store %s: %w", dir, err)
 	}
-	return &Store{db: db, expiry: int64(o.ProducerExpiration)}, nil
+	lgr := o.Logger
+	if lgr == nil {
+		lgr = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{db: db, expiry: int64(o.ProducerExpiration), log: lgr}
+	s.startCompactor()
+	return s, nil
 }
 
 // Close flushes what was applied (so a clean restart replays nothing) and
 // closes the store. Partitions must not be used afterwards.
 func (s *Store) Close() error {
+	s.stopCompactor()
 	return errors.Join(s.db.Flush(), s.db.Close())
 }
 
@@ -204,6 +213,10 @@ func decodeMeta(b []byte) (Meta, error) {
 type partState struct {
 	Meta
 	slot byte // the key slot of the data, time and producer keys
+	// stored is the sum of the stored batches' lengths, which size
+	// retention bounds. Every replica stores the same batches, so it is
+	// the same on every replica.
+	stored int64
 	// gen changes whenever slot does; readers compare it around opening
 	// their iterators (see [Partition.openIters]).
 	gen uint64
@@ -212,28 +225,39 @@ type partState struct {
 // emptyState is the state of a partition never written.
 var emptyState = partState{Meta: Meta{MaxTime: math.MinInt64}}
 
-// encode is the meta key's value: the Meta, then the slot when it is not 0
-// (the meta of a store written before slots existed is 32 bytes long).
+// stateSize is the length of the meta key's value: the Meta, the slot and
+// the stored bytes.
+const stateSize = metaSize + 1 + 8
+
+// encode is the meta key's value: the Meta, the slot, the stored bytes.
+// Stores written before size retention lack the stored bytes (33 bytes),
+// and before slots the slot too (32 bytes); decodeState reads all three.
 func (st *partState) encode() []byte {
 	b := st.Meta.encode()
-	if st.slot != 0 {
-		b = append(b, st.slot)
-	}
-	return b
+	b = append(b, st.slot)
+	return binary.LittleEndian.AppendUint64(b, uint64(st.stored))
 }
 
-func decodeState(b []byte) (partState, error) {
-	var st partState
-	if len(b) == metaSize+1 {
+// decodeState decodes a meta key's value. known is false when the value
+// predates the stored bytes, which the caller must then count.
+func decodeState(b []byte) (st partState, known bool, err error) {
+	switch len(b) {
+	case stateSize:
+		st.stored = int64(binary.LittleEndian.Uint64(b[metaSize+1:]))
+		if st.stored < 0 {
+			return partState{}, false, fmt.Errorf("%w: partition meta with %d stored bytes", ErrCorrupt, st.stored)
+		}
+		known = true
+		fallthrough
+	case metaSize + 1:
 		st.slot = b[metaSize]
 		b = b[:metaSize]
 		if st.slot > 1 {
-			return partState{}, fmt.Errorf("%w: partition meta names slot %d", ErrCorrupt, st.slot)
+			return partState{}, false, fmt.Errorf("%w: partition meta names slot %d", ErrCorrupt, st.slot)
 		}
 	}
-	var err error
 	st.Meta, err = decodeMeta(b)
-	return st, err
+	return st, known, err
 }
 
 // Partition is the stored log of one partition. [Partition.Apply],
@@ -272,10 +296,16 @@ func (p *Partition) load() error {
 	case err != nil:
 		return p.readErr(err, -1)
 	default:
-		st, err = decodeState(v)
+		var known bool
+		st, known, err = decodeState(v)
 		closer.Close()
 		if err != nil {
 			return err
+		}
+		if !known {
+			if st.stored, err = p.countStored(st.slot); err != nil {
+				return err
+			}
 		}
 	}
 	if old := p.state.Load(); old != nil {
@@ -321,6 +351,27 @@ func (p *Partition) load() error {
 	p.producers = producers
 	return nil
 }
+
+// countStored sums the lengths of the batches stored in slot: once, for a
+// store written before the sum was kept.
+func (p *Partition) countStored(slot byte) (int64, error) {
+	dk := slotKind(kindData, slot)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: key(dk, p.shard), UpperBound: upper(dk, p.shard)})
+	if err != nil {
+		return 0, p.readErr(err, -1)
+	}
+	defer it.Close()
+	var n int64
+	for it.First(); it.Valid(); it.Next() {
+		lv := it.LazyValue()
+		n += int64(lv.Len())
+	}
+	return n, p.readErr(it.Error(), -1)
+}
+
+// StoredBytes is the sum of the stored batches' lengths as of the last
+// write. Safe for concurrent use.
+func (p *Partition) StoredBytes() int64 { return p.state.Load().stored }
 
 // batchMaxTime returns the MaxTime of the batch stored at base in slot, or
 // math.MinInt64 if there is none. It dates producer states stored before
