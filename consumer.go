@@ -573,6 +573,9 @@ func (c *consumer) fetchLoop() {
 				continue
 			}
 			changed := rp.Changed() // before reading: a later apply wakes us
+			if start := rp.LogStart(); from < start && c.group != nil {
+				from = c.skipToLogStart(cp, gen, from, start)
+			}
 			recs, size, err := c.read(cp, rp, from)
 			if c.ctx.Err() != nil {
 				return
@@ -614,6 +617,23 @@ func (c *consumer) fetchLoop() {
 			return
 		}
 	}
+}
+
+// skipToLogStart moves a group member's fetch position from `from`, below
+// the log start, to the log start, as Kafka's auto.offset.reset=earliest
+// does for a committed offset that retention or [Log.DeleteRecords] went
+// past, and logs it: the records in between are gone. A consumer without a
+// group gets an [*OffsetOutOfRangeError] instead and chooses itself.
+func (c *consumer) skipToLogStart(cp *consumerPart, gen uint64, from, start int64) int64 {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.gen != gen || cp.fetchOff != from {
+		return from // a seek meanwhile: the next round looks again
+	}
+	cp.fetchOff = start
+	c.t.l.node.Logger().Warn("replog: group member resumes at the log start; the records before it were deleted before it read them",
+		"topic", c.t.meta.Name, "partition", cp.idx, "position", from, "log_start", start, "skipped", start-from)
+	return start
 }
 
 // reresolve gives cp this node's current replica of the partition after

@@ -1,6 +1,8 @@
 package replog_test
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -113,4 +115,119 @@ func TestAlterTopic(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 4, grown.Partitions())
 	require.Equal(t, time.Minute, grown.Info().Retention)
+}
+
+// produceTo produces n records "v0".."v{n-1}" to partition part, one
+// batch each (Produce waits for each).
+func produceTo(t *testing.T, tp *replog.Topic, part, n int) {
+	t.Helper()
+	ctx := testCtx(t)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	for i := range n {
+		_, err := p.Produce(ctx, replog.Message[string]{Partition: &part, Value: fmt.Sprintf("v%d", i)})
+		require.NoError(t, err)
+	}
+}
+
+func TestDeleteRecords(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "events", replog.TopicConfig{Partitions: 2})
+	require.NoError(t, err)
+	produceTo(t, tp, 0, 10)
+	produceTo(t, tp, 1, 4)
+
+	// Bad input changes nothing, on any partition.
+	var oor *replog.OffsetOutOfRangeError
+	err = l.DeleteRecords(ctx, "events", map[int]int64{0: 5, 1: 5})
+	require.ErrorAs(t, err, &oor)
+	require.Equal(t, replog.OffsetOutOfRangeError{Topic: "events", Partition: 1, Offset: 5, Earliest: 0, Latest: 4}, *oor)
+	require.ErrorAs(t, l.DeleteRecords(ctx, "events", map[int]int64{0: -2}), &oor)
+	require.ErrorIs(t, l.DeleteRecords(ctx, "events", map[int]int64{0: 5, 2: 0}), replog.ErrPartitionNotFound)
+	require.ErrorIs(t, l.DeleteRecords(ctx, "nope", map[int]int64{0: 0}), replog.ErrTopicNotFound)
+	for i := range 2 {
+		require.Equal(t, int64(0), mustOffsets(t, tp, i).LogStart)
+	}
+
+	require.NoError(t, l.DeleteRecords(ctx, "events", map[int]int64{0: 7, 1: -1}))
+	require.Equal(t, replog.PartitionOffsets{LogStart: 7, HighWatermark: 10}, mustOffsets(t, tp, 0))
+	require.Equal(t, replog.PartitionOffsets{LogStart: 4, HighWatermark: 4}, mustOffsets(t, tp, 1))
+	// Below the log start: nothing changes, no error.
+	require.NoError(t, l.DeleteRecords(ctx, "events", map[int]int64{0: 3}))
+	require.Equal(t, int64(7), mustOffsets(t, tp, 0).LogStart)
+
+	// An Earliest consumer starts at the log start.
+	c, err := replog.NewConsumer(tp, replog.String(), &replog.ConsumerOptions{Partitions: []int{0}})
+	require.NoError(t, err)
+	defer c.Close()
+	var got []string
+	for rec, err := range c.Records(ctx) {
+		require.NoError(t, err)
+		got = append(got, fmt.Sprintf("%d:%s", rec.Offset, rec.Value))
+		if len(got) == 3 {
+			break
+		}
+	}
+	require.Equal(t, []string{"7:v7", "8:v8", "9:v9"}, got)
+	// Seeking below it is out of range.
+	require.ErrorAs(t, c.Seek(0, 6), &oor)
+	require.Equal(t, int64(7), oor.Earliest)
+}
+
+func TestDeleteRecordsUnderAConsumer(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "events", replog.TopicConfig{})
+	require.NoError(t, err)
+	produceTo(t, tp, 0, 5)
+	// Reading ahead one batch at most, so that the deletion overtakes it.
+	c, err := replog.NewConsumer(tp, replog.String(), &replog.ConsumerOptions{MaxPollRecords: 1, FetchBytes: 1, ReadAheadBytes: 1})
+	require.NoError(t, err)
+	defer c.Close()
+	recs, err := c.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(0), recs[0].Offset)
+	require.NoError(t, l.DeleteRecords(ctx, "events", map[int]int64{0: 5}))
+	produceTo(t, tp, 0, 1)
+	// The consumer's fetch position fell below the log start: it is
+	// told, once it has handed out what it had read already.
+	var oor *replog.OffsetOutOfRangeError
+	require.Eventually(t, func() bool {
+		_, err := c.Poll(ctx)
+		return errors.As(err, &oor)
+	}, 10*time.Second, time.Millisecond)
+	require.Equal(t, int64(5), oor.Earliest)
+}
+
+func TestGroupMemberBelowLogStartResumesThere(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "events", replog.TopicConfig{})
+	require.NoError(t, err)
+	produceTo(t, tp, 0, 5)
+	opts := &replog.ConsumerOptions{Group: "g"}
+	c, err := replog.NewConsumer(tp, replog.String(), opts)
+	require.NoError(t, err)
+	recs, err := c.Poll(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, recs)
+	require.NoError(t, c.CommitOffsets(ctx, map[int]int64{0: 2}))
+	require.NoError(t, c.Close())
+
+	require.NoError(t, l.DeleteRecords(ctx, "events", map[int]int64{0: 4}))
+	c, err = replog.NewConsumer(tp, replog.String(), opts)
+	require.NoError(t, err)
+	defer c.Close()
+	recs, err = c.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(4), recs[0].Offset, "committed 2, resumed at the log start")
+}
+
+func mustOffsets(t *testing.T, tp *replog.Topic, part int) replog.PartitionOffsets {
+	t.Helper()
+	o, err := tp.Offsets(testCtx(t), part)
+	require.NoError(t, err)
+	return o
 }

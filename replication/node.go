@@ -306,6 +306,9 @@ func (n *Node) raftConfig(shard, replicaID uint64) config.Config {
 	}
 }
 
+// Logger is the node's logger (never nil).
+func (n *Node) Logger() *slog.Logger { return n.log }
+
 // ID is this node's id.
 func (n *Node) ID() uint64 { return n.cfg.NodeID }
 

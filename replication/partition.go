@@ -142,7 +142,41 @@ func (p *Partition) OffsetForTime(ctx context.Context, t int64) (int64, error) {
 	if err := p.Err(); err != nil {
 		return 0, err
 	}
-	return p.store.Load().OffsetForTime(t, p.hw.Load())
+	off, err := p.store.Load().OffsetForTime(t, p.hw.Load())
+	// A batch straddling the log start is still indexed.
+	return max(off, p.logStart.Load()), err
+}
+
+// Trim moves the partition's log start to offset through Raft (see
+// [storage.TrimCommand]) and returns the log start after it. An offset
+// beyond the high watermark fails with ErrInvalid. Retrying is safe: the
+// command sets an absolute position.
+func (p *Partition) Trim(ctx context.Context, offset int64) (int64, error) {
+	return p.control(ctx, storage.TrimCommand(offset))
+}
+
+// Retain applies retention limits as of now through Raft (see
+// [storage.RetainCommand]) and returns the log start after it.
+func (p *Partition) Retain(ctx context.Context, now, age, maxBytes int64) (int64, error) {
+	return p.control(ctx, storage.RetainCommand(now, age, maxBytes))
+}
+
+func (p *Partition) control(ctx context.Context, cmd []byte) (int64, error) {
+	if err := p.Err(); err != nil {
+		return 0, err
+	}
+	r, _, err := p.n.syncPropose(ctx, p.Shard, cmd)
+	if err != nil {
+		return 0, err
+	}
+	switch res := decodeResult(r.Value); res.Status {
+	case storage.StatusOK:
+		return res.BaseOffset, nil
+	case storage.StatusInvalid:
+		return 0, ErrInvalid
+	default:
+		return 0, fmt.Errorf("%w: shard %d: %v", storage.ErrCorrupt, p.Shard, res.Status)
+	}
 }
 
 // Proposal is a command on its way through Raft. Not safe for concurrent
