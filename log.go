@@ -325,6 +325,8 @@ func Open(dir string, opts *Options) (*Log, error) {
 		StartTimeout:    o.StartTimeout,
 		AttemptTimeout:  o.RequestTimeout,
 		Logger:          o.Logger,
+
+		RetentionInterval: o.expert.RetentionInterval,
 	})
 	if err != nil {
 		unlock()

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/replog/replog"
+	"github.com/replog/replog/internal/expert"
 )
 
 func TestTopicConfigRetentionSettings(t *testing.T) {
@@ -230,4 +231,74 @@ func mustOffsets(t *testing.T, tp *replog.Topic, part int) replog.PartitionOffse
 	o, err := tp.Offsets(testCtx(t), part)
 	require.NoError(t, err)
 	return o
+}
+
+// openRetaining opens an in-memory node that checks retention every 50ms.
+func openRetaining(t *testing.T) *replog.Log {
+	t.Helper()
+	var o replog.Options
+	o.InMemory = true
+	expert.Attach(&o, expert.Options{RetentionInterval: 50 * time.Millisecond})
+	l, err := replog.Open("", &o)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, l.Close()) })
+	return l
+}
+
+func TestRetentionByTime(t *testing.T) {
+	ctx := testCtx(t)
+	l := openRetaining(t)
+	tp, err := l.CreateTopic(ctx, "events", replog.TopicConfig{Retention: time.Hour})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	now := time.Now()
+	for i, at := range []time.Time{now.Add(-3 * time.Hour), now.Add(-2 * time.Hour), now.Add(-time.Minute), now.Add(-3 * time.Hour)} {
+		_, err := p.Produce(ctx, replog.Message[string]{Value: fmt.Sprint(i), Time: at})
+		require.NoError(t, err)
+	}
+	// The two old batches go; the third is recent, so the fourth (old
+	// but behind it) stays, as Kafka stops at the first segment it keeps.
+	require.Eventually(t, func() bool { return mustOffsets(t, tp, 0).LogStart == 2 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // a few more checks
+	require.Equal(t, replog.PartitionOffsets{LogStart: 2, HighWatermark: 4}, mustOffsets(t, tp, 0))
+
+	// Lowering the limit on the live topic: all but the newest batch go.
+	require.NoError(t, l.AlterTopic(ctx, "events", replog.TopicConfig{Retention: time.Second}))
+	require.Eventually(t, func() bool { return mustOffsets(t, tp, 0).LogStart == 3 }, 10*time.Second, 10*time.Millisecond)
+	c, err := replog.NewConsumer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer c.Close()
+	recs, err := c.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(3), recs[0].Offset, "an Earliest consumer starts at the log start")
+}
+
+func TestRetentionBySize(t *testing.T) {
+	ctx := testCtx(t)
+	l := openRetaining(t)
+	tp, err := l.CreateTopic(ctx, "events", replog.TopicConfig{RetentionBytes: 2000})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.Bytes(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	for range 20 {
+		_, err := p.Produce(ctx, replog.Message[[]byte]{Value: make([]byte, 200)})
+		require.NoError(t, err)
+	}
+	// Batches of one 200-byte value and under 200 bytes of framing: at
+	// most 2000 bytes stay, so 5 to 10 of them.
+	require.Eventually(t, func() bool { return mustOffsets(t, tp, 0).LogStart > 0 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // a few more checks
+	o := mustOffsets(t, tp, 0)
+	require.Equal(t, int64(20), o.HighWatermark)
+	require.GreaterOrEqual(t, o.LogStart, int64(10))
+	require.LessOrEqual(t, o.LogStart, int64(15))
+
+	// A compact-only topic keeps everything (compaction is not performed).
+	require.NoError(t, l.AlterTopic(ctx, "events", replog.TopicConfig{RetentionBytes: 1, Cleanup: replog.CleanupCompact}))
+	before := mustOffsets(t, tp, 0)
+	time.Sleep(300 * time.Millisecond)
+	require.Equal(t, before, mustOffsets(t, tp, 0))
 }

@@ -67,7 +67,10 @@ type Config struct {
 	// proposal or a read index) before it is retried. Zero: derived from
 	// the Raft timing (see DefaultAttemptTimeout).
 	AttemptTimeout time.Duration
-	Logger         *slog.Logger
+	// RetentionInterval is how often partition leaders check retention
+	// limits. Zero: DefaultRetentionInterval.
+	RetentionInterval time.Duration
+	Logger            *slog.Logger
 }
 
 // TLSFiles are PEM file paths for mutual TLS.
@@ -120,6 +123,9 @@ func Open(cfg Config) (*Node, error) {
 	logadapt.SetDragonboat(cfg.Logger)
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = DefaultAttemptTimeout(cfg.RTT, cfg.ElectionTicks)
+	}
+	if cfg.RetentionInterval <= 0 {
+		cfg.RetentionInterval = DefaultRetentionInterval
 	}
 	n := &Node{cfg: cfg, stop: make(chan struct{}), log: cfg.Logger}
 	if n.log == nil {
@@ -250,9 +256,10 @@ func Open(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("replog: start groups group: %w", err)
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.reconcileLoop()
 	go n.expireLoop()
+	go n.retentionLoop()
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
 	defer cancel()

@@ -24,6 +24,9 @@ type Options struct {
 	// quicker elections than production's 50 keep tests short, while still
 	// holding leaders steady on a loaded 2-core machine under -race.
 	ElectionTicks, HeartbeatTicks int
+	// RetentionInterval is how often partition leaders check retention
+	// limits. Default (0) as in production, 5s.
+	RetentionInterval time.Duration
 	// Base is applied to every node (Logger, SnapshotEntries, ...); the
 	// cluster sets InMemory, NodeID, Peers and the in-process transport.
 	Base replog.Options
@@ -109,7 +112,7 @@ func (c *Cluster) open(i int) (*replog.Log, error) {
 	c.mu.Unlock()
 	no.ElectionTicks = c.opts.ElectionTicks
 	no.HeartbeatTicks = c.opts.HeartbeatTicks
-	expert.Attach(&no, expert.Options{InProcessTransport: true, Network: c.net, Storage: storage})
+	expert.Attach(&no, expert.Options{InProcessTransport: true, Network: c.net, Storage: storage, RetentionInterval: c.opts.RetentionInterval})
 	if no.StartTimeout == 0 {
 		no.StartTimeout = 30 * time.Second
 	}

@@ -45,6 +45,34 @@ func RetainCommand(now, age, maxBytes int64) []byte {
 	return binary.LittleEndian.AppendUint64(b, uint64(maxBytes))
 }
 
+// RetentionDue reports whether a [RetainCommand] with these arguments would
+// delete anything now: a cheap check (the oldest batch's header and the
+// stored bytes) so that a leader proposes only when there is work. Safe
+// for concurrent use with the writer; its answer is a hint, since the
+// writer may move on meanwhile.
+func (p *Partition) RetentionDue(now, age, maxBytes int64) (bool, error) {
+	st := p.state.Load()
+	var buf [1]*pebble.Iterator
+	its, _, err := p.openIters(buf[:0], iterSpan{kind: kindData})
+	if err != nil {
+		return false, err
+	}
+	it := its[0]
+	defer it.Close()
+	if !it.First() {
+		return false, p.readErr(it.Error(), -1)
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return false, p.readErr(err, -1)
+	}
+	h, err := ParseHeader(v)
+	if err != nil || h.BaseOffset+int64(h.Count) >= st.NextOffset {
+		return false, err // the newest batch always stays
+	}
+	return age > 0 && now > math.MinInt64+age && h.MaxTime < now-age || maxBytes > 0 && st.stored > maxBytes, nil
+}
+
 // applyControl applies one trim or retention command in a write of its
 // own. It reads the store, which the previous write left exactly as the
 // entries before this one made it.

@@ -204,3 +204,25 @@ func TestStoredBytesOfOlderStores(t *testing.T) {
 	require.Equal(t, want, again.StoredBytes())
 	require.Equal(t, p.Meta(), again.Meta())
 }
+
+func TestRetentionDue(t *testing.T) {
+	s := openTestStore(t)
+	p := openPartition(t, s, 1)
+	due := func(now, age, maxBytes int64) bool {
+		d, err := p.RetentionDue(now, age, maxBytes)
+		require.NoError(t, err)
+		return d
+	}
+	require.False(t, due(math.MaxInt64, 1, 1), "empty")
+	applyCmds(t, p, timedCmd(t, 100))
+	require.False(t, due(math.MaxInt64, 1, 1), "only the newest batch")
+	applyCmds(t, p, timedCmd(t, 200))
+	require.False(t, due(150, 100, 0))
+	require.True(t, due(201, 100, 0))
+	require.False(t, due(201, 0, 0), "no limits")
+	require.True(t, due(0, 0, 1))
+	require.False(t, due(0, 0, p.StoredBytes()))
+	// It agrees with what applying does.
+	require.Equal(t, []Result{ok(1)}, applyCmds(t, p, RetainCommand(0, 0, 1)))
+	require.False(t, due(0, 0, 1))
+}

@@ -8,7 +8,11 @@
 // before main runs, and never change.
 package expert
 
-import "github.com/replog/replog/replication"
+import (
+	"time"
+
+	"github.com/replog/replog/replication"
+)
 
 // Options are the expert settings of one node.
 type Options struct {
@@ -22,6 +26,9 @@ type Options struct {
 	// Storage, with InMemory, keeps the node's data in memory beyond Close,
 	// so the node can be opened again from it and can simulate a crash.
 	Storage *replication.MemStorage
+	// RetentionInterval is how often partition leaders check retention
+	// limits. Zero: [replication.DefaultRetentionInterval] (5s).
+	RetentionInterval time.Duration
 }
 
 var (
