@@ -187,13 +187,13 @@ type Meta struct {
 
 const metaSize = 32
 
-func (m Meta) encode() []byte {
-	b := make([]byte, metaSize)
-	binary.LittleEndian.PutUint64(b[0:], m.AppliedIndex)
-	binary.LittleEndian.PutUint64(b[8:], uint64(m.NextOffset))
-	binary.LittleEndian.PutUint64(b[16:], uint64(m.LogStart))
-	binary.LittleEndian.PutUint64(b[24:], uint64(m.MaxTime))
-	return b
+func (m Meta) encode() []byte { return m.appendTo(make([]byte, 0, metaSize)) }
+
+func (m Meta) appendTo(b []byte) []byte {
+	b = binary.LittleEndian.AppendUint64(b, m.AppliedIndex)
+	b = binary.LittleEndian.AppendUint64(b, uint64(m.NextOffset))
+	b = binary.LittleEndian.AppendUint64(b, uint64(m.LogStart))
+	return binary.LittleEndian.AppendUint64(b, uint64(m.MaxTime))
 }
 
 func decodeMeta(b []byte) (Meta, error) {
@@ -233,7 +233,7 @@ const stateSize = metaSize + 1 + 8
 // Stores written before size retention lack the stored bytes (33 bytes),
 // and before slots the slot too (32 bytes); decodeState reads all three.
 func (st *partState) encode() []byte {
-	b := st.Meta.encode()
+	b := st.Meta.appendTo(make([]byte, 0, stateSize))
 	b = append(b, st.slot)
 	return binary.LittleEndian.AppendUint64(b, uint64(st.stored))
 }
