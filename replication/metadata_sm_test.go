@@ -158,6 +158,7 @@ func FuzzMetaUpdate(f *testing.F) {
 		{Op: opObserve, Name: "t", Partition: 1, Node: 3},
 		{Op: opAddNode, Node: 4, Address: "a"},
 		{Op: opRemoveNode, Node: 4},
+		{Op: opAlterTopic, Name: "t", Partitions: 3, Nodes: []uint64{1, 2, 3}, TopicSettings: TopicSettings{Retention: 1, Cleanup: 3}},
 	} {
 		b, _ := json.Marshal(c)
 		f.Add(b)

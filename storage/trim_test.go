@@ -226,3 +226,30 @@ func TestRetentionDue(t *testing.T) {
 	require.Equal(t, []Result{ok(1)}, applyCmds(t, p, RetainCommand(0, 0, 1)))
 	require.False(t, due(0, 0, 1))
 }
+
+// FuzzApplyControl: no trim or retention command, however malformed,
+// fails Apply or leaves a partition that its own snapshot cannot restore.
+func FuzzApplyControl(f *testing.F) {
+	f.Add(TrimCommand(3))
+	f.Add(TrimCommand(10))
+	f.Add(RetainCommand(300, 100, 0))
+	f.Add(RetainCommand(math.MaxInt64, 0, 1))
+	f.Add(RetainCommand(math.MinInt64, math.MaxInt64, 0))
+	f.Fuzz(func(t *testing.T, cmd []byte) {
+		if len(cmd) == 0 {
+			return
+		}
+		cmd[0] = CmdTrim + cmd[0]%2 // a control command
+		s := openTestStore(t)
+		p := openPartition(t, s, 1)
+		fiveBatches(t, p)
+		applyCmds(t, p, cmd)
+		m := p.Meta()
+		require.LessOrEqual(t, m.LogStart, m.NextOffset)
+		require.Equal(t, int64(10), m.NextOffset)
+		require.Equal(t, sumBatches(t, p, 0), p.StoredBytes())
+		r := openPartition(t, s, 2)
+		require.NoError(t, r.Restore(bytes.NewReader(snapshotBytes(t, p))))
+		require.Equal(t, m, r.Meta())
+	})
+}
