@@ -42,6 +42,27 @@
 // Records blocks while nothing new is committed and wakes as soon as
 // something is, until ctx ends.
 //
+// # Data lifecycle
+//
+// A log grows until records are deleted, as in Kafka: by the topic's
+// retention limits (TopicConfig.Retention by record age,
+// TopicConfig.RetentionBytes per partition; both zero, the default, keep
+// records forever), or on request with [Log.DeleteRecords]:
+//
+//	t, err := l.EnsureTopic(ctx, "events", replog.TopicConfig{
+//		Partitions: 4, Retention: 24 * time.Hour, RetentionBytes: 10 << 30,
+//	})
+//	err = l.AlterTopic(ctx, "events", cfg)                       // change limits, grow partitions
+//	err = l.DeleteRecords(ctx, "events", map[int]int64{0: 1200}) // move partition 0's log start
+//
+// Whole stored batches are deleted from the front, decided by each
+// partition's state machine from replicated inputs, so every replica keeps
+// the same records; the disk space comes back within seconds. The log start
+// ([Topic.Offsets]) moves; an Earliest consumer starts there, a consumer
+// whose position fell below it gets an [*OffsetOutOfRangeError], and a
+// group member resumes at it. [CleanupCompact] is stored but key compaction
+// is not performed yet.
+//
 // # Consumer groups
 //
 // With [ConsumerOptions.Group] a consumer joins a group: each group reads

@@ -123,3 +123,38 @@ func ExampleMessage_tombstone() {
 	// alice = 10 EUR
 	// alice deleted
 }
+
+func ExampleLog_DeleteRecords() {
+	l, _ := replog.Open("", &replog.Options{InMemory: true})
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t, err := l.EnsureTopic(ctx, "events", replog.TopicConfig{Retention: 7 * 24 * time.Hour})
+	if err != nil {
+		panic(err)
+	}
+	p, _ := replog.NewProducer(t, replog.String(), nil)
+	defer p.Close()
+	for _, s := range []string{"a", "b", "c", "d"} {
+		if _, err := p.Produce(ctx, replog.Message[string]{Value: s}); err != nil {
+			panic(err)
+		}
+	}
+	// Kafka's DeleteRecords: records below offset 2 go.
+	if err := l.DeleteRecords(ctx, "events", map[int]int64{0: 2}); err != nil {
+		panic(err)
+	}
+	o, _ := t.Offsets(ctx, 0)
+	fmt.Println("log start", o.LogStart, "high watermark", o.HighWatermark)
+
+	c, _ := replog.NewConsumer(t, replog.String(), nil) // Earliest: from the log start
+	defer c.Close()
+	recs, _ := c.Poll(ctx)
+	for _, r := range recs {
+		fmt.Println(r.Offset, r.Value)
+	}
+	// Output:
+	// log start 2 high watermark 4
+	// 2 c
+	// 3 d
+}
