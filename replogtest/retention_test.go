@@ -98,3 +98,33 @@ func TestRetentionReplicasIdentical(t *testing.T) {
 		}
 	}
 }
+
+// AlterTopic grows a topic on a 3-node cluster: every node starts its
+// replicas of the new partitions, which take and serve records.
+func TestAlterTopicGrowsOnEveryNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := replogtest.NewCluster(t, 3)
+	_, err := c.Log(0).CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 1, Replicas: 3})
+	require.NoError(t, err)
+	require.NoError(t, c.Log(1).AlterTopic(ctx, "t", replog.TopicConfig{Partitions: 3, Retention: time.Hour}))
+	tp, err := c.Log(2).Topic("t")
+	require.NoError(t, err)
+	require.Equal(t, 3, tp.Partitions())
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	for part := range 3 {
+		pos, err := p.Produce(ctx, replog.Message[string]{Partition: &part, Value: fmt.Sprint(part)})
+		require.NoError(t, err)
+		require.Equal(t, replog.Position{Partition: part, Offset: 0}, pos)
+	}
+	for i := range 3 {
+		ti, err := c.Log(i).Topic("t")
+		require.NoError(t, err)
+		require.Equal(t, time.Hour, ti.Info().Retention)
+		require.Len(t, ti.Info().PartitionReplicas[2], 3)
+		require.Eventually(t, func() bool { return mustOffsets(t, ti, 2).HighWatermark == 1 }, 10*time.Second, 10*time.Millisecond, "node %d", i)
+		require.Equal(t, []string{"0:2"}, readPartition(t, ti, 2, 1))
+	}
+}
