@@ -101,3 +101,26 @@ func TestDiskFreedAfterDeleteRecordsAndRetention(t *testing.T) {
 	shrinks("after retention to 1 MiB", before)
 	require.Equal(t, 2*hw, mustOffsets(t, tp, 0).HighWatermark)
 }
+
+// The log start survives a restart, and appends go on at the high
+// watermark.
+func TestDeleteRecordsSurvivesRestart(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	l, err := replog.Open(dir, nil)
+	require.NoError(t, err)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{})
+	require.NoError(t, err)
+	produceTo(t, tp, 0, 6)
+	require.NoError(t, l.DeleteRecords(ctx, "t", map[int]int64{0: 4}))
+	require.NoError(t, l.Close())
+
+	l, err = replog.Open(dir, nil)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, l.Close()) }()
+	tp, err = l.Topic("t")
+	require.NoError(t, err)
+	require.Equal(t, replog.PartitionOffsets{LogStart: 4, HighWatermark: 6}, mustOffsets(t, tp, 0))
+	produceTo(t, tp, 0, 1)
+	require.Equal(t, replog.PartitionOffsets{LogStart: 4, HighWatermark: 7}, mustOffsets(t, tp, 0))
+}
