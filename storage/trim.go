@@ -1,9 +1,9 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -96,16 +96,19 @@ func (p *Partition) applyControl(e Entry) (Result, error) {
 		return Result{}, err
 	}
 	p.state.Store(&next)
-	if dropped {
+	if dropped != nil {
 		// Deleted keys take disk space until a compaction drops them; the
 		// log is append-only, so none may come by itself for a long time.
-		dk := slotKind(kindData, next.slot)
-		p.s.compactLater(key(dk, p.shard), upper(dk, p.shard))
+		// Only the deleted range: the live batches need no rewriting.
+		p.s.compactLater(key(slotKind(kindData, next.slot), p.shard), dropped)
 	}
 	return res, nil
 }
 
-func (p *Partition) control(wb *pebble.Batch, next *partState, cmd []byte) (Result, bool, error) {
+// control applies a trim or retention command to next, writing into wb. It
+// returns the end of the range of data keys it deleted (which starts at the
+// partition's first), nil if it deleted none.
+func (p *Partition) control(wb *pebble.Batch, next *partState, cmd []byte) (Result, []byte, error) {
 	invalid := Result{BaseOffset: -1, Status: StatusInvalid}
 	le := binary.LittleEndian
 	switch {
@@ -113,9 +116,9 @@ func (p *Partition) control(wb *pebble.Batch, next *partState, cmd []byte) (Resu
 		to := int64(le.Uint64(cmd[1:]))
 		switch {
 		case to < 0 || to > next.NextOffset:
-			return invalid, false, nil
+			return invalid, nil, nil
 		case to <= next.LogStart:
-			return Result{BaseOffset: next.LogStart}, false, nil
+			return Result{BaseOffset: next.LogStart}, nil, nil
 		}
 		dropped, err := p.dropFront(wb, next, func(h BatchHeader, _ int64) bool {
 			return h.BaseOffset+int64(h.Count) <= to
@@ -125,7 +128,7 @@ func (p *Partition) control(wb *pebble.Batch, next *partState, cmd []byte) (Resu
 	case cmd[0] == CmdRetain && len(cmd) == 25:
 		now, age, maxBytes := int64(le.Uint64(cmd[1:])), int64(le.Uint64(cmd[9:])), int64(le.Uint64(cmd[17:]))
 		if age < 0 || maxBytes < 0 {
-			return invalid, false, nil
+			return invalid, nil, nil
 		}
 		byTime := age > 0 && now > math.MinInt64+age
 		dropped, err := p.dropFront(wb, next, func(h BatchHeader, stored int64) bool {
@@ -135,18 +138,19 @@ func (p *Partition) control(wb *pebble.Batch, next *partState, cmd []byte) (Resu
 		})
 		return Result{BaseOffset: next.LogStart}, dropped, err
 	}
-	return Result{BaseOffset: -1, Status: StatusCorrupt}, false, nil
+	return Result{BaseOffset: -1, Status: StatusCorrupt}, nil, nil
 }
 
 // dropFront deletes the stored batches from the first on while drop (given
 // the batch's header and the partition's stored bytes before deleting it)
 // says so, with their time index entries, and moves next's log start past
-// them. It reports whether it deleted any.
-func (p *Partition) dropFront(wb *pebble.Batch, next *partState, drop func(h BatchHeader, stored int64) bool) (bool, error) {
+// them. It returns the end of the deleted range of data keys, nil if it
+// deleted none.
+func (p *Partition) dropFront(wb *pebble.Batch, next *partState, drop func(h BatchHeader, stored int64) bool) ([]byte, error) {
 	dk := slotKind(kindData, next.slot)
 	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: key(dk, p.shard), UpperBound: upper(dk, p.shard)})
 	if err != nil {
-		return false, p.readErr(err, -1)
+		return nil, p.readErr(err, -1)
 	}
 	defer it.Close()
 	n := 0
@@ -154,11 +158,11 @@ func (p *Partition) dropFront(wb *pebble.Batch, next *partState, drop func(h Bat
 	for it.First(); it.Valid(); it.Next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return false, p.readErr(err, -1)
+			return nil, p.readErr(err, -1)
 		}
 		h, err := ParseHeader(v)
 		if err != nil {
-			return false, fmt.Errorf("shard %d: stored batch: %w", p.shard, err)
+			return nil, fmt.Errorf("shard %d: stored batch: %w", p.shard, err)
 		}
 		if !drop(h, next.stored) {
 			keep = h.BaseOffset
@@ -169,24 +173,24 @@ func (p *Partition) dropFront(wb *pebble.Batch, next *partState, drop func(h Bat
 		next.LogStart = max(next.LogStart, h.BaseOffset+int64(h.Count))
 	}
 	if err := it.Error(); err != nil {
-		return false, p.readErr(err, -1)
+		return nil, p.readErr(err, -1)
 	}
 	if n == 0 {
-		return false, nil
+		return nil, nil
 	}
 	end := upper(dk, p.shard)
 	if keep < next.NextOffset {
 		end = key(dk, p.shard, uint64(keep))
 	}
 	if err := wb.DeleteRange(key(dk, p.shard), end, nil); err != nil {
-		return false, err
+		return nil, err
 	}
 	// The time index is in offset order too (its keys lead with the
 	// running maximum time): its entries below the first kept batch's go.
 	tk := slotKind(kindTime, next.slot)
 	ti, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: key(tk, p.shard), UpperBound: upper(tk, p.shard)})
 	if err != nil {
-		return false, p.readErr(err, -1)
+		return nil, p.readErr(err, -1)
 	}
 	defer ti.Close()
 	tend := upper(tk, p.shard)
@@ -197,9 +201,9 @@ func (p *Partition) dropFront(wb *pebble.Batch, next *partState, drop func(h Bat
 		}
 	}
 	if err := ti.Error(); err != nil {
-		return false, p.readErr(err, -1)
+		return nil, p.readErr(err, -1)
 	}
-	return true, wb.DeleteRange(key(tk, p.shard), tend, nil)
+	return end, wb.DeleteRange(key(tk, p.shard), tend, nil)
 }
 
 // compactor compacts key ranges that trims and retention deleted, in the
@@ -211,7 +215,7 @@ type compactor struct {
 	kick   chan struct{}
 	mu     struct {
 		sync.Mutex
-		spans [][2][]byte
+		spans map[string][]byte // start -> the largest end queued
 	}
 }
 
@@ -219,13 +223,12 @@ type compactor struct {
 func (s *Store) compactLater(start, end []byte) {
 	c := &s.compactor
 	c.mu.Lock()
-	for _, sp := range c.mu.spans {
-		if string(sp[0]) == string(start) && string(sp[1]) == string(end) {
-			c.mu.Unlock()
-			return // already queued
-		}
+	if c.mu.spans == nil {
+		c.mu.spans = map[string][]byte{}
 	}
-	c.mu.spans = append(c.mu.spans, [2][]byte{start, end})
+	if cur, ok := c.mu.spans[string(start)]; !ok || bytes.Compare(cur, end) < 0 {
+		c.mu.spans[string(start)] = end
+	}
 	c.mu.Unlock()
 	select {
 	case c.kick <- struct{}{}:
@@ -250,19 +253,19 @@ func (s *Store) startCompactor() {
 			spans := c.mu.spans
 			c.mu.spans = nil
 			c.mu.Unlock()
-			for _, sp := range spans {
-				// The memtable holds the range deletion at first: flush
-				// it so that the compaction sees it.
-				err := s.db.Flush()
+			// The memtable holds the range deletions at first: flush it
+			// so that the compactions see them.
+			err := s.db.Flush()
+			for start, end := range spans {
 				if err == nil {
-					err = s.db.Compact(c.ctx, sp[0], sp[1], true)
-				}
-				if err != nil && !errors.Is(err, context.Canceled) {
-					s.log.Warn("replog: compacting deleted records failed; their space comes back with later compactions", "err", err)
+					err = s.db.Compact(c.ctx, []byte(start), end, true)
 				}
 				if c.ctx.Err() != nil {
 					return
 				}
+			}
+			if err != nil {
+				s.log.Warn("replog: compacting deleted records failed; their space comes back with later compactions", "err", err)
 			}
 		}
 	}()
