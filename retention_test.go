@@ -302,3 +302,33 @@ func TestRetentionBySize(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	require.Equal(t, before, mustOffsets(t, tp, 0))
 }
+
+// A batch straddling the new log start stays stored, but its records below
+// the log start are never read, by position or by time.
+func TestDeleteRecordsInsideABatch(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), &replog.ProducerOptions{Linger: 200 * time.Millisecond})
+	require.NoError(t, err)
+	defer p.Close()
+	for i := range 4 {
+		p.ProduceAsync(ctx, replog.Message[string]{Value: fmt.Sprint(i)}, func(_ replog.Position, err error) { require.NoError(t, err) })
+	}
+	require.NoError(t, p.Flush(ctx)) // one batch: offsets 0 to 3
+	require.NoError(t, l.DeleteRecords(ctx, "t", map[int]int64{0: 2}))
+	require.Equal(t, replog.PartitionOffsets{LogStart: 2, HighWatermark: 4}, mustOffsets(t, tp, 0))
+
+	c, err := replog.NewConsumer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer c.Close()
+	recs, err := c.Poll(ctx)
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	require.Equal(t, int64(2), recs[0].Offset)
+	require.NoError(t, c.SeekTime(ctx, time.Unix(0, 0)))
+	pos, err := c.Position(0)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), pos, "not below the log start")
+}
