@@ -332,3 +332,25 @@ func TestDeleteRecordsInsideABatch(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(2), pos, "not below the log start")
 }
+
+// With the default check interval, an eligible batch goes within 30s (in
+// practice within one 5s interval).
+func TestRetentionDefaultInterval(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the 5s retention check")
+	}
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{Retention: time.Minute})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	for _, age := range []time.Duration{time.Hour, 0} {
+		_, err := p.Produce(ctx, replog.Message[string]{Value: "x", Time: time.Now().Add(-age)})
+		require.NoError(t, err)
+	}
+	start := time.Now()
+	require.Eventually(t, func() bool { return mustOffsets(t, tp, 0).LogStart == 1 }, 30*time.Second, 50*time.Millisecond)
+	t.Logf("the expired batch went after %v", time.Since(start).Round(time.Millisecond))
+}
