@@ -38,8 +38,16 @@ var (
 func TestBattery(t *testing.T) {
 	for s := range *batterySeeds {
 		seed := *batterySeed + uint64(s)
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runBattery(t, seed, *batteryDuration) })
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runBattery(t, seed, *batteryDuration, false) })
 	}
+}
+
+// TestBatteryWithRetention runs the battery with size retention deleting
+// records all along, faults included: no acknowledged record at or above
+// the final log start is lost, and the replicas agree on the log start and
+// on every record after it.
+func TestBatteryWithRetention(t *testing.T) {
+	runBattery(t, *batterySeed, *batteryDuration, true)
 }
 
 const (
@@ -61,7 +69,7 @@ type batteryStats struct {
 	ackedDuringFault         []int64
 }
 
-func runBattery(t *testing.T, seed uint64, duration time.Duration) {
+func runBattery(t *testing.T, seed uint64, duration time.Duration, retain bool) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	base := replog.Options{SnapshotEntries: 200}
 	if path := os.Getenv("REPLOG_TEST_LOG"); path != "" { // dragonboat's and replog's warnings, for debugging
@@ -70,10 +78,16 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration) {
 		defer f.Close()
 		base.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	c := replogtest.NewClusterWithOptions(t, batteryNodes, &replogtest.Options{Base: base})
+	o := &replogtest.Options{Base: base}
+	cfg := replog.TopicConfig{Partitions: batteryPartitions, Replicas: batteryNodes}
+	if retain {
+		o.RetentionInterval = 100 * time.Millisecond
+		cfg.RetentionBytes = 16 << 10
+	}
+	c := replogtest.NewClusterWithOptions(t, batteryNodes, o)
 	ctx, cancel := context.WithTimeout(context.Background(), duration+2*time.Minute)
 	defer cancel()
-	_, err := c.Log(0).CreateTopic(ctx, "t", replog.TopicConfig{Partitions: batteryPartitions, Replicas: batteryNodes})
+	_, err := c.Log(0).CreateTopic(ctx, "t", cfg)
 	require.NoError(t, err)
 
 	var stats batteryStats
@@ -132,15 +146,29 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration) {
 	close(stop)
 	wg.Wait()
 
-	// Final drain: every node reads every partition up to the high
-	// watermark all of them agree on.
-	hw := convergedHW(t, ctx, c, b.live, batteryPartitions)
+	if retain {
+		// Retention stops, so that the log start holds still for the drain
+		// (a check already under way may still move it: the convergence
+		// below waits for that).
+		cfg.RetentionBytes = 0
+		require.NoError(t, c.Log(b.live[0]).AlterTopic(ctx, "t", cfg))
+		time.Sleep(time.Second)
+	}
+	// Final drain: every node reads every partition from the log start up
+	// to the high watermark, both of which all of them agree on.
+	start, hw := convergedOffsets(t, ctx, c, b.live, batteryPartitions)
 	var logs [][]map[int64]string // live node -> partition -> offset -> value
 	for _, n := range b.live {
-		logs = append(logs, drain(t, c, n, hw))
+		logs = append(logs, drainFrom(t, c, n, start, hw, batteryPartitions))
+	}
+	if retain {
+		t.Logf("seed %d: log starts %v, high watermarks %v", seed, start, hw)
+		for p := range batteryPartitions {
+			require.Positive(t, start[p], "retention deleted records of partition %d", p)
+		}
 	}
 
-	a := check(ops, logs)
+	a := checkRetained(ops, logs, start)
 	t.Logf("seed %d: %d faults %v; produce attempts %d, acked %d, failed %d; records checked %d",
 		seed, len(stats.faults), summarize(stats.faults), stats.attempted.Load(), stats.acked.Load(), stats.failed.Load(), a.checked)
 	t.Logf("seed %d anomalies: %+v", seed, a)
@@ -318,10 +346,17 @@ func (b *nemesis) replace(victim int) {
 // convergedHW waits until the nodes report the same high watermark for each
 // partition, and returns them.
 func convergedHW(t *testing.T, ctx context.Context, c *replogtest.Cluster, nodes []int, partitions int) []int64 {
-	hw := make([]int64, partitions)
+	_, hw := convergedOffsets(t, ctx, c, nodes, partitions)
+	return hw
+}
+
+// convergedOffsets waits until nodes agree on every partition's log start
+// and high watermark, and returns them.
+func convergedOffsets(t *testing.T, ctx context.Context, c *replogtest.Cluster, nodes []int, partitions int) (start, hw []int64) {
+	start, hw = make([]int64, partitions), make([]int64, partitions)
 	require.Eventually(t, func() bool {
 		for p := range partitions {
-			var marks []int64
+			var marks []replog.PartitionOffsets
 			for _, n := range nodes {
 				tp, err := c.Log(n).Topic("t")
 				if err != nil {
@@ -331,16 +366,18 @@ func convergedHW(t *testing.T, ctx context.Context, c *replogtest.Cluster, nodes
 				if err != nil {
 					return false
 				}
-				marks = append(marks, o.HighWatermark)
+				marks = append(marks, o)
 			}
-			if slices.Min(marks) != slices.Max(marks) {
-				return false
+			for _, m := range marks[1:] {
+				if m != marks[0] {
+					return false
+				}
 			}
-			hw[p] = marks[0]
+			start[p], hw[p] = marks[0].LogStart, marks[0].HighWatermark
 		}
 		return true
-	}, 30*time.Second, 20*time.Millisecond, "replicas did not converge on one high watermark")
-	return hw
+	}, 30*time.Second, 20*time.Millisecond, "replicas did not converge on one log start and high watermark")
+	return start, hw
 }
 
 // drain reads every partition of node n from offset 0 up to hw.
@@ -349,6 +386,12 @@ func drain(t *testing.T, c *replogtest.Cluster, n int, hw []int64) []map[int64]s
 }
 
 func drainN(t *testing.T, c *replogtest.Cluster, n int, hw []int64, partitions int) []map[int64]string {
+	return drainFrom(t, c, n, make([]int64, partitions), hw, partitions)
+}
+
+// drainFrom reads every partition p of node n from start[p], its log
+// start, up to hw[p].
+func drainFrom(t *testing.T, c *replogtest.Cluster, n int, start, hw []int64, partitions int) []map[int64]string {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tp, err := c.Log(n).Topic("t")
@@ -356,12 +399,12 @@ func drainN(t *testing.T, c *replogtest.Cluster, n int, hw []int64, partitions i
 	out := make([]map[int64]string, partitions)
 	for p := range partitions {
 		out[p] = map[int64]string{}
-		if hw[p] == 0 {
+		if hw[p] == start[p] {
 			continue
 		}
 		cons, err := replog.NewConsumer(tp, replog.String(), &replog.ConsumerOptions{Partitions: []int{p}})
 		require.NoError(t, err)
-		next := int64(0)
+		next := start[p]
 		for rec, err := range cons.Records(ctx) {
 			require.NoError(t, err)
 			require.Equal(t, next, rec.Offset, "node %d partition %d: consumer skipped or went back", n, p)
@@ -391,7 +434,12 @@ func (a *anomalies) add(n *int, format string, args ...any) {
 }
 
 // check counts the anomalies of shared/ANCHORS.md; linear in the records.
-func check(ops []op, logs [][]map[int64]string) anomalies {
+func check(ops []op, logs [][]map[int64]string) anomalies { return checkRetained(ops, logs, nil) }
+
+// checkRetained is check for logs that start at start[p] (nil: 0): an
+// acknowledged record below its partition's log start was deleted by
+// retention, not lost.
+func checkRetained(ops []op, logs [][]map[int64]string, start []int64) anomalies {
 	var a anomalies
 	attempted := map[string]op{}
 	for _, o := range ops {
@@ -441,6 +489,8 @@ func check(ops []op, logs [][]map[int64]string) anomalies {
 		}
 		got, ok := where[o.value]
 		switch {
+		case !ok && start != nil && o.pos.Offset < start[o.pos.Partition]:
+			// Deleted by retention.
 		case !ok:
 			a.add(&a.lost, "acknowledged %q at %+v not read back", o.value, o.pos)
 		case got != o.pos:
