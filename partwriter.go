@@ -124,6 +124,11 @@ func (w *partWriter) flushMark() chan struct{} {
 		return ch
 	}
 	w.marks = append(w.marks, flushMark{upTo: upTo, ch: ch})
+	// Flush sends what lingers at once, as Kafka's flush does.
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
 	return ch
 }
 
@@ -256,8 +261,8 @@ func (w *partWriter) nextWake(stopping bool) time.Duration {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.queue) == 0 {
-		return 0
+	if len(w.queue) == 0 || len(w.marks) > 0 {
+		return 0 // nothing lingers, or a Flush waits
 	}
 	return max(w.queue[0].at.Add(w.p.opts.Linger).Sub(now), time.Millisecond)
 }
@@ -312,7 +317,8 @@ func (w *partWriter) take(stopping bool) []pending {
 	// its oldest record has lingered, or the pipeline drains. So a lone
 	// record goes out at once, and under load batches fill instead of
 	// splitting into many small proposals.
-	if !stopping && w.qsize < w.p.opts.BatchBytes {
+	// A Flush waiting (a mark) sends at once too.
+	if !stopping && len(w.marks) == 0 && w.qsize < w.p.opts.BatchBytes {
 		lg := w.p.opts.Linger
 		waited := time.Since(w.queue[0].at)
 		if (lg > 0 && waited < lg) || (lg == 0 && len(w.inflight) > 0) {

@@ -52,7 +52,8 @@ type ProducerOptions struct {
 	// Linger is how long a partition's batch waits for more records before
 	// it is sent. Zero (the default) sends as soon as the previous batch of
 	// the partition is acknowledged; records that arrive meanwhile are
-	// batched together, so batches still fill under load.
+	// batched together, so batches still fill under load. [Producer.Flush]
+	// and Close send at once.
 	Linger time.Duration
 	// BatchBytes caps the uncompressed size of one batch. Default 1 MiB.
 	BatchBytes int
@@ -265,8 +266,9 @@ func (p *Producer[T]) ProduceAsync(ctx context.Context, m Message[T], fn func(Po
 	p.p.produce(ctx, r, part, fn)
 }
 
-// Flush waits until every record buffered before the call is acknowledged
-// or failed.
+// Flush sends every buffered record at once, without waiting out Linger
+// (as Kafka's flush does), and waits until every record buffered before the
+// call is acknowledged or failed.
 func (p *Producer[T]) Flush(ctx context.Context) error { return p.p.flush(ctx) }
 
 // Close sends the buffered records (within DeliveryTimeout) and stops the

@@ -151,3 +151,21 @@ func TestRequestTimeoutOption(t *testing.T) {
 	_, err = p.Produce(ctx, replog.Message[string]{Value: "v"})
 	require.NoError(t, err)
 }
+
+// TestFlushSendsLingeringRecords: Flush sends what lingers at once, as
+// Kafka's flush does; it used to wait out the whole Linger.
+func TestFlushSendsLingeringRecords(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), &replog.ProducerOptions{Linger: time.Hour})
+	require.NoError(t, err)
+	defer p.Close()
+	done := make(chan error, 1)
+	p.ProduceAsync(ctx, replog.Message[string]{Value: "lingering"}, func(_ replog.Position, err error) { done <- err })
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, p.Flush(fctx), "Flush must not wait out Linger")
+	require.NoError(t, <-done)
+}
