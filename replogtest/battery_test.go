@@ -380,11 +380,6 @@ func convergedOffsets(t *testing.T, ctx context.Context, c *replogtest.Cluster, 
 	return start, hw
 }
 
-// drain reads every partition of node n from offset 0 up to hw.
-func drain(t *testing.T, c *replogtest.Cluster, n int, hw []int64) []map[int64]string {
-	return drainN(t, c, n, hw, batteryPartitions)
-}
-
 func drainN(t *testing.T, c *replogtest.Cluster, n int, hw []int64, partitions int) []map[int64]string {
 	return drainFrom(t, c, n, make([]int64, partitions), hw, partitions)
 }
