@@ -235,6 +235,10 @@ func (p *Producer[T]) ProduceAsync(ctx context.Context, m Message[T], fn func(Po
 		return
 	}
 	r := storage.Record{Key: m.Key, Tombstone: m.Tombstone}
+	if m.Key == nil && p.p.t.compacted() {
+		fn(Position{}, fmt.Errorf("%w: topic %q is compacted: every record needs a key", ErrInvalidConfig, p.p.t.meta.Name))
+		return
+	}
 	if m.Tombstone {
 		if m.Key == nil {
 			fn(Position{}, fmt.Errorf("%w: a tombstone needs a key", ErrInvalidConfig))

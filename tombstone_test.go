@@ -214,3 +214,32 @@ func TestTombstoneSurvivesReopen(t *testing.T) {
 	}
 	require.Equal(t, []string{`a="1" tombstone=false`, `a="" tombstone=true`, `a="" tombstone=false`}, got)
 }
+
+// TestCompactedTopicRefusesKeylessRecords: in a topic compacted by key a
+// record without a key has no place (Kafka refuses it too); it is refused
+// before anything is buffered, also after AlterTopic turns compaction on.
+func TestCompactedTopicRefusesKeylessRecords(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "accounts", replog.TopicConfig{Cleanup: replog.CleanupCompact})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "no key"})
+	require.ErrorIs(t, err, replog.ErrInvalidConfig)
+	pos, err := p.Produce(ctx, replog.Message[string]{Key: []byte("k"), Value: "v"})
+	require.NoError(t, err)
+	require.Equal(t, int64(0), pos.Offset, "the refused record took no offset")
+
+	ev, err := l.CreateTopic(ctx, "events", replog.TopicConfig{})
+	require.NoError(t, err)
+	pe, err := replog.NewProducer(ev, replog.String(), nil)
+	require.NoError(t, err)
+	defer pe.Close()
+	_, err = pe.Produce(ctx, replog.Message[string]{Value: "keyless is fine here"})
+	require.NoError(t, err)
+	require.NoError(t, l.AlterTopic(ctx, "events", replog.TopicConfig{Cleanup: replog.CleanupCompact | replog.CleanupDelete}))
+	_, err = pe.Produce(ctx, replog.Message[string]{Value: "not any more"})
+	require.ErrorIs(t, err, replog.ErrInvalidConfig)
+}

@@ -42,10 +42,11 @@ const (
 	// CleanupDelete deletes records by the topic's retention limits
 	// (TopicConfig.Retention and RetentionBytes). The default.
 	CleanupDelete Cleanup = Cleanup(replication.CleanupDeleteBit)
-	// CleanupCompact keeps the last record of every key. The setting is
-	// stored and shown, but compaction is not performed yet: a topic
-	// with CleanupCompact alone keeps every record, as one without
-	// retention limits does.
+	// CleanupCompact keeps the last record of every key. Every record of
+	// such a topic needs a key: a keyless one is refused with
+	// [ErrInvalidConfig] before it is buffered. Compaction itself is not
+	// performed yet: a topic with CleanupCompact alone keeps every record,
+	// as one without retention limits does.
 	CleanupCompact Cleanup = Cleanup(replication.CleanupCompactBit)
 )
 
@@ -235,6 +236,17 @@ func (t *Topic) Info() TopicInfo {
 		tm = &c
 	}
 	return topicInfo(tm)
+}
+
+// compacted reports whether the topic's current cleanup policy compacts by
+// key, so that keyless records have no place in it (Kafka refuses them
+// too).
+func (t *Topic) compacted() bool {
+	cur := t.l.node.Metadata().Topics[t.meta.Name]
+	if cur == nil || cur.ID != t.meta.ID {
+		cur = t.meta
+	}
+	return Cleanup(cur.Cleanup)&CleanupCompact != 0
 }
 
 // check reports whether the Log is open and the topic still exists.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -87,6 +88,9 @@ type Node struct {
 	// rebalance carries shards this node leads, for preferLeader.
 	rebalance chan uint64
 	log       *slog.Logger
+	// meta is mu.meta, also readable without the lock; both are set
+	// together in publishMeta.
+	meta atomic.Pointer[Metadata]
 
 	// Lock order: mu before Partition.mu.
 	mu struct {
@@ -361,7 +365,12 @@ func (n *Node) Close() error {
 }
 
 // Metadata returns the latest locally applied metadata.
+//
+// It takes no lock: producers consult it for every keyless record.
 func (n *Node) Metadata() *Metadata {
+	if m := n.meta.Load(); m != nil {
+		return m
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.mu.meta
@@ -371,6 +380,7 @@ func (n *Node) publishMeta(m *Metadata) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.mu.meta = m
+	n.meta.Store(m)
 	close(n.mu.metaChanged)
 	n.mu.metaChanged = make(chan struct{})
 }
