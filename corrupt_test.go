@@ -48,15 +48,7 @@ func TestDamagedStoreFile(t *testing.T) {
 	// One Pebble holds every partition of the node, keyed by shard: the
 	// lower shard's records come first in the table, the indexes last. A
 	// quarter into a table is the middle of the first partition's records.
-	tables, err := filepath.Glob(filepath.Join(dir, "data", "*.sst"))
-	require.NoError(t, err)
-	require.NotEmpty(t, tables)
-	for _, name := range tables {
-		b, err := os.ReadFile(name)
-		require.NoError(t, err)
-		copy(b[len(b)/4:], bytes.Repeat([]byte{0xa5}, 64))
-		require.NoError(t, os.WriteFile(name, b, 0o644))
-	}
+	damageTables(t, dir, func(b []byte) { copy(b[len(b)/4:], bytes.Repeat([]byte{0xa5}, 64)) })
 
 	l, err = replog.Open(dir, nil)
 	require.NoError(t, err)
@@ -120,17 +112,11 @@ func TestDamagedStoreAtOpen(t *testing.T) {
 	require.NoError(t, p.Close())
 	require.NoError(t, l.Close())
 
-	tables, err := filepath.Glob(filepath.Join(dir, "data", "*.sst"))
-	require.NoError(t, err)
-	require.NotEmpty(t, tables)
-	for _, name := range tables {
-		b, err := os.ReadFile(name)
-		require.NoError(t, err)
+	damageTables(t, dir, func(b []byte) {
 		for i := len(b) / 20; i < len(b)*19/20; i++ {
 			b[i] ^= 0x5a
 		}
-		require.NoError(t, os.WriteFile(name, b, 0o644))
-	}
+	})
 
 	l, err = replog.Open(dir, nil)
 	if err != nil {
@@ -163,4 +149,19 @@ func TestDamagedStoreAtOpen(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, l.Topics())
 	require.NoError(t, l.Close())
+}
+
+// damageTables rewrites every table of the record store of the closed log
+// in dir through damage.
+func damageTables(t *testing.T, dir string, damage func([]byte)) {
+	t.Helper()
+	tables, err := filepath.Glob(filepath.Join(dir, "data", "*.sst"))
+	require.NoError(t, err)
+	require.NotEmpty(t, tables)
+	for _, name := range tables {
+		b, err := os.ReadFile(name)
+		require.NoError(t, err)
+		damage(b)
+		require.NoError(t, os.WriteFile(name, b, 0o644))
+	}
 }

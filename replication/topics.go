@@ -3,10 +3,12 @@ package replication
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/replog/replog/storage"
 )
 
 // SyncMetadata waits until every metadata change committed before the call
@@ -51,11 +53,7 @@ func (n *Node) CreateTopic(ctx context.Context, name string, partitions, replica
 	default:
 		return nil, ErrInvalid
 	}
-	t := &TopicMeta{}
-	if err := json.Unmarshal(r.Data, t); err != nil {
-		return nil, err
-	}
-	return t, n.waitLeaders(ctx, t.Partitions)
+	return n.topicResult(ctx, r.Data)
 }
 
 // AlterTopic replaces the settings of the topic with id (0: whichever
@@ -78,9 +76,15 @@ func (n *Node) AlterTopic(ctx context.Context, name string, id uint64, partition
 	default:
 		return nil, ErrInvalid
 	}
+	return n.topicResult(ctx, r.Data)
+}
+
+// topicResult decodes the topic a create or alter command answered with
+// and waits until this node's replicas of its partitions have a leader.
+func (n *Node) topicResult(ctx context.Context, data []byte) (*TopicMeta, error) {
 	t := &TopicMeta{}
-	if err := json.Unmarshal(r.Data, t); err != nil {
-		return nil, err
+	if err := json.Unmarshal(data, t); err != nil {
+		return nil, fmt.Errorf("%w: topic in a metadata result: %w", storage.ErrCorrupt, err)
 	}
 	return t, n.waitLeaders(ctx, t.Partitions)
 }
