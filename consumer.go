@@ -576,7 +576,7 @@ func (c *consumer) fetchLoop() {
 			if start := rp.LogStart(); from < start && c.group != nil {
 				from = c.skipToLogStart(cp, gen, from, start)
 			}
-			recs, size, err := c.read(cp, rp, from)
+			recs, size, next, err := c.read(cp, rp, from)
 			if c.ctx.Err() != nil {
 				return
 			}
@@ -593,12 +593,16 @@ func (c *consumer) fetchLoop() {
 				case len(recs) > 0:
 					cp.chunks = append(cp.chunks, recs)
 					cp.readyBytes += size
-					cp.fetchOff = recs[len(recs)-1].Offset + 1
+					cp.fetchOff = next
 					progress = true
+				case next > from:
+					// Key compaction emptied what was read: go on after it.
+					cp.fetchOff = next
+					again = true
 				}
 			}
 			cp.mu.Unlock()
-			if err == nil && len(recs) == 0 {
+			if err == nil && len(recs) == 0 && next <= from {
 				cases = append(cases,
 					reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(changed)},
 					reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(replicas)})
@@ -662,18 +666,25 @@ func (c *consumer) reresolve(cp *consumerPart) bool {
 }
 
 // read decodes the records of up to FetchBytes of batches from offset from,
-// from replica rp.
-func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64) ([]storage.Record, int, error) {
+// from replica rp. It returns them with the offset after the last batch it
+// read, where the next read starts: past the last record, and past any
+// offsets key compaction left without a record.
+func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64) ([]storage.Record, int, int64, error) {
 	start, hw := rp.LogStart(), rp.HighWatermark()
 	if from < start || from > hw {
-		return nil, 0, &OffsetOutOfRangeError{Topic: c.t.meta.Name, Partition: cp.idx, Offset: from, Earliest: start, Latest: hw}
+		return nil, 0, from, &OffsetOutOfRangeError{Topic: c.t.meta.Name, Partition: cp.idx, Offset: from, Earliest: start, Latest: hw}
 	}
 	var recs []storage.Record
 	var derr error
+	next := from
 	err := rp.ReadBatches(c.ctx, from, c.opts.FetchBytes, func(b []byte) bool {
 		// Records may alias b, which Pebble reuses: decode from our own copy.
 		own := append([]byte(nil), b...)
-		_, recs, derr = storage.DecodeRecords(own, from, recs)
+		var h storage.BatchHeader
+		h, recs, derr = storage.DecodeRecords(own, from, recs)
+		if derr == nil {
+			next = max(next, h.LastOffset()+1)
+		}
 		return derr == nil
 	})
 	if derr == nil && errors.Is(err, ErrCorrupt) {
@@ -682,15 +693,15 @@ func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64)
 	if derr != nil && len(recs) > 0 {
 		// Hand out the records before the damage; the next read starts
 		// after them, meets it first and reports its offset.
-		return recs, recordsSize(recs), nil
+		return recs, recordsSize(recs), recs[len(recs)-1].Offset + 1, nil
 	}
 	if derr != nil {
-		return nil, 0, fmt.Errorf("replog: %s/%d at offset %d: %w", c.t.meta.Name, cp.idx, from, derr)
+		return nil, 0, from, fmt.Errorf("replog: %s/%d at offset %d: %w", c.t.meta.Name, cp.idx, from, derr)
 	}
 	if err != nil {
-		return nil, 0, mapErr(err)
+		return nil, 0, from, mapErr(err)
 	}
-	return recs, recordsSize(recs), nil
+	return recs, recordsSize(recs), next, nil
 }
 
 func recordsSize(recs []storage.Record) int {

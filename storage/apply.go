@@ -21,6 +21,8 @@ const (
 	CmdTrim byte = 2
 	// CmdRetain applies retention limits; see [RetainCommand].
 	CmdRetain byte = 3
+	// CmdCompact (4, in compact.go) removes records key compaction
+	// decided to.
 )
 
 // Status is the outcome of applying one command. It is decided by the state
@@ -248,7 +250,7 @@ func (p *Partition) Apply(entries []Entry, results []Result) error {
 }
 
 func isControl(cmd []byte) bool {
-	return len(cmd) > 0 && (cmd[0] == CmdTrim || cmd[0] == CmdRetain)
+	return len(cmd) > 0 && (cmd[0] == CmdTrim || cmd[0] == CmdRetain || cmd[0] == CmdCompact)
 }
 
 // applyAppends applies a run of entries that holds no control command.
@@ -335,6 +337,11 @@ func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64
 	h, err := ParseHeader(batch)
 	if err != nil {
 		return Result{BaseOffset: -1, Status: StatusCorrupt}
+	}
+	// Only key compaction writes compacted batches; a producer's batch
+	// holds one record per offset, which its count and sequences rely on.
+	if h.Flags != 0 {
+		return Result{BaseOffset: -1, Status: StatusInvalid}
 	}
 	if err := validateRecords(batch, h); err != nil {
 		return Result{BaseOffset: -1, Status: StatusInvalid}

@@ -19,8 +19,9 @@ import (
 //	[12:16] crc           uint32  CRC-32C (Castagnoli) of bytes [16:length]
 //	[16]    version       uint8   1
 //	[17]    compression   uint8   a Compression
-//	[18:20] flags         uint16  reserved, 0
-//	[20:24] count         uint32  records, at least 1
+//	[18:20] flags         uint16  FlagCompacted, or 0
+//	[20:24] count         uint32  offsets covered, at least 1: the records
+//	                              (one per offset, unless FlagCompacted)
 //	[24:32] firstTime     int64   unix ns of the first record
 //	[32:40] maxTime       int64   largest record time, unix ns
 //	[40:48] producerID    uint64  0 = not idempotent
@@ -33,7 +34,9 @@ import (
 //
 //	uvarint recordLength   bytes of the rest of the record
 //	varint  timestampDelta ns relative to firstTime
-//	uvarint offsetDelta    the record's index in the batch
+//	uvarint offsetDelta    the record's offset minus baseOffset: 0, 1, 2...
+//	                       or, with FlagCompacted, strictly increasing
+//	                       and below count
 //	varint  keyLen (-1 = nil), key
 //	varint  valueLen (-1 = nil, -2 = tombstone), value
 //	uvarint headerCount, then per header:
@@ -45,6 +48,12 @@ import (
 // []byte: reading those as deletes would alter acknowledged records (and let
 // key compaction drop keys). So -1 keeps meaning a nil value, -2 a tombstone,
 // and a batch without tombstones is encoded exactly as before.
+//
+// Key compaction removes records from a stored batch but never moves one:
+// the rewritten batch keeps its base offset, its count (the offsets it
+// covers, so that the next batch still starts at baseOffset+count) and its
+// records' offset deltas, and sets FlagCompacted: it then holds records for
+// some of its offsets, possibly none. Producers never send such a batch.
 
 // ErrCorrupt is wrapped by every error that reports an undecodable batch, a
 // damaged store file or an invalid snapshot.
@@ -64,6 +73,9 @@ const (
 	// MaxRawBytes caps the uncompressed records section of a batch, so that
 	// a small batch cannot claim to decompress to an unbounded size.
 	MaxRawBytes = 64 << 20
+	// FlagCompacted marks a batch rewritten by key compaction: Count is
+	// the offsets it covers, and it holds records for some of them.
+	FlagCompacted uint16 = 1
 )
 
 // minRecordSize is the smallest possible encoded record: six one-byte
@@ -104,6 +116,9 @@ type BatchHeader struct {
 	CRC           uint32
 	Version       uint8
 	Compression   Compression
+	Flags         uint16
+	// Count is the number of offsets the batch covers: its records,
+	// unless Flags has FlagCompacted.
 	Count         uint32
 	FirstTime     int64
 	MaxTime       int64
@@ -113,7 +128,8 @@ type BatchHeader struct {
 	RawLength     uint32
 }
 
-// LastOffset returns the offset of the batch's last record.
+// LastOffset returns the last offset the batch covers: that of its last
+// record, unless key compaction removed it.
 func (h BatchHeader) LastOffset() int64 { return h.BaseOffset + int64(h.Count) - 1 }
 
 // BatchBuilder accumulates records and encodes them as one batch.
@@ -129,7 +145,12 @@ type BatchBuilder struct {
 
 // Add appends r to the batch. r.Offset is ignored; r's slices are copied, so
 // the caller may reuse them once Add returns.
-func (b *BatchBuilder) Add(r Record) {
+func (b *BatchBuilder) Add(r Record) { b.addAt(r, uint64(b.count)) }
+
+// addAt appends r with offset delta offDelta: the next index for a
+// producer's batch, the original delta for a batch key compaction
+// rewrites.
+func (b *BatchBuilder) addAt(r Record, offDelta uint64) {
 	if b.count == 0 {
 		b.firstTime, b.maxTime = r.Time, r.Time
 	}
@@ -137,7 +158,6 @@ func (b *BatchBuilder) Add(r Record) {
 	// Wrapping is fine: the decoder adds the delta back to firstTime with
 	// the same two's-complement arithmetic.
 	tsDelta := r.Time - b.firstTime
-	offDelta := uint64(b.count)
 
 	b.raw = binary.AppendUvarint(b.raw, uint64(recordBodySize(r, tsDelta, offDelta)))
 	b.raw = binary.AppendVarint(b.raw, tsDelta)
@@ -195,14 +215,37 @@ func (b *BatchBuilder) BuildWithPrefix(prefix int, c Compression, producerID uin
 	if b.count == 0 {
 		return nil, errors.New("replog: empty record batch")
 	}
+	if producerID == 0 {
+		epoch, baseSeq = 0, -1
+	}
+	return b.build(prefix, c, batchIdentity{count: uint32(b.count), producerID: producerID, epoch: epoch, baseSeq: baseSeq})
+}
+
+// batchIdentity is what a batch's header says besides its records: what
+// key compaction keeps of the batch it rewrites.
+type batchIdentity struct {
+	flags      uint16
+	count      uint32 // offsets covered
+	producerID uint64
+	epoch      uint32
+	baseSeq    int32
+	// firstTime and maxTime are used when there is no record.
+	firstTime, maxTime int64
+}
+
+// build encodes the records added so far under header fields id. With no
+// record (a compacted batch that lost all of its records) the records
+// section is empty and uncompressed.
+func (b *BatchBuilder) build(prefix int, c Compression, id batchIdentity) ([]byte, error) {
 	if !c.Valid() {
 		return nil, fmt.Errorf("replog: invalid compression %d", uint8(c))
 	}
 	if len(b.raw) > MaxRawBytes {
 		return nil, fmt.Errorf("%w: %d bytes of records, the limit is %d", ErrBatchTooLarge, len(b.raw), MaxRawBytes)
 	}
-	if producerID == 0 {
-		epoch, baseSeq = 0, -1
+	firstTime, maxTime := b.firstTime, b.maxTime
+	if b.count == 0 {
+		c, firstTime, maxTime = CompressionNone, id.firstTime, id.maxTime
 	}
 
 	records := b.raw
@@ -229,17 +272,17 @@ func (b *BatchBuilder) BuildWithPrefix(prefix int, c Compression, producerID uin
 	le.PutUint32(out[8:], uint32(n))
 	out[16] = Version
 	out[17] = byte(c)
-	le.PutUint32(out[20:], uint32(b.count))
-	le.PutUint64(out[24:], uint64(b.firstTime))
-	le.PutUint64(out[32:], uint64(b.maxTime))
-	le.PutUint64(out[40:], producerID)
-	le.PutUint32(out[48:], epoch)
-	le.PutUint32(out[52:], uint32(baseSeq))
+	le.PutUint16(out[18:], id.flags)
+	le.PutUint32(out[20:], id.count)
+	le.PutUint64(out[24:], uint64(firstTime))
+	le.PutUint64(out[32:], uint64(maxTime))
+	le.PutUint64(out[40:], id.producerID)
+	le.PutUint32(out[48:], id.epoch)
+	le.PutUint32(out[52:], uint32(id.baseSeq))
 	le.PutUint32(out[56:], uint32(len(b.raw)))
 	copy(out[HeaderSize:], records)
 	le.PutUint32(out[12:], crc32.Checksum(out[16:], castagnoli))
-	out = buf
-	return out, nil
+	return buf, nil
 }
 
 // recordFieldsSize is the size of a record's key, value and headers.
@@ -314,6 +357,7 @@ func ParseHeader(b []byte) (BatchHeader, error) {
 		CRC:           le.Uint32(b[12:]),
 		Version:       b[16],
 		Compression:   Compression(b[17]),
+		Flags:         le.Uint16(b[18:]),
 		Count:         le.Uint32(b[20:]),
 		FirstTime:     int64(le.Uint64(b[24:])),
 		MaxTime:       int64(le.Uint64(b[32:])),
@@ -322,21 +366,20 @@ func ParseHeader(b []byte) (BatchHeader, error) {
 		BaseSequence:  int32(le.Uint32(b[52:])),
 		RawLength:     le.Uint32(b[56:]),
 	}
-	flags := le.Uint16(b[18:])
 	switch {
 	case int(h.Length) != len(b):
 		return BatchHeader{}, corruptf("length field is %d, batch is %d bytes", h.Length, len(b))
 	case h.Version != Version:
 		return BatchHeader{}, corruptf("unknown version %d", h.Version)
-	case flags != 0:
-		return BatchHeader{}, corruptf("reserved flags %#x set", flags)
+	case h.Flags&^FlagCompacted != 0:
+		return BatchHeader{}, corruptf("reserved flags %#x set", h.Flags)
 	case !h.Compression.Valid():
 		return BatchHeader{}, corruptf("unknown compression %d", uint8(h.Compression))
 	case h.Count == 0:
 		return BatchHeader{}, corruptf("no records")
 	case h.RawLength > MaxRawBytes:
 		return BatchHeader{}, corruptf("records section of %d bytes, larger than the %d-byte limit", h.RawLength, MaxRawBytes)
-	case uint64(h.Count)*minRecordSize > uint64(h.RawLength):
+	case h.Flags&FlagCompacted == 0 && uint64(h.Count)*minRecordSize > uint64(h.RawLength):
 		return BatchHeader{}, corruptf("%d records cannot fit in %d bytes", h.Count, h.RawLength)
 	case h.Compression == CompressionNone && int(h.RawLength) != len(b)-HeaderSize:
 		return BatchHeader{}, corruptf("uncompressed records section is %d bytes, header says %d", len(b)-HeaderSize, h.RawLength)
@@ -434,31 +477,47 @@ func DecodeRecords(b []byte, minOffset int64, dst []Record) (BatchHeader, []Reco
 // scanStats is what fillRecords needs to allocate up front for the records
 // at or past minOffset.
 type scanStats struct {
+	records  int // records in the batch
 	skip     int // records below minOffset
 	headers  int
 	keyBytes int
 }
 
-// scanRecords checks that raw holds exactly h.Count well-formed records
-// whose timestamps agree with h, and counts what decoding those at or past
-// minOffset will need. It does not allocate.
+// scanRecords checks that raw holds well-formed records that agree with h
+// (exactly h.Count with offset deltas 0, 1, 2..., or, with FlagCompacted,
+// any number with strictly increasing deltas below h.Count), the first at
+// h.FirstTime and the latest at h.MaxTime, and counts what decoding those
+// at or past minOffset will need. It does not allocate.
 func scanRecords(raw []byte, h BatchHeader, minOffset int64) (scanStats, error) {
 	var st scanStats
 	p := raw
 	maxTime := h.FirstTime
-	for i := range int(h.Count) {
+	compacted := h.Flags&FlagCompacted != 0
+	next := uint64(0) // the smallest offset delta the next record may have
+	for i := 0; len(p) > 0 || !compacted && i < int(h.Count); i++ {
+		if !compacted && i == int(h.Count) {
+			return scanStats{}, corruptf("%d bytes after the last record", len(p))
+		}
 		rec, rest, err := nextRecord(p, i)
 		if err != nil {
 			return scanStats{}, err
 		}
 		p = rest
+		switch {
+		case !compacted && rec.offDelta != uint64(i):
+			return scanStats{}, corruptf("record %d: offset delta is %d", i, rec.offDelta)
+		case compacted && (rec.offDelta < next || rec.offDelta >= uint64(h.Count)):
+			return scanStats{}, corruptf("record %d: offset delta %d out of order or past the batch's %d offsets", i, rec.offDelta, h.Count)
+		}
+		next = rec.offDelta + 1
 		// The header's times feed the time index and the log's clock
 		// (producer expiry): they must be the records' own.
 		if i == 0 && rec.tsDelta != 0 {
 			return scanStats{}, corruptf("record 0: timestamp delta %d, not 0", rec.tsDelta)
 		}
 		maxTime = max(maxTime, h.FirstTime+rec.tsDelta)
-		wanted := h.BaseOffset+int64(i) >= minOffset
+		st.records++
+		wanted := h.BaseOffset+int64(rec.offDelta) >= minOffset
 		if !wanted {
 			st.skip++
 		}
@@ -478,10 +537,9 @@ func scanRecords(raw []byte, h BatchHeader, minOffset int64) (scanStats, error) 
 			return scanStats{}, corruptf("record %d: %d bytes after its headers", i, len(hp))
 		}
 	}
-	if len(p) != 0 {
-		return scanStats{}, corruptf("%d bytes after the last record", len(p))
-	}
-	if maxTime != h.MaxTime {
+	// A compacted batch may have lost every record; its times are then
+	// those it had.
+	if st.records > 0 && maxTime != h.MaxTime {
 		return scanStats{}, corruptf("latest record time is %d, header says %d", maxTime, h.MaxTime)
 	}
 	return st, nil
@@ -491,7 +549,7 @@ func scanRecords(raw []byte, h BatchHeader, minOffset int64) (scanStats, error) 
 // makes at most three allocations: dst's growth, one slice shared by all
 // headers, and one buffer shared by all header keys.
 func fillRecords(raw []byte, h BatchHeader, minOffset int64, st scanStats, dst []Record) []Record {
-	dst = slices.Grow(dst, int(h.Count)-st.skip)
+	dst = slices.Grow(dst, st.records-st.skip)
 	var hdrs []RecordHeader
 	var keys []byte
 	if st.headers > 0 {
@@ -501,11 +559,11 @@ func fillRecords(raw []byte, h BatchHeader, minOffset int64, st scanStats, dst [
 		keys = make([]byte, st.keyBytes)
 	}
 	p := raw
-	for i := range int(h.Count) {
+	for i := range st.records {
 		// Already checked by scanRecords, which saw the same bytes.
 		rec, rest, _ := nextRecord(p, i)
 		p = rest
-		off := h.BaseOffset + int64(i)
+		off := h.BaseOffset + int64(rec.offDelta)
 		if off < minOffset {
 			continue
 		}
@@ -539,14 +597,15 @@ func fillRecords(raw []byte, h BatchHeader, minOffset int64, st scanStats, dst [
 
 type recordView struct {
 	tsDelta     int64
+	offDelta    uint64
 	key, value  []byte
 	tombstone   bool
 	headerCount int
 	headers     []byte // the encoded headers
 }
 
-// nextRecord decodes the record at the start of p, which must be record i
-// of its batch, and returns it with the bytes that follow it.
+// nextRecord decodes the record at the start of p, record i of its batch
+// (for errors), and returns it with the bytes that follow it.
 func nextRecord(p []byte, i int) (recordView, []byte, error) {
 	var rec recordView
 	n, k := binary.Uvarint(p)
@@ -568,9 +627,7 @@ func nextRecord(p []byte, i int) (recordView, []byte, error) {
 	if k <= 0 {
 		return rec, nil, corruptf("record %d: bad offset delta", i)
 	}
-	if od != uint64(i) {
-		return rec, nil, corruptf("record %d: offset delta is %d", i, od)
-	}
+	rec.offDelta = od
 	body = body[k:]
 	var err error
 	if rec.key, body, err = nextBytes(body); err != nil {

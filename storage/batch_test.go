@@ -276,7 +276,7 @@ func TestCorruptHeader(t *testing.T) {
 		{"version 0", func(b []byte) []byte { b[16] = 0; resign(b); return b }},
 		{"version 2", func(b []byte) []byte { b[16] = 2; resign(b); return b }},
 		{"unknown compression", func(b []byte) []byte { b[17] = 5; resign(b); return b }},
-		{"flags", func(b []byte) []byte { le.PutUint16(b[18:], 1); resign(b); return b }},
+		{"reserved flags", func(b []byte) []byte { le.PutUint16(b[18:], 2); resign(b); return b }},
 		{"count 0", func(b []byte) []byte { le.PutUint32(b[20:], 0); resign(b); return b }},
 		{"count too small", func(b []byte) []byte { le.PutUint32(b[20:], 9); resign(b); return b }},
 		{"count too large", func(b []byte) []byte { le.PutUint32(b[20:], 11); resign(b); return b }},

@@ -19,13 +19,14 @@ type Snapshot struct {
 	p    *Partition
 	snap *pebble.Snapshot
 	slot byte
+	comp compaction
 	Meta Meta
 }
 
 // Snapshot takes a consistent view of the partition. Writer only.
 func (p *Partition) Snapshot() *Snapshot {
 	st := p.state.Load()
-	return &Snapshot{p: p, snap: p.s.db.NewSnapshot(), slot: st.slot, Meta: st.Meta}
+	return &Snapshot{p: p, snap: p.s.db.NewSnapshot(), slot: st.slot, comp: st.comp, Meta: st.Meta}
 }
 
 // Close releases the view.
@@ -54,7 +55,10 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 				return n, s.p.readErr(err, -1)
 			}
 			if k == kindMeta {
-				v = s.Meta.encode() // without the slot
+				// Without the slot and the stored bytes; with the
+				// compaction state, which a replica needs to remove the
+				// same tombstones as the others.
+				v = s.comp.appendTo(s.Meta.encode())
 			}
 			suffix := it.Key()[9:]
 			h := binary.AppendUvarint(hdr[:0], uint64(len(suffix))+1)
@@ -96,7 +100,7 @@ func (p *Partition) Restore(r io.Reader) error {
 	if err := p.commitClear(stage); err != nil {
 		return err
 	}
-	meta, stored, err := p.stage(r, stage)
+	meta, comp, stored, err := p.stage(r, stage)
 	if err != nil {
 		return errors.Join(err, p.commitClear(stage))
 	}
@@ -110,7 +114,7 @@ func (p *Partition) Restore(r io.Reader) error {
 		next.Meta = emptyState.Meta
 		err = errors.Join(p.clearSlot(b, 0), p.clearSlot(b, 1), b.Delete(key(kindMeta, p.shard), nil))
 	} else {
-		next.Meta, next.slot, next.stored = *meta, stage, stored
+		next.Meta, next.slot, next.stored, next.comp = *meta, stage, stored, comp
 		err = errors.Join(b.Set(key(kindMeta, p.shard), next.encode(), nil), p.clearSlot(b, cur.slot))
 	}
 	if err != nil {
@@ -130,9 +134,9 @@ func (p *Partition) Restore(r io.Reader) error {
 
 // stage validates the stream and writes its batches, time index and
 // producer states into slot, committing every 8 MiB or so. It returns the
-// stream's meta, nil for a partition never written, and the stored bytes
-// of its batches.
-func (p *Partition) stage(r io.Reader, slot byte) (*Meta, int64, error) {
+// stream's meta, nil for a partition never written, its compaction state
+// and the stored bytes of its batches.
+func (p *Partition) stage(r io.Reader, slot byte) (*Meta, compaction, int64, error) {
 	src := &sourceReader{r: r}
 	br := bufio.NewReaderSize(src, 256<<10)
 	check := restoreCheck{producerTime: math.MinInt64}
@@ -141,45 +145,45 @@ func (p *Partition) stage(r io.Reader, slot byte) (*Meta, int64, error) {
 	for {
 		kl, err := binary.ReadUvarint(br)
 		if err != nil {
-			return nil, 0, src.wrap(err)
+			return nil, compaction{}, 0, src.wrap(err)
 		}
 		if kl == 0 {
 			break
 		}
 		vl, err := binary.ReadUvarint(br)
 		if err != nil {
-			return nil, 0, src.wrap(err)
+			return nil, compaction{}, 0, src.wrap(err)
 		}
 		if kl > 64 || vl > MaxBatchBytes {
-			return nil, 0, snapshotCorrupt("record of %d+%d bytes", kl, vl)
+			return nil, compaction{}, 0, snapshotCorrupt("record of %d+%d bytes", kl, vl)
 		}
 		buf := make([]byte, kl+vl)
 		if _, err := io.ReadFull(br, buf); err != nil {
-			return nil, 0, src.wrap(err)
+			return nil, compaction{}, 0, src.wrap(err)
 		}
 		kind, suffix, value := buf[0], buf[1:kl], buf[kl:]
 		if err := check.record(kind, suffix, value); err != nil {
-			return nil, 0, err
+			return nil, compaction{}, 0, err
 		}
 		if kind == kindMeta {
 			continue // written with the switch-over
 		}
 		k := append(key(slotKind(kind, slot), p.shard), suffix...)
 		if err := b.Set(k, value, nil); err != nil {
-			return nil, 0, err
+			return nil, compaction{}, 0, err
 		}
 		if b.Len() > 8<<20 {
 			if err := b.Commit(pebble.NoSync); err != nil {
-				return nil, 0, err
+				return nil, compaction{}, 0, err
 			}
 			b.Close()
 			b = p.s.db.NewBatch()
 		}
 	}
 	if err := check.finish(); err != nil {
-		return nil, 0, err
+		return nil, compaction{}, 0, err
 	}
-	return check.meta, check.stored, b.Commit(pebble.NoSync)
+	return check.meta, check.comp, check.stored, b.Commit(pebble.NoSync)
 }
 
 // commitClear deletes the partition's keys in slot.
@@ -240,9 +244,15 @@ type restoreCheck struct {
 	producerEnd  int64
 	producerTime int64
 	meta         *Meta
+	comp         compaction
+	// indexed counts the batches with a time index entry of their own;
+	// tb is the batch the last entry fell in.
+	indexed int
+	tb      int
+	lastTB  int64 // the base the last entry named
 }
 
-type batchSpan struct{ base, maxTime int64 }
+type batchSpan struct{ base, end, maxTime int64 }
 
 func snapshotCorrupt(format string, args ...any) error {
 	return fmt.Errorf("%w: snapshot: "+format, append([]any{ErrCorrupt}, args...)...)
@@ -277,27 +287,45 @@ func (c *restoreCheck) record(kind byte, suffix, value []byte) error {
 		case len(c.batches) > 0 && base != c.next:
 			return snapshotCorrupt("batch at %d follows one ending at %d", base, c.next)
 		}
-		c.batches = append(c.batches, batchSpan{base: base, maxTime: h.MaxTime})
+		c.batches = append(c.batches, batchSpan{base: base, end: base + int64(h.Count), maxTime: h.MaxTime})
 		c.next = base + int64(h.Count)
 		c.stored += int64(len(value))
 
 	case kindTime:
-		// Entry i indexes batch i: the running maximum of the record
-		// times up to the end of that batch, and its base offset.
+		// Each batch has an entry naming its base offset, with the running
+		// maximum of the record times up to the end of that batch. Key
+		// compaction leaves two kinds of trace: a rewritten batch keeps
+		// its entry although its latest record may be gone (the entry
+		// then exceeds the running maximum of what is left), and a batch
+		// merged into the one before it leaves its entry behind, inside
+		// that batch's span.
 		if len(suffix) != 16 || len(value) != 0 {
 			return snapshotCorrupt("time index entry of %d+%d bytes", len(suffix), len(value))
 		}
 		t := int64(binary.BigEndian.Uint64(suffix) ^ 1<<63)
 		base := int64(binary.BigEndian.Uint64(suffix[8:]))
-		if c.times >= len(c.batches) || c.batches[c.times].base != base {
-			return snapshotCorrupt("time index entry for offset %d, which starts no batch", base)
+		if c.times > 0 && base <= c.lastTB {
+			return snapshotCorrupt("time index entry for offset %d after one for %d", base, c.lastTB)
 		}
-		b := c.batches[c.times]
-		if t < b.maxTime || c.times > 0 && t != max(c.lastTime, b.maxTime) {
+		for c.tb+1 < len(c.batches) && c.batches[c.tb+1].base <= base {
+			c.tb++
+		}
+		if len(c.batches) == 0 || base < c.batches[c.tb].base || base >= c.batches[c.tb].end {
+			return snapshotCorrupt("time index entry for offset %d, which no batch holds", base)
+		}
+		b := c.batches[c.tb]
+		if base == b.base {
+			if c.indexed != c.tb {
+				return snapshotCorrupt("no time index entry for the batch at %d", c.batches[c.indexed].base)
+			}
+			c.indexed++
+		}
+		if t < max(c.lastTime, b.maxTime) {
 			return snapshotCorrupt("time index says %d for the batch at %d", t, base)
 		}
 		c.times++
 		c.lastTime = t
+		c.lastTB = base
 
 	case kindProducer:
 		if len(suffix) != 8 || binary.BigEndian.Uint64(suffix) == 0 {
@@ -320,6 +348,13 @@ func (c *restoreCheck) record(kind byte, suffix, value []byte) error {
 	case kindMeta:
 		if len(suffix) != 0 {
 			return snapshotCorrupt("meta key with a %d-byte suffix", len(suffix))
+		}
+		if len(value) > metaSize {
+			comp, err := decodeCompaction(value[metaSize:])
+			if err != nil {
+				return fmt.Errorf("snapshot: %w", err)
+			}
+			c.comp, value = comp, value[:metaSize]
 		}
 		m, err := decodeMeta(value)
 		if err != nil {
@@ -347,8 +382,10 @@ func (c *restoreCheck) finish() error {
 		return snapshotCorrupt("no meta")
 	case m == nil:
 		return nil // a partition never written
-	case c.times != len(c.batches):
-		return snapshotCorrupt("%d time index entries for %d batches", c.times, len(c.batches))
+	case c.indexed != len(c.batches):
+		return snapshotCorrupt("%d batches have a time index entry, of %d", c.indexed, len(c.batches))
+	case c.comp.cleanEnd > m.NextOffset:
+		return snapshotCorrupt("compacted up to %d, past the next offset %d", c.comp.cleanEnd, m.NextOffset)
 	case m.LogStart < 0 || m.LogStart > m.NextOffset:
 		return snapshotCorrupt("log start %d, next offset %d", m.LogStart, m.NextOffset)
 	case len(c.batches) == 0 && m.NextOffset != m.LogStart:

@@ -217,6 +217,9 @@ type partState struct {
 	// retention bounds. Every replica stores the same batches, so it is
 	// the same on every replica.
 	stored int64
+	// comp is the key compaction state; zero for a partition never
+	// compacted.
+	comp compaction
 	// gen changes whenever slot does; readers compare it around opening
 	// their iterators (see [Partition.openIters]).
 	gen uint64
@@ -229,18 +232,26 @@ var emptyState = partState{Meta: Meta{MaxTime: math.MinInt64}}
 // the stored bytes.
 const stateSize = metaSize + 1 + 8
 
-// encode is the meta key's value: the Meta, the slot, the stored bytes.
-// Stores written before size retention lack the stored bytes (33 bytes),
-// and before slots the slot too (32 bytes); decodeState reads all three.
+// encode is the meta key's value: the Meta, the slot, the stored bytes,
+// then the compaction state if the partition was ever compacted. Stores
+// written before size retention lack the stored bytes (33 bytes), and
+// before slots the slot too (32 bytes); decodeState reads them all.
 func (st *partState) encode() []byte {
-	b := st.Meta.appendTo(make([]byte, 0, stateSize))
+	b := st.Meta.appendTo(make([]byte, 0, stateSize+st.comp.size()))
 	b = append(b, st.slot)
-	return binary.LittleEndian.AppendUint64(b, uint64(st.stored))
+	b = binary.LittleEndian.AppendUint64(b, uint64(st.stored))
+	return st.comp.appendTo(b)
 }
 
 // decodeState decodes a meta key's value. known is false when the value
 // predates the stored bytes, which the caller must then count.
 func decodeState(b []byte) (st partState, known bool, err error) {
+	if len(b) > stateSize {
+		if st.comp, err = decodeCompaction(b[stateSize:]); err != nil {
+			return partState{}, false, err
+		}
+		b = b[:stateSize]
+	}
 	switch len(b) {
 	case stateSize:
 		st.stored = int64(binary.LittleEndian.Uint64(b[metaSize+1:]))
@@ -563,7 +574,9 @@ func (p *Partition) OffsetForTime(t, hw int64) (int64, error) {
 	found := hw
 	var recs []Record
 	var derr error
-	err = p.readBatches(data, slot, base, 1, func(b []byte) bool {
+	// That batch holds a record at or after t, unless key compaction
+	// removed it: then a later batch does, or none.
+	err = p.readBatches(data, slot, base, math.MaxInt, func(b []byte) bool {
 		_, recs, derr = DecodeRecords(b, base, recs[:0])
 		if derr != nil {
 			return false
@@ -581,12 +594,6 @@ func (p *Partition) OffsetForTime(t, hw int64) (int64, error) {
 	}
 	if err != nil {
 		return 0, err
-	}
-	if found == hw && len(recs) > 0 {
-		// Every record of that batch is earlier than t although the running
-		// maximum is not (timestamps are not monotonic): the answer is the
-		// next batch.
-		found = recs[len(recs)-1].Offset + 1
 	}
 	return found, nil
 }

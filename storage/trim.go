@@ -85,7 +85,7 @@ func (p *Partition) applyControl(e Entry) (Result, error) {
 	next.AppliedIndex = e.Index
 	wb := p.s.db.NewBatch()
 	defer wb.Close()
-	res, dropped, err := p.control(wb, &next, e.Cmd)
+	res, span, err := p.control(wb, &next, e.Cmd)
 	if err != nil {
 		return Result{}, err
 	}
@@ -96,19 +96,34 @@ func (p *Partition) applyControl(e Entry) (Result, error) {
 		return Result{}, err
 	}
 	p.state.Store(&next)
-	if dropped != nil {
-		// Deleted keys take disk space until a compaction drops them; the
-		// log is append-only, so none may come by itself for a long time.
-		// Only the deleted range: the live batches need no rewriting.
-		p.s.compactLater(key(slotKind(kindData, next.slot), p.shard), dropped)
+	if span.end != nil {
+		// Deleted and overwritten keys take disk space until a compaction
+		// drops them; the log is append-only, so none may come by itself
+		// for a long time. Only the range written: the rest needs no
+		// rewriting.
+		p.s.compactLater(span.start, span.end)
 	}
 	return res, nil
 }
 
-// control applies a trim or retention command to next, writing into wb. It
-// returns the end of the range of data keys it deleted (which starts at the
-// partition's first), nil if it deleted none.
-func (p *Partition) control(wb *pebble.Batch, next *partState, cmd []byte) (Result, []byte, error) {
+// control applies a trim, retention or compaction command to next,
+// writing into wb. It returns the span of data keys it deleted or
+// rewrote, empty if none.
+func (p *Partition) control(wb *pebble.Batch, next *partState, cmd []byte) (Result, keySpan, error) {
+	if cmd[0] == CmdCompact {
+		return p.applyCompact(wb, next, cmd)
+	}
+	res, dropped, err := p.dropCommand(wb, next, cmd)
+	if dropped == nil {
+		return res, keySpan{}, err
+	}
+	return res, keySpan{start: key(slotKind(kindData, next.slot), p.shard), end: dropped}, err
+}
+
+// dropCommand applies a trim or retention command to next, writing into
+// wb. It returns the end of the range of data keys it deleted (which
+// starts at the partition's first), nil if it deleted none.
+func (p *Partition) dropCommand(wb *pebble.Batch, next *partState, cmd []byte) (Result, []byte, error) {
 	invalid := Result{BaseOffset: -1, Status: StatusInvalid}
 	le := binary.LittleEndian
 	switch {
