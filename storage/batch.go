@@ -111,12 +111,12 @@ type Record struct {
 
 // BatchHeader is the decoded fixed header of a batch.
 type BatchHeader struct {
-	BaseOffset    int64
-	Length        uint32
-	CRC           uint32
-	Version       uint8
-	Compression   Compression
-	Flags         uint16
+	BaseOffset  int64
+	Length      uint32
+	CRC         uint32
+	Version     uint8
+	Compression Compression
+	Flags       uint16
 	// Count is the number of offsets the batch covers: its records,
 	// unless Flags has FlagCompacted.
 	Count         uint32
