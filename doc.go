@@ -60,8 +60,28 @@
 // the same records; the disk space comes back within seconds. The log start
 // ([Topic.Offsets]) moves; an Earliest consumer starts there, a consumer
 // whose position fell below it gets an [*OffsetOutOfRangeError], and a
-// group member resumes at it. [CleanupCompact] is stored but key compaction
-// is not performed yet.
+// group member resumes at it.
+//
+// A topic with [CleanupCompact] is a table: key compaction keeps the last
+// record of every key and removes the older ones, in the background once
+// half a partition's bytes are new since the last pass, or now with
+// [Log.Compact]. A tombstone deletes its key:
+//
+//	state, err := l.CreateTopic(ctx, "accounts", replog.TopicConfig{
+//		Cleanup: replog.CleanupCompact, DeleteRetention: 24 * time.Hour,
+//	})
+//	p.Produce(ctx, replog.Message[Account]{Key: id, Tombstone: true})
+//	err = l.Compact(ctx, "accounts")
+//
+// Offsets never change: compaction leaves gaps, which consumers step over.
+// The newest batch of a partition is never compacted, so a consumer that
+// keeps up sees every record, and one that reads from the start sees at
+// least the last record of every key, and every tombstone younger than
+// DeleteRetention. Like retention, compaction is decided through Raft
+// (the state machine removes the records a replica's planner proposes and
+// checks tombstone expiry itself), so every replica keeps the same records;
+// a pass works in bounded memory ([Options.CompactionMemory]) and a crash
+// in the middle loses nothing it should keep.
 //
 // # Consumer groups
 //

@@ -105,6 +105,12 @@ type Options struct {
 	// timeouts (4 x ElectionTicks x RTT: 2s with the defaults), at least
 	// 200ms; at least 2 RTTs.
 	RequestTimeout time.Duration
+	// CompactionMemory bounds the key index of one key compaction pass
+	// (Kafka's log.cleaner.dedupe.buffer.size), in bytes: about 48 bytes
+	// per distinct key plus the key. A partition whose dirty section has
+	// more keys is compacted in several passes. Default 32 MiB; negative
+	// is invalid.
+	CompactionMemory int64
 
 	// expert holds test plumbing, set through internal/expert by
 	// replogtest and cmd/replog-bench.
@@ -189,6 +195,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: negative SnapshotEntries or StartTimeout", ErrInvalidConfig)
 	case c.RequestTimeout < 2*c.RTT:
 		return c, fmt.Errorf("%w: RequestTimeout %v below 2 RTTs (%v)", ErrInvalidConfig, c.RequestTimeout, 2*c.RTT)
+	case c.CompactionMemory < 0:
+		return c, fmt.Errorf("%w: negative CompactionMemory %d", ErrInvalidConfig, c.CompactionMemory)
 	}
 	return c, nil
 }
@@ -327,6 +335,7 @@ func Open(dir string, opts *Options) (*Log, error) {
 		Logger:          o.Logger,
 
 		RetentionInterval: o.expert.RetentionInterval,
+		CompactionMemory:  o.CompactionMemory,
 	})
 	if err != nil {
 		unlock()

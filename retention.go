@@ -77,3 +77,39 @@ func (l *Log) DeleteRecords(ctx context.Context, topic string, offsets map[int]i
 	}
 	return nil
 }
+
+// Compact runs key compaction on every partition of topic now, as the
+// background does when enough of a partition is dirty (half its bytes,
+// Kafka's min.cleanable.dirty.ratio) or tombstones expire, and returns
+// once each partition is compacted up to its newest batch, which stays as
+// it is. For every key only its last record stays; offsets do not change;
+// tombstones first reached by an earlier pass at least DeleteRetention ago
+// go. It works from this node's replicas and may be called on any node.
+//
+// The topic must have [CleanupCompact] ([ErrInvalidConfig] otherwise).
+// If the ctx ends part way, what was compacted stays and the background
+// goes on from the last finished pass. A ctx without deadline gets 30s.
+func (l *Log) Compact(ctx context.Context, topic string) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	t, err := l.Topic(topic)
+	if err != nil {
+		return err
+	}
+	if !t.meta.Compacts() {
+		return fmt.Errorf("%w: topic %q is not compacted (its Cleanup is %v)", ErrInvalidConfig, topic, Cleanup(t.meta.Cleanup))
+	}
+	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
+	defer cancel()
+	for i := range t.Partitions() {
+		rp, err := t.partition(ctx, i)
+		if err != nil {
+			return err
+		}
+		if err := rp.Compact(ctx, t.meta.TombstoneRetention()); err != nil {
+			return fmt.Errorf("replog: compact %s/%d: %w", topic, i, mapErr(err))
+		}
+	}
+	return nil
+}

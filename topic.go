@@ -42,11 +42,14 @@ const (
 	// CleanupDelete deletes records by the topic's retention limits
 	// (TopicConfig.Retention and RetentionBytes). The default.
 	CleanupDelete Cleanup = Cleanup(replication.CleanupDeleteBit)
-	// CleanupCompact keeps the last record of every key. Every record of
-	// such a topic needs a key: a keyless one is refused with
-	// [ErrInvalidConfig] before it is buffered. Compaction itself is not
-	// performed yet: a topic with CleanupCompact alone keeps every record,
-	// as one without retention limits does.
+	// CleanupCompact keeps the last record of every key (Kafka's log
+	// compaction): older records of a key are removed in the background,
+	// offsets never change, and a tombstone ([Message.Tombstone]) removes
+	// its key once DeleteRetention has passed. See [Log.Compact]. Every
+	// record of such a topic needs a key: a keyless one is refused with
+	// [ErrInvalidConfig] before it is buffered (one written before the
+	// topic became compacted stays). With CleanupCompact alone the
+	// retention limits do not apply.
 	CleanupCompact Cleanup = Cleanup(replication.CleanupCompactBit)
 )
 
@@ -96,9 +99,10 @@ type TopicConfig struct {
 	// retention limits apply only with CleanupDelete set.
 	Cleanup Cleanup
 	// DeleteRetention is how long compaction keeps tombstones readable
-	// (Kafka's delete.retention.ms). Default (0) [DefaultDeleteRetention],
-	// 24h. Negative is invalid. Stored for compaction, which is not
-	// performed yet.
+	// after it first reaches them (Kafka's delete.retention.ms): a
+	// consumer that reads the topic from the start within that time sees
+	// every deletion. Default (0) [DefaultDeleteRetention], 24h. Negative
+	// is invalid.
 	DeleteRetention time.Duration
 }
 

@@ -71,7 +71,10 @@ type Config struct {
 	// RetentionInterval is how often partition leaders check retention
 	// limits. Zero: DefaultRetentionInterval.
 	RetentionInterval time.Duration
-	Logger            *slog.Logger
+	// CompactionMemory bounds the key index of one compaction pass, in
+	// bytes. Zero: storage.DefaultCompactionMemory.
+	CompactionMemory int64
+	Logger           *slog.Logger
 }
 
 // TLSFiles are PEM file paths for mutual TLS.
@@ -260,10 +263,11 @@ func Open(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("replog: start groups group: %w", err)
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.reconcileLoop()
 	go n.expireLoop()
 	go n.retentionLoop()
+	go n.compactionLoop()
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
 	defer cancel()

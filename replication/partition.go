@@ -35,6 +35,9 @@ type Partition struct {
 
 	mu     sync.Mutex
 	notify chan struct{} // closed and replaced after each apply
+
+	// compactMu lets one compaction planner at a time run on this node.
+	compactMu sync.Mutex
 }
 
 // Err returns the error that took this replica out of service (matching

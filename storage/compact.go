@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -550,4 +551,65 @@ func (p *Partition) RunCompaction(ctx context.Context, o CompactOptions, propose
 		return stats, p.readErr(err, -1)
 	}
 	return stats, send(true)
+}
+
+// cleanCache remembers the stored bytes below a partition's clean end,
+// which [Partition.CompactionDue] needs, until the clean end, the log
+// start or the slot changes. Local to this replica, never replicated.
+type cleanCache struct {
+	cleanEnd, logStart int64
+	gen                uint64
+	bytes              int64
+}
+
+// MinDirtyRatio is the share of a partition's stored bytes that must be
+// dirty (written since the last finished compaction pass) before
+// [Partition.CompactionDue] calls for a pass: Kafka's
+// min.cleanable.dirty.ratio default.
+const MinDirtyRatio = 0.5
+
+// CompactionDue reports whether a compaction pass would do work worth its
+// cost now: at least MinDirtyRatio of the stored bytes are dirty and the
+// dirty section holds a batch besides the head, or a tombstone reached by
+// a pass expired since the last pass (deleteRetention ns). A hint, as
+// [Partition.RetentionDue] is.
+func (p *Partition) CompactionDue(now, deleteRetention int64) (bool, error) {
+	st := p.state.Load()
+	for _, r := range st.comp.reach {
+		if r.time > math.MaxInt64-deleteRetention {
+			continue
+		}
+		if exp := r.time + deleteRetention; exp > st.comp.lastPass && exp <= now {
+			return true, nil
+		}
+	}
+	var buf [1]*pebble.Iterator
+	its, slot, err := p.openIters(buf[:0], iterSpan{kind: kindData})
+	if err != nil {
+		return false, err
+	}
+	it := its[0]
+	defer it.Close()
+	if !it.Last() {
+		return false, p.readErr(it.Error(), -1)
+	}
+	head := int64(binary.BigEndian.Uint64(it.Key()[9:]))
+	if max(st.comp.cleanEnd, st.LogStart) >= head {
+		return false, nil
+	}
+	c := p.clean.Load()
+	if c == nil || c.cleanEnd != st.comp.cleanEnd || c.logStart != st.LogStart || c.gen != st.gen {
+		c = &cleanCache{cleanEnd: st.comp.cleanEnd, logStart: st.LogStart, gen: st.gen}
+		end := key(slotKind(kindData, slot), p.shard, uint64(st.comp.cleanEnd))
+		for ok := it.First(); ok && bytes.Compare(it.Key(), end) < 0; ok = it.Next() {
+			lv := it.LazyValue()
+			c.bytes += int64(lv.Len())
+		}
+		if err := it.Error(); err != nil {
+			return false, p.readErr(err, -1)
+		}
+		p.clean.Store(c)
+	}
+	dirty := st.stored - c.bytes
+	return float64(dirty) >= MinDirtyRatio*float64(st.stored), nil
 }

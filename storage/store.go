@@ -286,6 +286,8 @@ type Partition struct {
 	// Owned by the writer goroutine.
 	producers map[uint64]*producerState
 	lru       producerLRU // the ids of producers, by lastTime
+	// clean caches the bytes below the clean end for CompactionDue.
+	clean atomic.Pointer[cleanCache]
 }
 
 // Partition loads the stored state of a partition; a partition never
