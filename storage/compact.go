@@ -36,12 +36,14 @@ import (
 // (a later record of its key stays later, and trims only remove more), so
 // a stale plan, two planners at once or a planner that dies half-way leave
 // a correct partition; the next pass starts again from the last finished
-// one. Tombstones are the exception: one may only go once every older
-// record of its key has, and once DeleteRetention has passed since a pass
-// first reached it. The state machine checks both itself, from the
-// replicated compaction state: a tombstone below the clean end was
-// indexed by the finished pass that reached it, which removed the older
-// records of its key.
+// one. A tombstone that is the last record of its key is the exception:
+// it may only go once every older record of its key has, and once
+// DeleteRetention has passed since a pass first reached it. The command
+// marks such removals, and the state machine checks both conditions
+// itself, from the replicated compaction state: a tombstone below the
+// clean end was indexed by the finished pass that reached it, which
+// removed the older records of its key. (A tombstone with a later record
+// of its key goes like any other record.)
 
 // CmdCompact removes records from stored batches; see [RunCompaction].
 const CmdCompact byte = 4
@@ -158,7 +160,11 @@ type compactCmd struct {
 	now, deleteRetention int64
 	passEnd              int64 // the end of the pass's index
 	final                bool  // the pass's last command: record it
-	offsets              []int64
+	// offsets are the records to remove, ascending. expiring[i] says
+	// offsets[i] is a tombstone to remove for its age, which the state
+	// machine checks; otherwise the record has a later one of its key.
+	offsets  []int64
+	expiring []bool
 }
 
 func (c *compactCmd) encode() []byte {
@@ -175,8 +181,12 @@ func (c *compactCmd) encode() []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(len(c.offsets)))
 	prev := int64(-1)
-	for _, o := range c.offsets {
-		b = binary.AppendUvarint(b, uint64(o-prev))
+	for i, o := range c.offsets {
+		d := uint64(o-prev) << 1
+		if i < len(c.expiring) && c.expiring[i] {
+			d |= 1
+		}
+		b = binary.AppendUvarint(b, d)
 		prev = o
 	}
 	return b
@@ -200,15 +210,19 @@ func decodeCompactCmd(b []byte) (c compactCmd, ok bool) {
 	}
 	p = p[k:]
 	c.offsets = make([]int64, 0, n)
+	c.expiring = make([]bool, 0, n)
 	prev := int64(-1)
 	for range n {
 		d, k := binary.Uvarint(p)
+		exp := d&1 == 1
+		d >>= 1
 		if k <= 0 || d == 0 || d > math.MaxInt64-uint64(prev) {
 			return c, false
 		}
 		p = p[k:]
 		prev += int64(d)
 		c.offsets = append(c.offsets, prev)
+		c.expiring = append(c.expiring, exp)
 	}
 	return c, len(p) == 0 && c.deleteRetention >= 0 && c.passEnd >= 0
 }
@@ -256,12 +270,12 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 	}
 	var recs []Record
 	var b BatchBuilder
-	for offs := c.offsets; len(offs) > 0; {
+	for offs, exp := c.offsets, c.expiring; len(offs) > 0; {
 		if !it.SeekLT(key(dk, p.shard, uint64(offs[0])+1)) {
 			if err := it.Error(); err != nil {
 				return Result{}, keySpan{}, p.readErr(err, offs[0])
 			}
-			offs = offs[1:] // below the first batch: gone
+			offs, exp = offs[1:], exp[1:] // below the first batch: gone
 			continue
 		}
 		v, err := it.ValueAndErr()
@@ -277,10 +291,10 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 		for n < len(offs) && offs[n] < end {
 			n++
 		}
-		mine := offs[:n]
-		offs = offs[n:]
+		mine, mineExp := offs[:n], exp[:n]
+		offs, exp = offs[n:], exp[n:]
 		if n == 0 {
-			offs = offs[1:] // past the last batch
+			offs, exp = offs[1:], exp[1:] // past the last batch
 			continue
 		}
 		if end >= next.NextOffset {
@@ -293,11 +307,12 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 		kept := recs[:0]
 		for _, r := range recs {
 			for len(mine) > 0 && mine[0] < r.Offset {
-				mine = mine[1:]
+				mine, mineExp = mine[1:], mineExp[1:]
 			}
-			if len(mine) > 0 && mine[0] == r.Offset &&
-				(!r.Tombstone || next.comp.tombstoneExpired(r.Offset, c.now, c.deleteRetention)) {
-				continue
+			if len(mine) > 0 && mine[0] == r.Offset {
+				if !mineExp[0] || r.Tombstone && next.comp.tombstoneExpired(r.Offset, c.now, c.deleteRetention) {
+					continue
+				}
 			}
 			kept = append(kept, r)
 		}
@@ -510,7 +525,7 @@ func (p *Partition) RunCompaction(ctx context.Context, o CompactOptions, propose
 		}
 		stats.Commands++
 		stats.Removed += len(cmd.offsets)
-		cmd.offsets, touched = cmd.offsets[:0], 0
+		cmd.offsets, cmd.expiring, touched = cmd.offsets[:0], cmd.expiring[:0], 0
 		return nil
 	}
 	for ok := it.First(); ok; ok = it.Next() {
@@ -533,9 +548,13 @@ func (p *Partition) RunCompaction(ctx context.Context, o CompactOptions, propose
 				continue
 			}
 			last, indexed := index[string(r.Key)]
-			if indexed && last > r.Offset ||
-				r.Tombstone && !indexed && comp.tombstoneExpired(r.Offset, o.Now, o.DeleteRetention) {
+			switch {
+			case indexed && last > r.Offset:
 				cmd.offsets = append(cmd.offsets, r.Offset)
+				cmd.expiring = append(cmd.expiring, false)
+			case r.Tombstone && !indexed && comp.tombstoneExpired(r.Offset, o.Now, o.DeleteRetention):
+				cmd.offsets = append(cmd.offsets, r.Offset)
+				cmd.expiring = append(cmd.expiring, true)
 			}
 		}
 		if len(cmd.offsets) > n {

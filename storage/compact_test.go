@@ -172,9 +172,9 @@ func TestCompactTombstonesExpireAfterDeleteRetention(t *testing.T) {
 
 	// A command that asks for the tombstone early is refused by the state
 	// machine, whatever its planner thought.
-	early := compactCmd{now: 1099, deleteRetention: retention, passEnd: 3, offsets: []int64{2}}
+	early := compactCmd{now: 1099, deleteRetention: retention, passEnd: 3, offsets: []int64{1, 2}, expiring: []bool{true, true}}
 	require.Equal(t, []Result{ok(0)}, applyCmds(t, p, early.encode()))
-	require.Equal(t, []string{"1:b=1", "2:a=-", "3:z=1"}, kvLog(t, p))
+	require.Equal(t, []string{"1:b=1", "2:a=-", "3:z=1"}, kvLog(t, p), "and a value is never removed for its age")
 
 	compactNow(t, p, CompactOptions{Now: 1100, DeleteRetention: retention})
 	require.Equal(t, []string{"1:b=1", "3:z=1"}, kvLog(t, p), "gone after DeleteRetention")
@@ -182,9 +182,15 @@ func TestCompactTombstonesExpireAfterDeleteRetention(t *testing.T) {
 	// A tombstone not yet reached by a finished pass stays, whatever the
 	// clock says.
 	applyCmds(t, p, kvCmd(t, CompressionNone, kv{"b", "-"}), kvCmd(t, CompressionNone, kv{"y", "1"}))
-	unreached := compactCmd{now: math.MaxInt64, passEnd: 5, offsets: []int64{4}}
+	unreached := compactCmd{now: math.MaxInt64, passEnd: 5, offsets: []int64{4}, expiring: []bool{true}}
 	applyCmds(t, p, unreached.encode())
 	require.Contains(t, kvLog(t, p), "4:b=-")
+
+	// A tombstone with a later record of its key goes at once, like any
+	// other superseded record.
+	applyCmds(t, p, kvCmd(t, CompressionNone, kv{"b", "2"}), kvCmd(t, CompressionNone, kv{"x", "1"}))
+	compactNow(t, p, CompactOptions{Now: 1101, DeleteRetention: retention})
+	require.Equal(t, []string{"3:z=1", "5:y=1", "6:b=2", "7:x=1"}, kvLog(t, p))
 }
 
 // TestCompactInBoundedMemory compacts a partition whose keys do not fit
