@@ -159,10 +159,9 @@ func (c *Consumer[T]) Records(ctx context.Context) iter.Seq2[Record[T], error] {
 	}
 }
 
-// rewindTo moves each partition back to the first of rest, records fetched
-// but not yielded. Records of one Poll are in offset order per partition.
 // Seek moves partition to offset: the next record read from it is the one
-// at offset. An offset outside [log start, high watermark] is refused with
+// at offset, or, if key compaction removed it, the next one after it that
+// is stored. An offset outside [log start, high watermark] is refused with
 // an [*OffsetOutOfRangeError] carrying the bounds, and the position is kept.
 func (c *Consumer[T]) Seek(partition int, offset int64) error {
 	cp, err := c.c.part(partition)
