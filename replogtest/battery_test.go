@@ -38,7 +38,7 @@ var (
 func TestBattery(t *testing.T) {
 	for s := range *batterySeeds {
 		seed := *batterySeed + uint64(s)
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runBattery(t, seed, *batteryDuration, false) })
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runBattery(t, seed, *batteryDuration, batteryPlain) })
 	}
 }
 
@@ -47,8 +47,17 @@ func TestBattery(t *testing.T) {
 // the final log start is lost, and the replicas agree on the log start and
 // on every record after it.
 func TestBatteryWithRetention(t *testing.T) {
-	runBattery(t, *batterySeed, *batteryDuration, true)
+	runBattery(t, *batterySeed, *batteryDuration, batteryRetention)
 }
+
+// batteryMode is what the battery's topic does with old records.
+type batteryMode int
+
+const (
+	batteryPlain      batteryMode = iota // keeps them
+	batteryRetention                     // deletes them by size
+	batteryCompaction                    // compacts them by key; see battery_compact_test.go
+)
 
 const (
 	batteryNodes      = 3
@@ -69,7 +78,8 @@ type batteryStats struct {
 	ackedDuringFault         []int64
 }
 
-func runBattery(t *testing.T, seed uint64, duration time.Duration, retain bool) {
+func runBattery(t *testing.T, seed uint64, duration time.Duration, mode batteryMode) {
+	retain, compact := mode == batteryRetention, mode == batteryCompaction
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	base := replog.Options{SnapshotEntries: 200}
 	if path := os.Getenv("REPLOG_TEST_LOG"); path != "" { // dragonboat's and replog's warnings, for debugging
@@ -83,6 +93,13 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration, retain bool) 
 	if retain {
 		o.RetentionInterval = 100 * time.Millisecond
 		cfg.RetentionBytes = 16 << 10
+	}
+	msg := plainMessage
+	if compact {
+		o.RetentionInterval = 100 * time.Millisecond // background passes too
+		cfg.Cleanup = replog.CleanupCompact | replog.CleanupDelete
+		cfg.DeleteRetention = compactDeleteRetention
+		msg = compactMessage
 	}
 	c := replogtest.NewClusterWithOptions(t, batteryNodes, o)
 	ctx, cancel := context.WithTimeout(context.Background(), duration+2*time.Minute)
@@ -102,7 +119,7 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration, retain bool) 
 			go func() {
 				defer wg.Done()
 				name := fmt.Sprintf("n%dw%d", node, w)
-				mine := writer(c, node, name, stop, &stats, func() bool { return b.removed(node) })
+				mine := writerWith(c, node, name, stop, &stats, func() bool { return b.removed(node) }, msg)
 				opsMu.Lock()
 				ops = append(ops, mine...)
 				opsMu.Unlock()
@@ -116,6 +133,10 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration, retain bool) 
 
 	// Faults start once writes flow (producer ids issued, leaders known).
 	require.Eventually(t, func() bool { return stats.acked.Load() >= 100 }, 30*time.Second, 5*time.Millisecond)
+	var compactor *compactor
+	if compact {
+		compactor = startCompactor(c, b, seed, stop)
+	}
 
 	// The nemesis: one fault at a time, each healed before the next.
 	deadline := time.Now().Add(duration)
@@ -145,6 +166,10 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration, retain bool) 
 	}
 	close(stop)
 	wg.Wait()
+	if compact {
+		compactor.wait()
+		quiesceCompaction(t, ctx, c, b.live)
+	}
 
 	if retain {
 		// Retention stops, so that the log start holds still for the drain
@@ -158,8 +183,12 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration, retain bool) 
 	// to the high watermark, both of which all of them agree on.
 	start, hw := convergedOffsets(t, ctx, c, b.live, batteryPartitions)
 	var logs [][]map[int64]string // live node -> partition -> offset -> value
-	for _, n := range b.live {
-		logs = append(logs, drainFrom(t, c, n, start, hw, batteryPartitions))
+	if compact {
+		logs = drainCompacted(t, c, b.live, start, hw)
+	} else {
+		for _, n := range b.live {
+			logs = append(logs, drainFrom(t, c, n, start, hw, batteryPartitions))
+		}
 	}
 	if retain {
 		t.Logf("seed %d: log starts %v, high watermarks %v", seed, start, hw)
@@ -168,7 +197,18 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration, retain bool) 
 		}
 	}
 
-	a := checkRetained(ops, logs, start)
+	var a anomalies
+	if compact {
+		var ca compactAnomalies
+		ca, a = checkCompacted(ops, logs, start, hw)
+		t.Logf("seed %d: log starts %v, high watermarks %v", seed, start, hw)
+		t.Logf("seed %d compaction: %+v; Compact calls ok %d, failed %d %q", seed, ca, compactor.ok.Load(), compactor.failed.Load(), compactor.errs)
+		require.Zero(t, ca.resurrected, "keys whose tombstone went while an older value stayed: %v", a.examples)
+		require.Positive(t, ca.removed, "compaction removed no record")
+		require.Positive(t, ca.tombstonesRemoved, "compaction removed no tombstone")
+	} else {
+		a = checkRetained(ops, logs, start)
+	}
 	t.Logf("seed %d: %d faults %v; produce attempts %d, acked %d, failed %d; records checked %d",
 		seed, len(stats.faults), summarize(stats.faults), stats.attempted.Load(), stats.acked.Load(), stats.failed.Load(), a.checked)
 	t.Logf("seed %d anomalies: %+v", seed, a)
@@ -189,6 +229,18 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration, retain bool) 
 // writer produces unique values through node's Log until stop, recreating
 // its producer when the node crashes and comes back.
 func writer(c *replogtest.Cluster, node int, name string, stop <-chan struct{}, stats *batteryStats, gone func() bool) []op {
+	return writerWith(c, node, name, stop, stats, gone, plainMessage)
+}
+
+// plainMessage is the record of value v, the seq-th of its writer: keyed
+// by the value itself.
+func plainMessage(v string, seq int) replog.Message[string] {
+	return replog.Message[string]{Key: []byte(v), Value: v}
+}
+
+// writerWith is writer producing msg(v, seq) for the seq-th value v.
+func writerWith(c *replogtest.Cluster, node int, name string, stop <-chan struct{}, stats *batteryStats, gone func() bool,
+	msg func(v string, seq int) replog.Message[string]) []op {
 	var ops []op
 	var p *replog.Producer[string]
 	var pl *replog.Log
@@ -224,10 +276,11 @@ func writer(c *replogtest.Cluster, node int, name string, stop <-chan struct{}, 
 			pl = l
 		}
 		v := fmt.Sprintf("%s-%06d", name, seq)
+		m := msg(v, seq)
 		seq++
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		stats.attempted.Add(1)
-		pos, err := p.Produce(ctx, replog.Message[string]{Key: []byte(v), Value: v})
+		pos, err := p.Produce(ctx, m)
 		cancel()
 		ops = append(ops, op{value: v, ok: err == nil, pos: pos})
 		if err == nil {
@@ -435,6 +488,29 @@ func check(ops []op, logs [][]map[int64]string) anomalies { return checkRetained
 // acknowledged record below its partition's log start was deleted by
 // retention, not lost.
 func checkRetained(ops []op, logs [][]map[int64]string, start []int64) anomalies {
+	a, where := checkPresent(ops, logs)
+	for _, o := range ops {
+		if !o.ok {
+			continue
+		}
+		got, ok := where[o.value]
+		switch {
+		case !ok && start != nil && o.pos.Offset < start[o.pos.Partition]:
+			// Deleted by retention.
+		case !ok:
+			a.add(&a.lost, "acknowledged %q at %+v not read back", o.value, o.pos)
+		case got != o.pos:
+			a.add(&a.misplaced, "%q acknowledged at %+v, read at %+v", o.value, o.pos, got)
+		}
+	}
+	return a
+}
+
+// checkPresent counts the anomalies of the records read back, whatever is
+// missing: replicas that differ, values never produced, duplicates, and a
+// writer's values out of order in a partition. It returns where each value
+// was read (on the first replica, which the others must equal).
+func checkPresent(ops []op, logs [][]map[int64]string) (anomalies, map[string]replog.Position) {
 	var a anomalies
 	attempted := map[string]op{}
 	for _, o := range ops {
@@ -478,21 +554,7 @@ func checkRetained(ops []op, logs [][]map[int64]string, start []int64) anomalies
 			last[w] = seq
 		}
 	}
-	for _, o := range ops {
-		if !o.ok {
-			continue
-		}
-		got, ok := where[o.value]
-		switch {
-		case !ok && start != nil && o.pos.Offset < start[o.pos.Partition]:
-			// Deleted by retention.
-		case !ok:
-			a.add(&a.lost, "acknowledged %q at %+v not read back", o.value, o.pos)
-		case got != o.pos:
-			a.add(&a.misplaced, "%q acknowledged at %+v, read at %+v", o.value, o.pos, got)
-		}
-	}
-	return a
+	return a, where
 }
 
 func splitValue(v string) (string, int) {
