@@ -62,6 +62,8 @@ type ConsumerOptions struct {
 	// Partitions (or all partitions) are read. See [GroupOptions].
 	Group string
 	GroupOptions
+	// Hooks watch this consumer, after [Options.Hooks] (see [Hook]).
+	Hooks []Hook
 }
 
 // Consumer reads records of type T from a topic's partitions in offset
@@ -116,6 +118,13 @@ func (c *Consumer[T]) Poll(ctx context.Context) ([]Record[T], error) {
 			rec.Headers = make([]Header, len(r.Headers))
 			for j, h := range r.Headers {
 				rec.Headers[j] = Header{Key: h.Key, Value: h.Value}
+			}
+		}
+		if hs := c.c.hooks.consumed; len(hs) > 0 {
+			cr := ConsumedRecord{Topic: name, Partition: part, Group: c.c.opts.Group, Offset: r.Offset, Key: r.Key,
+				Tombstone: r.Tombstone, Headers: rec.Headers, Time: rec.Time}
+			for _, h := range hs {
+				h.OnRecordConsumed(cr)
 			}
 		}
 		out = append(out, rec)
@@ -240,9 +249,10 @@ func (c *Consumer[T]) Close() error {
 // decoded while the next ones are decoded on another core. Seeking bumps the
 // partition's generation, which discards what was read ahead.
 type consumer struct {
-	t    *Topic
-	opts ConsumerOptions
-	next int // round-robin start, owned by the Poll caller
+	t     *Topic
+	opts  ConsumerOptions
+	hooks hookSet
+	next  int // round-robin start, owned by the Poll caller
 
 	// partsMu guards parts, the assigned partitions: fixed without a group,
 	// changed by Poll on rebalances with one. Lock order: partsMu before a
@@ -264,7 +274,8 @@ type consumer struct {
 }
 
 type consumerPart struct {
-	idx int
+	idx   int
+	stats *partCounters
 
 	// Lock order: a consumerPart's mu is taken alone, never with another's
 	// or with consumer.readyMu.
@@ -339,7 +350,8 @@ func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
 			parts = append(parts, i)
 		}
 	}
-	c := &consumer{t: t, opts: o, closed: make(chan struct{}), ready: make(chan struct{}), kick: make(chan struct{}, 1)}
+	c := &consumer{t: t, opts: o, closed: make(chan struct{}), ready: make(chan struct{}), kick: make(chan struct{}, 1),
+		hooks: newHookSet(t.l.opts.Hooks, o.Hooks)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	seen := map[int]bool{}
@@ -380,7 +392,7 @@ func (c *consumer) newPart(ctx context.Context, i int, offset int64) (*consumerP
 	if err := rp.WaitOpen(ctx); err != nil {
 		return nil, mapErr(err)
 	}
-	cp := &consumerPart{idx: i, rp: rp, offset: offset}
+	cp := &consumerPart{idx: i, rp: rp, offset: offset, stats: c.t.l.counters.part(c.t.meta.Name, i)}
 	switch {
 	case offset >= 0:
 	case c.opts.Start == Latest:
@@ -590,6 +602,7 @@ func (c *consumer) fetchLoop() {
 					cp.err = err
 					progress = true
 				case len(recs) > 0:
+					c.fetched(cp, recs)
 					cp.chunks = append(cp.chunks, recs)
 					cp.readyBytes += size
 					cp.fetchOff = next
@@ -701,6 +714,34 @@ func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64)
 		return nil, 0, from, mapErr(err)
 	}
 	return recs, recordsSize(recs), next, nil
+}
+
+// fetched counts records the fetcher read and tells the hooks.
+func (c *consumer) fetched(cp *consumerPart, recs []storage.Record) {
+	size := 0
+	for i := range recs {
+		size += payloadBytes(&recs[i])
+	}
+	cp.stats.fetchedRecords.Add(uint64(len(recs)))
+	cp.stats.fetchedBytes.Add(uint64(size))
+	if hs := c.hooks.fetched; len(hs) > 0 {
+		bf := BatchFetched{Topic: c.t.meta.Name, Partition: cp.idx, Group: c.opts.Group,
+			FirstOffset: recs[0].Offset, LastOffset: recs[len(recs)-1].Offset, Records: len(recs), Bytes: size}
+		for _, h := range hs {
+			h.OnBatchFetched(bf)
+		}
+	}
+}
+
+// bufferedBytes is the memory its read-ahead takes.
+func (c *consumer) bufferedBytes() int64 {
+	var n int64
+	for _, cp := range c.partList() {
+		cp.mu.Lock()
+		n += int64(cp.readyBytes)
+		cp.mu.Unlock()
+	}
+	return n
 }
 
 func recordsSize(recs []storage.Record) int {

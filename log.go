@@ -111,6 +111,8 @@ type Options struct {
 	// more keys is compacted in several passes. Default 32 MiB; negative
 	// is invalid.
 	CompactionMemory int64
+	// Hooks watch every producer and consumer of the Log (see [Hook]).
+	Hooks []Hook
 
 	// expert holds test plumbing, set through internal/expert by
 	// replogtest and cmd/replog-bench.
@@ -255,10 +257,12 @@ func isLoopback(addr string) bool {
 // Log is a replog node: the topics it knows and the partitions it hosts.
 // Safe for concurrent use. Close it to release its files and goroutines.
 type Log struct {
-	opts   Options
-	node   *replication.Node
-	lock   io.Closer // holds the directory; nil InMemory
-	closed chan struct{}
+	opts     Options
+	dir      string
+	node     *replication.Node
+	counters counters
+	lock     io.Closer // holds the directory; nil InMemory
+	closed   chan struct{}
 	// ctx ends when the Log closes; background work derives from it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -351,7 +355,8 @@ func Open(dir string, opts *Options) (*Log, error) {
 			return nil, fmt.Errorf("replog: %w", err)
 		}
 	}
-	l := &Log{opts: o, node: node, lock: lock, closed: make(chan struct{})}
+	l := &Log{opts: o, dir: dir, node: node, lock: lock, closed: make(chan struct{})}
+	l.counters.started = time.Now()
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.mu.handles = map[closer]struct{}{}
 	return l, nil

@@ -50,10 +50,11 @@ type pending struct {
 // stored (a timeout, a leader change while it was pending) is never sent
 // again: it fails with [ErrAmbiguous].
 type partWriter struct {
-	p    *producer
-	idx  int
-	wake chan struct{}
-	stop chan struct{}
+	p     *producer
+	idx   int
+	stats *partCounters
+	wake  chan struct{}
+	stop  chan struct{}
 
 	mu    sync.Mutex
 	queue []pending
@@ -676,6 +677,7 @@ func (w *partWriter) failure(b *batchReq) error {
 // finish completes a batch's records in order: with their offsets, or with
 // err.
 func (w *partWriter) finish(b *batchReq, base int64, err error) {
+	w.count(b, base, err)
 	size := 0
 	for i, pd := range b.recs {
 		size += pd.size
@@ -694,5 +696,29 @@ func (w *partWriter) finish(b *batchReq, base int64, err error) {
 	b.recs = nil
 	if kp, ok := w.p.opts.Partitioner.(*KafkaPartitioner); ok {
 		kp.batchDone(w.idx, len(w.p.parts))
+	}
+}
+
+// count adds a finished batch to the counters and tells the hooks.
+func (w *partWriter) count(b *batchReq, base int64, err error) {
+	bytes := 0
+	for _, pd := range b.recs {
+		bytes += payloadBytes(&pd.rec)
+	}
+	if err != nil {
+		w.stats.produceErrors.Add(1)
+	} else {
+		w.stats.producedBatches.Add(1)
+		w.stats.producedRecords.Add(uint64(len(b.recs)))
+		w.stats.producedBytes.Add(uint64(bytes))
+	}
+	if hs := w.p.hooks.written; len(hs) > 0 && len(b.recs) > 0 {
+		bw := BatchWritten{Topic: w.p.t.meta.Name, Partition: w.idx, BaseOffset: base, Records: len(b.recs), Bytes: bytes, Latency: time.Since(b.recs[0].at), Err: err}
+		if err != nil {
+			bw.BaseOffset = -1
+		}
+		for _, h := range hs {
+			h.OnBatchWritten(bw)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package replog
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -87,6 +88,8 @@ type ProducerOptions struct {
 	MaxInFlight int
 	// Acks is when a record counts as written. Default [AcksAll].
 	Acks Acks
+	// Hooks watch this producer, after [Options.Hooks] (see [Hook]).
+	Hooks []Hook
 }
 
 // Acks is the acknowledgement level of a producer.
@@ -267,6 +270,18 @@ func (p *Producer[T]) ProduceAsync(ctx context.Context, m Message[T], fn func(Po
 	if m.Partition != nil {
 		part = *m.Partition
 	}
+	if hs := p.p.hooks.produced; len(hs) > 0 {
+		// Clipped: a hook that appends must not write into the
+		// caller's array.
+		pr := ProducedRecord{Topic: p.p.t.meta.Name, Partition: part, Key: m.Key, Tombstone: m.Tombstone, Headers: slices.Clip(m.Headers)}
+		for _, h := range hs {
+			h.OnRecordProduced(ctx, &pr)
+		}
+		r.Headers = make([]storage.RecordHeader, len(pr.Headers))
+		for i, h := range pr.Headers {
+			r.Headers[i] = storage.RecordHeader{Key: h.Key, Value: h.Value}
+		}
+	}
 	p.p.produce(ctx, r, part, fn)
 }
 
@@ -288,6 +303,7 @@ type producer struct {
 	opts  ProducerOptions
 	parts []*partWriter
 	wg    sync.WaitGroup
+	hooks hookSet
 
 	// pidMu serialises producer id allocation; pid 0 means not yet issued.
 	pidMu sync.Mutex
@@ -304,9 +320,9 @@ type producer struct {
 }
 
 func newProducer(t *Topic, o ProducerOptions) *producer {
-	p := &producer{t: t, opts: o, bufFree: make(chan struct{})}
+	p := &producer{t: t, opts: o, bufFree: make(chan struct{}), hooks: newHookSet(t.l.opts.Hooks, o.Hooks)}
 	for i := range t.meta.Partitions {
-		w := &partWriter{p: p, idx: i, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		w := &partWriter{p: p, idx: i, wake: make(chan struct{}, 1), stop: make(chan struct{}), stats: t.l.counters.part(t.meta.Name, i)}
 		p.parts = append(p.parts, w)
 		p.wg.Add(1)
 		go w.run()
@@ -385,6 +401,13 @@ func (p *producer) reserve(ctx context.Context, size int) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// bufferedBytes is the memory its buffered records take.
+func (p *producer) bufferedBytes() int64 {
+	p.bufMu.Lock()
+	defer p.bufMu.Unlock()
+	return int64(p.bufBytes)
 }
 
 func (p *producer) release(size int) {

@@ -108,6 +108,9 @@ type leaderListener Node
 func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	n := (*Node)(l)
 	n.mu.Lock()
+	if prev := n.mu.leaders[info.ShardID]; info.LeaderID != 0 && info.LeaderID != prev {
+		n.metrics.Elections.Add(1)
+	}
 	n.mu.leaders[info.ShardID] = info.LeaderID
 	delete(n.mu.preferred, info.ShardID) // preferLeader's tries count per leader
 	close(n.mu.leaderCh)

@@ -94,6 +94,8 @@ type Node struct {
 	// meta is mu.meta, also readable without the lock; both are set
 	// together in publishMeta.
 	meta atomic.Pointer[Metadata]
+	// metrics are the node's counters since it started.
+	metrics Metrics
 
 	// Lock order: mu before Partition.mu.
 	mu struct {

@@ -314,7 +314,13 @@ func (s *partitionSM) Update(es []sm.Entry) ([]sm.Entry, error) {
 		for _, e := range es {
 			s.entries = append(s.entries, storage.Entry{Index: e.Index, Cmd: e.Cmd})
 		}
+		start := time.Now()
 		err := s.s.Apply(s.entries, s.results)
+		took := time.Since(start)
+		s.p.n.metrics.Apply.Observe(took)
+		if took >= SlowApply {
+			s.p.n.log.Warn("replog: slow apply", "shard", s.p.Shard, "entries", len(es), "took", took)
+		}
 		switch {
 		case errors.Is(err, storage.ErrCorrupt):
 			s.p.fail(fmt.Errorf("shard %d: %w", s.p.Shard, err))
@@ -336,7 +342,16 @@ func (s *partitionSM) Update(es []sm.Entry) ([]sm.Entry, error) {
 
 func (s *partitionSM) Lookup(any) (any, error) { return s.s.Meta(), nil }
 
-func (s *partitionSM) Sync() error { return s.p.n.store.Sync() }
+func (s *partitionSM) Sync() error {
+	start := time.Now()
+	err := s.p.n.store.Sync()
+	took := time.Since(start)
+	s.p.n.metrics.Sync.Observe(took)
+	if took >= SlowSync {
+		s.p.n.log.Warn("replog: slow store sync (fsync)", "shard", s.p.Shard, "took", took)
+	}
+	return err
+}
 
 func (s *partitionSM) PrepareSnapshot() (any, error) { return s.s.Snapshot(), nil }
 

@@ -34,7 +34,11 @@ func DefaultAttemptTimeout(rtt time.Duration, electionTicks uint64) time.Duratio
 // of waited on. This is the one home of the wait-for-leader, retry, propose
 // loop; every request to a Raft group goes through it.
 func (n *Node) request(ctx context.Context, shard uint64, op func(actx context.Context) error) error {
+	attempts := 0
 	return retry(ctx, n.stop, func() error {
+		if attempts++; attempts > 1 {
+			n.metrics.Retries.Add(1)
+		}
 		if shard >= FirstPartitionShard {
 			if _, ok := n.Metadata().partition(shard); !ok {
 				return ErrTopicNotFound // deleted: no attempt can succeed

@@ -1,0 +1,86 @@
+package replication
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/replog/replog/internal/metrics"
+)
+
+// Metrics are a node's counters since it started, updated with atomics on
+// the hot paths.
+type Metrics struct {
+	// Elections counts the leaders this node saw elected, over every Raft
+	// group it hosts.
+	Elections atomic.Uint64
+	// Retries counts the attempts of requests to Raft groups after the
+	// first (a proposal or read sent again after a timeout, a leader
+	// change or a busy group).
+	Retries atomic.Uint64
+	// Apply is how long applying a run of committed entries to the record
+	// store takes; Sync how long making the store durable (an fsync of
+	// flushed tables) takes.
+	Apply, Sync metrics.Histogram
+}
+
+// Metrics returns the node's counters.
+func (n *Node) Metrics() *Metrics { return &n.metrics }
+
+// SlowSync and SlowApply are the durations above which a store sync or an
+// apply is logged at Warn: far above what a healthy disk takes.
+const (
+	SlowSync  = time.Second
+	SlowApply = time.Second
+)
+
+// Local returns this node's running replicas by shard. The map is the
+// caller's.
+func (n *Node) Local() map[uint64]*Partition {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make(map[uint64]*Partition, len(n.mu.parts))
+	for s, p := range n.mu.parts {
+		out[s] = p
+	}
+	return out
+}
+
+// LocalGroups reads every consumer group as this node's replica of the
+// groups group has applied them, without a round trip: it may lag the
+// group's leader a little.
+func (n *Node) LocalGroups() ([]*GroupState, error) {
+	v, err := n.nh.StaleRead(GroupsShardID, "")
+	if err != nil {
+		return nil, mapError(err)
+	}
+	gs, _ := v.([]*GroupState)
+	return gs, nil
+}
+
+// StoredBytes is the partition's stored batch bytes on this replica, 0
+// before it opened.
+func (p *Partition) StoredBytes() int64 {
+	if s := p.store.Load(); s != nil {
+		return s.StoredBytes()
+	}
+	return 0
+}
+
+// Unapplied is how many entries this replica's Raft log holds past what
+// it has applied to the store: its apply lag, as far as it knows of the
+// log.
+func (p *Partition) Unapplied() uint64 {
+	s := p.store.Load()
+	if s == nil {
+		return 0
+	}
+	r, err := p.n.nh.GetLogReader(p.Shard)
+	if err != nil {
+		return 0
+	}
+	_, last := r.GetRange()
+	if applied := s.Meta().AppliedIndex; last > applied {
+		return last - applied
+	}
+	return 0
+}

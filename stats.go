@@ -1,0 +1,308 @@
+package replog
+
+import (
+	"cmp"
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/replog/replog/internal/metrics"
+	"github.com/replog/replog/storage"
+)
+
+// Stats is a snapshot of what this node knows: its partitions, its
+// groups, and counters since [Open]. [Log.Stats] takes one without a round
+// trip to other nodes; it is cheap enough to call every second.
+//
+// Counters only grow. They count this node's handles: the records its
+// producers wrote and its consumers read. Figures that other nodes decide
+// (the leader, the high watermark, committed offsets) are as this node has
+// applied them, a moment behind the leader at most.
+type Stats struct {
+	Node NodeStats
+	// Partitions has one entry per partition replica hosted on this node,
+	// by topic and partition.
+	Partitions []PartitionStats
+	// Groups are the consumer groups, by name, with their lag as this node
+	// sees the high watermarks.
+	Groups []GroupStats
+}
+
+// NodeStats describes this node.
+type NodeStats struct {
+	ID      uint64
+	Dir     string // "" for an in-memory node
+	Started time.Time
+	// StoreBytes and RaftBytes are the disk used by the record store and
+	// by the Raft logs and snapshots (0 for an in-memory node), measured at
+	// most a second ago.
+	StoreBytes, RaftBytes int64
+	// BufferedBytes is the memory held in producers' buffers and
+	// consumers' read-ahead.
+	BufferedBytes int64
+	// Producers and Consumers are the open handles.
+	Producers, Consumers int
+
+	// Counters since Open, over every partition. Bytes are the records'
+	// keys, values and headers, uncompressed.
+	ProducedRecords, ProducedBytes, ProducedBatches uint64
+	ProduceErrors                                   uint64 // batches that failed
+	FetchedRecords, FetchedBytes                    uint64
+	// Elections counts the leaders this node saw elected (all Raft
+	// groups); Retries the requests to a Raft group sent again.
+	Elections, Retries uint64
+	// Apply is how long applying committed entries to the record store
+	// takes; Sync how long making it durable (an fsync) takes.
+	Apply, Sync Latency
+}
+
+// Latency summarizes a latency distribution since Open.
+type Latency struct {
+	Count uint64
+	Sum   time.Duration
+	// P50 and P99 are bucket bounds: at most twice the true quantile.
+	P50, P99, Max time.Duration
+	// Buckets are cumulative: Count of the observations below UpperBound,
+	// for histograms (Prometheus's le buckets).
+	Buckets []LatencyBucket
+}
+
+// LatencyBucket is one bucket of a [Latency].
+type LatencyBucket struct {
+	UpperBound time.Duration
+	Count      uint64
+}
+
+func latency(h *metrics.Histogram) Latency {
+	s := h.Summary()
+	l := Latency{Count: s.Count, Sum: s.Sum, P50: s.P50, P99: s.P99, Max: s.Max}
+	for i, c := range s.Buckets {
+		l.Buckets = append(l.Buckets, LatencyBucket{UpperBound: metrics.Bounds[i], Count: c})
+		if c == s.Count {
+			break // the rest repeat it
+		}
+	}
+	return l
+}
+
+// PartitionStats describes one partition replica on this node.
+type PartitionStats struct {
+	Topic     string
+	Partition int
+	// Replicas are the nodes that hold the partition; Leader the one that
+	// leads it (0 if none is known); IsLeader whether it is this node.
+	Replicas []uint64
+	Leader   uint64
+	IsLeader bool
+	// LogStart, HighWatermark and StoredBytes are as this replica has
+	// applied them.
+	LogStart, HighWatermark, StoredBytes int64
+	// Unapplied is how many Raft entries this replica holds but has not
+	// applied yet: its apply lag.
+	Unapplied uint64
+	// Counters since Open, of this node's producers and consumers.
+	ProducedRecords, ProducedBytes, ProducedBatches uint64
+	FetchedRecords, FetchedBytes                    uint64
+}
+
+// GroupStats describes a consumer group.
+type GroupStats struct {
+	Group, Topic string
+	Generation   int64
+	Members      int
+	// Lag is the sum of the partitions' lags.
+	Lag        int64
+	Partitions []GroupPartitionStats
+}
+
+// GroupPartitionStats is one partition of a group.
+type GroupPartitionStats struct {
+	Partition int
+	// Committed is the next offset the group reads, -1 if it committed
+	// nothing.
+	Committed int64
+	// Lag is the records between Committed (the log start if nothing was
+	// committed) and the high watermark, as this node sees it; -1 if this
+	// node hosts no replica of the partition.
+	Lag int64
+}
+
+// payloadBytes is what the byte counters count of a record: its key,
+// value and headers, uncompressed.
+func payloadBytes(r *storage.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// partKey names a partition for the counters: they outlive replicas (a
+// reassignment) and follow a topic's name.
+type partKey struct {
+	topic string
+	part  int
+}
+
+// partCounters are one partition's counters. Updated with atomics: no
+// lock, no allocation.
+type partCounters struct {
+	producedRecords, producedBytes, producedBatches, produceErrors atomic.Uint64
+	fetchedRecords, fetchedBytes                                   atomic.Uint64
+}
+
+// counters are a Log's counters, created on first use per partition.
+type counters struct {
+	parts   sync.Map // partKey -> *partCounters
+	started time.Time
+
+	diskMu sync.Mutex
+	diskAt time.Time
+	store  int64
+	raft   int64
+}
+
+// part returns the counters of a partition; handles keep the pointer.
+func (c *counters) part(topic string, part int) *partCounters {
+	k := partKey{topic, part}
+	if v, ok := c.parts.Load(k); ok {
+		return v.(*partCounters)
+	}
+	v, _ := c.parts.LoadOrStore(k, new(partCounters))
+	return v.(*partCounters)
+}
+
+// disk returns the bytes under dir's data and raft directories, measured
+// at most a second ago.
+func (c *counters) disk(dir string) (store, raft int64) {
+	if dir == "" {
+		return 0, 0
+	}
+	c.diskMu.Lock()
+	defer c.diskMu.Unlock()
+	if time.Since(c.diskAt) >= time.Second {
+		c.store, c.raft = dirSize(filepath.Join(dir, "data")), dirSize(filepath.Join(dir, "raft"))
+		c.diskAt = time.Now()
+	}
+	return c.store, c.raft
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // a file removed meanwhile
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// Stats returns a snapshot of this node (see [Stats]). It reads only this
+// node's state: no Raft round trip, no lock held on a hot path. On a
+// closed Log it returns what it can (counters, no partitions).
+func (l *Log) Stats() Stats {
+	var s Stats
+	n := &s.Node
+	n.ID = l.opts.NodeID
+	if !l.opts.InMemory {
+		n.Dir = l.dir
+	}
+	n.Started = l.counters.started
+	n.StoreBytes, n.RaftBytes = l.counters.disk(n.Dir)
+
+	l.mu.Lock()
+	for h := range l.mu.handles {
+		switch h := h.(type) {
+		case *producer:
+			n.Producers++
+			n.BufferedBytes += h.bufferedBytes()
+		case *consumer:
+			n.Consumers++
+			n.BufferedBytes += h.bufferedBytes()
+		}
+	}
+	l.mu.Unlock()
+
+	m := l.node.Metrics()
+	n.Elections, n.Retries = m.Elections.Load(), m.Retries.Load()
+	n.Apply, n.Sync = latency(&m.Apply), latency(&m.Sync)
+	l.counters.parts.Range(func(_, v any) bool {
+		c := v.(*partCounters)
+		n.ProducedRecords += c.producedRecords.Load()
+		n.ProducedBytes += c.producedBytes.Load()
+		n.ProducedBatches += c.producedBatches.Load()
+		n.ProduceErrors += c.produceErrors.Load()
+		n.FetchedRecords += c.fetchedRecords.Load()
+		n.FetchedBytes += c.fetchedBytes.Load()
+		return true
+	})
+	if l.isClosed() {
+		return s
+	}
+
+	meta := l.node.Metadata()
+	local := l.node.Local()
+	hws := map[partKey]PartitionStats{}
+	for _, t := range meta.Topics {
+		for i, pm := range t.Partitions {
+			rp := local[pm.Shard]
+			if rp == nil {
+				continue
+			}
+			ps := PartitionStats{
+				Topic: t.Name, Partition: i, Replicas: slices.Clone(pm.Replicas),
+				Leader: l.node.LeaderNode(pm.Shard), LogStart: rp.LogStart(), HighWatermark: rp.HighWatermark(),
+				StoredBytes: rp.StoredBytes(), Unapplied: rp.Unapplied(),
+			}
+			ps.IsLeader = ps.Leader == n.ID && n.ID != 0
+			if v, ok := l.counters.parts.Load(partKey{t.Name, i}); ok {
+				c := v.(*partCounters)
+				ps.ProducedRecords, ps.ProducedBytes, ps.ProducedBatches = c.producedRecords.Load(), c.producedBytes.Load(), c.producedBatches.Load()
+				ps.FetchedRecords, ps.FetchedBytes = c.fetchedRecords.Load(), c.fetchedBytes.Load()
+			}
+			s.Partitions = append(s.Partitions, ps)
+			hws[partKey{t.Name, i}] = ps
+		}
+	}
+	slices.SortFunc(s.Partitions, func(a, b PartitionStats) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+
+	groups, err := l.node.LocalGroups()
+	if err != nil {
+		return s
+	}
+	for _, g := range groups {
+		gs := GroupStats{Group: g.Name, Topic: g.Topic, Generation: g.Generation, Members: len(g.Members)}
+		if tm := meta.Topics[g.Topic]; tm == nil || tm.ID != g.TopicID {
+			continue // its topic was deleted
+		}
+		for p := range g.Partitions {
+			gp := GroupPartitionStats{Partition: p, Committed: -1, Lag: -1}
+			if off, ok := g.Offsets[p]; ok {
+				gp.Committed = off
+			}
+			if ps, ok := hws[partKey{g.Topic, p}]; ok {
+				from := gp.Committed
+				if from < 0 {
+					from = ps.LogStart
+				}
+				gp.Lag = max(0, ps.HighWatermark-max(from, ps.LogStart))
+				gs.Lag += gp.Lag
+			}
+			gs.Partitions = append(gs.Partitions, gp)
+		}
+		s.Groups = append(s.Groups, gs)
+	}
+	slices.SortFunc(s.Groups, func(a, b GroupStats) int { return cmp.Compare(a.Group, b.Group) })
+	return s
+}
