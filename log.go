@@ -544,6 +544,10 @@ func (l *Log) Close() error {
 	return l.closeErr
 }
 
+// Done returns a channel closed when the Log closes, for goroutines that
+// watch it (a metrics sampler, a status page) to end with it.
+func (l *Log) Done() <-chan struct{} { return l.closed }
+
 func (l *Log) isClosed() bool {
 	select {
 	case <-l.closed:
