@@ -66,7 +66,8 @@ type Latency struct {
 	// P50 and P99 are bucket bounds: at most twice the true quantile.
 	P50, P99, Max time.Duration
 	// Buckets are cumulative: Count of the observations below UpperBound,
-	// for histograms (Prometheus's le buckets).
+	// for histograms (Prometheus's le buckets). Always the same bounds,
+	// powers of two from 1µs; the last, about 6 days, counts everything.
 	Buckets []LatencyBucket
 }
 
@@ -79,11 +80,9 @@ type LatencyBucket struct {
 func latency(h *metrics.Histogram) Latency {
 	s := h.Summary()
 	l := Latency{Count: s.Count, Sum: s.Sum, P50: s.P50, P99: s.P99, Max: s.Max}
+	l.Buckets = make([]LatencyBucket, len(s.Buckets))
 	for i, c := range s.Buckets {
-		l.Buckets = append(l.Buckets, LatencyBucket{UpperBound: metrics.Bounds[i], Count: c})
-		if c == s.Count {
-			break // the rest repeat it
-		}
+		l.Buckets[i] = LatencyBucket{UpperBound: metrics.Bounds[i], Count: c}
 	}
 	return l
 }
@@ -105,6 +104,7 @@ type PartitionStats struct {
 	Unapplied uint64
 	// Counters since Open, of this node's producers and consumers.
 	ProducedRecords, ProducedBytes, ProducedBatches uint64
+	ProduceErrors                                   uint64 // batches that failed
 	FetchedRecords, FetchedBytes                    uint64
 }
 
@@ -267,6 +267,7 @@ func (l *Log) Stats() Stats {
 			if v, ok := l.counters.parts.Load(partKey{t.Name, i}); ok {
 				c := v.(*partCounters)
 				ps.ProducedRecords, ps.ProducedBytes, ps.ProducedBatches = c.producedRecords.Load(), c.producedBytes.Load(), c.producedBatches.Load()
+				ps.ProduceErrors = c.produceErrors.Load()
 				ps.FetchedRecords, ps.FetchedBytes = c.fetchedRecords.Load(), c.fetchedBytes.Load()
 			}
 			s.Partitions = append(s.Partitions, ps)

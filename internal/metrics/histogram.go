@@ -16,7 +16,6 @@ const buckets = 40
 // Histogram records durations in power-of-two buckets with atomics: no
 // lock and no allocation per observation. The zero value is ready to use.
 type Histogram struct {
-	count   atomic.Uint64
 	sum     atomic.Int64 // ns
 	max     atomic.Int64 // ns
 	buckets [buckets]atomic.Uint64
@@ -30,7 +29,6 @@ func (h *Histogram) Observe(d time.Duration) {
 	us := uint64(d / time.Microsecond)
 	i := min(bits.Len64(us), buckets-1)
 	h.buckets[i].Add(1)
-	h.count.Add(1)
 	h.sum.Add(int64(d))
 	for {
 		m := h.max.Load()
@@ -47,8 +45,9 @@ type Summary struct {
 	// P50, P99 are upper bounds of the bucket the quantile falls in: at
 	// most twice the true value.
 	P50, P99, Max time.Duration
-	// Buckets holds the cumulative count of observations at or below each
-	// bound in Bounds (Prometheus's le buckets).
+	// Buckets holds the cumulative count of observations below each bound
+	// in Bounds (Prometheus's le buckets, but for a value exactly on a
+	// bound). Its last equals Count.
 	Buckets []uint64
 }
 
@@ -61,15 +60,17 @@ var Bounds = func() []time.Duration {
 	return b
 }()
 
-// Summary returns the histogram's figures. Concurrent observations may be
-// counted in some fields and not yet in others.
+// Summary returns the histogram's figures. Count is the buckets' total,
+// so that the two agree; Sum and Max may already include an observation
+// being recorded meanwhile.
 func (h *Histogram) Summary() Summary {
-	s := Summary{Count: h.count.Load(), Sum: time.Duration(h.sum.Load()), Max: time.Duration(h.max.Load()), Buckets: make([]uint64, buckets)}
+	s := Summary{Sum: time.Duration(h.sum.Load()), Max: time.Duration(h.max.Load()), Buckets: make([]uint64, buckets)}
 	var total uint64
 	for i := range h.buckets {
 		total += h.buckets[i].Load()
 		s.Buckets[i] = total
 	}
+	s.Count = total
 	quantile := func(q float64) time.Duration {
 		if total == 0 {
 			return 0
