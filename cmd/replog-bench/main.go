@@ -2,8 +2,11 @@
 // producer-perf-test: produce throughput with asynchronous producers,
 // synchronous Produce latency, consume throughput and peak RSS, on data on
 // disk in a temporary directory (1 node, or 3 nodes in one process).
+// With -compact-keys it measures instead produce throughput to a compacted
+// topic without and with Log.Compact running in a loop.
 //
 //	go run ./cmd/replog-bench -records 1000000 -size 100 -replicas 3 -json
+//	go run ./cmd/replog-bench -compact-keys 10000 -size 100
 package main
 
 import (
@@ -60,7 +63,23 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the produce phase")
 	consumeProfile := flag.String("consume-cpuprofile", "", "write a CPU profile of the consume phase")
 	memprofile := flag.String("memprofile", "", "write a heap profile (allocations) at the end of the produce phase")
+	compactKeys := flag.Int("compact-keys", 0, "if > 0: produce records keyed over this many keys to a compacted topic, and compare produce throughput "+
+		"without and with Log.Compact looping, in alternating windows (-records, -acks, -latency-records, -consume-cpuprofile and -memprofile are then unused; -cpuprofile covers the windows)")
+	compactWindow := flag.Duration("compact-window", 5*time.Second, "with -compact-keys: the length of one window")
+	compactRounds := flag.Int("compact-rounds", 2, "with -compact-keys: pairs of windows (without, then with compaction)")
 	flag.Parse()
+	if *compactKeys > 0 {
+		r, err := runCompact(*compactKeys, *size, *partitions, *replicas, *codec, *producers, *compactWindow, *compactRounds, *cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if *asJSON {
+			json.NewEncoder(os.Stdout).Encode(r)
+			return
+		}
+		printCompact(r)
+		return
+	}
 	r, err := run(*records, *size, *partitions, *replicas, *codec, *acks, *producers, *latencyN, *cpuprofile, *consumeProfile, *memprofile)
 	if err != nil {
 		log.Fatal(err)
@@ -103,7 +122,7 @@ func run(records, size, partitions, replicas int, codec, acks string, producers,
 		return r, err
 	}
 	defer os.RemoveAll(dir)
-	logs, err := openNodes(dir, replicas)
+	logs, err := openNodes(dir, replicas, 0)
 	if err != nil {
 		return r, err
 	}
@@ -240,9 +259,13 @@ func run(records, size, partitions, replicas int, codec, acks string, producers,
 	return r, nil
 }
 
-func openNodes(dir string, n int) ([]*replog.Log, error) {
+// openNodes opens n nodes; retention, if not 0, is how often their
+// partition leaders check retention and compaction.
+func openNodes(dir string, n int, retention time.Duration) ([]*replog.Log, error) {
 	if n == 1 {
-		l, err := replog.Open(dir, nil)
+		var o replog.Options
+		expert.Attach(&o, expert.Options{RetentionInterval: retention})
+		l, err := replog.Open(dir, &o)
 		return []*replog.Log{l}, err
 	}
 	peers := map[uint64]string{}
@@ -257,7 +280,7 @@ func openNodes(dir string, n int) ([]*replog.Log, error) {
 		go func() {
 			defer wg.Done()
 			o := &replog.Options{NodeID: uint64(i + 1), Peers: peers}
-			expert.Attach(o, expert.Options{InProcessTransport: true})
+			expert.Attach(o, expert.Options{InProcessTransport: true, RetentionInterval: retention})
 			logs[i], errs[i] = replog.Open(fmt.Sprintf("%s/node%d", dir, i+1), o)
 		}()
 	}
