@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	"github.com/replog/replog/storage"
@@ -133,30 +134,76 @@ func (p *Partition) Compact(ctx context.Context, deleteRetention time.Duration) 
 	}
 }
 
-// compactPass runs one pass, proposing its commands one after another.
+// compactInFlight is how many compaction commands of a pass may be in
+// flight at once: under produce load each waits for a Raft round trip
+// behind the records, and one at a time left compaction far behind.
+const compactInFlight = 4
+
+// compactPass runs one pass, proposing up to compactInFlight of its
+// commands at once, and the final one after all the others applied.
 func (p *Partition) compactPass(ctx context.Context, deleteRetention time.Duration) (storage.CompactStats, error) {
 	o := storage.CompactOptions{
 		Now:             time.Now().UnixNano(),
 		DeleteRetention: int64(deleteRetention),
 		KeyMemory:       p.n.cfg.CompactionMemory,
 	}
-	return p.store.Load().RunCompaction(ctx, o, func(cmd []byte) error {
+	one := func(cmd []byte) error {
 		if err := p.Err(); err != nil {
 			return err
 		}
 		// A retried command may apply twice, or late: harmless, since
-		// each removes records for good and the pass's last command is
+		// each removes records for good and the pass's final command is
 		// proposed only once every other one has applied.
 		r, _, err := p.n.syncPropose(ctx, p.Shard, cmd)
 		if err != nil {
 			return err
 		}
-		switch res := decodeResult(r.Value); res.Status {
-		case storage.StatusOK:
-			return nil
-		default:
+		if res := decodeResult(r.Value); res.Status != storage.StatusOK {
 			return fmt.Errorf("%w: shard %d: compaction command %v", storage.ErrCorrupt, p.Shard, res.Status)
 		}
+		return nil
+	}
+	var (
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, compactInFlight)
+		mu     sync.Mutex
+		failed error
+	)
+	firstErr := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return failed
+	}
+	defer wg.Wait()
+	return p.store.Load().RunCompaction(ctx, o, func(cmd []byte, final bool) error {
+		if err := firstErr(); err != nil {
+			return err
+		}
+		if final {
+			wg.Wait()
+			if err := firstErr(); err != nil {
+				return err
+			}
+			return one(cmd)
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := one(cmd); err != nil {
+				mu.Lock()
+				if failed == nil {
+					failed = err
+				}
+				mu.Unlock()
+			}
+		}()
+		return nil
 	})
 }
 

@@ -259,7 +259,6 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 	}
 	defer it.Close()
 
-	var span keySpan
 	var prev *storedBatch // the batch before the one at hand, if known
 	flush := func() error {
 		if prev != nil && prev.dirty {
@@ -268,6 +267,7 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 		}
 		return nil
 	}
+	var span keySpan
 	var recs []Record
 	var b BatchBuilder
 	for offs, exp := c.offsets, c.expiring; len(offs) > 0; {
@@ -320,10 +320,6 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 			continue
 		}
 		k := append([]byte(nil), it.Key()...)
-		if span.start == nil {
-			span.start = k
-		}
-		span.end = append(slices.Clip(k), 0)
 
 		if len(kept) == 0 {
 			if prev == nil || prev.end != h.BaseOffset {
@@ -342,9 +338,6 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 				}
 			}
 			if prev != nil && uint64(binary.LittleEndian.Uint32(prev.v[20:]))+uint64(h.Count) <= math.MaxUint32 {
-				if span.start == nil || string(prev.key) < string(span.start) {
-					span.start = prev.key
-				}
 				extendBatch(prev.v, h.Count)
 				prev.end, prev.dirty = end, true
 				if err := wb.Delete(k, nil); err != nil {
@@ -379,8 +372,15 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 	if err := flush(); err != nil {
 		return Result{}, keySpan{}, err
 	}
-	if c.final {
-		next.comp = next.comp.finished(c.passEnd, c.now, next.LogStart)
+	if !c.final {
+		// The rewritten batches' old versions are compacted away once,
+		// after the pass: a Pebble flush and compaction per command
+		// would rewrite the same tables over and over.
+		return Result{BaseOffset: next.LogStart}, keySpan{}, nil
+	}
+	next.comp = next.comp.finished(c.passEnd, c.now, next.LogStart)
+	if c.passEnd > 0 {
+		span = keySpan{start: key(dk, p.shard), end: key(dk, p.shard, uint64(c.passEnd))}
 	}
 	return Result{BaseOffset: next.LogStart}, span, nil
 }
@@ -431,12 +431,15 @@ const keyOverhead = 48
 
 // RunCompaction runs one compaction pass over the partition as it stands
 // (see the top of this file) and calls propose with each of its commands,
-// in order, each once the one before it was applied. It stops at the
+// in order. propose may return before a command that is not final is
+// applied, to have several in flight (they are independent), but must
+// return for the final one only once every command before it was applied
+// and that one too, and must report the failure of any. It stops at the
 // first error propose or a read returns: what was applied stays, and the
 // next pass starts again from the last finished one. Safe for concurrent
 // use with the writer and readers; the commands are applied through the
 // log like any other.
-func (p *Partition) RunCompaction(ctx context.Context, o CompactOptions, propose func([]byte) error) (CompactStats, error) {
+func (p *Partition) RunCompaction(ctx context.Context, o CompactOptions, propose func(cmd []byte, final bool) error) (CompactStats, error) {
 	if o.KeyMemory <= 0 {
 		o.KeyMemory = DefaultCompactionMemory
 	}
@@ -520,7 +523,7 @@ func (p *Partition) RunCompaction(ctx context.Context, o CompactOptions, propose
 	var touched int64
 	send := func(final bool) error {
 		cmd.final = final
-		if err := propose(cmd.encode()); err != nil {
+		if err := propose(cmd.encode(), final); err != nil {
 			return err
 		}
 		stats.Commands++

@@ -91,7 +91,7 @@ func benchCompaction(b *testing.B, src string, o CompactOptions) {
 		start := time.Now()
 		b.StartTimer()
 		for done := false; !done; {
-			st, err := p.RunCompaction(context.Background(), o, func(cmd []byte) error {
+			st, err := p.RunCompaction(context.Background(), o, func(cmd []byte, _ bool) error {
 				e := []Entry{{Index: p.Meta().AppliedIndex + 1, Cmd: cmd}}
 				if err := p.Apply(e, res); err != nil {
 					return err

@@ -68,7 +68,7 @@ func compactNow(t testing.TB, p *Partition, o CompactOptions) []CompactStats {
 	t.Helper()
 	var all []CompactStats
 	for range 1000 {
-		st, err := p.RunCompaction(context.Background(), o, func(cmd []byte) error {
+		st, err := p.RunCompaction(context.Background(), o, func(cmd []byte, _ bool) error {
 			res := applyCmds(t, p, cmd)
 			require.Equal(t, StatusOK, res[0].Status)
 			return nil
@@ -250,7 +250,7 @@ func TestCompactStopsHalfWay(t *testing.T) {
 	full := kvLog(t, p)
 	crash := errors.New("crashed")
 	n := 0
-	_, err := p.RunCompaction(context.Background(), CompactOptions{Now: 1, CommandBytes: 1}, func(cmd []byte) error {
+	_, err := p.RunCompaction(context.Background(), CompactOptions{Now: 1, CommandBytes: 1}, func(cmd []byte, _ bool) error {
 		if n++; n > 3 {
 			return crash
 		}
