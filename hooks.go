@@ -6,8 +6,8 @@ import (
 )
 
 // A Hook watches producers and consumers: any value that implements one or
-// more of [HookRecordProduced], [HookBatchWritten], [HookBatchFetched] and
-// [HookRecordConsumed]. Hooks are set for every handle of a Log in
+// more of [HookRecordProduced], [HookRecordWritten], [HookBatchWritten],
+// [HookBatchFetched] and [HookRecordConsumed]. Hooks are set for every handle of a Log in
 // [Options.Hooks], or for one handle in [ProducerOptions.Hooks] and
 // [ConsumerOptions.Hooks] (called after the Log's). The metrics adapters
 // (replogprom, replogotel) are built on [Log.Stats] and these hooks; users
@@ -28,6 +28,9 @@ type HookRecordProduced interface {
 
 // ProducedRecord is what a [HookRecordProduced] sees of a record.
 type ProducedRecord struct {
+	// Context is the Produce call's ctx. A HookRecordProduced may replace
+	// it (with a span it started, say): [HookRecordWritten] gets it back.
+	Context context.Context
 	Topic string
 	// Partition is the partition asked for, -1 if the partitioner will
 	// choose.
@@ -36,6 +39,16 @@ type ProducedRecord struct {
 	Tombstone bool
 	// Headers may be appended to; the record is written with them.
 	Headers []Header
+}
+
+// HookRecordWritten is called once a produced record's outcome is known,
+// just before its callback, on the partition's sending goroutine, with
+// the record as the [HookRecordProduced] hooks left it: where it was
+// stored, or why it failed. A record refused before the hooks run (a done
+// ctx, a value that does not encode) reaches neither hook; one refused
+// after (too large, a closed producer) reaches both.
+type HookRecordWritten interface {
+	OnRecordWritten(r *ProducedRecord, pos Position, err error)
 }
 
 // HookBatchWritten is called once the outcome of a produced batch is known,
@@ -100,6 +113,7 @@ type ConsumedRecord struct {
 // slice range and a handle without any pays a length check.
 type hookSet struct {
 	produced []HookRecordProduced
+	recorded []HookRecordWritten
 	written  []HookBatchWritten
 	fetched  []HookBatchFetched
 	consumed []HookRecordConsumed
@@ -111,6 +125,9 @@ func newHookSet(lists ...[]Hook) hookSet {
 		for _, h := range hs {
 			if x, ok := h.(HookRecordProduced); ok {
 				s.produced = append(s.produced, x)
+			}
+			if x, ok := h.(HookRecordWritten); ok {
+				s.recorded = append(s.recorded, x)
 			}
 			if x, ok := h.(HookBatchWritten); ok {
 				s.written = append(s.written, x)

@@ -270,16 +270,25 @@ func (p *Producer[T]) ProduceAsync(ctx context.Context, m Message[T], fn func(Po
 	if m.Partition != nil {
 		part = *m.Partition
 	}
-	if hs := p.p.hooks.produced; len(hs) > 0 {
+	if hs := p.p.hooks; len(hs.produced) > 0 || len(hs.recorded) > 0 {
 		// Clipped: a hook that appends must not write into the
 		// caller's array.
-		pr := ProducedRecord{Topic: p.p.t.meta.Name, Partition: part, Key: m.Key, Tombstone: m.Tombstone, Headers: slices.Clip(m.Headers)}
-		for _, h := range hs {
-			h.OnRecordProduced(ctx, &pr)
+		pr := &ProducedRecord{Context: ctx, Topic: p.p.t.meta.Name, Partition: part, Key: m.Key, Tombstone: m.Tombstone, Headers: slices.Clip(m.Headers)}
+		for _, h := range hs.produced {
+			h.OnRecordProduced(ctx, pr)
 		}
 		r.Headers = make([]storage.RecordHeader, len(pr.Headers))
 		for i, h := range pr.Headers {
 			r.Headers[i] = storage.RecordHeader{Key: h.Key, Value: h.Value}
+		}
+		if len(hs.recorded) > 0 {
+			done := fn
+			fn = func(pos Position, err error) {
+				for _, h := range hs.recorded {
+					h.OnRecordWritten(pr, pos, err)
+				}
+				done(pos, err)
+			}
 		}
 	}
 	p.p.produce(ctx, r, part, fn)

@@ -132,7 +132,16 @@ type hookRecorder struct {
 	written  []replog.BatchWritten
 	fetched  []replog.BatchFetched
 	consumed []replog.ConsumedRecord
+	acked    []string
 	produced atomic.Int64
+}
+
+type spanKey struct{}
+
+func (h *hookRecorder) OnRecordWritten(r *replog.ProducedRecord, pos replog.Position, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.acked = append(h.acked, fmt.Sprintf("%v %d %v", r.Context.Value(spanKey{}), pos.Offset, err))
 }
 
 type ctxKey struct{}
@@ -142,6 +151,7 @@ func (h *hookRecorder) OnRecordProduced(ctx context.Context, r *replog.ProducedR
 	if v, ok := ctx.Value(ctxKey{}).(string); ok {
 		r.Headers = append(r.Headers, replog.Header{Key: "trace", Value: []byte(v)})
 	}
+	r.Context = context.WithValue(r.Context, spanKey{}, fmt.Sprint("span", h.produced.Load()))
 }
 
 func (h *hookRecorder) OnBatchWritten(b replog.BatchWritten) {
@@ -184,6 +194,7 @@ func TestHooks(t *testing.T) {
 	require.Equal(t, replog.Header{}, headers[:2][1], "and so is their array")
 
 	require.Equal(t, int64(2), logHooks.produced.Load())
+	require.Equal(t, []string{"span1 0 <nil>", "span2 1 <nil>"}, logHooks.acked, "each record's outcome, with the context its produced hook left")
 	require.Equal(t, int64(2), prodHooks.produced.Load())
 	require.Len(t, logHooks.written, 2)
 	require.Equal(t, replog.BatchWritten{Topic: "t", Partition: 0, BaseOffset: pos.Offset, Records: 1, Bytes: len("kva1") + 2*len("tracespan-1")}, withoutLatency(logHooks.written[0]))

@@ -78,8 +78,8 @@
 // each record produced it starts a "create" span (kind producer), a child
 // of the span in the Produce call's context, and writes that span's context
 // into the record's headers (W3C traceparent and tracestate by default);
-// the span ends at once, since replog reports a write per batch, not per
-// record. For each record Poll hands out it starts and ends a "poll" span
+// the span ends when the record is stored (with its partition and offset)
+// or fails (with the error), as franz-go's kotel does. For each record Poll hands out it starts and ends a "poll" span
 // (kind consumer) whose parent is the context found in the record's
 // headers, so a trace goes from producer to consumer. To make the
 // application's own processing span part of that trace, start it from

@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -16,6 +17,7 @@ import (
 
 var (
 	_ replog.HookRecordProduced = (*Tracing)(nil)
+	_ replog.HookRecordWritten  = (*Tracing)(nil)
 	_ replog.HookRecordConsumed = (*Tracing)(nil)
 )
 
@@ -51,8 +53,9 @@ func NewTracing(tp trace.TracerProvider, propagator propagation.TextMapPropagato
 	}
 }
 
-// OnRecordProduced starts a "create" span, a child of the span in ctx,
-// writes its context into r's headers and ends it. Headers the propagator
+// OnRecordProduced starts a "create" span, a child of the span in ctx, and
+// writes its context into r's headers; [Tracing.OnRecordWritten] ends it
+// when the record is stored or fails. Headers the propagator
 // writes that r already has (a record forwarded with the headers it was
 // consumed with) are replaced, so the record carries one trace context:
 // its own.
@@ -66,11 +69,24 @@ func (t *Tracing) OnRecordProduced(ctx context.Context, r *replog.ProducedRecord
 	if r.Partition >= 0 {
 		attrs = append(attrs, semconv.MessagingDestinationPartitionID(strconv.Itoa(r.Partition)))
 	}
-	ctx, span := t.tracer.Start(ctx, "create "+r.Topic,
+	ctx, _ = t.tracer.Start(ctx, "create "+r.Topic,
 		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
-	defer span.End()
+	r.Context = ctx
 	r.Headers = without(r.Headers, t.fields)
 	t.prop.Inject(ctx, (*producedCarrier)(&r.Headers))
+}
+
+// OnRecordWritten ends the record's create span with where it was stored,
+// or with its error.
+func (t *Tracing) OnRecordWritten(r *replog.ProducedRecord, pos replog.Position, err error) {
+	span := trace.SpanFromContext(r.Context)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	} else {
+		span.SetAttributes(semconv.MessagingDestinationPartitionID(strconv.Itoa(pos.Partition)), offsetKey.Int64(pos.Offset))
+	}
+	span.End()
 }
 
 // OnRecordConsumed starts and ends a "poll" span whose parent is the

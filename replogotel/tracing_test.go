@@ -96,6 +96,9 @@ func TestTracing(t *testing.T) {
 	require.Equal(t, "0", attr(poll, "messaging.destination.partition.id").AsString())
 	require.Equal(t, "billing", attr(poll, "messaging.consumer.group.name").AsString())
 	require.Equal(t, rec.Offset, attr(poll, "replog.offset").AsInt64())
+	// The create span ended when the record was stored, with its offset.
+	require.Equal(t, rec.Offset, attr(create, "replog.offset").AsInt64())
+	require.False(t, create.EndTime().Before(create.StartTime()))
 
 	sc := trace.SpanContextFromContext(replogotel.Extract(context.Background(), rec.Headers))
 	require.Equal(t, traceID, sc.TraceID())
