@@ -31,7 +31,7 @@ type ProducedRecord struct {
 	// Context is the Produce call's ctx. A HookRecordProduced may replace
 	// it (with a span it started, say): [HookRecordWritten] gets it back.
 	Context context.Context
-	Topic string
+	Topic   string
 	// Partition is the partition asked for, -1 if the partitioner will
 	// choose.
 	Partition int
