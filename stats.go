@@ -99,9 +99,6 @@ type PartitionStats struct {
 	// LogStart, HighWatermark and StoredBytes are as this replica has
 	// applied them.
 	LogStart, HighWatermark, StoredBytes int64
-	// Unapplied is how many Raft entries this replica holds but has not
-	// applied yet: its apply lag.
-	Unapplied uint64
 	// Counters since Open, of this node's producers and consumers.
 	ProducedRecords, ProducedBytes, ProducedBatches uint64
 	ProduceErrors                                   uint64 // batches that failed
@@ -261,7 +258,7 @@ func (l *Log) Stats() Stats {
 			ps := PartitionStats{
 				Topic: t.Name, Partition: i, Replicas: slices.Clone(pm.Replicas),
 				Leader: l.node.LeaderNode(pm.Shard), LogStart: rp.LogStart(), HighWatermark: rp.HighWatermark(),
-				StoredBytes: rp.StoredBytes(), Unapplied: rp.Unapplied(),
+				StoredBytes: rp.StoredBytes(),
 			}
 			ps.IsLeader = ps.Leader == n.ID && n.ID != 0
 			if v, ok := l.counters.parts.Load(partKey{t.Name, i}); ok {

@@ -65,22 +65,3 @@ func (p *Partition) StoredBytes() int64 {
 	}
 	return 0
 }
-
-// Unapplied is how many entries this replica's Raft log holds past what
-// it has applied to the store: its apply lag, as far as it knows of the
-// log.
-func (p *Partition) Unapplied() uint64 {
-	s := p.store.Load()
-	if s == nil {
-		return 0
-	}
-	r, err := p.n.nh.GetLogReader(p.Shard)
-	if err != nil {
-		return 0
-	}
-	_, last := r.GetRange()
-	if applied := s.Meta().AppliedIndex; last > applied {
-		return last - applied
-	}
-	return 0
-}

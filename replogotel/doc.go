@@ -28,7 +28,6 @@
 //	replog.partition.high_watermark     gauge      {offset}   the offset the next record will get, as this replica applied it
 //	replog.partition.log_start          gauge      {offset}   the first offset retained
 //	replog.partition.stored             updown     By         bytes the replica stores
-//	replog.partition.unapplied          gauge      {entry}    Raft entries held but not applied yet: the apply lag
 //	replog.partition.leader             gauge      1          1 if this node leads the partition, else 0
 //
 // Per consumer group and partition, with messaging.consumer.group.name,

@@ -35,7 +35,7 @@ type Metrics struct {
 
 	sent, consumed, sentBytes, sentBatches, consumedBytes metric.Int64ObservableCounter
 	produceErrors                                         metric.Int64ObservableCounter
-	highWatermark, logStart, unapplied, leader            metric.Int64ObservableGauge
+	highWatermark, logStart, leader                       metric.Int64ObservableGauge
 	stored                                                metric.Int64ObservableUpDownCounter
 
 	groupLag, groupCommitted, groupGeneration metric.Int64ObservableGauge
@@ -103,7 +103,6 @@ func NewMetrics(l *replog.Log, mp metric.MeterProvider) (*Metrics, error) {
 	m.highWatermark = gauge("replog.partition.high_watermark", "{offset}", "The offset of the partition's next record, as this replica applied it.")
 	m.logStart = gauge("replog.partition.log_start", "{offset}", "The first offset the partition retains.")
 	m.stored = updown("replog.partition.stored", "By", "Bytes the partition's replica stores.")
-	m.unapplied = gauge("replog.partition.unapplied", "{entry}", "Raft entries the replica holds but has not applied yet.")
 	m.leader = gauge("replog.partition.leader", "1", "1 if this node leads the partition, else 0.")
 
 	m.groupLag = gauge("replog.group.lag", "{message}", "Records between the group's committed offset (or the log start) and the high watermark.")
@@ -126,7 +125,7 @@ func NewMetrics(l *replog.Log, mp metric.MeterProvider) (*Metrics, error) {
 
 	reg, err := meter.RegisterCallback(m.observe,
 		m.sent, m.consumed, m.sentBytes, m.sentBatches, m.produceErrors, m.consumedBytes,
-		m.highWatermark, m.logStart, m.stored, m.unapplied, m.leader,
+		m.highWatermark, m.logStart, m.stored, m.leader,
 		m.groupLag, m.groupCommitted, m.groupMembers, m.groupGeneration,
 		m.storeUsage, m.raftUsage, m.bufferUsage, m.producers, m.consumers,
 		m.elections, m.retries,
@@ -165,7 +164,6 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(m.highWatermark, p.HighWatermark, attrs)
 		o.ObserveInt64(m.logStart, p.LogStart, attrs)
 		o.ObserveInt64(m.stored, p.StoredBytes, attrs)
-		o.ObserveInt64(m.unapplied, int64(p.Unapplied), attrs)
 		leads := int64(0)
 		if p.IsLeader {
 			leads = 1

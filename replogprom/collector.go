@@ -31,7 +31,6 @@
 //	replog_partition_replicas            gauge      number of replicas
 //	replog_partition_leader_id           gauge      node id of the leader, 0 if none is known
 //	replog_partition_is_leader           gauge      1 if this node leads the partition, else 0
-//	replog_partition_unapplied_entries   gauge      Raft entries held but not applied yet
 //	replog_produced_records_total        counter    records this node's producers wrote
 //	replog_produced_bytes_total          counter    their keys, values and headers, uncompressed
 //	replog_produced_batches_total        counter    batches this node's producers wrote
@@ -94,7 +93,7 @@ type collector struct {
 	log *replog.Log
 
 	// Per partition: labels topic, partition.
-	highWatermark, logStart, storedBytes, replicas, leaderID, isLeader, unapplied *prometheus.Desc
+	highWatermark, logStart, storedBytes, replicas, leaderID, isLeader            *prometheus.Desc
 	producedRecords, producedBytes, producedBatches, fetchedRecords, fetchedBytes *prometheus.Desc
 
 	// Per group: labels group, topic; lag and committed add partition.
@@ -128,7 +127,6 @@ func NewCollector(l *replog.Log) prometheus.Collector {
 		replicas:      desc("partition_replicas", "Number of nodes that hold a replica of the partition.", part...),
 		leaderID:      desc("partition_leader_id", "Node id of the partition's leader, 0 if none is known.", part...),
 		isLeader:      desc("partition_is_leader", "1 if this node leads the partition, else 0.", part...),
-		unapplied:     desc("partition_unapplied_entries", "Raft entries this replica holds but has not applied yet: its apply lag.", part...),
 
 		producedRecords: desc("produced_records_total", "Records this node's producers wrote to the partition.", part...),
 		producedBytes:   desc("produced_bytes_total", "Keys, values and headers, uncompressed, of the records this node's producers wrote to the partition.", part...),
@@ -158,7 +156,7 @@ func NewCollector(l *replog.Log) prometheus.Collector {
 // Describe sends every descriptor the collector uses.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.highWatermark, c.logStart, c.storedBytes, c.replicas, c.leaderID, c.isLeader, c.unapplied,
+		c.highWatermark, c.logStart, c.storedBytes, c.replicas, c.leaderID, c.isLeader,
 		c.producedRecords, c.producedBytes, c.producedBatches, c.fetchedRecords, c.fetchedBytes,
 		c.groupMembers, c.groupGeneration, c.groupLag, c.groupCommitted,
 		c.startTime, c.storeDisk, c.raftDisk, c.buffered, c.producers, c.consumers,
@@ -200,7 +198,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.replicas, float64(len(p.Replicas)), l...)
 		gauge(c.leaderID, float64(p.Leader), l...)
 		gauge(c.isLeader, boolFloat(p.IsLeader), l...)
-		gauge(c.unapplied, float64(p.Unapplied), l...)
 		counter(c.producedRecords, p.ProducedRecords, l...)
 		counter(c.producedBytes, p.ProducedBytes, l...)
 		counter(c.producedBatches, p.ProducedBatches, l...)
