@@ -80,6 +80,7 @@ type batchReq struct {
 	cmd      []byte
 	pid      uint64
 	notified bool // AcksNone: the callbacks already ran
+	attempts int  // proposals made, for the retry counter
 
 	// prop is the attempt waited on; nil while the batch waits to be sent.
 	prop *replication.Proposal
@@ -434,6 +435,9 @@ func (w *partWriter) propose(b *batchReq) error {
 	pr, err := w.rp.ProposeAsync(b.cmd, timeout)
 	if err != nil {
 		return err
+	}
+	if b.attempts++; b.attempts > 1 {
+		w.p.t.l.node.Metrics().Retries.Add(1)
 	}
 	b.prop = pr
 	return nil

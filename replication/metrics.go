@@ -15,7 +15,7 @@ type Metrics struct {
 	Elections atomic.Uint64
 	// Retries counts the attempts of requests to Raft groups after the
 	// first (a proposal or read sent again after a timeout, a leader
-	// change or a busy group).
+	// change or a busy group), produced batches included.
 	Retries atomic.Uint64
 	// Apply is how long applying a run of committed entries to the record
 	// store takes; Sync how long making the store durable (an fsync of
