@@ -339,6 +339,8 @@ func (g *groupMember) sync(ctx context.Context) error {
 	}
 	st, owned := g.state, slices.Clone(g.owned)
 	g.mu.Unlock()
+	var added, revoke []int
+	defer func() { g.logChange(st, added, revoke, lost) }()
 	if len(lost) > 0 {
 		// Another member may read these already: they go without a commit,
 		// and before OnRevoked, so that a Commit there cannot send their
@@ -370,7 +372,6 @@ func (g *groupMember) sync(ctx context.Context) error {
 			}
 		}
 	}
-	var revoke []int
 	for _, p := range owned {
 		if !slices.Contains(target, p) {
 			revoke = append(revoke, p)
@@ -423,10 +424,33 @@ func (g *groupMember) sync(ctx context.Context) error {
 	g.setOwned(owned)
 	g.heartbeatNow()
 	g.c.wakeFetcher()
+	added = add
 	if f := g.c.opts.OnAssigned; f != nil {
 		f(add)
 	}
 	return nil
+}
+
+// logChange logs, at Info, a change of the partitions this member reads:
+// those added, revoked, or lost (the member left for want of Poll, or its
+// session expired). st is the group state the change follows, if any.
+func (g *groupMember) logChange(st *replication.GroupState, added, revoked, lost []int) {
+	if len(added) == 0 && len(revoked) == 0 && len(lost) == 0 {
+		return
+	}
+	args := []any{"group", g.c.opts.Group, "member", g.id, "topic", g.c.t.meta.Name,
+		"added", added, "revoked", revoked}
+	if len(lost) > 0 {
+		args = append(args, "lost", lost)
+	}
+	if st != nil {
+		args = append(args, "generation", st.Generation)
+	}
+	g.mu.Lock()
+	owned := slices.Clone(g.owned)
+	g.mu.Unlock()
+	args = append(args, "partitions", owned, "node", g.c.t.l.opts.NodeID)
+	g.c.t.l.node.Logger().Info("replog: group member's partitions changed", args...)
 }
 
 func (g *groupMember) setOwned(owned []int) {

@@ -34,11 +34,15 @@ type Options struct {
 	// Logger receives replog's, dragonboat's and Pebble's messages. Nil
 	// (the default) discards them. dragonboat has one process-wide logger,
 	// so its messages go to the Logger of the Log opened last. Warn and
-	// Error are for what needs a human; elections and leader changes are
-	// Debug. One exception escapes the Logger: with InMemory, the Pebble
-	// bundled in dragonboat writes "background error: vfs: not supported"
-	// to the standard library's logger once per Open (its in-memory file
-	// system has no disk usage, and it offers no logger option).
+	// Error are for what needs a human. Info is for the changes an operator
+	// follows, with the attributes topic, partition, group and node: Open,
+	// each leader this node sees elected, a group member's partitions
+	// changing, retention and compaction that removed records; dragonboat's
+	// election chatter (votes, campaigns) is Debug. One exception escapes
+	// the Logger: with InMemory, the Pebble bundled in dragonboat writes
+	// "background error: vfs: not supported" to the standard library's
+	// logger once per Open (its in-memory file system has no disk usage,
+	// and it offers no logger option).
 	Logger *slog.Logger
 
 	// NodeID is this node's id in the cluster, >= 1. Default 1.
@@ -287,6 +291,7 @@ type closer interface{ Close() error }
 // [ErrNotReplogDir] and without touching it, a directory that is not empty
 // and holds no log. Damaged files fail it with [ErrCorrupt].
 func Open(dir string, opts *Options) (*Log, error) {
+	began := time.Now()
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -359,6 +364,14 @@ func Open(dir string, opts *Options) (*Log, error) {
 	l.counters.started = time.Now()
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.mu.handles = map[closer]struct{}{}
+	// replication.Open returned once the metadata group answered a
+	// linearizable read: every topic is readable from here.
+	logDir := dir
+	if o.InMemory {
+		logDir = ""
+	}
+	node.Logger().Info("replog: opened", "node", o.NodeID, "dir", logDir,
+		"topics", len(node.Metadata().Topics), "took", time.Since(began))
 	return l, nil
 }
 

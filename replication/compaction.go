@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"sync"
 	"time"
@@ -65,7 +66,7 @@ func (n *Node) compactDue(ctx context.Context) {
 		if !t.Compacts() {
 			continue
 		}
-		for _, pm := range t.Partitions {
+		for i, pm := range t.Partitions {
 			p := parts[pm.Shard]
 			if p == nil || p.Err() != nil || n.Leader(pm.Shard) != p.replicaID {
 				continue
@@ -82,17 +83,14 @@ func (n *Node) compactDue(ctx context.Context) {
 			if !p.compactMu.TryLock() {
 				continue // a Compact call is at it
 			}
-			st, err := p.compactPass(ctx, dr)
+			_, err = p.compactPass(ctx, dr)
 			p.compactMu.Unlock()
 			switch {
 			case ctx.Err() != nil:
 				return
 			case err != nil:
 				// The next check tries again, from the last finished pass.
-				n.log.Info("replog: compaction pass stopped", "topic", t.Name, "shard", pm.Shard, "err", err)
-			default:
-				n.log.Debug("replog: compaction pass", "topic", t.Name, "shard", pm.Shard,
-					"end", st.End, "scanned_bytes", st.Scanned, "removed", st.Removed, "commands", st.Commands)
+				n.log.Info("replog: compaction pass stopped", "topic", t.Name, "partition", i, "shard", pm.Shard, "err", err)
 			}
 		}
 	}
@@ -140,10 +138,13 @@ func (p *Partition) Compact(ctx context.Context, deleteRetention time.Duration) 
 const compactInFlight = 4
 
 // compactPass runs one pass, proposing up to compactInFlight of its
-// commands at once, and the final one after all the others applied.
+// commands at once, and the final one after all the others applied. It
+// logs what a finished pass did: at Info when it removed records, at Debug
+// otherwise.
 func (p *Partition) compactPass(ctx context.Context, deleteRetention time.Duration) (storage.CompactStats, error) {
+	began := time.Now()
 	o := storage.CompactOptions{
-		Now:             time.Now().UnixNano(),
+		Now:             began.UnixNano(),
 		DeleteRetention: int64(deleteRetention),
 		KeyMemory:       p.n.cfg.CompactionMemory,
 	}
@@ -175,7 +176,9 @@ func (p *Partition) compactPass(ctx context.Context, deleteRetention time.Durati
 		return failed
 	}
 	defer wg.Wait()
-	return p.store.Load().RunCompaction(ctx, o, func(cmd []byte, final bool) error {
+	sp := p.store.Load()
+	stored, hw := sp.StoredBytes(), sp.Meta().NextOffset // in this order: see freedBytes
+	st, err := sp.RunCompaction(ctx, o, func(cmd []byte, final bool) error {
 		if err := firstErr(); err != nil {
 			return err
 		}
@@ -205,6 +208,31 @@ func (p *Partition) compactPass(ctx context.Context, deleteRetention time.Durati
 		}()
 		return nil
 	})
+	if err == nil {
+		wg.Wait() // done already: the final command waited for the others
+		p.logCompaction(st, freedBytes(sp, stored, hw), time.Since(began))
+	}
+	return st, err
+}
+
+// logCompaction logs a finished compaction pass.
+func (p *Partition) logCompaction(st storage.CompactStats, freed int64, took time.Duration) {
+	level, msg := slog.LevelDebug, "replog: compaction pass"
+	if st.Removed > 0 {
+		level, msg = slog.LevelInfo, "replog: compaction removed records"
+	}
+	ctx := context.Background()
+	if !p.n.log.Enabled(ctx, level) {
+		return
+	}
+	var attrs []slog.Attr
+	if name, idx, _, ok := p.n.Metadata().partitionOf(p.Shard); ok {
+		attrs = append(attrs, slog.String("topic", name), slog.Int("partition", idx))
+	}
+	attrs = append(attrs, slog.Int("removed", st.Removed), slog.Int64("freed_bytes", freed),
+		slog.Int64("end", st.End), slog.Int64("scanned_bytes", st.Scanned), slog.Int("commands", st.Commands),
+		slog.Duration("took", took), slog.Uint64("node", p.n.cfg.NodeID), slog.Uint64("shard", p.Shard))
+	p.n.log.LogAttrs(ctx, level, msg, attrs...)
 }
 
 // hold keeps Close from closing the store until the caller calls

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -108,7 +109,8 @@ type leaderListener Node
 func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	n := (*Node)(l)
 	n.mu.Lock()
-	if prev := n.mu.leaders[info.ShardID]; info.LeaderID != 0 && info.LeaderID != prev {
+	elected := info.LeaderID != 0 && info.LeaderID != n.mu.leaders[info.ShardID]
+	if elected {
 		n.metrics.Elections.Add(1)
 	}
 	n.mu.leaders[info.ShardID] = info.LeaderID
@@ -116,12 +118,45 @@ func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	close(n.mu.leaderCh)
 	n.mu.leaderCh = make(chan struct{})
 	n.mu.Unlock()
+	if elected {
+		n.logLeader(info)
+	}
 	if info.LeaderID != 0 && info.LeaderID != info.ReplicaID && info.ShardID != MetaShardID && info.ShardID != GroupsShardID {
 		select { // another replica leads: the reconciler claims leadership if this one is preferred
 		case n.rebalance <- info.ShardID:
 		default:
 		}
 	}
+}
+
+// logLeader logs, at Info, a leader this node sees elected: once per
+// election that Metrics.Elections counts (dragonboat also reports the
+// leaderless moments of an election, and a node may learn a known leader
+// again, neither of which is logged). It runs on dragonboat's event
+// goroutine, after n.mu is released: the metadata lookup takes no lock,
+// and walks the partitions (microseconds for thousands) only when Info is
+// enabled.
+func (n *Node) logLeader(info raftio.LeaderInfo) {
+	ctx := context.Background()
+	if !n.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 6)
+	leader := info.LeaderID // replica ids are node ids in the cluster-wide groups
+	switch info.ShardID {
+	case MetaShardID:
+		attrs = append(attrs, slog.String("group", "metadata"))
+	case GroupsShardID:
+		attrs = append(attrs, slog.String("group", "groups"))
+	default:
+		if name, idx, pm, ok := n.Metadata().partitionOf(info.ShardID); ok {
+			attrs = append(attrs, slog.String("topic", name), slog.Int("partition", idx))
+			leader = pm.NodeOf(info.LeaderID)
+		}
+	}
+	attrs = append(attrs, slog.Uint64("leader", leader), slog.Uint64("term", info.Term),
+		slog.Uint64("node", n.cfg.NodeID), slog.Uint64("shard", info.ShardID))
+	n.log.LogAttrs(ctx, slog.LevelInfo, "replog: new leader", attrs...)
 }
 
 // preferLeader claims the leadership of a partition for this node when its

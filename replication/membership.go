@@ -24,6 +24,7 @@ func (n *Node) AddNode(ctx context.Context, id uint64, addr string) error {
 			return err
 		}
 	}
+	n.log.Info("replog: added a node to the cluster", "added", id, "address", addr, "node", n.cfg.NodeID)
 	return nil
 }
 
@@ -46,6 +47,7 @@ func (n *Node) RemoveNode(ctx context.Context, id uint64) error {
 			return err
 		}
 	}
+	n.log.Info("replog: removed a node from the cluster", "removed", id, "node", n.cfg.NodeID)
 	return nil
 }
 

@@ -104,7 +104,7 @@ func (n *Node) reconcile(meta *Metadata) {
 	// Leftovers first, so a partition this node hosts again starts clean.
 	n.removeLeftovers(meta, !swept)
 	for _, t := range meta.Topics {
-		for _, pm := range t.Partitions {
+		for i, pm := range t.Partitions {
 			if !pm.Serves(n.cfg.NodeID) {
 				continue
 			}
@@ -115,7 +115,7 @@ func (n *Node) reconcile(meta *Metadata) {
 				continue
 			}
 			if err := n.startPartition(pm); err != nil {
-				n.log.Error("replog: start partition replica", "shard", pm.Shard, "err", err)
+				n.log.Error("replog: start partition replica", "topic", t.Name, "partition", i, "shard", pm.Shard, "err", err)
 			}
 		}
 	}
@@ -138,7 +138,11 @@ func (n *Node) reconcile(meta *Metadata) {
 		// on it.
 		if deleted[shard] || ok && !pm.Serves(n.cfg.NodeID) && !pm.Moving {
 			if err := n.removeReplica(shard, p.replicaID, p, true); err != nil {
-				n.log.Error("replog: remove partition replica", "shard", shard, "err", err)
+				args := []any{"shard", shard, "err", err}
+				if ok { // else its topic is deleted
+					args = append(args, "topic", name, "partition", idx)
+				}
+				n.log.Error("replog: remove partition replica", args...)
 				continue
 			}
 			n.setPart(shard, nil)
@@ -236,7 +240,7 @@ func (n *Node) converge(topic string, idx int, pm PartitionMeta, self uint64) {
 		if _, ok := m.Nodes[rid]; !ok {
 			// Adds a voter, or promotes a non-voting replica with this id.
 			if err := n.nh.SyncRequestAddReplica(ctx, pm.Shard, rid, desired[rid], m.ConfigChangeID); err != nil {
-				n.log.Warn("replog: add replica", "shard", pm.Shard, "replica", rid, "err", err)
+				n.log.Warn("replog: add replica", "topic", topic, "partition", idx, "shard", pm.Shard, "replica", rid, "err", err)
 			}
 			return
 		}
@@ -244,7 +248,7 @@ func (n *Node) converge(topic string, idx int, pm PartitionMeta, self uint64) {
 	for _, rid := range slices.Sorted(maps.Keys(observers)) {
 		if _, ok := m.NonVotings[rid]; !ok {
 			if err := n.nh.SyncRequestAddNonVoting(ctx, pm.Shard, rid, observers[rid], m.ConfigChangeID); err != nil {
-				n.log.Warn("replog: add non-voting replica", "shard", pm.Shard, "replica", rid, "err", err)
+				n.log.Warn("replog: add non-voting replica", "topic", topic, "partition", idx, "shard", pm.Shard, "replica", rid, "err", err)
 			}
 			return
 		}
@@ -266,7 +270,7 @@ func (n *Node) converge(topic string, idx int, pm PartitionMeta, self uint64) {
 			return
 		}
 		if err := n.nh.SyncRequestDeleteReplica(ctx, pm.Shard, rid, m.ConfigChangeID); err != nil {
-			n.log.Warn("replog: remove replica", "shard", pm.Shard, "replica", rid, "err", err)
+			n.log.Warn("replog: remove replica", "topic", topic, "partition", idx, "shard", pm.Shard, "replica", rid, "err", err)
 		}
 		return
 	}
