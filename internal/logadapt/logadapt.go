@@ -76,14 +76,20 @@ func SetDragonboat(l *slog.Logger) {
 //     mutual TLS is off (replog warns itself when that matters: a TCP
 //     transport without TLS; the in-process transport has no wire);
 //   - when a connection to a peer fails, the transport logs the failed
-//     send (ERROR), the circuit breaker tripping (WARNING) and the peer
-//     becoming unreachable (WARNING): the last alone stays, at Warn;
+//     connection and send (ERROR), the circuit breaker tripping (WARNING)
+//     and the peer becoming unreachable (WARNING): the last alone stays,
+//     at Warn;
+//   - an automatic snapshot skipped because one is being taken is
+//     routine (Debug);
 //   - ERROR is Error; a panic is logged at Error before it is raised.
 func level(pkg string, l logger.LogLevel, msg string) slog.Level {
 	switch {
 	case l >= logger.INFO:
 		return slog.LevelDebug
-	case pkg == "transport" && (strings.HasPrefix(msg, "send batch failed") || strings.HasPrefix(msg, "breaker ")):
+	case pkg == "transport" && (strings.HasPrefix(msg, "send batch failed") || strings.HasPrefix(msg, "breaker ") ||
+		strings.Contains(msg, "failed to get a connection to")):
+		return slog.LevelDebug
+	case pkg == "dragonboat" && strings.HasSuffix(msg, "taking snapshot, ignored new snapshot req"):
 		return slog.LevelDebug
 	case l == logger.WARNING && pkg == "raft" && !strings.Contains(msg, "lost quorum"):
 		return slog.LevelDebug
