@@ -125,3 +125,33 @@ func TestCompactionInBackground(t *testing.T) {
 	require.Eventually(t, func() bool { return len(readAll(t, tp)) == 5 }, 10*time.Second, 20*time.Millisecond)
 	require.Equal(t, []string{"15:k3=15", "16:k0=16", "17:k1=17", "18:k2=18", "19:k3=19"}, readAll(t, tp))
 }
+
+// Closing the Log under a running Compact ends it with an error matching
+// ErrClosed, after which Close has returned: no pass reads a closed store.
+func TestCompactDuringClose(t *testing.T) {
+	ctx := testCtx(t)
+	l, err := replog.Open("", &replog.Options{InMemory: true, CompactionMemory: 1})
+	require.NoError(t, err)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{Cleanup: replog.CleanupCompact})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), &replog.ProducerOptions{BatchBytes: 512})
+	require.NoError(t, err)
+	for i := range 20000 {
+		p.ProduceAsync(ctx, replog.Message[string]{Key: []byte(fmt.Sprint(i % 500)), Value: fmt.Sprint(i)}, nil)
+	}
+	require.NoError(t, p.Flush(ctx))
+	done := make(chan error, 1)
+	go func() { done <- l.Compact(ctx, "t") }()
+	time.Sleep(100 * time.Millisecond) // a key index of one key, small batches: hundreds of passes
+	require.NoError(t, l.Close())
+	select {
+	case err := <-done:
+		t.Logf("Compact ended with: %v", err)
+		if err != nil {
+			require.ErrorIs(t, err, replog.ErrClosed)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Compact did not end with the Log")
+	}
+	require.ErrorIs(t, l.Compact(ctx, "t"), replog.ErrClosed)
+}

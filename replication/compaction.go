@@ -126,8 +126,16 @@ func (p *Partition) Compact(ctx context.Context, deleteRetention time.Duration) 
 	defer p.compactMu.Unlock()
 	for {
 		st, err := p.compactPass(ctx, deleteRetention)
-		if err != nil || st.Done {
+		if err != nil {
+			select {
+			case <-p.n.stop:
+				return ErrClosed // what ended the pass, not the caller's ctx
+			default:
+			}
 			return err
+		}
+		if st.Done {
+			return nil
 		}
 	}
 }
