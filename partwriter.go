@@ -57,7 +57,7 @@ type partWriter struct {
 	stop  chan struct{}
 
 	mu    sync.Mutex
-	queue []pending
+	queue pendingQueue
 	spare [][]pending // slices of completed batches, for reuse
 	qsize int         // bytes in queue
 	taken int         // records taken from the queue, not yet completed
@@ -106,7 +106,7 @@ type flushMark struct {
 
 func (w *partWriter) enqueue(pd pending) {
 	w.mu.Lock()
-	w.queue = append(w.queue, pd)
+	w.queue.push(pd)
 	w.qsize += pd.size
 	w.mu.Unlock()
 	select {
@@ -120,7 +120,7 @@ func (w *partWriter) flushMark() chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ch := make(chan struct{})
-	upTo := w.sent + uint64(len(w.queue)) + uint64(w.inflightRecords())
+	upTo := w.sent + uint64(w.queue.len()) + uint64(w.inflightRecords())
 	if upTo == w.sent {
 		close(ch)
 		return ch
@@ -247,7 +247,7 @@ func (w *partWriter) leaderKnown() {
 func (w *partWriter) queueLen() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.queue)
+	return w.queue.len()
 }
 
 // nextWake returns how long to sleep before fill can make progress: the
@@ -263,10 +263,10 @@ func (w *partWriter) nextWake(stopping bool) time.Duration {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.queue) == 0 || len(w.marks) > 0 {
+	if w.queue.len() == 0 || len(w.marks) > 0 {
 		return 0 // nothing lingers, or a Flush waits
 	}
-	return max(w.queue[0].at.Add(w.p.opts.Linger).Sub(now), time.Millisecond)
+	return max(w.queue.at(0).at.Add(w.p.opts.Linger).Sub(now), time.Millisecond)
 }
 
 // fill proposes batches until MaxInFlight are in flight: first those to
@@ -312,7 +312,7 @@ func (w *partWriter) fill(stopping bool) {
 func (w *partWriter) take(stopping bool) []pending {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.queue) == 0 {
+	if w.queue.len() == 0 {
 		return nil
 	}
 	// A partial batch waits while another is in flight: until it is full,
@@ -322,26 +322,23 @@ func (w *partWriter) take(stopping bool) []pending {
 	// A Flush waiting (a mark) sends at once too.
 	if !stopping && len(w.marks) == 0 && w.qsize < w.p.opts.BatchBytes {
 		lg := w.p.opts.Linger
-		waited := time.Since(w.queue[0].at)
+		waited := time.Since(w.queue.at(0).at)
 		if (lg > 0 && waited < lg) || (lg == 0 && len(w.inflight) > 0) {
 			return nil
 		}
 	}
 	n, bytes := 0, 0
-	for n < len(w.queue) && (n == 0 || bytes+w.queue[n].size-pendingOverhead <= w.p.opts.BatchBytes) {
-		bytes += w.queue[n].size
+	for n < w.queue.len() && (n == 0 || bytes+w.queue.at(n).size-pendingOverhead <= w.p.opts.BatchBytes) {
+		bytes += w.queue.at(n).size
 		n++
 	}
-	// The batch gets its own slice and the queue keeps its backing array,
-	// so steady producing reuses a few arrays instead of growing new ones.
+	// The batch gets its own slice, from completed batches' when there is
+	// one; the queue is a ring (see pendingQueue).
 	var batch []pending
 	if k := len(w.spare); k > 0 {
 		batch, w.spare = w.spare[k-1][:0], w.spare[:k-1]
 	}
-	batch = append(batch, w.queue[:n]...)
-	rest := copy(w.queue, w.queue[n:])
-	clear(w.queue[rest:])
-	w.queue = w.queue[:rest]
+	batch = w.queue.pop(batch, n)
 	w.qsize -= bytes
 	w.taken += n
 	return batch
@@ -480,8 +477,8 @@ func (w *partWriter) abort() {
 	}
 	w.inflight, w.resend = nil, nil
 	w.mu.Lock()
-	q := w.queue
-	w.queue, w.qsize = nil, 0
+	q := w.queue.pop(nil, w.queue.len())
+	w.queue, w.qsize = pendingQueue{}, 0
 	w.taken += len(q)
 	w.mu.Unlock()
 	if len(q) > 0 {
