@@ -57,7 +57,7 @@ func runCompact(keys, size, partitions, replicas int, codec string, producers in
 		return r, err
 	}
 	defer os.RemoveAll(dir)
-	logs, err := openNodes(dir, replicas, 24*time.Hour)
+	logs, _, err := openNodes(dir, replicas, 24*time.Hour, nil)
 	if err != nil {
 		return r, err
 	}
