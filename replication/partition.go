@@ -38,6 +38,13 @@ type Partition struct {
 
 	// compactMu lets one compaction planner at a time run on this node.
 	compactMu sync.Mutex
+	// snapshotting is set while a snapshot this replica asked for is
+	// pending (see requestSnapshot); unsnapshotted counts the bytes of
+	// entries applied since the last snapshot, lastApply is when the last
+	// entries were applied (unix ns).
+	snapshotting  atomic.Bool
+	unsnapshotted atomic.Int64
+	lastApply     atomic.Int64
 }
 
 // Err returns the error that took this replica out of service (matching
@@ -283,6 +290,17 @@ type partitionSM struct {
 	results []storage.Result
 }
 
+// SnapshotBytes is how many bytes of entries a partition applies before it
+// asks for a snapshot, whatever SnapshotEntries says: the snapshot lets
+// dragonboat drop the Raft log, which otherwise keeps a full copy of up to
+// SnapshotEntries/10 record batches of up to 1 MiB each (a partition's
+// whole data at rest in the benchmark). A partition that has gone quiet
+// asks once IdleSnapshotBytes are unsnapshotted (see snapshotIdle).
+const (
+	SnapshotBytes     = 64 << 20
+	IdleSnapshotBytes = 1 << 20
+)
+
 func (s *partitionSM) Open(<-chan struct{}) (uint64, error) {
 	if s.s == nil { // startPartition normally loads the store first
 		sp, err := s.p.n.store.Partition(s.p.Shard)
@@ -313,6 +331,11 @@ func (s *partitionSM) Update(es []sm.Entry) ([]sm.Entry, error) {
 		s.entries = s.entries[:0]
 		for _, e := range es {
 			s.entries = append(s.entries, storage.Entry{Index: e.Index, Cmd: e.Cmd})
+			s.p.unsnapshotted.Add(int64(len(e.Cmd)))
+		}
+		s.p.lastApply.Store(time.Now().UnixNano())
+		if s.p.unsnapshotted.Load() >= SnapshotBytes {
+			s.p.requestSnapshot()
 		}
 		start := time.Now()
 		err := s.s.Apply(s.entries, s.results)
@@ -353,7 +376,10 @@ func (s *partitionSM) Sync() error {
 	return err
 }
 
-func (s *partitionSM) PrepareSnapshot() (any, error) { return s.s.Snapshot(), nil }
+func (s *partitionSM) PrepareSnapshot() (any, error) {
+	s.p.unsnapshotted.Store(0)
+	return s.s.Snapshot(), nil
+}
 
 func (s *partitionSM) SaveSnapshot(ctx any, w io.Writer, _ <-chan struct{}) error {
 	snap := ctx.(*storage.Snapshot)
@@ -382,3 +408,61 @@ func (s *partitionSM) RecoverFromSnapshot(r io.Reader, _ <-chan struct{}) error 
 }
 
 func (s *partitionSM) Close() error { return nil }
+
+// requestSnapshot asks dragonboat for a snapshot of the partition, once at
+// a time, in the background (the state machine must not wait for it), and
+// has the Raft log compacted up to it but for a few entries that let a
+// follower just behind catch up without one.
+func (p *Partition) requestSnapshot() {
+	if !p.snapshotting.CompareAndSwap(false, true) {
+		return
+	}
+	if !p.n.hold() {
+		p.snapshotting.Store(false)
+		return
+	}
+	go func() {
+		defer p.n.wg.Done()
+		defer p.snapshotting.Store(false)
+		rs, err := p.n.nh.RequestSnapshot(p.Shard, dragonboat.SnapshotOption{
+			OverrideCompactionOverhead: true, CompactionOverhead: 16,
+		}, p.n.cfg.AttemptTimeout)
+		if err != nil {
+			return // one is being taken, or the replica stopped: the next apply asks again
+		}
+		defer rs.Release()
+		select {
+		case <-rs.ResultC():
+		case <-p.n.stop:
+		}
+	}()
+}
+
+// snapshotIdle asks for a snapshot of each local partition that has been
+// quiet for a while with at least IdleSnapshotBytes applied since its last
+// one, so that a log at rest is not stored twice (in the Raft log and the
+// store). Called from the retention loop.
+func (n *Node) snapshotIdle(quiet time.Duration) {
+	now := time.Now().UnixNano()
+	for _, p := range n.Local() {
+		if p.Err() != nil || now-p.lastApply.Load() < int64(quiet) {
+			continue
+		}
+		if p.unsnapshotted.Load() < IdleSnapshotBytes {
+			// Entries applied before this node last started are not
+			// counted: look at the log itself.
+			r, err := n.nh.GetLogReader(p.Shard)
+			if err != nil {
+				continue
+			}
+			if first, last := r.GetRange(); last < first+idleSnapshotEntries {
+				continue
+			}
+		}
+		p.requestSnapshot()
+	}
+}
+
+// idleSnapshotEntries is how many Raft entries a quiet partition keeps
+// without asking for a snapshot, when it cannot tell their size.
+const idleSnapshotEntries = 64

@@ -49,6 +49,7 @@ func (n *Node) retentionLoop() {
 		case <-tick.C:
 		}
 		n.applyRetention(ctx)
+		n.snapshotIdle(n.cfg.RetentionInterval)
 	}
 }
 
