@@ -62,7 +62,9 @@ func TestCrashKeepsAcknowledgedRecords(t *testing.T) {
 			}
 		}
 		err = cmd.Wait()
-		require.Equal(t, want, got, "the child stopped early: %v", err)
+		// Acknowledgements the child printed before the kill reached it
+		// are read after it, and checked like the others.
+		require.GreaterOrEqual(t, got, want, "the child stopped early: %v", err)
 		t.Logf("round %d: killed after %d acknowledged records (%d in all)", round, got, len(acks))
 		checkAcked(t, dir, acks)
 	}
