@@ -268,6 +268,7 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 		if _, ok := m.Topics[c.Name]; ok {
 			return sm.Result{Value: metaTopicExists}
 		}
+		c.Nodes = m.present(c.Nodes)
 		// The root package validates before proposing; the state machine
 		// checks again, since a command is input like any other.
 		if c.Name == "" || c.Partitions < 1 || c.Partitions > MaxPartitions || c.Replicas < 1 || c.Replicas > len(c.Nodes) || !validNodes(c.Nodes) || !c.TopicSettings.valid() {
@@ -283,6 +284,7 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 		if !ok || c.ID != 0 && t.ID != c.ID {
 			return sm.Result{Value: metaTopicNotFound}
 		}
+		c.Nodes = m.present(c.Nodes)
 		// Partitions only grow; setting the current count again (a
 		// retried proposal) changes nothing.
 		if c.Partitions < len(t.Partitions) || c.Partitions > MaxPartitions || !c.TopicSettings.valid() ||
@@ -439,6 +441,17 @@ func (m *Metadata) addPartitions(t *TopicMeta, n int, nodes []uint64) {
 }
 
 // validNodes reports whether ids are node ids (non-zero) without repeats.
+// present returns ids without the nodes removed from the cluster. The
+// proposer lists the nodes as it knows them, and its metadata may not have
+// applied a removal yet: placing a new partition on a removed node would
+// leave it a replica short for good.
+func (m *Metadata) present(ids []uint64) []uint64 {
+	if len(m.Removed) == 0 {
+		return ids
+	}
+	return slices.DeleteFunc(slices.Clone(ids), func(id uint64) bool { return slices.Contains(m.Removed, id) })
+}
+
 func validNodes(ids []uint64) bool {
 	seen := make(map[uint64]bool, len(ids))
 	for _, id := range ids {

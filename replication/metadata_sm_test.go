@@ -221,3 +221,23 @@ func TestMetaTopicSettingsBackwardCompatible(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, old, string(b), "the same JSON when no new setting is set")
 }
+
+// A proposer whose metadata has not applied a node's removal yet still
+// lists it: new partitions are placed on the nodes still present.
+func TestMetaPlacementSkipsRemovedNodes(t *testing.T) {
+	s := newTestMetaSM()
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opAddNode, Node: 4, Address: "n4"}).Value)
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opRemoveNode, Node: 1}).Value)
+	stale := []uint64{1, 2, 3, 4}
+	r := s.do(t, metaCmd{Op: opCreateTopic, Name: "a", Partitions: 3, Replicas: 3, Nodes: stale})
+	require.Equal(t, metaOK, r.Value)
+	for _, pm := range s.state.Topics["a"].Partitions {
+		require.ElementsMatch(t, []uint64{2, 3, 4}, pm.Replicas)
+	}
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opAlterTopic, Name: "a", Partitions: 5, Nodes: stale}).Value)
+	for _, pm := range s.state.Topics["a"].Partitions[3:] {
+		require.ElementsMatch(t, []uint64{2, 3, 4}, pm.Replicas)
+	}
+	// Too few nodes once the removed one is left out.
+	require.Equal(t, metaInvalid, s.do(t, metaCmd{Op: opCreateTopic, Name: "b", Partitions: 1, Replicas: 4, Nodes: stale}).Value)
+}

@@ -231,6 +231,7 @@ type compactAnomalies struct {
 	// removed: offsets in [log start, high watermark) without a record;
 	// tombstonesRemoved, valuesRemoved: acknowledged records absent.
 	written, present, removed, tombstonesRemoved, valuesRemoved int
+	tombstonesWritten                                           int // acknowledged
 	// stale: records read back whose key has a later record read back in
 	// their partition (not compacted yet: in or near the newest batch).
 	stale int
@@ -300,6 +301,9 @@ func checkCompacted(ops []op, logs [][]map[int64]string, start, hw []int64) (com
 			continue
 		}
 		ca.written++
+		if _, tomb := compactRecord(o.value); tomb {
+			ca.tombstonesWritten++
+		}
 		got, ok := where[o.value]
 		if ok {
 			if got != o.pos {

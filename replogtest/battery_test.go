@@ -205,7 +205,11 @@ func runBattery(t *testing.T, seed uint64, duration time.Duration, mode batteryM
 		t.Logf("seed %d compaction: %+v; Compact calls ok %d, failed %d %q", seed, ca, compactor.ok.Load(), compactor.failed.Load(), compactor.errs)
 		require.Zero(t, ca.resurrected, "keys whose tombstone went while an older value stayed: %v", a.examples)
 		require.Positive(t, ca.removed, "compaction removed no record")
-		require.Positive(t, ca.tombstonesRemoved, "compaction removed no tombstone")
+		if ca.tombstonesWritten >= 2*batteryNodes*writersPerNode {
+			// A slow run (a loaded machine) may write too few for a key to
+			// reach its tombstone, then this would say nothing.
+			require.Positive(t, ca.tombstonesRemoved, "compaction removed no tombstone")
+		}
 	} else {
 		a = checkRetained(ops, logs, start)
 	}
