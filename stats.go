@@ -99,6 +99,13 @@ type PartitionStats struct {
 	// LogStart, HighWatermark and StoredBytes are as this replica has
 	// applied them.
 	LogStart, HighWatermark, StoredBytes int64
+	// ReplicaLag, on the leader only, is how many Raft entries (record
+	// batches, and a few control entries) each other replica's log is
+	// behind the leader's, by node id, as the replica's last
+	// acknowledgement to this leader says (Kafka's replica lag, in
+	// batches). A replica that has acknowledged nothing since this node
+	// became leader shows the whole log.
+	ReplicaLag map[uint64]uint64
 	// Counters since Open, of this node's producers and consumers.
 	ProducedRecords, ProducedBytes, ProducedBatches uint64
 	ProduceErrors                                   uint64 // batches that failed
@@ -261,6 +268,18 @@ func (l *Log) Stats() Stats {
 				StoredBytes: rp.StoredBytes(),
 			}
 			ps.IsLeader = ps.Leader == n.ID && n.ID != 0
+			if ps.IsLeader && len(pm.Replicas) > 1 {
+				ids := make([]uint64, 0, len(pm.Replicas))
+				for _, node := range pm.Replicas {
+					ids = append(ids, pm.ReplicaID(node))
+				}
+				if lag := rp.ReplicaLag(ids); lag != nil {
+					ps.ReplicaLag = make(map[uint64]uint64, len(lag))
+					for id, l := range lag {
+						ps.ReplicaLag[pm.NodeOf(id)] = l
+					}
+				}
+			}
 			if v, ok := l.counters.parts.Load(partKey{t.Name, i}); ok {
 				c := v.(*partCounters)
 				ps.ProducedRecords, ps.ProducedBytes, ps.ProducedBatches = c.producedRecords.Load(), c.producedBytes.Load(), c.producedBatches.Load()

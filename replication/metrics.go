@@ -2,6 +2,8 @@ package replication
 
 import (
 	"sync/atomic"
+
+	pb "github.com/lni/dragonboat/v4/raftpb"
 	"time"
 
 	"github.com/replog/replog/internal/metrics"
@@ -64,4 +66,51 @@ func (p *Partition) StoredBytes() int64 {
 		return s.StoredBytes()
 	}
 	return 0
+}
+
+type progressKey struct{ shard, replica uint64 }
+
+// observeProgress records, from the messages this node receives, the last
+// log index each follower acknowledged having (a ReplicateResp that is not
+// a rejection): dragonboat keeps its leaders' view of their followers to
+// itself, and this is the same figure, seen on the wire.
+func (n *Node) observeProgress(b pb.MessageBatch) {
+	for i := range b.Requests {
+		m := &b.Requests[i]
+		if m.Type != pb.ReplicateResp || m.Reject {
+			continue
+		}
+		k := progressKey{m.ShardID, m.From}
+		if v, ok := n.progress.Load(k); ok && v.(uint64) >= m.LogIndex {
+			continue
+		}
+		n.progress.Store(k, m.LogIndex)
+	}
+}
+
+// ReplicaLag returns, for a partition this node leads, how many Raft
+// entries (record batches) each other replica's log is behind the
+// leader's, by replica id, as its last acknowledgement says; nil if this
+// node does not lead it.
+func (p *Partition) ReplicaLag(replicas []uint64) map[uint64]uint64 {
+	if p.n.Leader(p.Shard) != p.replicaID || p.replicaID == 0 {
+		return nil
+	}
+	r, err := p.n.nh.GetLogReader(p.Shard)
+	if err != nil {
+		return nil
+	}
+	_, last := r.GetRange()
+	out := make(map[uint64]uint64, len(replicas))
+	for _, id := range replicas {
+		if id == p.replicaID {
+			continue
+		}
+		var acked uint64
+		if v, ok := p.n.progress.Load(progressKey{p.Shard, id}); ok {
+			acked = v.(uint64)
+		}
+		out[id] = last - min(acked, last)
+	}
+	return out
 }

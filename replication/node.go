@@ -96,6 +96,9 @@ type Node struct {
 	meta atomic.Pointer[Metadata]
 	// metrics are the node's counters since it started.
 	metrics Metrics
+	// progress is what followers last acknowledged to this node as leader:
+	// see observeProgress.
+	progress sync.Map // progressKey -> uint64 (Raft log index)
 
 	// Lock order: mu before Partition.mu.
 	mu struct {
@@ -210,7 +213,7 @@ func Open(cfg Config) (*Node, error) {
 		}
 	}
 	if cfg.InProcess {
-		nhc.Expert.TransportFactory = &inProcessTransport{net: cfg.Network}
+		nhc.Expert.TransportFactory = &inProcessTransport{net: cfg.Network, observe: n.observeProgress}
 	} else {
 		nhc.ListenAddress = cfg.ListenAddress
 		opts := tcpOptions{maxMessage: cfg.MaxMessageBytes, log: n.log}
@@ -224,7 +227,7 @@ func Open(cfg Config) (*Node, error) {
 			nhc.MutualTLS = true
 			nhc.CAFile, nhc.CertFile, nhc.KeyFile = cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key
 		}
-		nhc.Expert.TransportFactory = &tcpTransportFactory{opts: opts}
+		nhc.Expert.TransportFactory = &tcpTransportFactory{opts: opts, observe: n.observeProgress}
 	}
 	nhc.DeploymentID = deploymentID(cfg.ClusterID)
 	nh, err := dragonboat.NewNodeHost(nhc)

@@ -102,10 +102,13 @@ type tcpOptions struct {
 
 // tcpTransportFactory plugs [tcpTransport] into dragonboat
 // (config.ExpertConfig.TransportFactory).
-type tcpTransportFactory struct{ opts tcpOptions }
+type tcpTransportFactory struct {
+	opts    tcpOptions
+	observe func(pb.MessageBatch)
+}
 
 func (f *tcpTransportFactory) Create(nhc config.NodeHostConfig, onBatch raftio.MessageHandler, onChunk raftio.ChunkHandler) raftio.ITransport {
-	return newTCPTransport(nhc.GetListenAddress(), f.opts, onBatch, onChunk)
+	return newTCPTransport(nhc.GetListenAddress(), f.opts, observed(onBatch, f.observe), onChunk)
 }
 
 // Validate reports whether addr is a host:port address. dragonboat's node

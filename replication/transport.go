@@ -19,13 +19,14 @@ import (
 // links that tests can cut.
 type inProcessTransport struct {
 	chantransport.ChanTransportFactory
-	net *Network
+	net     *Network
+	observe func(pb.MessageBatch)
 }
 
 func (*inProcessTransport) Validate(string) bool { return true }
 
 func (f *inProcessTransport) Create(c config.NodeHostConfig, h raftio.MessageHandler, ch raftio.ChunkHandler) raftio.ITransport {
-	t := f.ChanTransportFactory.Create(c, h, ch)
+	t := f.ChanTransportFactory.Create(c, observed(h, f.observe), ch)
 	if f.net == nil {
 		return t
 	}
@@ -169,4 +170,16 @@ func NewInProcessAddress() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return "inproc-" + hex.EncodeToString(b[:])
+}
+
+// observed wraps a transport's message handler so that observe sees each
+// batch received first.
+func observed(h raftio.MessageHandler, observe func(pb.MessageBatch)) raftio.MessageHandler {
+	if observe == nil {
+		return h
+	}
+	return func(b pb.MessageBatch) {
+		observe(b)
+		h(b)
+	}
 }

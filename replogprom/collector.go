@@ -31,6 +31,7 @@
 //	replog_partition_replicas            gauge      number of replicas
 //	replog_partition_leader_id           gauge      node id of the leader, 0 if none is known
 //	replog_partition_is_leader           gauge      1 if this node leads the partition, else 0
+//	replog_partition_replica_lag_entries gauge      on the leader: Raft entries a replica is behind (label replica)
 //	replog_produced_records_total        counter    records this node's producers wrote
 //	replog_produced_bytes_total          counter    their keys, values and headers, uncompressed
 //	replog_produced_batches_total        counter    batches this node's producers wrote
@@ -94,6 +95,7 @@ type collector struct {
 
 	// Per partition: labels topic, partition.
 	highWatermark, logStart, storedBytes, replicas, leaderID, isLeader            *prometheus.Desc
+	replicaLag                                                                    *prometheus.Desc
 	producedRecords, producedBytes, producedBatches, fetchedRecords, fetchedBytes *prometheus.Desc
 
 	// Per group: labels group, topic; lag and committed add partition.
@@ -127,6 +129,7 @@ func NewCollector(l *replog.Log) prometheus.Collector {
 		replicas:      desc("partition_replicas", "Number of nodes that hold a replica of the partition.", part...),
 		leaderID:      desc("partition_leader_id", "Node id of the partition's leader, 0 if none is known.", part...),
 		isLeader:      desc("partition_is_leader", "1 if this node leads the partition, else 0.", part...),
+		replicaLag:    desc("partition_replica_lag_entries", "On the leader: Raft entries (record batches) a replica's log is behind the leader's, as it last acknowledged.", append(part, "replica")...),
 
 		producedRecords: desc("produced_records_total", "Records this node's producers wrote to the partition.", part...),
 		producedBytes:   desc("produced_bytes_total", "Keys, values and headers, uncompressed, of the records this node's producers wrote to the partition.", part...),
@@ -156,7 +159,7 @@ func NewCollector(l *replog.Log) prometheus.Collector {
 // Describe sends every descriptor the collector uses.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.highWatermark, c.logStart, c.storedBytes, c.replicas, c.leaderID, c.isLeader,
+		c.highWatermark, c.logStart, c.storedBytes, c.replicas, c.leaderID, c.isLeader, c.replicaLag,
 		c.producedRecords, c.producedBytes, c.producedBatches, c.fetchedRecords, c.fetchedBytes,
 		c.groupMembers, c.groupGeneration, c.groupLag, c.groupCommitted,
 		c.startTime, c.storeDisk, c.raftDisk, c.buffered, c.producers, c.consumers,
@@ -198,6 +201,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.replicas, float64(len(p.Replicas)), l...)
 		gauge(c.leaderID, float64(p.Leader), l...)
 		gauge(c.isLeader, boolFloat(p.IsLeader), l...)
+		for node, lag := range p.ReplicaLag {
+			gauge(c.replicaLag, float64(lag), p.Topic, strconv.Itoa(p.Partition), strconv.FormatUint(node, 10))
+		}
 		counter(c.producedRecords, p.ProducedRecords, l...)
 		counter(c.producedBytes, p.ProducedBytes, l...)
 		counter(c.producedBatches, p.ProducedBatches, l...)
