@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 
@@ -50,6 +51,21 @@ func (h *captureHandler) atLeast(level slog.Level) []string {
 	return out
 }
 
+// problems lists the captured records at Warn or above, leaving out
+// dragonboat's report that a node's Raft ticks piled up ("had N LocalTick
+// msgs in one batch"): that warning is honest, it says the machine was too
+// busy to run the node for half an election timeout, which happens on a
+// loaded 2-core machine under the race detector without anything failing.
+func (h *captureHandler) problems() []string {
+	var out []string
+	for _, line := range h.atLeast(slog.LevelWarn) {
+		if !strings.Contains(line, "LocalTick msgs in one batch") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
 // TestLogsGoToLogger opens a single node, creates a topic and produces: no
 // message needs a human (nothing at Warn or above) and nothing is written
 // to the standard logger.
@@ -79,7 +95,7 @@ func TestLogsGoToLogger(t *testing.T) {
 			}
 			require.NoError(t, l.Close())
 
-			require.Empty(t, h.atLeast(slog.LevelWarn), "records at Warn or above")
+			require.Empty(t, h.problems(), "records at Warn or above")
 			stdout := std.String()
 			if inMemory {
 				// Known and documented (Options.Logger): dragonboat's bundled
