@@ -53,7 +53,8 @@ type ConsumerOptions struct {
 	// one batch is always read. Default 1 MiB.
 	FetchBytes int
 	// ReadAheadBytes caps the decoded records read ahead per partition by
-	// the consumer's fetcher goroutine. Default 4 MiB.
+	// the consumer's fetcher goroutine. Default [Options.MemoryBytes]/128
+	// (2 MiB with the default budget), at least 1 MiB.
 	ReadAheadBytes int
 
 	// Group makes the consumer a member of a consumer group: every group
@@ -329,7 +330,7 @@ func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
 		o.FetchBytes = 1 << 20
 	}
 	if o.ReadAheadBytes == 0 {
-		o.ReadAheadBytes = 4 << 20
+		o.ReadAheadBytes = max(int(t.l.opts.MemoryBytes/128), 1<<20)
 	}
 	if o.MaxPollRecords < 0 || o.FetchBytes < 0 || o.ReadAheadBytes < 0 || (o.Start != Earliest && o.Start != Latest) {
 		return nil, fmt.Errorf("%w: consumer options %+v", ErrInvalidConfig, o)

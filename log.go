@@ -112,9 +112,39 @@ type Options struct {
 	// CompactionMemory bounds the key index of one key compaction pass
 	// (Kafka's log.cleaner.dedupe.buffer.size), in bytes: about 48 bytes
 	// per distinct key plus the key. A partition whose dirty section has
-	// more keys is compacted in several passes. Default 32 MiB; negative
-	// is invalid.
+	// more keys is compacted in several passes. Default MemoryBytes/8 (32
+	// MiB with the default MemoryBytes); negative is invalid.
 	CompactionMemory int64
+	// MemoryBytes is the node's memory budget, in bytes, from which the
+	// memory pools of the node and the defaults of its handles are sized.
+	// Default [DefaultMemoryBytes] (256 MiB); at least 16 MiB. Of it:
+	//   - 1/2: the Raft log's write buffers (dragonboat's Pebble): up to
+	//     four memtables of MemoryBytes/8, which are also the size of its
+	//     write-ahead log file (preallocated at 1.1 times);
+	//   - 1/8: the record store's memtables (Pebble), up to four of
+	//     MemoryBytes/32, and 1/16 its block cache;
+	//   - 1/8: CompactionMemory's default (while a pass runs);
+	//   - the rest: what records in flight cost: the default
+	//     [ProducerOptions.MaxBufferedBytes] is MemoryBytes/64 per producer
+	//     (Raft holds copies of what it buffers: count three times that),
+	//     and the default [ConsumerOptions.ReadAheadBytes] MemoryBytes/128
+	//     per partition of a consumer.
+	// It also caps, per partition replica, the unapplied Raft log kept in
+	// memory (MemoryBytes/4, at least 64 MiB: a lagging replica slows the
+	// leader's proposals past it) and the Raft messages queued to or from
+	// one node (MemoryBytes/8, at least 32 MiB: further ones are dropped
+	// and sent again).
+	//
+	// Not covered: each producer, consumer and partition adds its own
+	// share, and dragonboat allocates about 370 KiB of queues per partition
+	// replica whatever the budget. Nor does it bound the Go heap: Go's
+	// garbage collector lets the heap grow to twice what is live before
+	// collecting (GOGC=100), so the process's resident memory is the
+	// Pebble memory above plus about twice the live Go heap. A process
+	// that must stay under a limit sets GOMEMLIMIT (or
+	// [runtime/debug.SetMemoryLimit]) a little below it; replog changes no
+	// process-wide setting itself.
+	MemoryBytes int64
 	// Hooks watch every producer and consumer of the Log (see [Hook]).
 	Hooks []Hook
 
@@ -122,6 +152,16 @@ type Options struct {
 	// replogtest and cmd/replog-bench.
 	expert expert.Options
 }
+
+// DefaultMemoryBytes is the default of [Options.MemoryBytes]: sized for a
+// library embedded in a program, with one replica of a 2-million-record
+// produce run peaking near 200 MiB resident and three nodes in one process
+// near 420 MiB; the Raft log's write buffers keep the size that throughput
+// needs (smaller ones cost up to a third of the 3-replica produce rate).
+const DefaultMemoryBytes = replication.DefaultMemoryBytes
+
+// minMemoryBytes is the smallest [Options.MemoryBytes] accepted.
+const minMemoryBytes = 16 << 20
 
 // TLSOptions names the PEM files for mutual TLS. Every node presents its
 // certificate and accepts only peers whose certificate the CA signed and
@@ -192,6 +232,12 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = replication.DefaultAttemptTimeout(c.RTT, uint64(c.ElectionTicks))
 	}
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = DefaultMemoryBytes
+	}
+	if c.CompactionMemory == 0 && c.MemoryBytes >= minMemoryBytes {
+		c.CompactionMemory = c.MemoryBytes / 8
+	}
 	switch {
 	case c.RTT < time.Millisecond:
 		return c, fmt.Errorf("%w: RTT %v below 1ms", ErrInvalidConfig, c.RTT)
@@ -203,6 +249,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: RequestTimeout %v below 2 RTTs (%v)", ErrInvalidConfig, c.RequestTimeout, 2*c.RTT)
 	case c.CompactionMemory < 0:
 		return c, fmt.Errorf("%w: negative CompactionMemory %d", ErrInvalidConfig, c.CompactionMemory)
+	case c.MemoryBytes < minMemoryBytes:
+		return c, fmt.Errorf("%w: MemoryBytes %d below %d (16 MiB)", ErrInvalidConfig, c.MemoryBytes, minMemoryBytes)
 	}
 	return c, nil
 }
@@ -345,6 +393,7 @@ func Open(dir string, opts *Options) (*Log, error) {
 
 		RetentionInterval: o.expert.RetentionInterval,
 		CompactionMemory:  o.CompactionMemory,
+		MemoryBytes:       o.MemoryBytes,
 	})
 	if err != nil {
 		unlock()

@@ -62,7 +62,11 @@ type ProducerOptions struct {
 	// message.max.bytes); at most BatchBytes.
 	MaxRecordBytes int
 	// MaxBufferedBytes caps the records buffered and in flight; when full,
-	// Produce blocks until there is room or its ctx ends. Default 32 MiB.
+	// Produce blocks until there is room or its ctx ends. Default
+	// [Options.MemoryBytes]/64 (4 MiB with the default budget), and at
+	// least BatchBytes. More buffer did not produce faster: 4 MiB kept
+	// 4 partitions' pipelines full, and 32 MiB cost 150 MiB more resident
+	// memory (Raft and the store hold copies of what is in flight).
 	MaxBufferedBytes int
 	// DeliveryTimeout bounds the time from buffering a record to its
 	// acknowledgement, retries included (Kafka's delivery.timeout.ms).
@@ -120,7 +124,7 @@ func (o *ProducerOptions) withDefaults(t *Topic) (ProducerOptions, error) {
 		c.MaxRecordBytes = min(1<<20, c.BatchBytes)
 	}
 	if c.MaxBufferedBytes == 0 {
-		c.MaxBufferedBytes = 32 << 20
+		c.MaxBufferedBytes = max(int(t.l.opts.MemoryBytes/64), c.BatchBytes)
 	}
 	if c.DeliveryTimeout == 0 {
 		c.DeliveryTimeout = 2 * time.Minute

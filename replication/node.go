@@ -74,8 +74,22 @@ type Config struct {
 	// CompactionMemory bounds the key index of one compaction pass, in
 	// bytes. Zero: storage.DefaultCompactionMemory.
 	CompactionMemory int64
-	Logger           *slog.Logger
+	// MemoryBytes is the node's memory budget (see replog's
+	// Options.MemoryBytes). Zero: DefaultMemoryBytes.
+	MemoryBytes int64
+	Logger      *slog.Logger
 }
+
+// DefaultMemoryBytes is the default of [Config.MemoryBytes].
+const DefaultMemoryBytes = 256 << 20
+
+// The shares of Config.MemoryBytes (documented at replog's
+// Options.MemoryBytes).
+func raftLogBuffer(mem int64) uint64  { return uint64(max(mem/8, 1<<20)) } // x4 memtables
+func storeMemTable(mem int64) int64   { return max(mem/32, 1<<20) }        // x4 memtables
+func storeCache(mem int64) int64      { return max(mem/16, 1<<20) }
+func raftQueueBytes(mem int64) uint64 { return uint64(max(mem/8, 2*storage.MaxBatchBytes)) }
+func inMemLogBytes(mem int64) uint64  { return uint64(max(mem/4, 4*storage.MaxBatchBytes)) }
 
 // TLSFiles are PEM file paths for mutual TLS.
 type TLSFiles struct{ CA, Cert, Key string }
@@ -139,6 +153,9 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.RetentionInterval <= 0 {
 		cfg.RetentionInterval = DefaultRetentionInterval
 	}
+	if cfg.MemoryBytes <= 0 {
+		cfg.MemoryBytes = DefaultMemoryBytes
+	}
 	n := &Node{cfg: cfg, stop: make(chan struct{}), log: cfg.Logger}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -163,7 +180,12 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.InMemory && dir == "" {
 		dir = "mem"
 	}
-	so := storage.StoreOptions{InMemory: cfg.InMemory, Logger: cfg.Logger}
+	so := storage.StoreOptions{
+		InMemory:     cfg.InMemory,
+		Logger:       cfg.Logger,
+		MemTableSize: storeMemTable(cfg.MemoryBytes),
+		CacheSize:    storeCache(cfg.MemoryBytes),
+	}
 	var raftFS *lnivfs.MemFS
 	if cfg.Storage != nil {
 		raftFS, so.FS = cfg.Storage.fs()
@@ -184,6 +206,11 @@ func Open(cfg Config) (*Node, error) {
 		RTTMillisecond:    uint64(max(cfg.RTT/time.Millisecond, 1)),
 		RaftAddress:       cfg.RaftAddress,
 		RaftEventListener: (*leaderListener)(n),
+		// Replication messages queued to one node, or received by one
+		// replica, beyond this are dropped (Raft sends them again): a
+		// bound on memory should a peer or a replica fall behind.
+		MaxSendQueueSize:    raftQueueBytes(cfg.MemoryBytes),
+		MaxReceiveQueueSize: raftQueueBytes(cfg.MemoryBytes),
 		Expert: config.ExpertConfig{
 			LogDB:  config.GetTinyMemLogDBConfig(),
 			Engine: config.GetDefaultEngineConfig(),
@@ -196,8 +223,15 @@ func Open(cfg Config) (*Node, error) {
 	if !cfg.InMemory {
 		// Raft entries are record batches of up to 1 MiB: a 4 MiB memtable
 		// flushed every few entries and kept the Raft log's Pebble busy
-		// compacting (a quarter of the CPU in a 3-replica profile).
-		nhc.Expert.LogDB.KVWriteBufferSize = 32 << 20
+		// compacting (a quarter of the CPU in a 3-replica profile). With
+		// the default budget, 32 MiB: 8 MiB cost a 3-replica run 15-20%
+		// more CPU per record, 3 MiB 35%. Pebble preallocates each WAL
+		// file at 1.1 times this size (see trimRaftWAL). Four memtables,
+		// no fewer: dragonboat pauses proposals while the memtables
+		// fill 95% of all four, and with two that happened in normal
+		// runs and once never ended (its busy flag is recomputed only
+		// on Pebble events, by racing goroutines).
+		nhc.Expert.LogDB.KVWriteBufferSize = raftLogBuffer(cfg.MemoryBytes)
 		nhc.Expert.LogDB.KVMaxWriteBufferNumber = 4
 	}
 	if cfg.InMemory {
@@ -323,6 +357,11 @@ func (n *Node) raftConfig(shard, replicaID uint64) config.Config {
 		CompactionOverhead: snapEvery / 2,
 		// Raft entries are record batches the producer already compressed.
 		EntryCompressionType: config.NoCompression,
+		// Unapplied entries kept in memory, on this replica or (as the
+		// leader hears) a follower, beyond which proposals wait: bounds
+		// the memory of a replica whose apply falls behind. At least four
+		// of the largest batches, which it must admit.
+		MaxInMemLogSize: inMemLogBytes(n.cfg.MemoryBytes),
 	}
 }
 
