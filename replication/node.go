@@ -7,10 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -338,6 +341,31 @@ func (n *Node) holdRaftData(shard, replica uint64, held bool) {
 	}
 }
 
+// trimRaftWAL gives back the disk space that the Raft log's Pebble
+// preallocated past the end of its write-ahead log files, once dragonboat
+// has closed them. Pebble preallocates each WAL file at 1.1 times the
+// memtable size, 35 MiB with the default budget, and keeps a few old ones
+// to reuse: a new node took 36 MB on disk, one with 10,000 small records
+// 106 MiB. Truncating a file to its own length leaves its content as it is
+// (Pebble finds the same bytes when it reopens or reuses it) and frees only
+// the blocks past its end. A node's footprint while it runs is unchanged.
+func trimRaftWAL(dir string, log *slog.Logger) {
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(d.Name(), ".log") ||
+			!strings.HasPrefix(filepath.Base(filepath.Dir(path)), "logdb-") {
+			return nil
+		}
+		info, err := d.Info()
+		if err == nil {
+			err = os.Truncate(path, info.Size())
+		}
+		if err != nil {
+			log.Debug("replog: trim Raft log file", "file", path, "err", err)
+		}
+		return nil
+	})
+}
+
 func (n *Node) raftConfig(shard, replicaID uint64) config.Config {
 	snapEvery := n.cfg.SnapshotEntries
 	if shard != MetaShardID && shard != GroupsShardID {
@@ -406,6 +434,9 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 		if n.nh != nil {
 			n.nh.Close()
+			if !n.cfg.InMemory {
+				trimRaftWAL(filepath.Join(n.cfg.Dir, "raft"), n.log)
+			}
 		}
 		n.closeErr = n.store.Close()
 	})
