@@ -390,6 +390,15 @@ func (n *Node) raftConfig(shard, replicaID uint64) config.Config {
 		// the memory of a replica whose apply falls behind. At least four
 		// of the largest batches, which it must admit.
 		MaxInMemLogSize: inMemLogBytes(n.cfg.MemoryBytes),
+		// Quiesce stays off. A quiesced group (idle for twenty election
+		// timeouts) stops heartbeating, but its followers then neither
+		// notice a dead leader nor wake for a proposal, which they forward
+		// to it: after a leader crashed, the partition had no leader and
+		// took no writes until something else woke it (see
+		// replogtest's TestIdlePartitionReplacesCrashedLeader). Nor does
+		// it save much: dragonboat still ticks every replica every RTT,
+		// and that tick is most of an idle node's CPU (1,000 partitions
+		// on one node: 0.55 cores, 0.39 quiesced).
 	}
 }
 
