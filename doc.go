@@ -124,6 +124,18 @@
 // partition's records are, while the node's other partitions keep serving.
 // A context that is done before a call starts means the call did nothing.
 //
+// # Memory and disk
+//
+// [Options.MemoryBytes] (256 MiB by default) is a node's memory budget: it
+// sizes Pebble's memtables and block cache for the records and for the
+// Raft log, dragonboat's limits on what is in flight, and the defaults of
+// [ProducerOptions.MaxBufferedBytes] and [ConsumerOptions.ReadAheadBytes].
+// It does not bound the Go heap, which the garbage collector lets grow to
+// twice what is live: a process that must stay under a limit sets
+// GOMEMLIMIT. On disk, a closed log takes about what it stores; while a
+// node runs, the Raft log's write-ahead files are preallocated (35 MiB
+// each with the default budget).
+//
 // # Limits
 //
 // Topic names: 1 to 249 characters of [a-zA-Z0-9._-]. Partitions per topic:
