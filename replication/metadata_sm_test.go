@@ -241,3 +241,33 @@ func TestMetaPlacementSkipsRemovedNodes(t *testing.T) {
 	// Too few nodes once the removed one is left out.
 	require.Equal(t, metaInvalid, s.do(t, metaCmd{Op: opCreateTopic, Name: "b", Partitions: 1, Replicas: 4, Nodes: stale}).Value)
 }
+
+// TestMetaShardIndex checks the published metadata's shard index against
+// a scan, through topic creation, growth and deletion.
+func TestMetaShardIndex(t *testing.T) {
+	s := newTestMetaSM()
+	nodes := []uint64{1, 2, 3}
+	check := func() {
+		t.Helper()
+		pub := s.n.Metadata()
+		require.NotNil(t, pub.byShard, "published metadata is indexed")
+		scan := *pub
+		scan.byShard = nil
+		for shard := uint64(0); shard < pub.NextShard+2; shard++ {
+			name, i, pm, ok := pub.partitionOf(shard)
+			wname, wi, wpm, wok := scan.partitionOf(shard)
+			require.Equal(t, wok, ok, "shard %d", shard)
+			require.Equal(t, wname, name, "shard %d", shard)
+			require.Equal(t, wi, i, "shard %d", shard)
+			require.Equal(t, wpm, pm, "shard %d", shard)
+		}
+	}
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opCreateTopic, Name: "a", Partitions: 3, Replicas: 2, Nodes: nodes}).Value)
+	check()
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opCreateTopic, Name: "b", Partitions: 2, Replicas: 3, Nodes: nodes}).Value)
+	check()
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opDeleteTopic, Name: "a"}).Value)
+	check()
+	_, _, _, ok := s.n.Metadata().partitionOf(FirstPartitionShard)
+	require.False(t, ok, "a deleted topic's shard is not found")
+}

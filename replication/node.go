@@ -465,6 +465,9 @@ func (n *Node) Metadata() *Metadata {
 }
 
 func (n *Node) publishMeta(m *Metadata) {
+	if m.byShard == nil {
+		m.index()
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.mu.meta = m
