@@ -65,6 +65,9 @@ type Config struct {
 	// SnapshotEntries: take a snapshot (and compact the Raft log) every so
 	// many entries.
 	SnapshotEntries uint64
+	// SnapshotBytes: a partition also takes a snapshot once it has applied
+	// this many bytes of entries since its last one. Zero: SnapshotBytes.
+	SnapshotBytes int64
 	// StartTimeout bounds how long Open waits for the metadata group.
 	StartTimeout time.Duration
 	// AttemptTimeout bounds one attempt of a request to a Raft group (a
@@ -158,6 +161,9 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if cfg.MemoryBytes <= 0 {
 		cfg.MemoryBytes = DefaultMemoryBytes
+	}
+	if cfg.SnapshotBytes <= 0 {
+		cfg.SnapshotBytes = SnapshotBytes
 	}
 	n := &Node{cfg: cfg, stop: make(chan struct{}), log: cfg.Logger}
 	if n.log == nil {

@@ -44,6 +44,7 @@ type Partition struct {
 	// entries were applied (unix ns).
 	snapshotting  atomic.Bool
 	unsnapshotted atomic.Int64
+	snapshots     atomic.Int64 // requested snapshots taken
 	lastApply     atomic.Int64
 }
 
@@ -334,7 +335,7 @@ func (s *partitionSM) Update(es []sm.Entry) ([]sm.Entry, error) {
 			s.p.unsnapshotted.Add(int64(len(e.Cmd)))
 		}
 		s.p.lastApply.Store(time.Now().UnixNano())
-		if s.p.unsnapshotted.Load() >= SnapshotBytes {
+		if s.p.unsnapshotted.Load() >= s.p.n.cfg.SnapshotBytes {
 			s.p.requestSnapshot()
 		}
 		start := time.Now()
@@ -377,7 +378,6 @@ func (s *partitionSM) Sync() error {
 }
 
 func (s *partitionSM) PrepareSnapshot() (any, error) {
-	s.p.unsnapshotted.Store(0)
 	return s.s.Snapshot(), nil
 }
 
@@ -421,6 +421,11 @@ func (p *Partition) requestSnapshot() {
 		p.snapshotting.Store(false)
 		return
 	}
+	// The snapshot covers at least what was applied by now. dragonboat
+	// calls no method of an on-disk state machine for its own snapshots
+	// (PrepareSnapshot is for streaming one to a follower), so the count
+	// is settled here once it is taken.
+	covered := p.unsnapshotted.Load()
 	go func() {
 		defer p.n.wg.Done()
 		defer p.snapshotting.Store(false)
@@ -432,7 +437,11 @@ func (p *Partition) requestSnapshot() {
 		}
 		defer rs.Release()
 		select {
-		case <-rs.ResultC():
+		case r := <-rs.ResultC():
+			if r.Completed() {
+				p.snapshots.Add(1)
+				p.unsnapshotted.Add(-covered)
+			}
 		case <-p.n.stop:
 		}
 	}()
