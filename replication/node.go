@@ -373,13 +373,14 @@ func trimRaftWAL(dir string, log *slog.Logger) {
 }
 
 func (n *Node) raftConfig(shard, replicaID uint64) config.Config {
+	// A partition also asks for a snapshot after SnapshotBytes of entries
+	// (see partitionSM.Update), which bounds its Raft log when entries are
+	// large batches. Its snapshots hold only the applied index, but each
+	// flushes the record store and holds the partition's applies until
+	// that is done: every 1,000 entries (as before) was a flush a second
+	// for a partition taking a thousand synchronous Produce calls a
+	// second, and the sync Produce p99 after a load.
 	snapEvery := n.cfg.SnapshotEntries
-	if shard != MetaShardID && shard != GroupsShardID {
-		// A partition's entries are whole record batches, so its Raft log is
-		// compacted sooner; its snapshots are cheap (the state is already in
-		// Pebble: only a sync and the applied index).
-		snapEvery = max(1, snapEvery/10)
-	}
 	return config.Config{
 		ShardID:            shard,
 		ReplicaID:          replicaID,
