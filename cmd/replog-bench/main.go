@@ -115,6 +115,7 @@ func main() {
 	flag.IntVar(&c.size, "size", 100, "value size in bytes (about, for -payload json)")
 	flag.IntVar(&c.partitions, "partitions", 4, "partitions of each topic")
 	flag.IntVar(&c.topics, "topics", 1, "topics; records go to them in turn (the topic is bench, or bench-0 ... with more than one)")
+	flag.DurationVar(&raftRTT, "rtt", 0, "the nodes' Options.RTT (0: replog's default)")
 	flag.IntVar(&c.replicas, "replicas", 1, "1 (one node) or 3 (three nodes in this process)")
 	flag.StringVar(&c.codec, "codec", "none", "compression: none, gzip, snappy, lz4, zstd")
 	flag.StringVar(&c.acks, "acks", "all", "all (quorum fsynced) or none (fire and forget)")
@@ -210,13 +211,16 @@ func parseCodec(s string) (replog.Compression, error) {
 	return 0, fmt.Errorf("unknown codec %q", s)
 }
 
+// raftRTT is -rtt: the nodes' Options.RTT.
+var raftRTT time.Duration
+
 // openNodes opens n nodes; retention, if not 0, is how often their
 // partition leaders check retention and compaction. peers are the nodes'
 // in-process addresses when n > 1: nil for new ones, or those openNodes
 // returned, to reopen the same nodes.
 func openNodes(dir string, n int, retention time.Duration, peers map[uint64]string) ([]*replog.Log, map[uint64]string, error) {
 	if n == 1 {
-		var o replog.Options
+		o := replog.Options{RTT: raftRTT}
 		expert.Attach(&o, expert.Options{RetentionInterval: retention})
 		l, err := replog.Open(dir, &o)
 		return []*replog.Log{l}, nil, err
@@ -234,7 +238,7 @@ func openNodes(dir string, n int, retention time.Duration, peers map[uint64]stri
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			o := &replog.Options{NodeID: uint64(i + 1), Peers: peers}
+			o := &replog.Options{NodeID: uint64(i + 1), Peers: peers, RTT: raftRTT}
 			expert.Attach(o, expert.Options{InProcessTransport: true, RetentionInterval: retention})
 			logs[i], errs[i] = replog.Open(fmt.Sprintf("%s/node%d", dir, i+1), o)
 		}()
