@@ -190,3 +190,22 @@ func TestLogsHealthyCluster(t *testing.T) {
 	slices.Sort(nodes)
 	require.Equal(t, []string{"1", "2", "3"}, nodes)
 }
+
+// TestLogsShortElectionTimeout: a cluster whose election timeout is under
+// ten heartbeats gets replog's warning (dragonboat's own is Debug, since
+// it also fires for a single node, whose groups send no heartbeats).
+func TestLogsShortElectionTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	h := &captureHandler{}
+	c := replogtest.NewClusterWithOptions(t, 3, &replogtest.Options{ElectionTicks: 20, HeartbeatTicks: 3, Base: replog.Options{Logger: slog.New(h)}})
+	c.Close()
+	require.Len(t, h.find("replog: election timeout shorter than ten heartbeats: leaders may change under load", nil), 3)
+
+	h = &captureHandler{}
+	l, err := replog.Open(t.TempDir(), &replog.Options{Logger: slog.New(h), RTT: 100 * time.Millisecond})
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	require.Empty(t, h.problems(), "a single node with a 3-tick election timeout")
+}

@@ -85,7 +85,7 @@ func openTCPCluster(t *testing.T, n int, base replog.Options) ([]*replog.Log, []
 
 func TestTCPClusterWithMutualTLS(t *testing.T) {
 	ctx := testCtx(t)
-	logs, addrs, _, _ := openTCPCluster(t, 3, replog.Options{ElectionTicks: 30, HeartbeatTicks: 3})
+	logs, addrs, _, _ := openTCPCluster(t, 3, replog.Options{RTT: 10 * time.Millisecond, ElectionTicks: 30, HeartbeatTicks: 3})
 	tp, err := logs[0].CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 2, Replicas: 3})
 	require.NoError(t, err)
 	_ = tp
@@ -211,7 +211,7 @@ func raftFrame(size uint64, payload []byte) []byte {
 // drop only that connection, and keep serving.
 func TestTCPForgedFramesFromCertifiedPeer(t *testing.T) {
 	ctx := testCtx(t)
-	logs, addrs, ca, _ := openTCPCluster(t, 3, replog.Options{ElectionTicks: 30, HeartbeatTicks: 3})
+	logs, addrs, ca, _ := openTCPCluster(t, 3, replog.Options{RTT: 10 * time.Millisecond, ElectionTicks: 30, HeartbeatTicks: 3})
 	tp, err := logs[0].CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 1, Replicas: 3})
 	require.NoError(t, err)
 	p, err := replog.NewProducer(tp, replog.String(), nil)
@@ -260,7 +260,7 @@ func sourceOnlyBatch(src string) []byte {
 // refused, and a node cannot open as node 3 with it. (That a node dialling
 // node 3's address refuses node 2's certificate is tested in replication.)
 func TestTCPNodeCertificateCannotImpersonate(t *testing.T) {
-	logs, addrs, _, files := openTCPCluster(t, 3, replog.Options{ElectionTicks: 30, HeartbeatTicks: 3})
+	logs, addrs, _, files := openTCPCluster(t, 3, replog.Options{RTT: 10 * time.Millisecond, ElectionTicks: 30, HeartbeatTicks: 3})
 	_ = logs
 
 	c := dialCertified(t, addrs[0], files[1])
@@ -296,7 +296,7 @@ func TestTCPNodeCertificateCannotImpersonate(t *testing.T) {
 // compacted and the joiner is likely sent a snapshot over the transport.)
 func TestTCPClusterIDSeparatesClusters(t *testing.T) {
 	ctx := testCtx(t)
-	logs, _, ca, _ := openTCPCluster(t, 3, replog.Options{ClusterID: "a", SnapshotEntries: 5, ElectionTicks: 30, HeartbeatTicks: 3})
+	logs, _, ca, _ := openTCPCluster(t, 3, replog.Options{ClusterID: "a", SnapshotEntries: 5, RTT: 10 * time.Millisecond, ElectionTicks: 30, HeartbeatTicks: 3})
 	for i := range 4 { // enough metadata entries to compact the log past them
 		_, err := logs[0].CreateTopic(ctx, fmt.Sprintf("t%d", i), replog.TopicConfig{Partitions: 1, Replicas: 3})
 		require.NoError(t, err)
@@ -308,7 +308,7 @@ func TestTCPClusterIDSeparatesClusters(t *testing.T) {
 	open := func(clusterID string, timeout time.Duration) (*replog.Log, error) {
 		return replog.Open(t.TempDir(), &replog.Options{
 			NodeID: 4, Peers: map[uint64]string{4: addr}, Join: true, ClusterID: clusterID,
-			StartTimeout: timeout, ElectionTicks: 30, HeartbeatTicks: 3,
+			StartTimeout: timeout, RTT: 10 * time.Millisecond, ElectionTicks: 30, HeartbeatTicks: 3,
 			TLS: &replog.TLSOptions{CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key},
 		})
 	}

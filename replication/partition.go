@@ -335,7 +335,7 @@ func (s *partitionSM) Update(es []sm.Entry) ([]sm.Entry, error) {
 			s.p.unsnapshotted.Add(int64(len(e.Cmd)))
 		}
 		s.p.lastApply.Store(time.Now().UnixNano())
-		if s.p.unsnapshotted.Load() >= s.p.n.cfg.SnapshotBytes {
+		if limit := s.p.n.cfg.SnapshotBytes; limit > 0 && s.p.unsnapshotted.Load() >= limit {
 			s.p.requestSnapshot()
 		}
 		start := time.Now()

@@ -20,9 +20,10 @@ import (
 
 // Options configures [NewClusterWithOptions]. The zero value is valid.
 type Options struct {
-	// ElectionTicks and HeartbeatTicks (in 10ms RTTs) default to 30 and 3:
-	// quicker elections than production's 50 keep tests short, while still
-	// holding leaders steady on a loaded 2-core machine under -race.
+	// ElectionTicks and HeartbeatTicks default to 30 and 3, in RTTs of
+	// 10ms unless Base.RTT says otherwise: elections quicker than
+	// production's (a second) keep tests short, while still holding
+	// leaders steady on a loaded 2-core machine under -race.
 	ElectionTicks, HeartbeatTicks int
 	// RetentionInterval is how often partition leaders check retention
 	// limits. Default (0) as in production, 5s.
@@ -110,6 +111,9 @@ func (c *Cluster) open(i int) (*replog.Log, error) {
 	no.Peers = maps.Clone(c.peers)
 	storage := c.store[i]
 	c.mu.Unlock()
+	if no.RTT == 0 {
+		no.RTT = 10 * time.Millisecond // nodes in one process: no network to wait for
+	}
 	no.ElectionTicks = c.opts.ElectionTicks
 	no.HeartbeatTicks = c.opts.HeartbeatTicks
 	expert.Attach(&no, expert.Options{InProcessTransport: true, Network: c.net, Storage: storage, RetentionInterval: c.opts.RetentionInterval})

@@ -74,7 +74,10 @@ func SetDragonboat(l *slog.Logger) {
 //   - its WARNING is Warn, but Debug for the Raft package (package "raft")
 //     except when a leader lost its quorum, and Debug for the warning that
 //     mutual TLS is off (replog warns itself when that matters: a TCP
-//     transport without TLS; the in-process transport has no wire);
+//     transport without TLS; the in-process transport has no wire), and
+//     for the advice that the election timeout be ten heartbeats (replog
+//     gives it itself for a cluster: a single node's groups have no one
+//     to send heartbeats to);
 //   - when a connection to a peer fails, the transport logs the failed
 //     connection and send (ERROR), the circuit breaker tripping (WARNING)
 //     and the peer becoming unreachable (WARNING): the last alone stays,
@@ -93,7 +96,8 @@ func level(pkg string, l logger.LogLevel, msg string) slog.Level {
 		return slog.LevelDebug
 	case l == logger.WARNING && pkg == "raft" && !strings.Contains(msg, "lost quorum"):
 		return slog.LevelDebug
-	case l == logger.WARNING && pkg == "config" && strings.HasPrefix(msg, "mutual TLS disabled"):
+	case l == logger.WARNING && pkg == "config" && (strings.HasPrefix(msg, "mutual TLS disabled") ||
+		strings.HasPrefix(msg, "ElectionRTT is not a magnitude larger")):
 		return slog.LevelDebug
 	case l == logger.WARNING:
 		return slog.LevelWarn
