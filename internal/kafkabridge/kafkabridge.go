@@ -1,0 +1,30 @@
+// Package kafkabridge gives the Kafka listener (package
+// github.com/replog/replog/kafka) the low-level access it needs to a
+// [replog.Log] without making it part of package replog's API: this node's
+// replica of a partition (to read stored batches, wait for applies and
+// propose batches that carry a Kafka client's producer id and sequence),
+// the node (producer ids, timeouts, the logger) and replog's error mapping.
+//
+// Package replog installs the hooks when it is initialised, as it does for
+// package internal/expert: Go offers no other way for a sibling package to
+// reach unexported fields, and the hooks are written once, before main
+// runs, and never change.
+package kafkabridge
+
+import (
+	"context"
+
+	"github.com/replog/replog/replication"
+)
+
+var (
+	// Node returns the replication node of l, a *replog.Log.
+	Node func(l any) *replication.Node
+	// Partition returns this node's replica of partition i of t, a
+	// *replog.Topic, with replog's errors (ErrPartitionNotFound,
+	// ErrTopicNotFound, ErrClosed...).
+	Partition func(ctx context.Context, t any, i int) (*replication.Partition, error)
+	// MapErr turns an error of package replication into replog's
+	// sentinels, as replog's own calls return them.
+	MapErr func(err error) error
+)

@@ -1,0 +1,140 @@
+package replogkafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// versionRange is the versions of one API the listener answers.
+type versionRange struct{ min, max int16 }
+
+// apiVersions lists the APIs the listener answers and their versions.
+// Minimums: Produce from v3 and Fetch from v4, the first versions whose
+// records are magic v2 batches (older clients speak message sets, which
+// Kafka 4 dropped too). Maximums: what the handlers implement, inside what
+// franz-go, sarama and librdkafka negotiate; Fetch stops at v12, before
+// topic ids replaced names (v13), and Produce at v11 likewise.
+func apiVersions() map[int16]versionRange {
+	return map[int16]versionRange{
+		kmsg.ApiVersions.Int16(): {0, 3},
+	}
+}
+
+// maxSmallRequestBytes caps every request but Produce. kmsg decodes an
+// array of n elements into n structs allocated at once, and a struct can be
+// 20 times its smallest encoding: only Produce needs large frames, and they
+// are mostly record bytes, which are not copied.
+const maxSmallRequestBytes = 1 << 20
+
+// maxRequestBytes is the largest frame accepted for an API.
+func maxRequestBytes(key int16, max int32) int32 {
+	if key == kmsg.Produce.Int16() {
+		return max
+	}
+	return min(max, maxSmallRequestBytes)
+}
+
+// reply waits for a response; see pending.
+type reply func(ctx context.Context) kmsg.Response
+
+// ready is the reply of a response already made.
+func ready(r kmsg.Response) reply { return func(context.Context) kmsg.Response { return r } }
+
+// errBadRequest is returned by decode for a frame that gets no response:
+// the connection is closed, as Kafka does.
+var errBadRequest = errors.New("replogkafka: bad request")
+
+// decode parses one request frame (without its size) and starts its work.
+// An error means the connection must close.
+func (s *Server) decode(c *conn, frame []byte) (*pending, error) {
+	corr, req, err := parseRequest(frame)
+	if err != nil {
+		return nil, err
+	}
+	if req == nil {
+		// KIP-511: an ApiVersions version we do not speak is answered
+		// with a v0 body (and a v0 header) listing what we do, so the
+		// client retries with one of them.
+		resp := s.apiVersionsResponse(0)
+		resp.ErrorCode = kerr.UnsupportedVersion.Code
+		return &pending{corr: corr, reply: ready(resp)}, nil
+	}
+	// ApiVersions responses keep header v0 even when flexible, so that a
+	// client can read one whatever version it sent.
+	flexible := req.IsFlexible() && req.Key() != kmsg.ApiVersions.Int16()
+	rep, err := s.handle(c, req)
+	if err != nil {
+		return nil, err
+	}
+	return &pending{corr: corr, flexible: flexible, reply: rep}, nil
+}
+
+// parseRequest decodes a request frame: header v1 or v2 (with tagged
+// fields, for flexible versions) and body. It returns a nil request, and no
+// error, for an ApiVersions request of a version not served. It never
+// panics: kmsg's decoders check every length against the bytes left.
+func parseRequest(frame []byte) (corr int32, req kmsg.Request, err error) {
+	b := kbin.Reader{Src: frame}
+	key, version := b.Int16(), b.Int16()
+	corr = b.Int32()
+	if !b.Ok() {
+		return 0, nil, fmt.Errorf("%w: short header", errBadRequest)
+	}
+	vr, ok := apiVersions()[key]
+	if !ok {
+		return corr, nil, fmt.Errorf("%w: API key %d (%s) not served", errBadRequest, key, kmsg.NameForKey(key))
+	}
+	if version < vr.min || version > vr.max {
+		if key == kmsg.ApiVersions.Int16() {
+			return corr, nil, nil
+		}
+		return corr, nil, fmt.Errorf("%w: %s v%d not served (v%d to v%d are)", errBadRequest, kmsg.NameForKey(key), version, vr.min, vr.max)
+	}
+	req = kmsg.RequestForKey(key)
+	req.SetVersion(version)
+	b.NullableString() // client id
+	if req.IsFlexible() {
+		kmsg.SkipTags(&b)
+	}
+	if !b.Ok() {
+		return corr, nil, fmt.Errorf("%w: short %s header", errBadRequest, kmsg.NameForKey(key))
+	}
+	if err := req.ReadFrom(b.Src); err != nil {
+		return corr, nil, fmt.Errorf("%w: %s v%d: %w", errBadRequest, kmsg.NameForKey(key), version, err)
+	}
+	return corr, req, nil
+}
+
+// handle starts the work of a decoded request, whose key and version are
+// served.
+func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
+	switch req := req.(type) {
+	case *kmsg.ApiVersionsRequest:
+		return ready(s.apiVersionsResponse(req.Version)), nil
+	}
+	// Only if apiVersions lists a request that has no case above.
+	return nil, fmt.Errorf("%w: %s has no handler", errBadRequest, kmsg.NameForKey(req.Key()))
+}
+
+func (s *Server) apiVersionsResponse(version int16) *kmsg.ApiVersionsResponse {
+	resp := kmsg.NewPtrApiVersionsResponse()
+	resp.Version = version
+	vs := apiVersions()
+	keys := make([]int16, 0, len(vs))
+	for k := range vs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		ak := kmsg.NewApiVersionsResponseApiKey()
+		ak.ApiKey, ak.MinVersion, ak.MaxVersion = k, vs[k].min, vs[k].max
+		resp.ApiKeys = append(resp.ApiKeys, ak)
+	}
+	return resp
+}
