@@ -22,7 +22,10 @@ type versionRange struct{ min, max int16 }
 // topic ids replaced names (v13), and Produce at v11 likewise.
 func apiVersions() map[int16]versionRange {
 	return map[int16]versionRange{
-		kmsg.ApiVersions.Int16(): {0, 3},
+		kmsg.ApiVersions.Int16():  {0, 3},
+		kmsg.Metadata.Int16():     {0, 12},
+		kmsg.CreateTopics.Int16(): {0, 7},
+		kmsg.DeleteTopics.Int16(): {0, 6},
 	}
 }
 
@@ -117,6 +120,12 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 	switch req := req.(type) {
 	case *kmsg.ApiVersionsRequest:
 		return ready(s.apiVersionsResponse(req.Version)), nil
+	case *kmsg.MetadataRequest:
+		return ready(s.metadata(c.ctx, req)), nil
+	case *kmsg.CreateTopicsRequest:
+		return ready(s.createTopics(c.ctx, req)), nil
+	case *kmsg.DeleteTopicsRequest:
+		return ready(s.deleteTopics(c.ctx, req)), nil
 	}
 	// Only if apiVersions lists a request that has no case above.
 	return nil, fmt.Errorf("%w: %s has no handler", errBadRequest, kmsg.NameForKey(req.Key()))

@@ -197,7 +197,7 @@ func TestBadFramesCloseOnlyTheirConnection(t *testing.T) {
 		{"negative size", binary.BigEndian.AppendUint32(nil, 0xffffff00)},
 		{"shorter than a header", []byte{0, 0, 0, 3, 0, 18, 0}},
 		{"unknown API", []byte{0, 0, 0, 8, 0x7f, 0, 0, 0, 0, 0, 0, 1}},
-		{"unserved version", []byte{0, 0, 0, 8, 0, 3, 0x7f, 0, 0, 0, 0, 1}}, // Metadata v32512
+		{"unserved version", []byte{0, 0, 0, 8, 0, 3, 0x7f, 0, 0, 0, 0, 1}},                                                                            // Metadata v32512
 		{"garbage body", append([]byte{0, 0, 0, 20, 0, 18, 0, 3, 0, 0, 0, 1}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)}, // ApiVersions v3
 	}
 	for _, tc := range cases {
