@@ -22,10 +22,14 @@ type versionRange struct{ min, max int16 }
 // topic ids replaced names (v13), and Produce at v11 likewise.
 func apiVersions() map[int16]versionRange {
 	return map[int16]versionRange{
-		kmsg.ApiVersions.Int16():  {0, 3},
-		kmsg.Metadata.Int16():     {0, 12},
-		kmsg.CreateTopics.Int16(): {0, 7},
-		kmsg.DeleteTopics.Int16(): {0, 6},
+		kmsg.ApiVersions.Int16():    {0, 3},
+		kmsg.Metadata.Int16():       {0, 12},
+		kmsg.CreateTopics.Int16():   {0, 7},
+		kmsg.DeleteTopics.Int16():   {0, 6},
+		kmsg.Produce.Int16():        {3, 11},
+		kmsg.Fetch.Int16():          {4, 12},
+		kmsg.ListOffsets.Int16():    {1, 6},
+		kmsg.InitProducerID.Int16(): {0, 4},
 	}
 }
 
@@ -126,6 +130,14 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 		return ready(s.createTopics(c.ctx, req)), nil
 	case *kmsg.DeleteTopicsRequest:
 		return ready(s.deleteTopics(c.ctx, req)), nil
+	case *kmsg.ProduceRequest:
+		return s.produce(c.ctx, req), nil
+	case *kmsg.FetchRequest:
+		return s.fetch(req), nil
+	case *kmsg.ListOffsetsRequest:
+		return ready(s.listOffsets(c.ctx, req)), nil
+	case *kmsg.InitProducerIDRequest:
+		return ready(s.initProducerID(c.ctx, req)), nil
 	}
 	// Only if apiVersions lists a request that has no case above.
 	return nil, fmt.Errorf("%w: %s has no handler", errBadRequest, kmsg.NameForKey(req.Key()))

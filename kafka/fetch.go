@@ -1,0 +1,254 @@
+package replogkafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/replog/replog"
+	"github.com/replog/replog/internal/kafkabridge"
+	"github.com/replog/replog/replication"
+	"github.com/replog/replog/storage"
+)
+
+// fetchPart is one partition of a Fetch request.
+type fetchPart struct {
+	topic string
+	req   *kmsg.FetchRequestTopicPartition
+	resp  *kmsg.FetchResponseTopicPartition
+	rp    *replication.Partition // nil when err is set
+	err   error
+}
+
+// fetch answers a Fetch request: it reads from each partition's local
+// replica and, while fewer than MinBytes were found, waits up to
+// MaxWaitMillis for the partitions to apply something new (the replica's
+// Changed channel, closed at every apply, which wakes the Go consumer
+// too). The whole of it runs in the connection's writer, so the reader
+// goes on reading the client's next requests meanwhile.
+//
+// Fetch sessions (KIP-227) are not kept: the response's session id is 0,
+// which makes clients send full requests.
+func (s *Server) fetch(req *kmsg.FetchRequest) reply {
+	return func(ctx context.Context) kmsg.Response {
+		deadline := time.Now().Add(time.Duration(max(req.MaxWaitMillis, 0)) * time.Millisecond)
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		parts := s.fetchParts(ctx, req, resp)
+		var cases []reflect.SelectCase
+		for {
+			cases = cases[:0]
+			for _, fp := range parts {
+				if fp.rp != nil {
+					// Before reading: an apply after the read wakes us.
+					cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(fp.rp.Changed())})
+				}
+			}
+			n, failed := s.readFetch(ctx, req, parts)
+			wait := time.Until(deadline)
+			if n >= int(req.MinBytes) || failed || wait <= 0 || len(cases) == 0 {
+				return resp
+			}
+			timer := time.NewTimer(wait)
+			cases = append(cases,
+				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)},
+				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())})
+			i, _, _ := reflect.Select(cases)
+			timer.Stop()
+			if i == len(cases)-1 {
+				return nil // the connection is closing
+			}
+			// New data, or the time is up: read again, and answer if
+			// the time is up whatever was found.
+			if i == len(cases)-2 {
+				deadline = time.Time{}
+			}
+		}
+	}
+}
+
+// fetchParts lays out the response and finds each partition's replica.
+func (s *Server) fetchParts(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) []fetchPart {
+	var parts []fetchPart
+	for i := range req.Topics {
+		rt := &req.Topics[i]
+		t := kmsg.NewFetchResponseTopic()
+		t.Topic, t.TopicID = rt.Topic, rt.TopicID
+		for range rt.Partitions {
+			t.Partitions = append(t.Partitions, kmsg.NewFetchResponseTopicPartition())
+		}
+		resp.Topics = append(resp.Topics, t)
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.node.AttemptTimeout())
+	defer cancel()
+	for i := range req.Topics {
+		rt := &req.Topics[i]
+		topic, terr := s.l.Topic(rt.Topic)
+		for j := range rt.Partitions {
+			fp := fetchPart{topic: rt.Topic, req: &rt.Partitions[j], resp: &resp.Topics[i].Partitions[j], err: terr}
+			fp.resp.Partition = fp.req.Partition
+			if terr == nil {
+				fp.rp, fp.err = kafkabridge.Partition(pctx, topic, int(fp.req.Partition))
+				if fp.err == nil {
+					fp.err = kafkabridge.MapErr(fp.rp.WaitOpen(pctx))
+				}
+			}
+			if fp.err != nil {
+				fp.rp = nil
+				fp.resp.ErrorCode = errorCode(fp.err)
+			}
+			parts = append(parts, fp)
+		}
+	}
+	return parts
+}
+
+// readFetch reads every partition from its fetch offset into the
+// response, replacing what an earlier pass read, and returns the record
+// bytes read and whether a partition failed (which Kafka answers at once).
+// MaxBytes and PartitionMaxBytes bound what is read, except that the first
+// batch found is returned whatever its size (KIP-74), so a client always
+// makes progress.
+func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []fetchPart) (int, bool) {
+	total, failed := 0, false
+	maxBytes := int(req.MaxBytes)
+	if req.Version < 3 || maxBytes <= 0 {
+		maxBytes = 1<<31 - 1
+	}
+	var recs []storage.Record
+	for _, fp := range parts {
+		if fp.rp == nil {
+			failed = true
+			continue
+		}
+		p := fp.resp
+		from := fp.req.FetchOffset
+		start, hw := fp.rp.LogStart(), fp.rp.HighWatermark()
+		p.HighWatermark, p.LastStableOffset, p.LogStartOffset = hw, hw, start
+		p.ErrorCode, p.RecordBatches = 0, nil
+		if from < start || from > hw {
+			p.ErrorCode = kerr.OffsetOutOfRange.Code
+			failed = true
+			continue
+		}
+		limit := min(int(fp.req.PartitionMaxBytes), maxBytes-total)
+		if from == hw || limit <= 0 && total > 0 {
+			continue
+		}
+		var buf []byte
+		var derr error
+		err := fp.rp.ReadBatches(ctx, from, max(limit, 1), func(b []byte) bool {
+			var h storage.BatchHeader
+			h, recs, derr = storage.DecodeRecords(b, from, recs[:0])
+			if derr != nil {
+				return false
+			}
+			if h.LastOffset() < from {
+				return true
+			}
+			before := len(buf)
+			buf = appendFetched(buf, h, recs)
+			if len(buf) > limit && before+total > 0 {
+				buf = buf[:before] // past the limit, and not the first batch
+				return false
+			}
+			return len(buf) < limit
+		})
+		if err == nil {
+			err = derr
+		}
+		if err != nil && len(buf) == 0 {
+			if errors.Is(err, storage.ErrCorrupt) {
+				s.log.Warn("replogkafka: fetch met a damaged batch", "topic", fp.topic, "partition", fp.req.Partition, "offset", from, "err", err)
+			}
+			p.ErrorCode = errorCode(kafkabridge.MapErr(err))
+			failed = true
+			continue
+		}
+		p.RecordBatches = buf
+		total += len(buf)
+	}
+	return total, failed
+}
+
+// listOffsets answers the earliest (-2) and latest (-1) offsets and the
+// first offset at or after a time (through the partition's time index).
+func (s *Server) listOffsets(ctx context.Context, req *kmsg.ListOffsetsRequest) *kmsg.ListOffsetsResponse {
+	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+	ctx, cancel := context.WithTimeout(ctx, s.node.AttemptTimeout())
+	defer cancel()
+	for _, rt := range req.Topics {
+		t := kmsg.NewListOffsetsResponseTopic()
+		t.Topic = rt.Topic
+		topic, terr := s.l.Topic(rt.Topic)
+		for _, rp := range rt.Partitions {
+			p := kmsg.NewListOffsetsResponseTopicPartition()
+			p.Partition = rp.Partition
+			err := terr
+			if err == nil {
+				p.Offset, p.Timestamp, err = s.listOffset(ctx, topic, rp.Partition, rp.Timestamp)
+			}
+			if err != nil {
+				p.ErrorCode, p.Offset, p.Timestamp = errorCode(err), -1, -1
+			}
+			t.Partitions = append(t.Partitions, p)
+		}
+		resp.Topics = append(resp.Topics, t)
+	}
+	return resp
+}
+
+// ListOffsets' special timestamps.
+const (
+	latestOffset   = -1
+	earliestOffset = -2
+)
+
+// listOffset returns the offset and timestamp (-1 when not known) that a
+// ListOffsets request asks for; a time after every record gives -1, -1.
+func (s *Server) listOffset(ctx context.Context, topic *replog.Topic, part int32, ts int64) (int64, int64, error) {
+	rp, err := kafkabridge.Partition(ctx, topic, int(part))
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := rp.WaitOpen(ctx); err != nil {
+		return 0, 0, kafkabridge.MapErr(err)
+	}
+	switch {
+	case ts == earliestOffset:
+		return rp.LogStart(), -1, nil
+	case ts == latestOffset:
+		return rp.HighWatermark(), -1, nil
+	case ts < 0 || ts > maxMillis:
+		return 0, 0, fmt.Errorf("%w: timestamp %d", replog.ErrInvalidConfig, ts)
+	}
+	off, err := rp.OffsetForTime(ctx, ts*int64(time.Millisecond))
+	if err != nil {
+		return 0, 0, kafkabridge.MapErr(err)
+	}
+	// The index gives the offset; the record there gives its time.
+	found, at := int64(-1), int64(-1)
+	var recs []storage.Record
+	var derr error
+	err = rp.ReadBatches(ctx, off, 1<<20, func(b []byte) bool {
+		_, recs, derr = storage.DecodeRecords(b, off, recs[:0])
+		for _, r := range recs {
+			if r.Time >= ts*int64(time.Millisecond) {
+				found, at = r.Offset, r.Time/int64(time.Millisecond)
+				return false
+			}
+		}
+		return derr == nil
+	})
+	if err == nil {
+		err = derr
+	}
+	if err != nil {
+		return 0, 0, kafkabridge.MapErr(err)
+	}
+	return found, at, nil
+}

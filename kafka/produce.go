@@ -1,0 +1,230 @@
+package replogkafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/replog/replog"
+	"github.com/replog/replog/internal/kafkabridge"
+	"github.com/replog/replog/replication"
+	"github.com/replog/replog/storage"
+)
+
+// producing is one partition of a Produce request on its way through Raft.
+type producing struct {
+	resp *kmsg.ProduceResponseTopicPartition
+	rp   *replication.Partition
+	prop *replication.Proposal
+}
+
+// produce proposes every partition's batch at once, in request order (so
+// an idempotent client's batches reach the partition in sequence order),
+// and replies once each is committed and applied, or failed, or the
+// request's timeout passed.
+//
+// A client's batch is stored under the client's own producer id, epoch and
+// sequence number: the partition's state machine applies Kafka's rules for
+// idempotent producers (consecutive sequences per epoch, a retried batch
+// answered with its first offset), so a retry after a timeout or a leader
+// change is stored once. acks=1 is answered as acks=-1 is: replog
+// acknowledges what a quorum stored, never less.
+func (s *Server) produce(ctx context.Context, req *kmsg.ProduceRequest) reply {
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	var work []producing
+	for _, rt := range req.Topics {
+		t := kmsg.NewProduceResponseTopic()
+		t.Topic = rt.Topic
+		topic, terr := s.l.Topic(rt.Topic)
+		for _, rp := range rt.Partitions {
+			p := kmsg.NewProduceResponseTopicPartition()
+			p.Partition = rp.Partition
+			t.Partitions = append(t.Partitions, p)
+		}
+		for i, rp := range rt.Partitions {
+			p := &t.Partitions[i]
+			err := terr
+			var w producing
+			switch {
+			case err != nil:
+			case req.TransactionID != nil:
+				err = fmt.Errorf("%w: transactions are not supported yet", errInvalidRecord)
+			default:
+				w, err = s.startProduce(ctx, topic, rp.Partition, rp.Records)
+			}
+			if err != nil {
+				s.fail(p, req.Version, err)
+				continue
+			}
+			w.resp = p
+			work = append(work, w)
+		}
+		resp.Topics = append(resp.Topics, t)
+	}
+	if req.Acks == 0 {
+		// No response, as Kafka: the client learns nothing more.
+		return func(context.Context) kmsg.Response { return nil }
+	}
+	timeout := time.Duration(max(req.TimeoutMillis, 0)) * time.Millisecond
+	return func(ctx context.Context) kmsg.Response {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		for _, w := range work {
+			res, err := waitProposal(ctx, w.prop)
+			if err == nil {
+				err = resultErr(res)
+			}
+			if err != nil {
+				s.fail(w.resp, req.Version, err)
+				continue
+			}
+			w.resp.BaseOffset = res.BaseOffset
+			w.resp.LogStartOffset = w.rp.LogStart()
+		}
+		return resp
+	}
+}
+
+// fail sets a partition's error in a Produce response.
+func (s *Server) fail(p *kmsg.ProduceResponseTopicPartition, version int16, err error) {
+	switch {
+	case errors.Is(err, errInvalidRecord):
+		p.ErrorCode = kerr.InvalidRecord.Code
+	case errors.Is(err, errCorruptBatch):
+		p.ErrorCode = kerr.CorruptMessage.Code
+	case errors.Is(err, errFenced):
+		p.ErrorCode = kerr.InvalidProducerEpoch.Code
+	default:
+		p.ErrorCode = errorCode(err)
+	}
+	if version >= 8 {
+		p.ErrorMessage = errorMessage(err)
+	}
+}
+
+// errFenced: the batch carries an older producer epoch than one the
+// partition has seen.
+var errFenced = errors.New("replogkafka: fenced producer epoch")
+
+// resultErr turns the state machine's verdict on a batch into an error.
+func resultErr(res storage.Result) error {
+	switch res.Status {
+	case storage.StatusOK, storage.StatusDuplicate:
+		return nil
+	case storage.StatusOutOfOrder:
+		return fmt.Errorf("%w: %s", replog.ErrOutOfOrderSequence, res.Status)
+	case storage.StatusFenced:
+		return errFenced
+	case storage.StatusInvalid:
+		return fmt.Errorf("%w: the partition refused the batch (%s)", errInvalidRecord, res.Status)
+	}
+	return fmt.Errorf("%w: the partition refused the batch (%s)", errCorruptBatch, res.Status)
+}
+
+// startProduce checks a partition's batch, re-encodes it in replog's
+// stored format under the client's producer id, and proposes it.
+func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int32, raw []byte) (producing, error) {
+	pb, err := decodeProduced(raw, storage.MaxRawBytes, time.Now())
+	if err != nil {
+		return producing{}, err
+	}
+	info := topic.Info()
+	if info.Cleanup&replog.CleanupCompact != 0 {
+		for i, r := range pb.records {
+			if r.Key == nil {
+				return producing{}, fmt.Errorf("%w: record %d has no key, and the topic is compacted", errInvalidRecord, i)
+			}
+		}
+	}
+	var pid uint64
+	var epoch uint32
+	seq := int32(-1)
+	if pb.producerID >= 0 {
+		if pb.producerEpoch < 0 || pb.baseSequence < 0 {
+			return producing{}, fmt.Errorf("%w: producer %d with epoch %d and sequence %d", errInvalidRecord, pb.producerID, pb.producerEpoch, pb.baseSequence)
+		}
+		pid, epoch, seq = uint64(pb.producerID), uint32(pb.producerEpoch), pb.baseSequence
+	}
+	var bb storage.BatchBuilder
+	for _, r := range pb.records {
+		bb.Add(r)
+	}
+	cmd, err := bb.BuildWithPrefix(1, storage.Compression(info.Compression), pid, epoch, seq)
+	if err != nil {
+		return producing{}, fmt.Errorf("%w: %w", replog.ErrRecordTooLarge, err)
+	}
+	cmd[0] = storage.CmdAppend
+
+	attempt := s.node.AttemptTimeout()
+	pctx, cancel := context.WithTimeout(ctx, attempt)
+	defer cancel()
+	rp, err := kafkabridge.Partition(pctx, topic, int(part))
+	if err != nil {
+		return producing{}, err
+	}
+	if err := rp.Err(); err != nil {
+		return producing{}, kafkabridge.MapErr(err)
+	}
+	if leader, _ := rp.LeaderState(); leader == 0 {
+		return producing{}, fmt.Errorf("%w: no leader for %s/%d", replog.ErrUnavailable, topic.Name(), part)
+	}
+	pr, err := rp.ProposeAsync(cmd, attempt)
+	if err != nil {
+		return producing{}, kafkabridge.MapErr(err)
+	}
+	return producing{rp: rp, prop: pr}, nil
+}
+
+// waitProposal waits for a proposal's outcome. A proposal whose partition
+// changed leader may never be answered: the client is told to retry
+// (NOT_LEADER_OR_FOLLOWER), which an idempotent client does safely.
+func waitProposal(ctx context.Context, pr *replication.Proposal) (storage.Result, error) {
+	for {
+		select {
+		case r := <-pr.Done():
+			res, err := pr.Result(r)
+			return res, kafkabridge.MapErr(err)
+		case <-pr.LeaderChanged():
+			if pr.LeaderMoved() {
+				return storage.Result{}, fmt.Errorf("%w: the partition's leader changed", replog.ErrUnavailable)
+			}
+		case <-ctx.Done():
+			return storage.Result{}, ctx.Err()
+		}
+	}
+}
+
+// initProducerID issues an idempotent producer id from replog's own
+// counter (the one its Go producers use), epoch 0. A client that asks to
+// bump its epoch (KIP-360, after an error) gets the next one.
+// Transactional ids wait for the transactions issue.
+func (s *Server) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequest) *kmsg.InitProducerIDResponse {
+	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
+	resp.ProducerID, resp.ProducerEpoch = -1, -1
+	switch {
+	case req.TransactionalID != nil:
+		resp.ErrorCode = kerr.InvalidRequest.Code // no transactions yet
+	case req.ProducerID >= 0 && req.ProducerEpoch >= 0 && req.ProducerEpoch < math.MaxInt16-1:
+		resp.ProducerID, resp.ProducerEpoch = req.ProducerID, req.ProducerEpoch+1
+	default:
+		ctx, cancel := requestCtx(ctx, 0)
+		defer cancel()
+		id, err := s.node.AllocProducerID(ctx)
+		switch err = kafkabridge.MapErr(err); {
+		case err == nil && id <= math.MaxInt64:
+			resp.ProducerID, resp.ProducerEpoch = int64(id), 0
+		case err == nil:
+			resp.ErrorCode = kerr.UnknownServerError.Code
+		case errors.Is(err, replog.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded):
+			resp.ErrorCode = kerr.CoordinatorNotAvailable.Code // retriable
+		default:
+			resp.ErrorCode = errorCode(err)
+		}
+	}
+	return resp
+}
