@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -14,23 +13,40 @@ import (
 // versionRange is the versions of one API the listener answers.
 type versionRange struct{ min, max int16 }
 
-// apiVersions lists the APIs the listener answers and their versions.
-// Minimums: Produce from v3 and Fetch from v4, the first versions whose
-// records are magic v2 batches (older clients speak message sets, which
-// Kafka 4 dropped too). Maximums: what the handlers implement, inside what
-// franz-go, sarama and librdkafka negotiate; Fetch stops at v12, before
-// topic ids replaced names (v13), and Produce at v11 likewise.
-func apiVersions() map[int16]versionRange {
-	return map[int16]versionRange{
-		kmsg.ApiVersions.Int16():    {0, 3},
-		kmsg.Metadata.Int16():       {0, 12},
-		kmsg.CreateTopics.Int16():   {0, 7},
-		kmsg.DeleteTopics.Int16():   {0, 6},
-		kmsg.Produce.Int16():        {3, 11},
-		kmsg.Fetch.Int16():          {4, 12},
-		kmsg.ListOffsets.Int16():    {1, 6},
-		kmsg.InitProducerID.Int16(): {0, 4},
+// servedAPI is an API the listener answers, with its versions.
+type servedAPI struct {
+	key int16
+	versionRange
+}
+
+// servedAPIs lists the APIs the listener answers, by key. Minimums:
+// Produce from v3 and Fetch from v4, the first versions whose records are
+// magic v2 batches (older clients speak message sets, which Kafka 4
+// dropped too), ListOffsets from v1 (v0 has another answer shape).
+// Maximums: what the handlers implement, inside what franz-go, sarama and
+// librdkafka negotiate; Fetch stops at v12 and Produce at v11, before topic
+// ids replace names.
+func servedAPIs() [8]servedAPI {
+	return [...]servedAPI{
+		{kmsg.Produce.Int16(), versionRange{3, 11}},
+		{kmsg.Fetch.Int16(), versionRange{4, 12}},
+		{kmsg.ListOffsets.Int16(), versionRange{1, 6}},
+		{kmsg.Metadata.Int16(), versionRange{0, 12}},
+		{kmsg.ApiVersions.Int16(), versionRange{0, 3}},
+		{kmsg.CreateTopics.Int16(), versionRange{0, 7}},
+		{kmsg.DeleteTopics.Int16(), versionRange{0, 6}},
+		{kmsg.InitProducerID.Int16(), versionRange{0, 4}},
 	}
+}
+
+// served returns the versions of API key that the listener answers.
+func served(key int16) (versionRange, bool) {
+	for _, a := range servedAPIs() {
+		if a.key == key {
+			return a.versionRange, true
+		}
+	}
+	return versionRange{}, false
 }
 
 // maxSmallRequestBytes caps every request but Produce. kmsg decodes an
@@ -93,7 +109,7 @@ func parseRequest(frame []byte) (corr int32, req kmsg.Request, err error) {
 	if !b.Ok() {
 		return 0, nil, fmt.Errorf("%w: short header", errBadRequest)
 	}
-	vr, ok := apiVersions()[key]
+	vr, ok := served(key)
 	if !ok {
 		return corr, nil, fmt.Errorf("%w: API key %d (%s) not served", errBadRequest, key, kmsg.NameForKey(key))
 	}
@@ -146,15 +162,9 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 func (s *Server) apiVersionsResponse(version int16) *kmsg.ApiVersionsResponse {
 	resp := kmsg.NewPtrApiVersionsResponse()
 	resp.Version = version
-	vs := apiVersions()
-	keys := make([]int16, 0, len(vs))
-	for k := range vs {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, a := range servedAPIs() {
 		ak := kmsg.NewApiVersionsResponseApiKey()
-		ak.ApiKey, ak.MinVersion, ak.MaxVersion = k, vs[k].min, vs[k].max
+		ak.ApiKey, ak.MinVersion, ak.MaxVersion = a.key, a.min, a.max
 		resp.ApiKeys = append(resp.ApiKeys, ak)
 	}
 	return resp
