@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/replog/replog"
+	replogkafka "github.com/replog/replog/kafka"
 )
 
 // createTopic creates a topic through the listener.
@@ -473,5 +474,38 @@ func TestFetchWaitsForMinBytes(t *testing.T) {
 	}
 	if crc := crc32c(part.RecordBatches[21:]); crc != uint32(batch.CRC) {
 		t.Fatalf("CRC %08x, batch says %08x", crc, uint32(batch.CRC))
+	}
+}
+
+// TestCloseDuringLongPoll: Close does not wait for a fetch's MaxWaitMillis.
+func TestCloseDuringLongPoll(t *testing.T) {
+	l := openLog(t)
+	if _, err := l.CreateTopic(testCtx(t), "idle", replog.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := replogkafka.Listen(l, "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, srv)
+	req := kmsg.NewPtrFetchRequest()
+	req.Version, req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 12, 60_000, 1, 1<<20
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic = "idle"
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.PartitionMaxBytes = 1 << 20
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	c.Write(frame(req, 1))
+	time.Sleep(300 * time.Millisecond) // the fetch is waiting
+	start := time.Now()
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	if !closedByServer(t, c) {
+		t.Fatal("the connection stayed open")
 	}
 }
