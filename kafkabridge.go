@@ -14,4 +14,21 @@ func init() {
 		return t.(*Topic).partition(ctx, i)
 	}
 	kafkabridge.MapErr = mapErr
+	kafkabridge.Produced = func(t any, i int, records, bytes int, err error) {
+		tp := t.(*Topic)
+		c := tp.l.counters.part(tp.meta.Name, i)
+		if err != nil {
+			c.produceErrors.Add(1)
+			return
+		}
+		c.producedBatches.Add(1)
+		c.producedRecords.Add(uint64(records))
+		c.producedBytes.Add(uint64(bytes))
+	}
+	kafkabridge.Fetched = func(t any, i int, records, bytes int) {
+		tp := t.(*Topic)
+		c := tp.l.counters.part(tp.meta.Name, i)
+		c.fetchedRecords.Add(uint64(records))
+		c.fetchedBytes.Add(uint64(bytes))
+	}
 }

@@ -19,10 +19,13 @@ import (
 // fetchPart is one partition of a Fetch request.
 type fetchPart struct {
 	topic string
+	t     *replog.Topic
 	req   *kmsg.FetchRequestTopicPartition
 	resp  *kmsg.FetchResponseTopicPartition
 	rp    *replication.Partition // nil when err is set
 	err   error
+	// records and bytes read into resp, for the Log's counters.
+	records, bytes int
 }
 
 // fetch answers a Fetch request: it reads from each partition's local
@@ -51,6 +54,11 @@ func (s *Server) fetch(req *kmsg.FetchRequest) reply {
 			n, failed := s.readFetch(ctx, req, parts)
 			wait := time.Until(deadline)
 			if n >= int(req.MinBytes) || failed || wait <= 0 || len(cases) == 0 {
+				for _, fp := range parts {
+					if fp.records > 0 {
+						kafkabridge.Fetched(fp.t, int(fp.req.Partition), fp.records, fp.bytes)
+					}
+				}
 				return resp
 			}
 			timer := time.NewTimer(wait)
@@ -89,7 +97,7 @@ func (s *Server) fetchParts(ctx context.Context, req *kmsg.FetchRequest, resp *k
 		rt := &req.Topics[i]
 		topic, terr := s.l.Topic(rt.Topic)
 		for j := range rt.Partitions {
-			fp := fetchPart{topic: rt.Topic, req: &rt.Partitions[j], resp: &resp.Topics[i].Partitions[j], err: terr}
+			fp := fetchPart{topic: rt.Topic, t: topic, req: &rt.Partitions[j], resp: &resp.Topics[i].Partitions[j], err: terr}
 			fp.resp.Partition = fp.req.Partition
 			if terr == nil {
 				fp.rp, fp.err = kafkabridge.Partition(pctx, topic, int(fp.req.Partition))
@@ -120,7 +128,9 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 		maxBytes = 1<<31 - 1
 	}
 	var recs []storage.Record
-	for _, fp := range parts {
+	for i := range parts {
+		fp := &parts[i]
+		fp.records, fp.bytes = 0, 0
 		if fp.rp == nil {
 			failed = true
 			continue
@@ -155,6 +165,10 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 			if len(buf) > limit && before+total > 0 {
 				buf = buf[:before] // past the limit, and not the first batch
 				return false
+			}
+			fp.records += len(recs)
+			for i := range recs {
+				fp.bytes += payloadBytes(&recs[i])
 			}
 			return len(buf) < limit
 		})

@@ -18,9 +18,11 @@ import (
 
 // producing is one partition of a Produce request on its way through Raft.
 type producing struct {
-	resp *kmsg.ProduceResponseTopicPartition
-	rp   *replication.Partition
-	prop *replication.Proposal
+	resp           *kmsg.ProduceResponseTopicPartition
+	topic          *replog.Topic
+	rp             *replication.Partition
+	prop           *replication.Proposal
+	records, bytes int // for the Log's counters
 }
 
 // produce proposes every partition's batch at once, in request order (so
@@ -58,6 +60,9 @@ func (s *Server) produce(ctx context.Context, req *kmsg.ProduceRequest) reply {
 				w, err = s.startProduce(ctx, topic, rp.Partition, rp.Records)
 			}
 			if err != nil {
+				if topic != nil {
+					kafkabridge.Produced(topic, int(rp.Partition), 0, 0, err)
+				}
 				s.fail(p, req.Version, err)
 				continue
 			}
@@ -67,7 +72,12 @@ func (s *Server) produce(ctx context.Context, req *kmsg.ProduceRequest) reply {
 		resp.Topics = append(resp.Topics, t)
 	}
 	if req.Acks == 0 {
-		// No response, as Kafka: the client learns nothing more.
+		// No response, as Kafka: the client learns nothing more. The
+		// batches count as produced once proposed, as with
+		// replog.AcksNone.
+		for _, w := range work {
+			kafkabridge.Produced(w.topic, int(w.resp.Partition), w.records, w.bytes, nil)
+		}
 		return func(context.Context) kmsg.Response { return nil }
 	}
 	timeout := time.Duration(max(req.TimeoutMillis, 0)) * time.Millisecond
@@ -80,8 +90,12 @@ func (s *Server) produce(ctx context.Context, req *kmsg.ProduceRequest) reply {
 				err = resultErr(res)
 			}
 			if err != nil {
+				kafkabridge.Produced(w.topic, int(w.resp.Partition), 0, 0, err)
 				s.fail(w.resp, req.Version, err)
 				continue
+			}
+			if res.Status == storage.StatusOK { // a retry's duplicate was counted the first time
+				kafkabridge.Produced(w.topic, int(w.resp.Partition), w.records, w.bytes, nil)
 			}
 			w.resp.BaseOffset = res.BaseOffset
 			w.resp.LogStartOffset = w.rp.LogStart()
@@ -151,8 +165,10 @@ func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int
 		pid, epoch, seq = uint64(pb.producerID), uint32(pb.producerEpoch), pb.baseSequence
 	}
 	var bb storage.BatchBuilder
+	bytes := 0
 	for _, r := range pb.records {
 		bb.Add(r)
+		bytes += payloadBytes(&r)
 	}
 	cmd, err := bb.BuildWithPrefix(1, storage.Compression(info.Compression), pid, epoch, seq)
 	if err != nil {
@@ -177,7 +193,17 @@ func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int
 	if err != nil {
 		return producing{}, kafkabridge.MapErr(err)
 	}
-	return producing{rp: rp, prop: pr}, nil
+	return producing{topic: topic, rp: rp, prop: pr, records: len(pb.records), bytes: bytes}, nil
+}
+
+// payloadBytes is what replog's counters count of a record: its key, value
+// and headers.
+func payloadBytes(r *storage.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // waitProposal waits for a proposal's outcome. A proposal whose partition

@@ -122,6 +122,10 @@ func TestProduceConsume(t *testing.T) {
 	if len(byPos) != 0 {
 		t.Fatalf("%d records not consumed", len(byPos))
 	}
+	// The Log's counters see Kafka clients as they see its own handles.
+	if st := l.Stats().Node; st.ProducedRecords != n || st.FetchedRecords != n || st.ProduceErrors != 0 {
+		t.Fatalf("stats: produced %d, fetched %d, errors %d; want %d, %d, 0", st.ProducedRecords, st.FetchedRecords, st.ProduceErrors, n, n)
+	}
 
 	// The Go API reads the same records.
 	topic, err := l.Topic("orders")

@@ -3,7 +3,9 @@
 // [replog.Log] without making it part of package replog's API: this node's
 // replica of a partition (to read stored batches, wait for applies and
 // propose batches that carry a Kafka client's producer id and sequence),
-// the node (producer ids, timeouts, the logger) and replog's error mapping.
+// the node (producer ids, timeouts, the logger), replog's error mapping,
+// and the Log's counters (so [replog.Log.Stats] and the metrics adapters
+// see what Kafka clients produce and fetch).
 //
 // Package replog installs the hooks when it is initialised, as it does for
 // package internal/expert: Go offers no other way for a sibling package to
@@ -27,4 +29,11 @@ var (
 	// MapErr turns an error of package replication into replog's
 	// sentinels, as replog's own calls return them.
 	MapErr func(err error) error
+	// Produced counts a batch that a Kafka client produced to partition i
+	// of t, a *replog.Topic, in the Log's stats as replog's producers
+	// count theirs: records and payload bytes, or a failed batch.
+	Produced func(t any, i int, records, bytes int, err error)
+	// Fetched counts records that a Kafka client fetched from partition i
+	// of t, a *replog.Topic.
+	Fetched func(t any, i int, records, bytes int)
 )
