@@ -28,7 +28,7 @@ func reopenIdle(c config, dir string, peers map[uint64]string, r *idleResult) er
 		return err
 	}
 	args := []string{"-reopen", dir, "-replicas", strconv.Itoa(c.replicas), "-topics", strconv.Itoa(c.topics),
-		"-partitions", strconv.Itoa(c.partitions), "-idle", c.idle.String(), "-rtt", raftRTT.String(),
+		"-partitions", strconv.Itoa(c.partitions), "-idle", c.idle.String(), "-rtt", raftRTT.String(), "-memory-bytes", strconv.FormatInt(memoryBytes, 10),
 		"-idle-cpuprofile", c.idleProfile, "-idle-memprofile", c.idleMemProfile}
 	if peers != nil {
 		b, err := json.Marshal(peers)

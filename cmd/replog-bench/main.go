@@ -116,6 +116,7 @@ func main() {
 	flag.IntVar(&c.partitions, "partitions", 4, "partitions of each topic")
 	flag.IntVar(&c.topics, "topics", 1, "topics; records go to them in turn (the topic is bench, or bench-0 ... with more than one)")
 	flag.DurationVar(&raftRTT, "rtt", 0, "the nodes' Options.RTT (0: replog's default)")
+	flag.Int64Var(&memoryBytes, "memory-bytes", 0, "each node's Options.MemoryBytes (0: replog's default)")
 	flag.IntVar(&c.replicas, "replicas", 1, "1 (one node) or 3 (three nodes in this process)")
 	flag.StringVar(&c.codec, "codec", "none", "compression: none, gzip, snappy, lz4, zstd")
 	flag.StringVar(&c.acks, "acks", "all", "all (quorum fsynced) or none (fire and forget)")
@@ -211,8 +212,12 @@ func parseCodec(s string) (replog.Compression, error) {
 	return 0, fmt.Errorf("unknown codec %q", s)
 }
 
-// raftRTT is -rtt: the nodes' Options.RTT.
-var raftRTT time.Duration
+// raftRTT and memoryBytes are -rtt and -memory-bytes: the nodes'
+// Options.RTT and Options.MemoryBytes.
+var (
+	raftRTT     time.Duration
+	memoryBytes int64
+)
 
 // openNodes opens n nodes; retention, if not 0, is how often their
 // partition leaders check retention and compaction. peers are the nodes'
@@ -220,7 +225,7 @@ var raftRTT time.Duration
 // returned, to reopen the same nodes.
 func openNodes(dir string, n int, retention time.Duration, peers map[uint64]string) ([]*replog.Log, map[uint64]string, error) {
 	if n == 1 {
-		o := replog.Options{RTT: raftRTT}
+		o := replog.Options{RTT: raftRTT, MemoryBytes: memoryBytes}
 		expert.Attach(&o, expert.Options{RetentionInterval: retention})
 		l, err := replog.Open(dir, &o)
 		return []*replog.Log{l}, nil, err
@@ -238,7 +243,7 @@ func openNodes(dir string, n int, retention time.Duration, peers map[uint64]stri
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			o := &replog.Options{NodeID: uint64(i + 1), Peers: peers, RTT: raftRTT}
+			o := &replog.Options{NodeID: uint64(i + 1), Peers: peers, RTT: raftRTT, MemoryBytes: memoryBytes}
 			expert.Attach(o, expert.Options{InProcessTransport: true, RetentionInterval: retention})
 			logs[i], errs[i] = replog.Open(fmt.Sprintf("%s/node%d", dir, i+1), o)
 		}()
