@@ -45,6 +45,10 @@ var (
 	ErrGroupNotEmpty = errors.New("replog: group has members")
 	// ErrGroupTopic: the group's members read another topic.
 	ErrGroupTopic = errors.New("replog: group reads another topic")
+	// ErrGroupKind: the group is used by the other kind of consumers: a
+	// group of Kafka clients (through a listener of package kafka) and a
+	// group of replog consumers cannot share a name.
+	ErrGroupKind = errors.New("replog: group used by the other kind of consumers (Kafka clients or replog consumers)")
 	// ErrNotAssigned: the partition is not assigned to this group member.
 	ErrNotAssigned = errors.New("replog: partition not assigned to this member")
 	// ErrUnknownMember: the group no longer knows this member: its session
@@ -144,6 +148,8 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrGroupTopic, err)
 	case errors.Is(err, replication.ErrNotAssigned):
 		return fmt.Errorf("%w: %w", ErrNotAssigned, err)
+	case errors.Is(err, replication.ErrGroupKind):
+		return fmt.Errorf("%w: %w", ErrGroupKind, err)
 	case errors.Is(err, replication.ErrUnknownMember):
 		return fmt.Errorf("%w: %w", ErrUnknownMember, err)
 	case errors.Is(err, replication.ErrNodeBusy):

@@ -12,7 +12,13 @@ import (
 
 // GroupInfo describes a consumer group.
 type GroupInfo struct {
-	Name       string
+	Name string
+	// Kafka: the group's members are Kafka clients of a listener (package
+	// kafka). Its committed offsets are replicated here and may span
+	// topics (Topic is then empty, and each partition names its topic);
+	// its members and their assignment are the listener's, which Kafka's
+	// DescribeGroups shows.
+	Kafka      bool
 	Topic      string
 	Strategy   string
 	Generation int64 // bumped at every rebalance
@@ -31,6 +37,7 @@ type GroupMemberInfo struct {
 
 // GroupPartitionInfo is one partition as the group sees it.
 type GroupPartitionInfo struct {
+	Topic     string
 	Partition int
 	Member    string // who owns it now ("" if no one)
 	Committed int64  // next offset to read, -1 if nothing was committed
@@ -42,6 +49,9 @@ type GroupPartitionInfo struct {
 }
 
 func (l *Log) groupInfo(ctx context.Context, g *replication.GroupState) GroupInfo {
+	if g.Kind == replication.GroupKindKafka {
+		return l.kafkaGroupInfo(ctx, g)
+	}
 	info := GroupInfo{Name: g.Name, Topic: g.Topic, Strategy: g.Strategy, Generation: g.Generation}
 	owner := map[int]string{}
 	for _, id := range slices.Sorted(maps.Keys(g.Members)) {
@@ -59,21 +69,50 @@ func (l *Log) groupInfo(ctx context.Context, g *replication.GroupState) GroupInf
 		t = &Topic{l: l, meta: tm}
 	}
 	for p := range g.Partitions {
-		pi := GroupPartitionInfo{Partition: p, Member: owner[p], Committed: -1, HighWatermark: -1, Lag: -1}
+		pi := GroupPartitionInfo{Topic: g.Topic, Partition: p, Member: owner[p], Committed: -1, HighWatermark: -1, Lag: -1}
 		if off, ok := g.Offsets[p]; ok {
 			pi.Committed = off
 		}
-		if t != nil {
-			if o, err := t.Offsets(ctx, p); err == nil {
-				pi.HighWatermark = o.HighWatermark
-				from := pi.Committed
-				if from < 0 {
-					from = o.LogStart
-				}
-				pi.Lag = max(0, o.HighWatermark-from)
-			}
-		}
+		pi.lag(ctx, t)
 		info.Partitions = append(info.Partitions, pi)
+	}
+	return info
+}
+
+// lag fills in the high watermark and lag of p from t, if t is not nil
+// and this node has a replica of the partition.
+func (pi *GroupPartitionInfo) lag(ctx context.Context, t *Topic) {
+	if t == nil {
+		return
+	}
+	if o, err := t.Offsets(ctx, pi.Partition); err == nil {
+		pi.HighWatermark = o.HighWatermark
+		from := pi.Committed
+		if from < 0 {
+			from = o.LogStart
+		}
+		pi.Lag = max(0, o.HighWatermark-from)
+	}
+}
+
+// kafkaGroupInfo describes a Kafka group: the partitions it committed
+// offsets for, by topic and partition.
+func (l *Log) kafkaGroupInfo(ctx context.Context, g *replication.GroupState) GroupInfo {
+	info := GroupInfo{Name: g.Name, Kafka: true}
+	md := l.node.Metadata()
+	for _, topic := range slices.Sorted(maps.Keys(g.TopicOffsets)) {
+		var t *Topic
+		if tm := md.Topics[topic]; tm != nil {
+			t = &Topic{l: l, meta: tm}
+		}
+		ps := g.TopicOffsets[topic]
+		for _, p := range slices.Sorted(maps.Keys(ps)) {
+			pi := GroupPartitionInfo{Topic: topic, Partition: p, Committed: ps[p].Offset, HighWatermark: -1, Lag: -1}
+			if t != nil && p < t.Partitions() {
+				pi.lag(ctx, t)
+			}
+			info.Partitions = append(info.Partitions, pi)
+		}
 	}
 	return info
 }
@@ -146,6 +185,9 @@ func (l *Log) ResetGroupOffsets(ctx context.Context, name string, r OffsetReset)
 		return mapErr(err)
 	}
 	g := gs[0]
+	if g.Kind == replication.GroupKindKafka {
+		return fmt.Errorf("%w: %q is a Kafka group: reset its offsets with a Kafka client's OffsetCommit", ErrGroupKind, name)
+	}
 	tm := l.node.Metadata().Topics[g.Topic]
 	if tm == nil || tm.ID != g.TopicID {
 		return fmt.Errorf("%w: %q of group %q", ErrTopicNotFound, g.Topic, name)

@@ -41,7 +41,31 @@ var (
 	ErrGroupTopic      = errors.New("group consumes another topic")
 	ErrGroupNotEmpty   = errors.New("group has members")
 	ErrInvalidStrategy = errors.New("invalid assignment strategy")
+	// ErrGroupKind: a Kafka group and a replog group cannot share a name:
+	// their members, assignments and offsets mean different things.
+	ErrGroupKind = errors.New("group belongs to the other kind of consumers (Kafka clients or replog consumers)")
 )
+
+// GroupKindKafka is the Kind of a group whose members are Kafka clients of
+// a listener (package kafka). Such a group keeps only its committed
+// offsets here, by topic and partition, so that it can span topics: its
+// membership and rebalances are the listener's, held in memory as a Kafka
+// coordinator does, and rebuilt by clients rejoining. The empty Kind is a
+// group of replog consumers, with members and one topic.
+const GroupKindKafka = "kafka"
+
+// MaxOffsetMetadata caps the metadata a Kafka client commits with an
+// offset, in bytes, as Kafka's offset.metadata.max.bytes.
+const MaxOffsetMetadata = 4096
+
+// maxTopicName is Kafka's and replog's longest topic name.
+const maxTopicName = 249
+
+// CommittedOffset is an offset a Kafka group committed for a partition.
+type CommittedOffset struct {
+	Offset   int64  `json:"offset"` // the next offset to read
+	Metadata string `json:"metadata,omitempty"`
+}
 
 // GroupState is one consumer group. Values handed out are copies.
 type GroupState struct {
@@ -53,6 +77,13 @@ type GroupState struct {
 	Generation int64                   `json:"generation"`
 	Members    map[string]*MemberState `json:"members"`
 	Offsets    map[int]int64           `json:"offsets"` // committed: the next offset to read
+	// Kind is "" for a group of replog consumers, GroupKindKafka for a
+	// group of Kafka clients. Absent from states written before Kafka
+	// groups existed, which are all replog groups.
+	Kind string `json:"kind,omitempty"`
+	// TopicOffsets are a Kafka group's committed offsets by topic and
+	// partition (a replog group uses Offsets, for its one Topic).
+	TopicOffsets map[string]map[int]CommittedOffset `json:"topic_offsets,omitempty"`
 }
 
 // MemberState is one member of a group.
@@ -75,6 +106,12 @@ func (g *GroupState) clone() *GroupState {
 		c.Members[k] = &mc
 	}
 	c.Offsets = maps.Clone(g.Offsets)
+	if g.TopicOffsets != nil {
+		c.TopicOffsets = make(map[string]map[int]CommittedOffset, len(g.TopicOffsets))
+		for t, ps := range g.TopicOffsets {
+			c.TopicOffsets[t] = maps.Clone(ps)
+		}
+	}
 	return &c
 }
 
@@ -141,6 +178,17 @@ func (g *GroupState) check(name string) error {
 		return fmt.Errorf("%d partitions", g.Partitions)
 	case g.Strategy != "" && !validStrategy(g.Strategy):
 		return fmt.Errorf("strategy %q", g.Strategy)
+	case g.Kind != "" && g.Kind != GroupKindKafka:
+		return fmt.Errorf("kind %q", g.Kind)
+	case g.Kind == "" && len(g.TopicOffsets) > 0:
+		return errors.New("a replog group with Kafka offsets")
+	case g.Kind == GroupKindKafka && (len(g.Members) > 0 || len(g.Offsets) > 0):
+		return errors.New("a Kafka group with replog members or offsets")
+	}
+	for topic, ps := range g.TopicOffsets {
+		if !validKafkaOffsets(topic, ps) {
+			return fmt.Errorf("offsets of topic %q", topic)
+		}
 	}
 	if g.Members == nil {
 		g.Members = map[string]*MemberState{}
@@ -191,6 +239,11 @@ type groupCmd struct {
 	Owned          []int         `json:"owned,omitempty"`
 	Offsets        map[int]int64 `json:"offsets,omitempty"`
 	Now            int64         `json:"now"`
+	// Commits: a Kafka group's offsets by topic and partition
+	// (gopKafkaCommit); Drop: partitions whose offsets go, by topic
+	// (gopKafkaDeleteOffsets).
+	Commits map[string]map[int]CommittedOffset `json:"commits,omitempty"`
+	Drop    map[string][]int                   `json:"drop,omitempty"`
 }
 
 const (
@@ -201,6 +254,14 @@ const (
 	gopExpire    = "expire"
 	gopReset     = "reset"
 	gopDelete    = "delete"
+	// Kafka groups (Kind GroupKindKafka): claim the name, create the group
+	// if need be (a Kafka client may commit without ever joining), commit,
+	// and drop offsets (Kafka's OffsetDelete). replog's join, commit and
+	// reset refuse a Kafka group, and these a replog group, with
+	// gGroupKind; heartbeat and leave find no member; delete serves both.
+	gopKafkaClaim         = "kafka-claim"
+	gopKafkaCommit        = "kafka-commit"
+	gopKafkaDeleteOffsets = "kafka-delete-offsets"
 )
 
 // Result codes of group commands (sm.Result.Value); Data holds the group's
@@ -213,6 +274,7 @@ const (
 	gGroupTopic
 	gGroupNotEmpty
 	gInvalid
+	gGroupKind
 )
 
 type groupsSM struct {
@@ -265,8 +327,84 @@ func (c *groupCmd) valid() bool {
 			}
 		}
 		return true
+	case gopKafkaClaim:
+		return c.Group != ""
+	case gopKafkaCommit:
+		if c.Group == "" {
+			return false
+		}
+		for topic, ps := range c.Commits {
+			if !validKafkaOffsets(topic, ps) {
+				return false
+			}
+		}
+		return true
+	case gopKafkaDeleteOffsets:
+		if c.Group == "" {
+			return false
+		}
+		for topic, ps := range c.Drop {
+			if topic == "" || len(topic) > maxTopicName || len(ps) > MaxPartitions ||
+				slices.ContainsFunc(ps, func(p int) bool { return p < 0 || p >= MaxPartitions }) {
+				return false
+			}
+		}
+		return true
 	}
 	return false
+}
+
+// validKafkaOffsets reports whether a Kafka group's offsets for topic are
+// well formed.
+func validKafkaOffsets(topic string, ps map[int]CommittedOffset) bool {
+	if topic == "" || len(topic) > maxTopicName {
+		return false
+	}
+	for p, o := range ps {
+		if p < 0 || p >= MaxPartitions || o.Offset < 0 || len(o.Metadata) > MaxOffsetMetadata {
+			return false
+		}
+	}
+	return true
+}
+
+// applyKafka runs a command of a Kafka group.
+func (s *groupsSM) applyKafka(c groupCmd) (uint64, *GroupState) {
+	g := s.groups[c.Group]
+	if g != nil && g.Kind != GroupKindKafka {
+		return gGroupKind, nil
+	}
+	switch c.Op {
+	case gopKafkaClaim, gopKafkaCommit:
+		if g == nil {
+			g = &GroupState{Name: c.Group, Kind: GroupKindKafka, Members: map[string]*MemberState{}, Offsets: map[int]int64{}}
+			s.groups[c.Group] = g
+		}
+		for topic, ps := range c.Commits {
+			if g.TopicOffsets == nil {
+				g.TopicOffsets = map[string]map[int]CommittedOffset{}
+			}
+			if g.TopicOffsets[topic] == nil {
+				g.TopicOffsets[topic] = map[int]CommittedOffset{}
+			}
+			maps.Copy(g.TopicOffsets[topic], ps)
+		}
+		return gOK, g
+	case gopKafkaDeleteOffsets:
+		if g == nil {
+			return gGroupNotFound, nil
+		}
+		for topic, ps := range c.Drop {
+			for _, p := range ps {
+				delete(g.TopicOffsets[topic], p)
+			}
+			if len(g.TopicOffsets[topic]) == 0 {
+				delete(g.TopicOffsets, topic)
+			}
+		}
+		return gOK, g
+	}
+	return gInvalid, nil
 }
 
 // apply runs one command; it must be deterministic (time comes from the
@@ -287,7 +425,17 @@ func (s *groupsSM) apply(c groupCmd) (uint64, *GroupState) {
 		}
 		return gOK, nil
 	}
+	switch c.Op {
+	case gopKafkaClaim, gopKafkaCommit, gopKafkaDeleteOffsets:
+		return s.applyKafka(c)
+	}
 	g := s.groups[c.Group]
+	if g != nil && g.Kind == GroupKindKafka {
+		switch c.Op {
+		case gopJoin, gopCommit, gopReset:
+			return gGroupKind, nil
+		}
+	}
 	switch c.Op {
 	case gopJoin:
 		if g == nil {
@@ -523,6 +671,10 @@ type GroupRequest struct {
 	SessionTimeout time.Duration
 	Owned          []int
 	Offsets        map[int]int64
+	// Commits and Drop: a Kafka group's offsets to commit, and to delete,
+	// by topic.
+	Commits map[string]map[int]CommittedOffset
+	Drop    map[string][]int
 }
 
 // Group proposes a group command and returns the group's state after it.
@@ -530,7 +682,7 @@ func (n *Node) Group(ctx context.Context, r GroupRequest) (*GroupState, error) {
 	cmd, err := json.Marshal(groupCmd{
 		Op: r.Op, Group: r.Group, Topic: r.Topic, TopicID: r.TopicID, Partitions: r.Partitions,
 		Strategy: r.Strategy, Member: r.Member, Static: r.Static, SessionTimeout: int64(r.SessionTimeout),
-		Owned: r.Owned, Offsets: r.Offsets, Now: time.Now().UnixNano(),
+		Owned: r.Owned, Offsets: r.Offsets, Commits: r.Commits, Drop: r.Drop, Now: time.Now().UnixNano(),
 	})
 	if err != nil {
 		return nil, err
@@ -551,6 +703,8 @@ func (n *Node) Group(ctx context.Context, r GroupRequest) (*GroupState, error) {
 		return nil, ErrGroupTopic
 	case gGroupNotEmpty:
 		return nil, ErrGroupNotEmpty
+	case gGroupKind:
+		return nil, ErrGroupKind
 	default:
 		return nil, ErrInvalid
 	}
@@ -599,4 +753,24 @@ func (n *Node) expireLoop() {
 		_, _ = n.nh.SyncPropose(ctx, n.nh.GetNoOPSession(GroupsShardID), cmd)
 		cancel()
 	}
+}
+
+// ClaimKafkaGroup makes group a Kafka group (Kind GroupKindKafka) if it
+// does not exist, so that replog consumers cannot join it; it fails with
+// ErrGroupKind if replog consumers use the name.
+func (n *Node) ClaimKafkaGroup(ctx context.Context, group string) (*GroupState, error) {
+	return n.Group(ctx, GroupRequest{Op: gopKafkaClaim, Group: group})
+}
+
+// CommitKafkaOffsets commits a Kafka group's offsets, by topic and
+// partition, creating the group if need be; ErrGroupKind if replog
+// consumers use the name.
+func (n *Node) CommitKafkaOffsets(ctx context.Context, group string, commits map[string]map[int]CommittedOffset) (*GroupState, error) {
+	return n.Group(ctx, GroupRequest{Op: gopKafkaCommit, Group: group, Commits: commits})
+}
+
+// DeleteKafkaOffsets drops a Kafka group's offsets of the given partitions,
+// by topic.
+func (n *Node) DeleteKafkaOffsets(ctx context.Context, group string, drop map[string][]int) (*GroupState, error) {
+	return n.Group(ctx, GroupRequest{Op: gopKafkaDeleteOffsets, Group: group, Drop: drop})
 }

@@ -417,6 +417,14 @@ func TestGroupsSMRecoverGarbage(t *testing.T) {
 		"strategy":          mutate(func(g map[string]any) { g["strategy"] = "zigzag" }),
 		"offset key":        mutate(func(g map[string]any) { g["offsets"] = map[string]int64{"x": 1} }),
 		"wrong member type": mutate(func(g map[string]any) { g["members"] = []int{1} }),
+		"kind":              mutate(func(g map[string]any) { g["kind"] = "zookeeper" }),
+		"replog group with Kafka offsets": mutate(func(g map[string]any) {
+			g["topic_offsets"] = map[string]any{"t": map[string]any{"0": map[string]any{"offset": 1}}}
+		}),
+		"Kafka group with members": mutate(func(g map[string]any) { g["kind"] = GroupKindKafka }),
+		"Kafka negative offset":    `{"k":{"name":"k","kind":"kafka","topic_offsets":{"t":{"0":{"offset":-2}}}}}`,
+		"Kafka empty topic":        `{"k":{"name":"k","kind":"kafka","topic_offsets":{"":{"0":{"offset":2}}}}}`,
+		"Kafka partition":          `{"k":{"name":"k","kind":"kafka","topic_offsets":{"t":{"-1":{"offset":2}}}}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := newGroupsSM()
@@ -469,6 +477,19 @@ var badCommands = []struct {
 	{"reset negative offset", `{"op":"reset","group":"empty","offsets":{"0":-7}}`, gInvalid},
 	{"reset partition out of range", `{"op":"reset","group":"empty","offsets":{"100000":0}}`, gInvalid},
 	{"delete without group", `{"op":"delete"}`, gInvalid},
+	{"kafka claim without group", `{"op":"kafka-claim"}`, gInvalid},
+	{"kafka claim of a replog group", `{"op":"kafka-claim","group":"g"}`, gGroupKind},
+	{"kafka commit of a replog group", `{"op":"kafka-commit","group":"empty","commits":{"t":{"0":{"offset":1}}}}`, gGroupKind},
+	{"kafka commit without group", `{"op":"kafka-commit","commits":{"t":{"0":{"offset":1}}}}`, gInvalid},
+	{"kafka commit negative offset", `{"op":"kafka-commit","group":"k","commits":{"t":{"0":{"offset":-1}}}}`, gInvalid},
+	{"kafka commit negative partition", `{"op":"kafka-commit","group":"k","commits":{"t":{"-1":{"offset":1}}}}`, gInvalid},
+	{"kafka commit huge partition", `{"op":"kafka-commit","group":"k","commits":{"t":{"1099511627776":{"offset":1}}}}`, gInvalid},
+	{"kafka commit empty topic", `{"op":"kafka-commit","group":"k","commits":{"":{"0":{"offset":1}}}}`, gInvalid},
+	{"kafka commit long topic", `{"op":"kafka-commit","group":"k","commits":{"` + strings.Repeat("t", 250) + `":{"0":{"offset":1}}}}`, gInvalid},
+	{"kafka commit long metadata", `{"op":"kafka-commit","group":"k","commits":{"t":{"0":{"offset":1,"metadata":"` + strings.Repeat("m", MaxOffsetMetadata+1) + `"}}}}`, gInvalid},
+	{"kafka delete offsets of a replog group", `{"op":"kafka-delete-offsets","group":"empty","drop":{"t":[0]}}`, gGroupKind},
+	{"kafka delete offsets negative partition", `{"op":"kafka-delete-offsets","group":"k","drop":{"t":[-1]}}`, gInvalid},
+	{"kafka delete offsets of no group", `{"op":"kafka-delete-offsets","group":"nope","drop":{"t":[0]}}`, gGroupNotFound},
 }
 
 // groupsFixture is a state machine with a group "g" of members a and b on
@@ -517,6 +538,9 @@ func FuzzGroupsSMUpdate(f *testing.F) {
 		{Op: gopExpire, Now: int64(time.Hour)},
 		{Op: gopReset, Group: "empty", Offsets: map[int]int64{0: 3}},
 		{Op: gopDelete, Group: "empty"},
+		{Op: gopKafkaClaim, Group: "k"},
+		{Op: gopKafkaCommit, Group: "k", Commits: map[string]map[int]CommittedOffset{"t": {0: {Offset: 3, Metadata: "m"}}}},
+		{Op: gopKafkaDeleteOffsets, Group: "k", Drop: map[string][]int{"t": {0}}},
 	} {
 		b, _ := json.Marshal(c)
 		f.Add(b)
