@@ -26,8 +26,8 @@ type servedAPI struct {
 // Maximums: what the handlers implement, inside what franz-go, sarama and
 // librdkafka negotiate; Fetch stops at v12 and Produce at v11, before topic
 // ids replace names.
-func servedAPIs() [8]servedAPI {
-	return [...]servedAPI{
+func servedAPIs() []servedAPI {
+	return append([]servedAPI{
 		{kmsg.Produce.Int16(), versionRange{3, 11}},
 		{kmsg.Fetch.Int16(), versionRange{4, 12}},
 		{kmsg.ListOffsets.Int16(), versionRange{1, 6}},
@@ -36,7 +36,7 @@ func servedAPIs() [8]servedAPI {
 		{kmsg.CreateTopics.Int16(), versionRange{0, 7}},
 		{kmsg.DeleteTopics.Int16(), versionRange{0, 6}},
 		{kmsg.InitProducerID.Int16(), versionRange{0, 4}},
-	}
+	}, groupAPIs()...)
 }
 
 // served returns the versions of API key that the listener answers.
@@ -154,6 +154,9 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 		return ready(s.listOffsets(c.ctx, req)), nil
 	case *kmsg.InitProducerIDRequest:
 		return ready(s.initProducerID(c.ctx, req)), nil
+	}
+	if rep, ok := s.handleGroup(c, req); ok {
+		return rep, nil
 	}
 	// Only if apiVersions lists a request that has no case above.
 	return nil, fmt.Errorf("%w: %s has no handler", errBadRequest, kmsg.NameForKey(req.Key()))

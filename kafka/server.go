@@ -109,6 +109,9 @@ type Server struct {
 	once  sync.Once
 	lnErr error // from closing ln, set once
 
+	// groups holds the Kafka consumer groups (see groups.go).
+	groups *coordinator
+
 	mu struct {
 		sync.Mutex
 		closed bool
@@ -146,7 +149,7 @@ func Listen(l *replog.Log, addr string, opts *Options) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("%w: advertised address %q is not host:port", replog.ErrInvalidConfig, adv)
 	}
-	s := &Server{l: l, node: node, opts: o, log: logger, ln: ln, host: host, port: int32(port)}
+	s := &Server{l: l, node: node, opts: o, log: logger, ln: ln, host: host, port: int32(port), groups: newCoordinator()}
 	s.mu.conns = map[*conn]struct{}{}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.wg.Add(2)
@@ -189,6 +192,7 @@ func (s *Server) shutdown() {
 		}
 		s.mu.Unlock()
 		s.stop()
+		s.groups.close()
 		s.lnErr = s.ln.Close()
 	})
 }
