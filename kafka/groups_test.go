@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/replog/replog"
 	replogkafka "github.com/replog/replog/kafka"
@@ -361,4 +363,99 @@ func TestKafkaGroupAdmin(t *testing.T) {
 	require.NoError(t, err)
 	_, ok = offs.Lookup("t", 1)
 	require.False(t, ok)
+}
+
+// The protocol's error semantics, with the versions sarama pinned to
+// Kafka 1.0 sends (JoinGroup v2) and franz-go's newest (KIP-394).
+func TestKafkaGroupProtocolErrors(t *testing.T) {
+	_, srv := groupNode(t)
+	ctx := testCtx(t)
+	old := newClient(t, srv, kgo.MaxVersions(kversion.V1_0_0()))
+	proto := func() []kmsg.JoinGroupRequestProtocol {
+		p := kmsg.NewJoinGroupRequestProtocol()
+		p.Name, p.Metadata = "range", []byte("meta")
+		return []kmsg.JoinGroupRequestProtocol{p}
+	}
+	join := kmsg.NewPtrJoinGroupRequest()
+	join.Group, join.SessionTimeoutMillis, join.RebalanceTimeoutMillis = "p", 6000, 6000
+	join.ProtocolType, join.Protocols = "consumer", proto()
+	jr, err := join.RequestWith(ctx, old)
+	require.NoError(t, err)
+	require.Equal(t, int16(2), jr.Version)
+	require.Zero(t, jr.ErrorCode, "v2 gets its member id at once")
+	require.Equal(t, int32(1), jr.Generation)
+	require.Equal(t, jr.MemberID, jr.LeaderID)
+	require.Len(t, jr.Members, 1)
+	a := jr.MemberID
+
+	sync := kmsg.NewPtrSyncGroupRequest()
+	sync.Group, sync.Generation, sync.MemberID = "p", 1, a
+	as := kmsg.NewSyncGroupRequestGroupAssignment()
+	as.MemberID, as.MemberAssignment = a, []byte("mine")
+	sync.GroupAssignment = append(sync.GroupAssignment, as)
+	sr, err := sync.RequestWith(ctx, old)
+	require.NoError(t, err)
+	require.Zero(t, sr.ErrorCode)
+	require.Equal(t, "mine", string(sr.MemberAssignment))
+
+	hb := func(member string, gen int32) int16 {
+		req := kmsg.NewPtrHeartbeatRequest()
+		req.Group, req.MemberID, req.Generation = "p", member, gen
+		resp, err := req.RequestWith(ctx, old)
+		require.NoError(t, err)
+		return resp.ErrorCode
+	}
+	require.Zero(t, hb(a, 1))
+	require.Equal(t, kerr.IllegalGeneration.Code, hb(a, 7))
+	require.Equal(t, kerr.UnknownMemberID.Code, hb("nobody", 1))
+
+	// A new client joins: KIP-394 first, then a rebalance that a's
+	// heartbeat learns of; the join completes once a joins again.
+	cur := newClient(t, srv)
+	join2 := kmsg.NewPtrJoinGroupRequest()
+	join2.Group, join2.SessionTimeoutMillis, join2.RebalanceTimeoutMillis = "p", 6000, 6000
+	join2.ProtocolType, join2.Protocols = "consumer", proto()
+	jr2, err := join2.RequestWith(ctx, cur)
+	require.NoError(t, err)
+	require.Equal(t, kerr.MemberIDRequired.Code, jr2.ErrorCode)
+	require.NotEmpty(t, jr2.MemberID)
+	join2.MemberID = jr2.MemberID
+	done := make(chan *kmsg.JoinGroupResponse, 1)
+	go func() {
+		r, _ := join2.RequestWith(ctx, cur)
+		done <- r
+	}()
+	require.Eventually(t, func() bool { return hb(a, 1) == kerr.RebalanceInProgress.Code }, 5*time.Second, 10*time.Millisecond)
+	sync.Generation = 1
+	sr, err = sync.RequestWith(ctx, old)
+	require.NoError(t, err)
+	require.Equal(t, kerr.RebalanceInProgress.Code, sr.ErrorCode)
+	join.MemberID = a
+	jr, err = join.RequestWith(ctx, old)
+	require.NoError(t, err)
+	require.Zero(t, jr.ErrorCode)
+	require.Equal(t, int32(2), jr.Generation)
+	require.Equal(t, a, jr.LeaderID, "the leader stays")
+	require.Len(t, jr.Members, 2)
+	jr2 = <-done
+	require.NotNil(t, jr2)
+	require.Zero(t, jr2.ErrorCode)
+	require.Equal(t, int32(2), jr2.Generation)
+	require.Empty(t, jr2.Members, "only the leader gets the members")
+
+	// A commit of the old generation is refused; unknown groups have no
+	// offsets and are Dead.
+	commit := kmsg.NewPtrOffsetCommitRequest()
+	commit.Group, commit.Generation, commit.MemberID = "p", 1, a
+	ct := kmsg.NewOffsetCommitRequestTopic()
+	ct.Topic = "none"
+	cp := kmsg.NewOffsetCommitRequestTopicPartition()
+	ct.Partitions = append(ct.Partitions, cp)
+	commit.Topics = append(commit.Topics, ct)
+	cr, err := commit.RequestWith(ctx, cur)
+	require.NoError(t, err)
+	require.Equal(t, kerr.IllegalGeneration.Code, cr.Topics[0].Partitions[0].ErrorCode)
+	described, err := kadm.NewClient(cur).DescribeGroups(ctx, "nope")
+	require.NoError(t, err)
+	require.Equal(t, "Dead", described["nope"].State)
 }
