@@ -28,6 +28,7 @@ func TestGroupsSMKafkaGroups(t *testing.T) {
 		"b": {3: {Offset: 1}},
 	}))
 	require.Equal(t, gOK, code)
+	require.Equal(t, CommittedOffset{Offset: 1}, g.TopicOffsets["b"][3])
 	code, g = update(t, s, kafkaCommit("k", map[string]map[int]CommittedOffset{"a": {0: {Offset: 9}}}))
 	require.Equal(t, gOK, code)
 	require.Equal(t, map[string]map[int]CommittedOffset{
