@@ -23,4 +23,20 @@
 // does), and never disturbs other connections. An ApiVersions request of a
 // version not served gets Kafka's UNSUPPORTED_VERSION answer (KIP-511) so
 // the client can retry with one that is.
+//
+// # Consumer groups
+//
+// Kafka's classic groups with client-side assignment are served
+// (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+// OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups,
+// OffsetDelete). As in a Kafka coordinator, a group's membership lives in
+// memory on the listener's node, and clients rejoin if it restarts; the
+// committed offsets go through Raft in replog's groups state machine,
+// keyed by (group, topic, partition), so a group may span topics and
+// replog's [replog.Log.DescribeGroup] and [replog.Log.ListGroups] show it.
+// A name is either a Kafka group or a replog group, never both: a Kafka
+// client joining a replog group gets INCONSISTENT_GROUP_PROTOCOL, and a
+// replog consumer joining a Kafka group [replog.ErrGroupKind]. For now the
+// coordinator is always the node a client asked, so on a cluster all
+// members of a group must use the same node's listener.
 package replogkafka
