@@ -1,8 +1,18 @@
-// Command replog runs a replog node for Kafka clients.
+// Command replog runs a replog node for Kafka clients and administers
+// topics, records and groups over Kafka's wire protocol, through franz-go,
+// so that every subcommand but serve works against Kafka as well.
 //
 //	replog serve -dir ./data -kafka 127.0.0.1:9092
+//	replog topic create events -partitions 4 -config retention.ms=86400000
+//	replog topic list | describe NAME | delete NAME
+//	replog produce events < lines.txt
+//	replog consume events -from earliest -n 10
+//	replog consume events -group g1
+//	replog group list | describe G
 //
-// Exit codes: 0 success, 1 failure, 2 bad usage.
+// The client subcommands find the brokers in -brokers (also spelt
+// --brokers), else in $REPLOG_BROKERS, else at 127.0.0.1:9092. Exit codes:
+// 0 success, 1 failure, 2 bad usage.
 package main
 
 import (
@@ -48,8 +58,14 @@ const usage = `usage: replog COMMAND [flags]
 
 commands:
   serve -dir DIR -kafka HOST:PORT        run a node serving Kafka clients
+  topic create NAME [-partitions N] [-replicas N] [-config k=v ...]
+  topic list | describe NAME | delete NAME
+  produce TOPIC [-key-sep SEP]           lines of stdin as records
+  consume TOPIC [-group G] [-from earliest|latest] [-n N]
+  group list | describe G
 
-"replog COMMAND -h" lists a command's flags.
+Client commands take -brokers ADDR[,ADDR] (default $REPLOG_BROKERS or
+127.0.0.1:9092); "replog COMMAND -h" lists a command's flags.
 `
 
 func main() {
@@ -69,6 +85,14 @@ func run(ctx context.Context, args []string, e env) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		err = serve(ctx, rest, e)
+	case "topic":
+		err = topicCmd(ctx, rest, e)
+	case "produce":
+		err = produce(ctx, rest, e)
+	case "consume":
+		err = consume(ctx, rest, e)
+	case "group":
+		err = groupCmd(ctx, rest, e)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return exitOK
