@@ -36,6 +36,11 @@ func servedAPIs() []servedAPI {
 		{kmsg.CreateTopics.Int16(), versionRange{0, 7}},
 		{kmsg.DeleteTopics.Int16(), versionRange{0, 6}},
 		{kmsg.InitProducerID.Int16(), versionRange{0, 4}},
+		{kmsg.DescribeConfigs.Int16(), versionRange{0, 4}},
+		{kmsg.IncrementalAlterConfigs.Int16(), versionRange{0, 1}},
+		{kmsg.CreatePartitions.Int16(), versionRange{0, 3}},
+		{kmsg.DeleteRecords.Int16(), versionRange{0, 2}},
+		{kmsg.DescribeCluster.Int16(), versionRange{0, 2}},
 	}, groupAPIs()...)
 }
 
@@ -154,6 +159,16 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 		return ready(s.listOffsets(c.ctx, req)), nil
 	case *kmsg.InitProducerIDRequest:
 		return ready(s.initProducerID(c.ctx, req)), nil
+	case *kmsg.DescribeConfigsRequest:
+		return ready(s.describeConfigs(req)), nil
+	case *kmsg.IncrementalAlterConfigsRequest:
+		return ready(s.incrementalAlterConfigs(c.ctx, req)), nil
+	case *kmsg.CreatePartitionsRequest:
+		return ready(s.createPartitions(c.ctx, req)), nil
+	case *kmsg.DeleteRecordsRequest:
+		return ready(s.deleteRecords(c.ctx, req)), nil
+	case *kmsg.DescribeClusterRequest:
+		return ready(s.describeCluster(req)), nil
 	}
 	if rep, ok := s.handleGroup(c, req); ok {
 		return rep, nil
