@@ -98,3 +98,21 @@ func requireAPIs(ctx context.Context, adm *kadm.Client, what string, keys ...kms
 	}
 	return nil
 }
+
+// adminFor parses args into fs (on which c's flags and the command's own
+// are registered), checks that n positional arguments (what) were given,
+// and opens an admin client; the caller closes it.
+func (c *clientFlags) adminFor(fs *flag.FlagSet, args []string, n int, what string) (*kadm.Client, []string, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := wantArgs(pos, n, what); err != nil {
+		return nil, nil, err
+	}
+	adm, err := c.admin()
+	if err != nil {
+		return nil, nil, err
+	}
+	return adm, pos, nil
+}

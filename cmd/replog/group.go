@@ -55,14 +55,7 @@ func groupList(ctx context.Context, args []string, e env) error {
 	fs := newFlags("group list", e)
 	var cf clientFlags
 	cf.register(fs, e, true)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 0, "no argument"); err != nil {
-		return err
-	}
-	adm, err := cf.admin()
+	adm, _, err := cf.adminFor(fs, args, 0, "no argument")
 	if err != nil {
 		return err
 	}
@@ -91,18 +84,11 @@ func groupDescribe(ctx context.Context, args []string, e env) error {
 	fs := newFlags("group describe", e)
 	var cf clientFlags
 	cf.register(fs, e, true)
-	pos, err := parse(fs, args)
+	adm, pos, err := cf.adminFor(fs, args, 1, "a group name")
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, "a group name"); err != nil {
 		return err
 	}
 	name := pos[0]
-	adm, err := cf.admin()
-	if err != nil {
-		return err
-	}
 	defer adm.Close()
 	if err := requireAPIs(ctx, adm, "describing groups", kmsg.FindCoordinator, kmsg.DescribeGroups, kmsg.OffsetFetch); err != nil {
 		return fmt.Errorf("describe group %q: %w", name, err)

@@ -59,14 +59,7 @@ func topicCreate(ctx context.Context, args []string, e env) error {
 	replicas := fs.Int("replicas", -1, "replication `factor` (-1: the broker's default)")
 	configs := configFlags{}
 	fs.Var(configs, "config", "topic setting `key=value` (repeatable), e.g. retention.ms=86400000")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, "a topic name"); err != nil {
-		return err
-	}
-	adm, err := cf.admin()
+	adm, pos, err := cf.adminFor(fs, args, 1, "a topic name")
 	if err != nil {
 		return err
 	}
@@ -119,14 +112,7 @@ func topicList(ctx context.Context, args []string, e env) error {
 	fs := newFlags("topic list", e)
 	var cf clientFlags
 	cf.register(fs, e, true)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 0, "no argument"); err != nil {
-		return err
-	}
-	adm, err := cf.admin()
+	adm, _, err := cf.adminFor(fs, args, 0, "no argument")
 	if err != nil {
 		return err
 	}
@@ -155,18 +141,11 @@ func topicDescribe(ctx context.Context, args []string, e env) error {
 	fs := newFlags("topic describe", e)
 	var cf clientFlags
 	cf.register(fs, e, true)
-	pos, err := parse(fs, args)
+	adm, pos, err := cf.adminFor(fs, args, 1, "a topic name")
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, "a topic name"); err != nil {
 		return err
 	}
 	name := pos[0]
-	adm, err := cf.admin()
-	if err != nil {
-		return err
-	}
 	defer adm.Close()
 	details, err := adm.ListTopics(ctx, name)
 	if err != nil {
@@ -240,14 +219,7 @@ func topicDelete(ctx context.Context, args []string, e env) error {
 	fs := newFlags("topic delete", e)
 	var cf clientFlags
 	cf.register(fs, e, false)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, "a topic name"); err != nil {
-		return err
-	}
-	adm, err := cf.admin()
+	adm, pos, err := cf.adminFor(fs, args, 1, "a topic name")
 	if err != nil {
 		return err
 	}
