@@ -41,6 +41,7 @@ type config struct {
 	cpuprofile, consumeProfile, memprofile      string
 	idle                                        time.Duration
 	idleProfile, idleMemProfile                 string
+	kafka                                       bool
 }
 
 type result struct {
@@ -120,6 +121,7 @@ func main() {
 	flag.IntVar(&c.replicas, "replicas", 1, "1 (one node) or 3 (three nodes in this process)")
 	flag.StringVar(&c.codec, "codec", "none", "compression: none, gzip, snappy, lz4, zstd")
 	flag.StringVar(&c.acks, "acks", "all", "all (quorum fsynced) or none (fire and forget)")
+	flag.BoolVar(&c.kafka, "kafka", false, "produce and consume through Kafka's protocol: node 1 serves a listener on a loopback port and franz-go's client does the phases (one producer; -acks all)")
 	flag.StringVar(&c.payload, "payload", "text", "values: text (one value, a repeated alphabet), zeros, json (distinct orders of about -size bytes), random (distinct, incompressible)")
 	flag.IntVar(&c.producers, "producers", 1, "producer handles producing concurrently (each has one per topic)")
 	flag.IntVar(&c.latencyN, "latency-records", 2000, "synchronous Produce calls timed for latency")

@@ -36,6 +36,9 @@ func run(c config) (result, error) {
 		return r, fmt.Errorf("-records %d, -latency-records %d, -idle %v: want 0 or more", c.records, c.latencyN, c.idle)
 	case c.topics < 1 || c.producers < 1:
 		return r, fmt.Errorf("-topics %d, -producers %d: want 1 or more", c.topics, c.producers)
+	case c.kafka && (c.replicas != 1 || c.acks != "all" || c.producers != 1):
+		// The listener advertises only its own node for now.
+		return r, fmt.Errorf("-kafka: one replica, -acks all and one producer only")
 	}
 	values, err := payloads(c.payload, c.size)
 	if err != nil {
@@ -70,11 +73,16 @@ func run(c config) (result, error) {
 	}
 	r.CreateSeconds = time.Since(start).Seconds()
 
-	if c.records > 0 {
+	switch {
+	case c.records > 0 && c.kafka:
+		if err := kafkaProduceConsume(ctx, c, topics, values, logs[0], &r); err != nil {
+			return r, err
+		}
+	case c.records > 0:
 		if err := produceConsume(ctx, c, topics, values, logs[0], &r); err != nil {
 			return r, err
 		}
-	} else {
+	default:
 		measureStore(logs[0], &r)
 	}
 	r.PeakRSSBytes = peakRSS()
