@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -88,6 +90,15 @@ func kafkaProduceConsume(ctx context.Context, c config, topics []*replog.Topic, 
 		return err
 	}
 	defer cons.Close()
+	if c.consumeProfile != "" {
+		f, err := os.Create(c.consumeProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	start = time.Now()
 	got, gotBytes := 0, 0
 	for got < want {
