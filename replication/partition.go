@@ -46,6 +46,10 @@ type Partition struct {
 	unsnapshotted atomic.Int64
 	snapshots     atomic.Int64 // requested snapshots taken
 	lastApply     atomic.Int64
+	// lastLogCompaction is when this replica last asked dragonboat to
+	// compact its Raft log storage (unix ns; see compactRaftLogs).
+	lastLogCompaction atomic.Int64
+	logCompactions    atomic.Int64 // compactions requested that had work
 }
 
 // Err returns the error that took this replica out of service (matching
@@ -471,6 +475,32 @@ func (n *Node) snapshotIdle(quiet time.Duration) {
 		p.requestSnapshot()
 	}
 }
+
+// compactRaftLogs asks dragonboat to compact the Raft log storage of each
+// local partition that has gone quiet, or whose last compaction is
+// maxLogCompactionDelay old, so that the space of entries that snapshots
+// made unneeded comes back without a compaction on every replica while
+// they are busy. dragonboat answers at once (ErrRejected) when nothing was
+// removed since the last one. Called from the retention loop.
+func (n *Node) compactRaftLogs(quiet time.Duration) {
+	now := time.Now().UnixNano()
+	for _, p := range n.Local() {
+		if now-p.lastApply.Load() < int64(quiet) && now-p.lastLogCompaction.Load() < int64(maxLogCompactionDelay) {
+			continue
+		}
+		p.lastLogCompaction.Store(now)
+		switch _, err := n.nh.RequestCompaction(p.Shard, p.replicaID); {
+		case err == nil:
+			p.logCompactions.Add(1)
+		case !errors.Is(err, dragonboat.ErrRejected): // rejected: nothing new to reclaim
+			n.log.Debug("replog: compact Raft log", "shard", p.Shard, "err", err)
+		}
+	}
+}
+
+// maxLogCompactionDelay bounds how long a busy partition's Raft log
+// storage waits for a compaction.
+const maxLogCompactionDelay = time.Minute
 
 // idleSnapshotEntries is how many Raft entries a quiet partition keeps
 // without asking for a snapshot, when it cannot tell their size.

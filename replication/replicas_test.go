@@ -50,16 +50,24 @@ func (r *recorder) matching(substr string) []string {
 
 // testCluster is in-memory nodes over the in-process transport.
 type testCluster struct {
-	t      *testing.T
-	net    *Network
-	peers  map[uint64]string
-	stores map[uint64]*MemStorage
-	nodes  map[uint64]*Node
-	logs   map[uint64]*recorder
+	// retention, if set before nodes start, is their RetentionInterval.
+	retention time.Duration
+	t         *testing.T
+	net       *Network
+	peers     map[uint64]string
+	stores    map[uint64]*MemStorage
+	nodes     map[uint64]*Node
+	logs      map[uint64]*recorder
 }
 
 func newTestCluster(t *testing.T, n int) *testCluster {
-	c := &testCluster{t: t, net: &Network{}, peers: map[uint64]string{}, stores: map[uint64]*MemStorage{},
+	return newTestClusterRetaining(t, n, 0)
+}
+
+// newTestClusterRetaining is newTestCluster with the nodes' retention loop
+// (retention, quiet snapshots, Raft log compaction) every retention.
+func newTestClusterRetaining(t *testing.T, n int, retention time.Duration) *testCluster {
+	c := &testCluster{retention: retention, t: t, net: &Network{}, peers: map[uint64]string{}, stores: map[uint64]*MemStorage{},
 		nodes: map[uint64]*Node{}, logs: map[uint64]*recorder{}}
 	for id := uint64(1); id <= uint64(n); id++ {
 		c.peers[id] = NewInProcessAddress()
@@ -98,7 +106,8 @@ func (c *testCluster) start(id uint64) (*Node, *recorder, error) {
 		InProcess: true, Network: c.net, Storage: c.stores[id],
 		RTT: 10 * time.Millisecond, ElectionTicks: 30, HeartbeatTicks: 3,
 		SnapshotEntries: 10000, StartTimeout: 30 * time.Second,
-		Logger: slog.New(rec),
+		RetentionInterval: c.retention,
+		Logger:            slog.New(rec),
 	})
 	return n, rec, err
 }

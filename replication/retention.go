@@ -50,6 +50,7 @@ func (n *Node) retentionLoop() {
 		}
 		n.applyRetention(ctx)
 		n.snapshotIdle(n.cfg.RetentionInterval)
+		n.compactRaftLogs(n.cfg.RetentionInterval)
 	}
 }
 
