@@ -382,13 +382,13 @@ func (n *Node) raftConfig(shard, replicaID uint64) config.Config {
 	// second, and the sync Produce p99 after a load.
 	snapEvery := n.cfg.SnapshotEntries
 	return config.Config{
-		ShardID:            shard,
-		ReplicaID:          replicaID,
-		ElectionRTT:        n.cfg.ElectionTicks,
-		HeartbeatRTT:       n.cfg.HeartbeatTicks,
-		CheckQuorum:        true,
-		PreVote:            true,
-		SnapshotEntries:    snapEvery,
+		ShardID:         shard,
+		ReplicaID:       replicaID,
+		ElectionRTT:     n.cfg.ElectionTicks,
+		HeartbeatRTT:    n.cfg.HeartbeatTicks,
+		CheckQuorum:     true,
+		PreVote:         true,
+		SnapshotEntries: snapEvery,
 		// dragonboat compacts a group's Raft log storage (a manual Pebble
 		// compaction of the range it deleted) right after every snapshot.
 		// A partition snapshots every 64 MiB under load, and those
@@ -398,7 +398,7 @@ func (n *Node) raftConfig(shard, replicaID uint64) config.Config {
 		// compactRaftLogs); the deleted range is dropped by Pebble's own
 		// compactions meanwhile.
 		DisableAutoCompactions: shard != MetaShardID && shard != GroupsShardID,
-		CompactionOverhead: snapEvery / 2,
+		CompactionOverhead:     snapEvery / 2,
 		// Raft entries are record batches the producer already compressed.
 		EntryCompressionType: config.NoCompression,
 		// Unapplied entries kept in memory, on this replica or (as the
