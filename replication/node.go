@@ -245,8 +245,9 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if cfg.InMemory {
 		// dragonboat accepts only lni/vfs's own MemFS here. Its GetDiskUsage
-		// is unsupported, so dragonboat's Pebble prints one "background
-		// error: vfs: not supported" line to the standard logger per node.
+		// is unsupported, so dragonboat's Pebble prints a "background
+		// error: vfs: not supported" line to the standard logger each time
+		// it deletes an obsolete file (it asks for the disk usage then).
 		// dragonboat's tan LogDB would not, but in-memory nodes (every
 		// test) would then run another Raft log engine than disk nodes,
 		// and tan is marked experimental.
