@@ -18,6 +18,12 @@ func (n *Node) Leader(shard uint64) uint64 {
 	return l
 }
 
+// LeaderState returns the known leader of a shard's group (a Raft replica
+// id, 0 while none is known) and a channel closed at the next leader change
+// of any group on this node. In the cluster-wide groups (MetaShardID,
+// GroupsShardID) replica ids are node ids.
+func (n *Node) LeaderState(shard uint64) (uint64, <-chan struct{}) { return n.leaderState(shard) }
+
 // LeaderNode returns the node leading a partition's group (0 if none known).
 func (n *Node) LeaderNode(shard uint64) uint64 {
 	l := n.Leader(shard)

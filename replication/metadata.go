@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"slices"
+	"strconv"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/replog/replog/storage"
@@ -33,9 +35,17 @@ type Metadata struct {
 	// the initial ones are in every node's Options.Peers.
 	Nodes map[uint64]string `json:"nodes,omitempty"`
 	// Removed nodes; their ids are never used again.
-	Removed       []uint64 `json:"removed,omitempty"`
-	DeletedShards []uint64 `json:"deleted_shards,omitempty"`
-	Index         uint64   `json:"index"` // last applied Raft index
+	Removed []uint64 `json:"removed,omitempty"`
+	// KafkaBrokers are the addresses (host:port) that nodes running a
+	// Kafka listener advertise to clients, by node id, so that every
+	// node's Metadata answer lists every broker. A node registers its
+	// address each time its listener starts and keeps it while it is down
+	// (clients try it and move on, as with a Kafka broker that is down);
+	// it goes with the node's removal. Metadata written before this field
+	// existed lacks it: no node has registered.
+	KafkaBrokers  map[uint64]string `json:"kafka_brokers,omitempty"`
+	DeletedShards []uint64          `json:"deleted_shards,omitempty"`
+	Index         uint64            `json:"index"` // last applied Raft index
 
 	// byShard indexes the partitions by shard. Published metadata is
 	// immutable and carries it (see index); a node's background loops
@@ -182,6 +192,7 @@ func (m *Metadata) clone() *Metadata {
 	c.DeletedShards = slices.Clone(m.DeletedShards)
 	c.Nodes = maps.Clone(m.Nodes)
 	c.Removed = slices.Clone(m.Removed)
+	c.KafkaBrokers = maps.Clone(m.KafkaBrokers)
 	c.byShard = nil // the copy is changed before it is published
 	return &c
 }
@@ -255,7 +266,16 @@ const (
 	opAddNode       = "add_node"
 	opRemoveNode    = "remove_node"
 	opObserve       = "observe"
+	// opKafkaBroker registers Node's Kafka listener at Address (see
+	// Metadata.KafkaBrokers). Nodes that predate it refuse it as an
+	// unknown command (metaInvalid) and change nothing: a cluster being
+	// upgraded learns the addresses as its nodes are.
+	opKafkaBroker = "kafka_broker"
 )
+
+// maxKafkaAddress bounds a registered Kafka address (a host name is at
+// most 253 bytes; a port and brackets add a few).
+const maxKafkaAddress = 300
 
 // Result codes of metadata commands (sm.Result.Value).
 const (
@@ -438,6 +458,16 @@ func (m *Metadata) apply(c metaCmd) sm.Result {
 			m.Removed = append(m.Removed, c.Node)
 		}
 		delete(m.Nodes, c.Node)
+		delete(m.KafkaBrokers, c.Node)
+		return sm.Result{Value: metaOK}
+	case opKafkaBroker:
+		if c.Node == 0 || slices.Contains(m.Removed, c.Node) || !validKafkaAddress(c.Address) {
+			return sm.Result{Value: metaInvalid}
+		}
+		if m.KafkaBrokers == nil {
+			m.KafkaBrokers = map[uint64]string{}
+		}
+		m.KafkaBrokers[c.Node] = c.Address
 		return sm.Result{Value: metaOK}
 	case opAllocProducer:
 		id := m.NextProducer
@@ -476,6 +506,20 @@ func (m *Metadata) present(ids []uint64) []uint64 {
 		return ids
 	}
 	return slices.DeleteFunc(slices.Clone(ids), func(id uint64) bool { return slices.Contains(m.Removed, id) })
+}
+
+// validKafkaAddress reports whether addr is host:port with a port a Kafka
+// client can dial (1 to 65535).
+func validKafkaAddress(addr string) bool {
+	if len(addr) > maxKafkaAddress {
+		return false
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && p > 0
 }
 
 func validNodes(ids []uint64) bool {
@@ -531,6 +575,11 @@ func (m *Metadata) validate() error {
 				return fmt.Errorf("topic %q: partition on shard %d malformed", name, pm.Shard)
 			}
 			shards[pm.Shard] = true
+		}
+	}
+	for id, addr := range m.KafkaBrokers {
+		if id == 0 || !validKafkaAddress(addr) {
+			return fmt.Errorf("kafka broker %d at %q malformed", id, addr)
 		}
 	}
 	return nil

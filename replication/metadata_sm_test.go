@@ -103,6 +103,10 @@ func TestMetaBadInput(t *testing.T) {
 		"add node no address":     {Op: opAddNode, Node: 9},
 		"remove node zero":        {Op: opRemoveNode, Node: 0},
 		"reassign_done bad index": {Op: opReassignDone, Name: "t", Partition: -3},
+		"kafka broker node zero":  {Op: opKafkaBroker, Node: 0, Address: "h:9092"},
+		"kafka broker no port":    {Op: opKafkaBroker, Node: 1, Address: "h"},
+		"kafka broker port zero":  {Op: opKafkaBroker, Node: 1, Address: "h:0"},
+		"kafka broker no host":    {Op: opKafkaBroker, Node: 1, Address: ":9092"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := newTestMetaSM()
@@ -128,6 +132,7 @@ func TestMetaSnapshotRoundTrip(t *testing.T) {
 	s.do(t, metaCmd{Op: opCreateTopic, Name: "a", Partitions: 2, Replicas: 2, Nodes: []uint64{1, 2, 3}})
 	s.do(t, metaCmd{Op: opAddNode, Node: 4, Address: "n4"})
 	s.do(t, metaCmd{Op: opObserve, Name: "a", Partition: 0, Node: 4})
+	s.do(t, metaCmd{Op: opKafkaBroker, Node: 2, Address: "127.0.0.1:9092"})
 	s.do(t, metaCmd{Op: opAllocProducer})
 	s.do(t, metaCmd{Op: opCreateTopic, Name: "b", Partitions: 1, Replicas: 1, Nodes: []uint64{1}})
 	s.do(t, metaCmd{Op: opDeleteTopic, Name: "b"})
@@ -220,6 +225,54 @@ func TestMetaTopicSettingsBackwardCompatible(t *testing.T) {
 	b, err := json.Marshal(&tm)
 	require.NoError(t, err)
 	require.JSONEq(t, old, string(b), "the same JSON when no new setting is set")
+}
+
+func TestMetaKafkaBrokers(t *testing.T) {
+	s := newTestMetaSM()
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opKafkaBroker, Node: 1, Address: "10.0.0.1:9092"}).Value)
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opKafkaBroker, Node: 2, Address: "[::1]:9093"}).Value)
+	before := s.state
+	// A node that restarts elsewhere registers again: the new address wins.
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opKafkaBroker, Node: 1, Address: "10.0.0.9:9092"}).Value)
+	require.Equal(t, map[uint64]string{1: "10.0.0.9:9092", 2: "[::1]:9093"}, s.state.KafkaBrokers)
+	require.Equal(t, "10.0.0.1:9092", before.KafkaBrokers[1], "published metadata is never modified")
+	for _, bad := range []string{"", "nohost", "h:", "h:70000", "h:-1", string(make([]byte, maxKafkaAddress+1)) + ":1"} {
+		require.Equal(t, metaInvalid, s.do(t, metaCmd{Op: opKafkaBroker, Node: 3, Address: bad}).Value, "%q", bad)
+	}
+	require.NotContains(t, s.state.KafkaBrokers, uint64(3))
+
+	// A removed node's address goes with it, and it cannot register again.
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opRemoveNode, Node: 2}).Value)
+	require.NotContains(t, s.state.KafkaBrokers, uint64(2))
+	require.Equal(t, metaInvalid, s.do(t, metaCmd{Op: opKafkaBroker, Node: 2, Address: "h:1"}).Value)
+
+	// Snapshots keep the addresses, and refuse malformed ones.
+	var buf bytes.Buffer
+	require.NoError(t, s.SaveSnapshot(&buf, nil, nil))
+	r := newTestMetaSM()
+	require.NoError(t, r.RecoverFromSnapshot(bytes.NewReader(buf.Bytes()), nil, nil))
+	require.Equal(t, s.state.KafkaBrokers, r.state.KafkaBrokers)
+	for _, bad := range []string{`{"kafka_brokers":{"1":"nohost"}}`, `{"kafka_brokers":{"0":"h:1"}}`, `{"kafka_brokers":{"1":7}}`} {
+		require.Error(t, newTestMetaSM().RecoverFromSnapshot(bytes.NewReader([]byte(bad)), nil, nil), "%q", bad)
+	}
+}
+
+// Metadata snapshots written before Kafka brokers were registered load, and
+// are written back as they were while no node registers.
+func TestMetaKafkaBrokersBackwardCompatible(t *testing.T) {
+	old := `{"topics":{"a":{"name":"a","id":1024,"partitions":[{"shard":1024,"replicas":[1,2]}],"replicas":2,"compression":0,"created":9}},` +
+		`"next_shard":1025,"next_producer":3,"next_replica":4294967296,"nodes":{"4":"n4"},"index":12}`
+	s := newTestMetaSM()
+	require.NoError(t, s.RecoverFromSnapshot(bytes.NewReader([]byte(old)), nil, nil))
+	require.Nil(t, s.state.KafkaBrokers)
+	var buf bytes.Buffer
+	require.NoError(t, s.SaveSnapshot(&buf, nil, nil))
+	require.JSONEq(t, old, buf.String(), "the same snapshot when no node registered")
+
+	// The old metadata applies the new command.
+	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opKafkaBroker, Node: 1, Address: "h:9092"}).Value)
+	require.Equal(t, map[uint64]string{1: "h:9092"}, s.state.KafkaBrokers)
+	require.Len(t, s.state.Topics["a"].Partitions, 1)
 }
 
 // A proposer whose metadata has not applied a node's removal yet still

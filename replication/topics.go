@@ -122,3 +122,24 @@ func (n *Node) AllocProducerID(ctx context.Context) (uint64, error) {
 	}
 	return strconv.ParseUint(string(r.Data), 10, 64)
 }
+
+// RegisterKafkaBroker records addr (host:port) as the address of this
+// node's Kafka listener in the cluster metadata (see
+// [Metadata.KafkaBrokers]). Registering the address already recorded
+// proposes nothing. Retrying is safe: the command sets an absolute value.
+func (n *Node) RegisterKafkaBroker(ctx context.Context, addr string) error {
+	if !validKafkaAddress(addr) {
+		return fmt.Errorf("%w: Kafka address %q is not host:port", ErrInvalid, addr)
+	}
+	if n.Metadata().KafkaBrokers[n.cfg.NodeID] == addr {
+		return nil
+	}
+	r, _, err := n.proposeMeta(ctx, metaCmd{Op: opKafkaBroker, Node: n.cfg.NodeID, Address: addr})
+	if err != nil {
+		return err
+	}
+	if r.Value != metaOK {
+		return fmt.Errorf("%w: Kafka address %q of node %d refused (node removed?)", ErrInvalid, addr, n.cfg.NodeID)
+	}
+	return nil
+}
