@@ -47,16 +47,19 @@ func topicID(info replog.TopicInfo) [16]byte {
 
 func (s *Server) metadata(ctx context.Context, req *kmsg.MetadataRequest) *kmsg.MetadataResponse {
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
-	b := kmsg.NewMetadataResponseBroker()
-	b.NodeID, b.Host, b.Port = s.nodeID(), s.host, s.port
-	resp.Brokers = []kmsg.MetadataResponseBroker{b}
+	bs := s.brokers()
+	for _, b := range bs {
+		mb := kmsg.NewMetadataResponseBroker()
+		mb.NodeID, mb.Host, mb.Port = b.id, b.host, b.port
+		resp.Brokers = append(resp.Brokers, mb)
+	}
 	resp.ClusterID = kmsg.StringPtr(clusterID)
-	resp.ControllerID = s.nodeID()
+	resp.ControllerID = s.controllerID(bs)
 	// Before v4 the broker's setting alone decides auto-creation.
 	autoCreate := s.opts.AutoCreateTopics && (req.Version < 4 || req.AllowAutoTopicCreation)
 	if req.Topics == nil || req.Version == 0 && len(req.Topics) == 0 {
 		for _, info := range s.l.Topics() {
-			resp.Topics = append(resp.Topics, s.topicMetadata(ctx, info.Name, false))
+			resp.Topics = append(resp.Topics, s.topicMetadata(ctx, info.Name, false, bs))
 		}
 		return resp
 	}
@@ -68,14 +71,14 @@ func (s *Server) metadata(ctx context.Context, req *kmsg.MetadataRequest) *kmsg.
 			resp.Topics = append(resp.Topics, t)
 			continue
 		}
-		resp.Topics = append(resp.Topics, s.topicMetadata(ctx, *rt.Topic, autoCreate))
+		resp.Topics = append(resp.Topics, s.topicMetadata(ctx, *rt.Topic, autoCreate, bs))
 	}
 	return resp
 }
 
-// topicMetadata describes a topic, this node leading every partition: it
-// serves them all, through its own replica (a non-voting one if need be).
-func (s *Server) topicMetadata(ctx context.Context, name string, autoCreate bool) kmsg.MetadataResponseTopic {
+// topicMetadata describes a topic: each partition's leader (see
+// partitionLeader) and replicas, among brokers bs.
+func (s *Server) topicMetadata(ctx context.Context, name string, autoCreate bool, bs []broker) kmsg.MetadataResponseTopic {
 	mt := kmsg.NewMetadataResponseTopic()
 	mt.Topic = kmsg.StringPtr(name)
 	t, err := s.l.Topic(name)
@@ -99,14 +102,25 @@ func (s *Server) topicMetadata(ctx context.Context, name string, autoCreate bool
 		return mt
 	}
 	mt.TopicID = topicID(t.Info())
-	self := s.nodeID()
+	tm := s.node.Metadata().Topics[name]
+	if tm == nil || len(tm.Partitions) < t.Partitions() {
+		// Deleted, or re-created, since t was looked up.
+		mt.ErrorCode = kerr.LeaderNotAvailable.Code
+		return mt
+	}
 	for i := range t.Partitions() {
+		pm := tm.Partitions[i]
 		p := kmsg.NewMetadataResponseTopicPartition()
 		p.Partition = int32(i)
-		p.Leader = self
+		p.Leader, p.ErrorCode = s.partitionLeader(pm, bs)
 		p.LeaderEpoch = -1 // no epochs: clients skip epoch fencing
-		p.Replicas = []int32{self}
-		p.ISR = []int32{self}
+		p.Replicas = replicaIDs(pm.Replicas)
+		// Raft keeps no in-sync set: any quorum of the voting replicas
+		// commits, whichever lag. The ISR given is the placement's
+		// replicas, which is what clients use it for (display, and
+		// placement-aware tools); it does not say which replicas are
+		// caught up.
+		p.ISR = p.Replicas
 		mt.Partitions = append(mt.Partitions, p)
 	}
 	return mt

@@ -392,10 +392,13 @@ func (s *Server) describeCluster(req *kmsg.DescribeClusterRequest) *kmsg.Describ
 		return resp
 	}
 	resp.ClusterID = clusterID
-	resp.ControllerID = s.nodeID()
-	b := kmsg.NewDescribeClusterResponseBroker()
-	b.NodeID, b.Host, b.Port = s.nodeID(), s.host, s.port
-	resp.Brokers = []kmsg.DescribeClusterResponseBroker{b}
+	bs := s.brokers()
+	resp.ControllerID = s.controllerID(bs)
+	for _, b := range bs {
+		db := kmsg.NewDescribeClusterResponseBroker()
+		db.NodeID, db.Host, db.Port = b.id, b.host, b.port
+		resp.Brokers = append(resp.Brokers, db)
+	}
 	resp.ClusterAuthorizedOperations = math.MinInt32 // not computed: no ACLs
 	return resp
 }

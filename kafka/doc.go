@@ -36,7 +36,29 @@
 // replog's [replog.Log.DescribeGroup] and [replog.Log.ListGroups] show it.
 // A name is either a Kafka group or a replog group, never both: a Kafka
 // client joining a replog group gets INCONSISTENT_GROUP_PROTOCOL, and a
-// replog consumer joining a Kafka group [replog.ErrGroupKind]. For now the
-// coordinator is always the node a client asked, so on a cluster all
-// members of a group must use the same node's listener.
+// replog consumer joining a Kafka group [replog.ErrGroupKind].
+//
+// # Clusters
+//
+// Every node of a cluster may run a listener. Each registers the address
+// it advertises ([Options.AdvertisedAddress]) under its node id in the
+// cluster's replicated metadata, so that every node's Metadata answer
+// lists every broker (Kafka node id = replog node id) and gives each
+// partition's leader as that node sees it (-1, LEADER_NOT_AVAILABLE,
+// during an election or while the leader runs no listener), with the
+// partition's replicas as both replicas and ISR. Produce, Fetch and
+// ListOffsets for a partition this node does not lead get
+// NOT_LEADER_OR_FOLLOWER, which makes clients refresh their metadata and
+// go to the leader; there is no follower fetching (KIP-392). A node that
+// hosts no replica of a partition names itself as its leader and joins
+// the partition's Raft group as a non-voting replica on first use, then
+// redirects. A listener that closes stays registered: its node is listed
+// while down, and registers again when a listener next starts there.
+//
+// One node coordinates every Kafka group: the leader of replog's groups
+// Raft group, named by FindCoordinator on every node; the others answer
+// the group APIs NOT_COORDINATOR (OffsetFetch is answered anywhere: it
+// reads the offsets through Raft). When that leadership moves, members
+// join again at the new coordinator; committed offsets are kept. Unlike
+// Kafka, groups are not spread over the nodes.
 package replogkafka

@@ -21,7 +21,7 @@ func errorCode(err error) int16 {
 	case errors.Is(err, replog.ErrAmbiguous), errors.Is(err, context.DeadlineExceeded):
 		// Before ErrUnavailable: an ambiguous error may wrap it.
 		return kerr.RequestTimedOut.Code
-	case errors.Is(err, replog.ErrUnavailable), errors.Is(err, replog.ErrNoLocalReplica), errors.Is(err, replog.ErrClosed):
+	case errors.Is(err, errNotLeader), errors.Is(err, replog.ErrUnavailable), errors.Is(err, replog.ErrNoLocalReplica), errors.Is(err, replog.ErrClosed):
 		return kerr.NotLeaderForPartition.Code
 	case errors.Is(err, replog.ErrRecordTooLarge):
 		return kerr.MessageTooLarge.Code

@@ -26,6 +26,9 @@ type fetchPart struct {
 	err   error
 	// records and bytes read into resp, for the Log's counters.
 	records, bytes int
+	// caughtUp is set once the replica was made to catch up with its
+	// group (see readFetch).
+	caughtUp bool
 }
 
 // fetch answers a Fetch request: it reads from each partition's local
@@ -104,6 +107,9 @@ func (s *Server) fetchParts(ctx context.Context, req *kmsg.FetchRequest, resp *k
 				if fp.err == nil {
 					fp.err = kafkabridge.MapErr(fp.rp.WaitOpen(pctx))
 				}
+				if fp.err == nil {
+					fp.err = s.checkLeader(rt.Topic, fp.req.Partition, fp.rp)
+				}
 			}
 			if fp.err != nil {
 				fp.rp = nil
@@ -138,6 +144,20 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 		p := fp.resp
 		from := fp.req.FetchOffset
 		start, hw := fp.rp.LogStart(), fp.rp.HighWatermark()
+		if from > hw && !fp.caughtUp {
+			// A leader just elected may not have applied all that its
+			// predecessor committed and served: a client coming from it
+			// asks for offsets past this replica's high watermark. Catch
+			// up (a read index through the group) before calling the
+			// offset out of range, which would make the client reset.
+			fp.caughtUp = true
+			cctx, cancel := context.WithTimeout(ctx, s.node.AttemptTimeout())
+			err := fp.rp.CatchUp(cctx)
+			cancel()
+			if err == nil {
+				start, hw = fp.rp.LogStart(), fp.rp.HighWatermark()
+			}
+		}
 		p.HighWatermark, p.LastStableOffset, p.LogStartOffset = hw, hw, start
 		p.ErrorCode, p.RecordBatches = 0, nil
 		if from < start || from > hw {
@@ -231,6 +251,9 @@ func (s *Server) listOffset(ctx context.Context, topic *replog.Topic, part int32
 	}
 	if err := rp.WaitOpen(ctx); err != nil {
 		return 0, 0, kafkabridge.MapErr(err)
+	}
+	if err := s.checkLeader(topic.Name(), part, rp); err != nil {
+		return 0, 0, err
 	}
 	switch {
 	case ts == earliestOffset:

@@ -56,10 +56,14 @@ import (
 // a replog group gets INCONSISTENT_GROUP_PROTOCOL, and replog consumers
 // joining a Kafka group get replog.ErrGroupKind.
 //
-// FindCoordinator names this node for every group. On a cluster, the
-// members of one group must therefore use the same node's listener: two
-// listeners would each hold a half of the group (their offsets would
-// still be one).
+// On a cluster, one node coordinates every group: the one leading
+// replog's groups Raft group (see Server.coordinatorNode), which every
+// node's FindCoordinator names; the others answer NOT_COORDINATOR. When
+// that leadership moves, the old coordinator drops its groups (resign)
+// and their members join at the new one, as after a Kafka coordinator
+// fails over. Groups are not spread over nodes as Kafka spreads them
+// over the partitions of __consumer_offsets: one node holds every
+// group's membership (their commits go through Raft in any case).
 //
 // # Concurrency
 //
@@ -143,19 +147,55 @@ func (c *coordinator) close() {
 	defer c.mu.Unlock()
 	c.closed = true
 	for _, g := range c.groups {
-		if g.rebalance != nil {
-			g.rebalance.Stop()
-		}
-		for _, t := range g.pending {
-			t.Stop()
-		}
+		g.stopTimers()
+	}
+	c.groups = map[string]*group{}
+}
+
+// resign drops every group, and reports whether there was one: another
+// node coordinates them now. Waiting JoinGroup and SyncGroup requests are
+// answered NOT_COORDINATOR, so that their members look the coordinator up
+// and join there; the committed offsets are in Raft and stay. Timers of
+// the dropped groups that fire anyway find their group gone and do
+// nothing.
+func (c *coordinator) resign() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || len(c.groups) == 0 {
+		return false
+	}
+	for _, g := range c.groups {
+		g.stopTimers()
 		for _, m := range g.members {
-			if m.session != nil {
-				m.session.Stop()
+			if m.join != nil {
+				resp := kmsg.NewPtrJoinGroupResponse()
+				resp.Version, resp.ErrorCode, resp.Generation, resp.MemberID = m.joinVersion, kerr.NotCoordinator.Code, -1, m.id
+				m.join <- resp
+				m.join = nil
+			}
+			if m.sync != nil {
+				m.sync <- &kmsg.SyncGroupResponse{Version: m.syncVersion, ErrorCode: kerr.NotCoordinator.Code}
+				m.sync = nil
 			}
 		}
 	}
 	c.groups = map[string]*group{}
+	return true
+}
+
+// stopTimers stops g's timers.
+func (g *group) stopTimers() {
+	if g.rebalance != nil {
+		g.rebalance.Stop()
+	}
+	for _, t := range g.pending {
+		t.Stop()
+	}
+	for _, m := range g.members {
+		if m.session != nil {
+			m.session.Stop()
+		}
+	}
 }
 
 func newMemberID() string {

@@ -40,6 +40,90 @@ func groupAPIs() []servedAPI {
 // connection's requests one at a time: a JoinGroup waiting for its
 // rebalance holds back the responses after it, never other connections.
 func (s *Server) handleGroup(c *conn, req kmsg.Request) (reply, bool) {
+	rep, ok := s.handleGroupHere(c, req)
+	if !ok {
+		return nil, false
+	}
+	return func(ctx context.Context) kmsg.Response {
+		if resp := s.redirectGroup(req); resp != nil {
+			return resp
+		}
+		return rep(ctx)
+	}, true
+}
+
+// redirectGroup answers a request for the group coordinator when this
+// node is not the coordinator (see coordinatorCode): NOT_COORDINATOR (or
+// COORDINATOR_NOT_AVAILABLE during an election), and for ListGroups an
+// empty list, as a Kafka broker lists only the groups it coordinates
+// (clients ask every broker). It returns nil on the coordinator, and for
+// the requests any node serves: FindCoordinator, and OffsetFetch, whose
+// offsets are read through Raft, the same on every node.
+func (s *Server) redirectGroup(req kmsg.Request) kmsg.Response {
+	switch req.(type) {
+	case *kmsg.FindCoordinatorRequest, *kmsg.OffsetFetchRequest:
+		return nil
+	}
+	code := s.coordinatorCode()
+	if code == 0 {
+		return nil
+	}
+	switch req := req.(type) {
+	case *kmsg.ListGroupsRequest:
+		return req.ResponseKind()
+	case *kmsg.JoinGroupRequest:
+		return joinError(req, code)
+	case *kmsg.SyncGroupRequest:
+		resp := req.ResponseKind().(*kmsg.SyncGroupResponse)
+		resp.ErrorCode = code
+		return resp
+	case *kmsg.HeartbeatRequest:
+		resp := req.ResponseKind().(*kmsg.HeartbeatResponse)
+		resp.ErrorCode = code
+		return resp
+	case *kmsg.LeaveGroupRequest:
+		resp := req.ResponseKind().(*kmsg.LeaveGroupResponse)
+		resp.ErrorCode = code
+		return resp
+	case *kmsg.OffsetCommitRequest:
+		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, rt := range req.Topics {
+			t := kmsg.NewOffsetCommitResponseTopic()
+			t.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				p := kmsg.NewOffsetCommitResponseTopicPartition()
+				p.Partition, p.ErrorCode = rp.Partition, code
+				t.Partitions = append(t.Partitions, p)
+			}
+			resp.Topics = append(resp.Topics, t)
+		}
+		return resp
+	case *kmsg.DescribeGroupsRequest:
+		resp := req.ResponseKind().(*kmsg.DescribeGroupsResponse)
+		for _, name := range req.Groups {
+			g := kmsg.NewDescribeGroupsResponseGroup()
+			g.Group, g.ErrorCode = name, code
+			resp.Groups = append(resp.Groups, g)
+		}
+		return resp
+	case *kmsg.DeleteGroupsRequest:
+		resp := req.ResponseKind().(*kmsg.DeleteGroupsResponse)
+		for _, name := range req.Groups {
+			g := kmsg.NewDeleteGroupsResponseGroup()
+			g.Group, g.ErrorCode = name, code
+			resp.Groups = append(resp.Groups, g)
+		}
+		return resp
+	case *kmsg.OffsetDeleteRequest:
+		resp := req.ResponseKind().(*kmsg.OffsetDeleteResponse)
+		resp.ErrorCode = code
+		return resp
+	}
+	return nil
+}
+
+// handleGroupHere starts a group API request on the coordinator.
+func (s *Server) handleGroupHere(c *conn, req kmsg.Request) (reply, bool) {
 	switch req := req.(type) {
 	case *kmsg.FindCoordinatorRequest:
 		return ready(s.findCoordinator(req)), true
@@ -104,21 +188,28 @@ func groupErrorCode(err error) int16 {
 	return errorCode(err)
 }
 
+// findCoordinator names the coordinator of every group: the node leading
+// the groups Raft group (see coordinatorNode), the same answer on every
+// node. While none is known, or it runs no listener, the answer is
+// COORDINATOR_NOT_AVAILABLE, which clients retry.
 func (s *Server) findCoordinator(req *kmsg.FindCoordinatorRequest) *kmsg.FindCoordinatorResponse {
 	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
+	coord, found := findBroker(s.brokers(), s.coordinatorNode())
 	answer := func(key string) (code int16, msg *string) {
 		switch {
 		case req.CoordinatorType != 0:
 			return kerr.InvalidRequest.Code, kmsg.StringPtr("replog coordinates consumer groups only")
 		case key == "":
 			return kerr.InvalidGroupID.Code, nil
+		case !found:
+			return kerr.CoordinatorNotAvailable.Code, kmsg.StringPtr("no group coordinator elected, or it runs no Kafka listener")
 		}
 		return 0, nil
 	}
 	if req.Version < 4 {
 		resp.ErrorCode, resp.ErrorMessage = answer(req.CoordinatorKey)
 		if resp.ErrorCode == 0 {
-			resp.NodeID, resp.Host, resp.Port = s.nodeID(), s.host, s.port
+			resp.NodeID, resp.Host, resp.Port = coord.id, coord.host, coord.port
 		} else {
 			resp.NodeID, resp.Port = -1, -1
 		}
@@ -129,7 +220,7 @@ func (s *Server) findCoordinator(req *kmsg.FindCoordinatorRequest) *kmsg.FindCoo
 		c.Key = key
 		c.ErrorCode, c.ErrorMessage = answer(key)
 		if c.ErrorCode == 0 {
-			c.NodeID, c.Host, c.Port = s.nodeID(), s.host, s.port
+			c.NodeID, c.Host, c.Port = coord.id, coord.host, coord.port
 		} else {
 			c.NodeID, c.Port = -1, -1
 		}

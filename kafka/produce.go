@@ -186,8 +186,11 @@ func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int
 	if err := rp.Err(); err != nil {
 		return producing{}, kafkabridge.MapErr(err)
 	}
-	if leader, _ := rp.LeaderState(); leader == 0 {
-		return producing{}, fmt.Errorf("%w: no leader for %s/%d", replog.ErrUnavailable, topic.Name(), part)
+	if err := s.checkLeader(topic.Name(), part, rp); err != nil {
+		// Not proposed through this node's replica, which Raft would
+		// forward: the client is sent to the leader, whose answers it
+		// can match to its requests.
+		return producing{}, err
 	}
 	pr, err := rp.ProposeAsync(cmd, attempt)
 	if err != nil {

@@ -50,7 +50,9 @@ type Options struct {
 	// Kafka's auto.create.topics.enable. Default false.
 	AutoCreateTopics bool
 	// AdvertisedAddress is the host:port that Metadata tells clients to
-	// connect to. Default: the address the listener is bound to.
+	// connect to, on every node of the cluster: the listener registers it
+	// in the cluster metadata under this node's id. Default: the address
+	// the listener is bound to.
 	AdvertisedAddress string
 }
 
@@ -121,7 +123,10 @@ type Server struct {
 
 // Listen serves Kafka clients for l on addr (host:port; port 0 picks a
 // free one, see [Server.Addr]) until [Server.Close] or the Log closes.
-// replog opens no port unless asked: this is the asking.
+// replog opens no port unless asked: this is the asking. The listener
+// registers its advertised address in the cluster's metadata in the
+// background, retrying until the metadata group takes it (see the package
+// doc's Clusters).
 func Listen(l *replog.Log, addr string, opts *Options) (*Server, error) {
 	if l == nil {
 		return nil, fmt.Errorf("%w: nil Log", replog.ErrInvalidConfig)
@@ -152,8 +157,10 @@ func Listen(l *replog.Log, addr string, opts *Options) (*Server, error) {
 	s := &Server{l: l, node: node, opts: o, log: logger, ln: ln, host: host, port: int32(port), groups: newCoordinator()}
 	s.mu.conns = map[*conn]struct{}{}
 	s.ctx, s.stop = context.WithCancel(context.Background())
-	s.wg.Add(2)
+	s.wg.Add(4)
 	go s.acceptLoop()
+	go s.register(adv)
+	go s.watchCoordinator()
 	go func() {
 		// The listener goes with its Log.
 		defer s.wg.Done()
