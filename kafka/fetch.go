@@ -61,6 +61,11 @@ func (s *Server) fetch(req *kmsg.FetchRequest) reply {
 					if fp.records > 0 {
 						kafkabridge.Fetched(fp.t, int(fp.req.Partition), fp.records, fp.bytes)
 					}
+					// No records is an empty field, as Kafka sends, never a
+					// null one (size -1), which sarama refuses before v12.
+					if fp.resp.RecordBatches == nil {
+						fp.resp.RecordBatches = []byte{}
+					}
 				}
 				return resp
 			}

@@ -513,3 +513,40 @@ func TestCloseDuringLongPoll(t *testing.T) {
 		t.Fatal("the connection stayed open")
 	}
 }
+
+// TestFetchEmptyRecordsNotNull: a partition with nothing to return gets an
+// empty records field, as Kafka sends, not a null one, which sarama (up to
+// Fetch v11) refuses, dropping the connection.
+func TestFetchEmptyRecordsNotNull(t *testing.T) {
+	l := openLog(t)
+	srv := listen(t, l, nil)
+	if _, err := l.CreateTopic(testCtx(t), "empty", replog.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, srv)
+	for _, version := range []int16{4, 6, 11, 12} {
+		req := kmsg.NewPtrFetchRequest()
+		req.Version, req.ReplicaID, req.MaxBytes, req.MinBytes, req.MaxWaitMillis = version, -1, 1<<20, 1, 0
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = "empty"
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.FetchOffset, rp.PartitionMaxBytes = 0, 1<<20
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		if _, err := c.Write(frame(req, int32(version))); err != nil {
+			t.Fatal(err)
+		}
+		_, body := readResponse(t, c)
+		if req.IsFlexible() {
+			body = body[1:] // the response header's empty tags
+		}
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		if err := resp.ReadFrom(body); err != nil {
+			t.Fatalf("v%d: %v", version, err)
+		}
+		p := resp.Topics[0].Partitions[0]
+		if p.ErrorCode != 0 || p.RecordBatches == nil {
+			t.Errorf("Fetch v%d of an empty partition: error %d, records nil %v; want 0, false", version, p.ErrorCode, p.RecordBatches == nil)
+		}
+	}
+}
