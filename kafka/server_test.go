@@ -19,7 +19,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// sarama's metrics library (rcrowley/go-metrics) starts one ticker
+	// goroutine for the process, the first time a meter is made, and never
+	// stops it.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
 }
 
 // openLog opens an in-memory single node, closed at the end of the test.
