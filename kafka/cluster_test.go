@@ -106,12 +106,10 @@ func (kc *kafkaCluster) request(i int, req kmsg.Request, resp kmsg.Response) {
 func (kc *kafkaCluster) metadata(i int, topics ...string) *kmsg.MetadataResponse {
 	req := kmsg.NewPtrMetadataRequest()
 	req.Version = 8
-	if topics != nil {
-		for _, name := range topics {
-			rt := kmsg.NewMetadataRequestTopic()
-			rt.Topic = kmsg.StringPtr(name)
-			req.Topics = append(req.Topics, rt)
-		}
+	for _, name := range topics { // none: every topic (Topics stays nil)
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(name)
+		req.Topics = append(req.Topics, rt)
 	}
 	resp := kmsg.NewPtrMetadataResponse()
 	kc.request(i, req, resp)
