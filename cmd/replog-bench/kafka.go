@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"runtime/pprof"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -74,14 +71,7 @@ func kafkaProduceConsume(ctx context.Context, c config, topics []*replog.Topic, 
 		}
 		lat = append(lat, time.Since(s))
 	}
-	slices.Sort(lat)
-	q := func(f float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[min(len(lat)-1, int(f*float64(len(lat))))]) / 1e6
-	}
-	r.ProduceP50Ms, r.ProduceP99Ms, r.ProduceP999Ms = q(0.50), q(0.99), q(0.999)
+	r.ProduceP50Ms, r.ProduceP99Ms, r.ProduceP999Ms = quantilesMs(lat)
 
 	want := c.records + c.latencyN
 	cons, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(names...),
@@ -90,15 +80,11 @@ func kafkaProduceConsume(ctx context.Context, c config, topics []*replog.Topic, 
 		return err
 	}
 	defer cons.Close()
-	if c.consumeProfile != "" {
-		f, err := os.Create(c.consumeProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
+	stop, err := cpuProfile(c.consumeProfile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	start = time.Now()
 	got, gotBytes := 0, 0
 	for got < want {

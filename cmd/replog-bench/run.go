@@ -111,15 +111,11 @@ func produceConsume(ctx context.Context, c config, topics []*replog.Topic, value
 	if c.acks == "none" {
 		opts.DisableIdempotence = true
 	}
-	if c.cpuprofile != "" {
-		f, err := os.Create(c.cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
+	stopProfile, err := cpuProfile(c.cpuprofile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	// perTopic counts the records produced to each topic, for the consume
 	// phase.
 	perTopic := make([]atomic.Int64, len(topics))
@@ -165,9 +161,7 @@ func produceConsume(ctx context.Context, c config, topics []*replog.Topic, value
 	}
 	wg.Wait()
 	el := time.Since(start)
-	if c.cpuprofile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopProfile()
 	if e := firstErr.Load(); e != nil {
 		return fmt.Errorf("%d produces failed, first: %v", failed.Load(), e)
 	}
@@ -213,26 +207,15 @@ func produceConsume(ctx context.Context, c config, topics []*replog.Topic, value
 		perTopic[i%len(ps)].Add(1)
 	}
 	closeProducers()
-	slices.Sort(lat)
-	q := func(f float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[min(len(lat)-1, int(f*float64(len(lat))))]) / 1e6
-	}
-	r.ProduceP50Ms, r.ProduceP99Ms, r.ProduceP999Ms = q(0.50), q(0.99), q(0.999)
+	r.ProduceP50Ms, r.ProduceP99Ms, r.ProduceP999Ms = quantilesMs(lat)
 
 	// Consume phase: everything from the earliest offset, one topic after
 	// the other.
-	if c.consumeProfile != "" {
-		f, err := os.Create(c.consumeProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
+	stop, err := cpuProfile(c.consumeProfile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	start = time.Now()
 	got, gotBytes := 0, 0
 	for i, t := range topics {
@@ -271,6 +254,42 @@ func consume(ctx context.Context, t *replog.Topic, n int) (records, bytes int, e
 		}
 	}
 	return records, bytes, nil
+}
+
+// quantilesMs sorts lat and returns its p50, p99 and p99.9 in
+// milliseconds (0 for none).
+func quantilesMs(lat []time.Duration) (p50, p99, p999 float64) {
+	slices.Sort(lat)
+	q := func(f float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(f*float64(len(lat))))]) / 1e6
+	}
+	return q(0.50), q(0.99), q(0.999)
+}
+
+// cpuProfile starts a CPU profile written to path, if path is not empty,
+// and returns what stops it (and closes the file); it may be called twice.
+func cpuProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}, nil
 }
 
 func btoi(b bool) int {
