@@ -23,8 +23,20 @@ type Partition struct {
 	replicaID uint64 // this node's replica id in the group
 	n         *Node
 
-	opened chan struct{} // closed once the state machine has opened the store
+	// opened is closed once the state machine has loaded the store and
+	// applied every command the Raft log held as committed when the
+	// replica started (see setReplayTo): a partition reopened after a
+	// crash replays what its store had not flushed, and until then its
+	// high watermark is below what was acknowledged.
+	opened chan struct{}
 	store  atomic.Pointer[storage.Partition]
+	// loaded is set by the state machine's Open; applied is the store's
+	// last applied Raft index; replayTo is the index to reach before
+	// opened closes, valid once replaySet.
+	loaded    atomic.Bool
+	applied   atomic.Uint64
+	replayTo  atomic.Uint64
+	replaySet atomic.Bool
 
 	hw       atomic.Int64 // next offset to be assigned, as applied here
 	logStart atomic.Int64
@@ -79,6 +91,22 @@ func (p *Partition) fail(err error) {
 	p.mu.Unlock()
 }
 
+// setReplayTo records the last committed command the replica must apply
+// before it reads as open.
+func (p *Partition) setReplayTo(index uint64) {
+	p.replayTo.Store(index)
+	p.replaySet.Store(true)
+	p.maybeOpen()
+}
+
+// maybeOpen marks the partition open once its store is loaded and has
+// applied up to replayTo.
+func (p *Partition) maybeOpen() {
+	if p.loaded.Load() && p.replaySet.Load() && p.applied.Load() >= p.replayTo.Load() {
+		p.markOpen()
+	}
+}
+
 func (p *Partition) markOpen() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -103,10 +131,12 @@ func (p *Partition) Changed() <-chan struct{} {
 func (p *Partition) publish(m storage.Meta) {
 	p.hw.Store(m.NextOffset)
 	p.logStart.Store(m.LogStart)
+	p.applied.Store(m.AppliedIndex)
 	p.mu.Lock()
 	close(p.notify)
 	p.notify = make(chan struct{})
 	p.mu.Unlock()
+	p.maybeOpen()
 }
 
 // HighWatermark is the offset the next record will get, as applied locally.
@@ -115,7 +145,10 @@ func (p *Partition) HighWatermark() int64 { return p.hw.Load() }
 // LogStart is the first retained offset.
 func (p *Partition) LogStart() int64 { return p.logStart.Load() }
 
-// WaitOpen blocks until the local state machine has loaded its store.
+// WaitOpen blocks until the local state machine has loaded its store and
+// applied what the replica's Raft log held as committed when it started, so
+// that a node reopened after a crash never reports less than it had
+// acknowledged.
 func (p *Partition) WaitOpen(ctx context.Context) error {
 	select {
 	case <-p.opened:
@@ -315,8 +348,8 @@ func (s *partitionSM) Open(<-chan struct{}) (uint64, error) {
 		s.s = sp
 	}
 	s.p.store.Store(s.s)
+	s.p.loaded.Store(true)
 	s.p.publish(s.s.Meta())
-	s.p.markOpen()
 	return s.s.Meta().AppliedIndex, nil
 }
 

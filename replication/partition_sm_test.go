@@ -38,6 +38,7 @@ func openPartitionSM(t *testing.T, store *storage.Store, shard uint64) (*partiti
 	s := &partitionSM{p: p}
 	_, err := s.Open(nil)
 	require.NoError(t, err)
+	p.setReplayTo(0) // no Raft log to replay
 	require.NoError(t, p.WaitOpen(context.Background()))
 	return s, p
 }

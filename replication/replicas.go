@@ -328,7 +328,34 @@ func (n *Node) startPartition(pm PartitionMeta) error {
 		return err
 	}
 	n.holdRaftData(pm.Shard, p.replicaID, true)
+	p.setReplayTo(n.lastCommittedCommand(pm.Shard, sp.Meta().AppliedIndex))
 	return nil
+}
+
+// lastCommittedCommand returns the index of the last command (an entry the
+// state machine applies) that shard's Raft log held as committed when the
+// replica started, or applied if there is none past applied. dragonboat
+// applies committed entries after a restart without waiting for a leader;
+// entries it keeps to itself (elections' empty entries, membership
+// changes) never reach the store's applied index, so they are skipped.
+func (n *Node) lastCommittedCommand(shard, applied uint64) uint64 {
+	lr, err := n.nh.GetLogReader(shard)
+	if err != nil {
+		return applied
+	}
+	st, _ := lr.NodeState()
+	first, _ := lr.GetRange()
+	for i := st.Commit; i > applied && i >= first; i-- {
+		es, err := lr.Entries(i, i+1, 1)
+		if err != nil || len(es) == 0 {
+			// Compacted away: covered by a snapshot the store holds.
+			return applied
+		}
+		if es[0].IsUpdateEntry() {
+			return i
+		}
+	}
+	return applied
 }
 
 // removeReplica deletes replica id of shard from this node: its Raft log
