@@ -248,3 +248,54 @@ func TestRequireAPIs(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestBench runs bench twice on one topic: each run reads back exactly
+// the records it wrote, and the JSON carries every phase's figures.
+func TestBench(t *testing.T) {
+	addr, l := broker(t)
+	for run := 1; run <= 2; run++ {
+		r := runCmd(t, addr, "", "bench", "-records", "3000", "-size", "50", "-partitions", "2",
+			"-sync", "20", "-compression", "lz4", "-progress", "1ms", "-json")
+		if r.code != 0 {
+			t.Fatalf("run %d: exit %d\n%s", run, r.code, r.stderr)
+		}
+		var res benchResult
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+			t.Fatalf("run %d: %v\n%s", run, err, r.stdout)
+		}
+		if res.Partitions != 2 || res.Records != 3000 || res.SyncRecords != 20 || res.ConsumeRecords != 3020 {
+			t.Fatalf("run %d: %+v", run, res)
+		}
+		if res.ProduceRecordsPerS <= 0 || res.ConsumeRecordsPerS <= 0 || res.SyncP50Millis <= 0 || res.SyncP99Millis < res.SyncP50Millis {
+			t.Fatalf("run %d: figures missing: %+v", run, res)
+		}
+		if !strings.Contains(r.stderr, "produce: ") {
+			t.Fatalf("run %d: no progress on stderr: %q", run, r.stderr)
+		}
+	}
+	tp, err := l.Topic("replog-bench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for i := range 2 {
+		o, err := tp.Offsets(t.Context(), i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += o.HighWatermark
+	}
+	if total != 2*3020 {
+		t.Fatalf("the topic holds %d records, want %d", total, 2*3020)
+	}
+	for _, args := range [][]string{
+		{"bench", "-records", "-1"},
+		{"bench", "-acks", "some"},
+		{"bench", "-compression", "brotli"},
+		{"bench", "extra"},
+	} {
+		if r := runCmd(t, addr, "", args...); r.code != exitUsage {
+			t.Fatalf("%q: exit %d, want %d", args, r.code, exitUsage)
+		}
+	}
+}

@@ -9,6 +9,7 @@
 //	replog consume events -from earliest -n 10
 //	replog consume events -group g1
 //	replog group list | describe G
+//	replog bench -records 1000000 -size 100
 //
 // The client subcommands find the brokers in -brokers (also spelt
 // --brokers), else in $REPLOG_BROKERS, else at 127.0.0.1:9092. Exit codes:
@@ -63,6 +64,7 @@ commands:
   produce TOPIC [-key-sep SEP]           lines of stdin as records
   consume TOPIC [-group G] [-from earliest|latest] [-n N]
   group list | describe G
+  bench [-records N] [-size B] [-acks all|leader|none]   measure a broker
 
 Client commands take -brokers ADDR[,ADDR] (default $REPLOG_BROKERS or
 127.0.0.1:9092); "replog COMMAND -h" lists a command's flags.
@@ -93,6 +95,8 @@ func run(ctx context.Context, args []string, e env) int {
 		err = consume(ctx, rest, e)
 	case "group":
 		err = groupCmd(ctx, rest, e)
+	case "bench":
+		err = bench(ctx, rest, e)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return exitOK
