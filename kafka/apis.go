@@ -41,7 +41,7 @@ func servedAPIs() []servedAPI {
 		{kmsg.CreatePartitions.Int16(), versionRange{0, 3}},
 		{kmsg.DeleteRecords.Int16(), versionRange{0, 2}},
 		{kmsg.DescribeCluster.Int16(), versionRange{0, 2}},
-	}, groupAPIs()...)
+	}, append(groupAPIs(), saslAPIs()...)...)
 }
 
 // served returns the versions of API key that the listener answers.
@@ -169,6 +169,10 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 		return ready(s.deleteRecords(c.ctx, req)), nil
 	case *kmsg.DescribeClusterRequest:
 		return ready(s.describeCluster(req)), nil
+	case *kmsg.SASLHandshakeRequest:
+		return ready(s.saslHandshake(c, req)), nil
+	case *kmsg.SASLAuthenticateRequest:
+		return ready(s.saslAuthenticate(c, req)), nil
 	}
 	if rep, ok := s.handleGroup(c, req); ok {
 		return rep, nil

@@ -2,6 +2,8 @@ package replogkafka
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -54,15 +57,43 @@ type Options struct {
 	// in the cluster metadata under this node's id. Default: the address
 	// the listener is bound to.
 	AdvertisedAddress string
+
+	// TLS serves every connection over TLS with this configuration
+	// (cloned; [ServerTLSConfig] makes one from PEM files). With
+	// ClientAuth tls.RequireAndVerifyClientCert and ClientCAs, a client
+	// must present a certificate the CA signed (mutual TLS). Nil (the
+	// default): plaintext, which Listen allows only on a loopback
+	// address (see InsecureAllowOpenNetwork).
+	TLS *tls.Config
+	// SASL makes clients authenticate with SASL (SCRAM-SHA-256,
+	// SCRAM-SHA-512, or PLAIN over TLS) before any request but
+	// ApiVersions. Nil (the default): no SASL; a client is then known
+	// only by its certificate, with mutual TLS.
+	SASL *SASLOptions
+	// HandshakeTimeout bounds the TLS handshake, and the time from
+	// connecting to being authenticated with SASL: a connection that
+	// takes longer is closed. Default 10 seconds.
+	HandshakeTimeout time.Duration
+	// InsecureAllowOpenNetwork lets Listen serve a non-loopback address
+	// (another machine's clients, 0.0.0.0, or an empty host) without TLS,
+	// or with TLS but without client authentication (neither mutual TLS
+	// nor SASL). Then anyone who can reach the port can read, write and
+	// delete every topic, and with plaintext read the traffic: only for
+	// a network secured by other means. Listen refuses such an address
+	// with [ErrInsecureListener] unless this is set, and logs a warning
+	// when it is used. Default false. Loopback addresses (127.0.0.0/8,
+	// ::1, localhost) never need it.
+	InsecureAllowOpenNetwork bool
 }
 
 // Default limits.
 const (
-	DefaultMaxRequestBytes = 100 << 20
-	DefaultIdleTimeout     = 10 * time.Minute
-	DefaultWriteTimeout    = 30 * time.Second
-	DefaultMaxConnections  = 1000
-	DefaultMaxInFlight     = 16
+	DefaultMaxRequestBytes  = 100 << 20
+	DefaultIdleTimeout      = 10 * time.Minute
+	DefaultWriteTimeout     = 30 * time.Second
+	DefaultMaxConnections   = 1000
+	DefaultMaxInFlight      = 16
+	DefaultHandshakeTimeout = 10 * time.Second
 )
 
 func (o *Options) withDefaults() (Options, error) {
@@ -85,7 +116,10 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
-	if c.MaxRequestBytes < minRequestBytes || c.IdleTimeout < 0 || c.WriteTimeout < 0 || c.MaxConnections < 0 || c.MaxInFlight < 0 {
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.MaxRequestBytes < minRequestBytes || c.IdleTimeout < 0 || c.WriteTimeout < 0 || c.MaxConnections < 0 || c.MaxInFlight < 0 || c.HandshakeTimeout < 0 {
 		return c, fmt.Errorf("%w: listener options %+v", replog.ErrInvalidConfig, c)
 	}
 	return c, nil
@@ -113,6 +147,9 @@ type Server struct {
 
 	// groups holds the Kafka consumer groups (see groups.go).
 	groups *coordinator
+	// fakeKey salts the SCRAM exchange of unknown users (see
+	// scramServer).
+	fakeKey []byte
 
 	mu struct {
 		sync.Mutex
@@ -127,12 +164,20 @@ type Server struct {
 // registers its advertised address in the cluster's metadata in the
 // background, retrying until the metadata group takes it (see the package
 // doc's Clusters).
+//
+// On an address other than loopback, Listen requires [Options.TLS] and a
+// way to authenticate clients (mutual TLS or [Options.SASL]), and
+// otherwise returns an error matching [ErrInsecureListener] (and
+// [replog.ErrInvalidConfig]), unless [Options.InsecureAllowOpenNetwork].
 func Listen(l *replog.Log, addr string, opts *Options) (*Server, error) {
 	if l == nil {
 		return nil, fmt.Errorf("%w: nil Log", replog.ErrInvalidConfig)
 	}
 	o, err := opts.withDefaults()
 	if err != nil {
+		return nil, err
+	}
+	if err := o.checkSecurity(addr); err != nil {
 		return nil, err
 	}
 	node := kafkabridge.Node(l)
@@ -144,6 +189,10 @@ func Listen(l *replog.Log, addr string, opts *Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replogkafka: listen: %w", err)
 	}
+	if err := o.checkBound(ln, addr, logger); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	adv := o.AdvertisedAddress
 	if adv == "" {
 		adv = ln.Addr().String()
@@ -154,7 +203,8 @@ func Listen(l *replog.Log, addr string, opts *Options) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("%w: advertised address %q is not host:port", replog.ErrInvalidConfig, adv)
 	}
-	s := &Server{l: l, node: node, opts: o, log: logger, ln: ln, host: host, port: int32(port), groups: newCoordinator()}
+	s := &Server{l: l, node: node, opts: o, log: logger, ln: ln, host: host, port: int32(port), groups: newCoordinator(), fakeKey: make([]byte, 32)}
+	rand.Read(s.fakeKey)
 	s.mu.conns = map[*conn]struct{}{}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.wg.Add(4)
@@ -195,7 +245,7 @@ func (s *Server) shutdown() {
 		s.mu.Lock()
 		s.mu.closed = true
 		for c := range s.mu.conns {
-			c.nc.Close()
+			c.tcp.Close() // not c.nc: TLS's close_notify could block
 		}
 		s.mu.Unlock()
 		s.stop()
@@ -244,7 +294,10 @@ func (s *Server) admit(nc net.Conn) {
 		s.log.Warn("replogkafka: connection refused: MaxConnections reached", "remote", nc.RemoteAddr().String(), "max", s.opts.MaxConnections)
 		return
 	}
-	c := &conn{s: s, nc: nc, queue: make(chan *pending, s.opts.MaxInFlight)}
+	c := &conn{s: s, nc: nc, tcp: nc, queue: make(chan *pending, s.opts.MaxInFlight)}
+	if s.opts.TLS != nil {
+		c.nc = tls.Server(nc, s.opts.TLS)
+	}
 	c.ctx, c.cancel = context.WithCancel(s.ctx)
 	s.mu.conns[c] = struct{}{}
 	s.log.Debug("replogkafka: connection opened", "remote", nc.RemoteAddr().String())
@@ -264,10 +317,19 @@ func (s *Server) forget(c *conn) {
 // the same order and writes it.
 type conn struct {
 	s      *Server
-	nc     net.Conn
+	nc     net.Conn // a *tls.Conn over tcp with Options.TLS, else tcp
+	tcp    net.Conn
 	ctx    context.Context // ends when the connection or the server closes
 	cancel context.CancelFunc
 	queue  chan *pending // closed by readLoop when it stops
+
+	// Owned by readLoop (decode runs there).
+	sasl saslState
+	// closeAfterReply: the request just decoded is the last; the
+	// connection closes once its response is written (a failed SASL
+	// authentication).
+	closeAfterReply bool
+	authed          atomic.Bool // SASL authentication done
 }
 
 // pending is a request whose response is on its way.
@@ -277,18 +339,32 @@ type pending struct {
 	// reply waits for the response. A nil response means none is sent
 	// (Produce with acks=0). It returns promptly once ctx ends.
 	reply func(ctx context.Context) kmsg.Response
+	// raw, if not nil, is sent instead: a raw SASL token (after
+	// SaslHandshake v0), with its size and no header.
+	raw []byte
 }
 
 // shut drops the connection: the client sees it closed.
 func (c *conn) shut() {
 	c.cancel()
-	c.nc.Close()
+	c.tcp.Close()
 }
 
 func (c *conn) readLoop() {
 	defer c.s.wg.Done()
 	defer close(c.queue)
-	defer c.cancel() // the writer abandons what is pending
+	last := false
+	defer func() {
+		if !last {
+			c.cancel() // the writer abandons what is pending
+		}
+	}()
+	if !c.tlsHandshake() {
+		return
+	}
+	if c.s.opts.SASL != nil {
+		defer c.startAuthTimer().Stop()
+	}
 	var size [4]byte
 	for {
 		c.nc.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
@@ -297,6 +373,20 @@ func (c *conn) readLoop() {
 			return
 		}
 		n := int32(binary.BigEndian.Uint32(size[:]))
+		if c.sasl.raw {
+			p, err := c.rawToken(n)
+			if err != nil {
+				c.s.log.Warn("replogkafka: raw SASL token refused; closing the connection", "remote", c.remote(), "err", err)
+				c.nc.Close()
+				return
+			}
+			select {
+			case c.queue <- p:
+			case <-c.ctx.Done():
+				return
+			}
+			continue
+		}
 		if n < minRequestBytes || n > c.s.opts.MaxRequestBytes {
 			c.s.log.Warn("replogkafka: request size out of bounds; closing the connection",
 				"remote", c.remote(), "size", n, "max", c.s.opts.MaxRequestBytes)
@@ -308,9 +398,22 @@ func (c *conn) readLoop() {
 			c.dropped(err)
 			return
 		}
-		if max := maxRequestBytes(int16(binary.BigEndian.Uint16(head[:])), c.s.opts.MaxRequestBytes); n > max {
+		key := int16(binary.BigEndian.Uint16(head[:]))
+		if !c.authenticated() && !preAuthAPI(key) {
+			// Kafka closes such a connection too; nothing of the
+			// request is read.
+			c.s.log.Warn("replogkafka: request before SASL authentication; closing the connection",
+				"remote", c.remote(), "api_key", key)
+			c.nc.Close()
+			return
+		}
+		max := maxRequestBytes(key, c.s.opts.MaxRequestBytes)
+		if !c.authenticated() {
+			max = min(max, maxPreAuthBytes)
+		}
+		if n > max {
 			c.s.log.Warn("replogkafka: request too large for its API; closing the connection",
-				"remote", c.remote(), "api_key", int16(binary.BigEndian.Uint16(head[:])), "size", n, "max", max)
+				"remote", c.remote(), "api_key", key, "size", n, "max", max)
 			c.nc.Close()
 			return
 		}
@@ -330,7 +433,29 @@ func (c *conn) readLoop() {
 		case <-c.ctx.Done():
 			return
 		}
+		if c.closeAfterReply {
+			// The writer sends what is queued, then closes.
+			last = true
+			return
+		}
 	}
+}
+
+// rawToken reads a raw SASL token of n bytes (after SaslHandshake v0)
+// and answers it; an error closes the connection, as Kafka does.
+func (c *conn) rawToken(n int32) (*pending, error) {
+	if n < 0 || n > maxPreAuthBytes {
+		return nil, fmt.Errorf("%w: %d bytes", errRawToken, n)
+	}
+	tok, err := readFrame(c.nc, nil, int(n))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.s.saslRaw(c, tok)
+	if err != nil {
+		return nil, err
+	}
+	return &pending{raw: resp}, nil
 }
 
 // readFrame reads the rest of an n-byte frame that starts with head,
@@ -366,18 +491,23 @@ func (c *conn) writeLoop() {
 	defer c.s.wg.Done()
 	defer c.s.forget(c)
 	defer c.nc.Close()
+	defer c.cancel()
 	var buf []byte
 	for p := range c.queue {
-		resp := p.reply(c.ctx)
-		if resp == nil || c.ctx.Err() != nil {
-			continue // drain: readLoop closes the queue once it sees ctx end
+		if p.raw != nil {
+			buf = append(append(buf[:0], 0, 0, 0, 0), p.raw...)
+		} else {
+			resp := p.reply(c.ctx)
+			if resp == nil || c.ctx.Err() != nil {
+				continue // drain: readLoop closes the queue once it sees ctx end
+			}
+			buf = append(buf[:0], 0, 0, 0, 0)
+			buf = binary.BigEndian.AppendUint32(buf, uint32(p.corr))
+			if p.flexible {
+				buf = append(buf, 0) // no tagged fields
+			}
+			buf = resp.AppendTo(buf)
 		}
-		buf = append(buf[:0], 0, 0, 0, 0)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(p.corr))
-		if p.flexible {
-			buf = append(buf, 0) // no tagged fields
-		}
-		buf = resp.AppendTo(buf)
 		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 		c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
 		if _, err := c.nc.Write(buf); err != nil {
