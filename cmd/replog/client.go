@@ -21,6 +21,7 @@ const defaultBrokers = "127.0.0.1:9092"
 type clientFlags struct {
 	brokers string
 	json    bool
+	sec     clientSecurity
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, e env, withJSON bool) {
@@ -32,6 +33,7 @@ func (c *clientFlags) register(fs *flag.FlagSet, e env, withJSON bool) {
 	if withJSON {
 		fs.BoolVar(&c.json, "json", false, "print JSON for scripts")
 	}
+	c.sec.register(fs, e)
 }
 
 // client connects to the brokers; kgo dials lazily, so an unreachable
@@ -46,7 +48,11 @@ func (c *clientFlags) client(opts ...kgo.Opt) (*kgo.Client, error) {
 	if len(seeds) == 0 {
 		return nil, usagef("-brokers is empty")
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, opts...)...)
+	sec, err := c.sec.opts()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, sec...), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}

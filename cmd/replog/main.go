@@ -14,6 +14,14 @@
 // The client subcommands find the brokers in -brokers (also spelt
 // --brokers), else in $REPLOG_BROKERS, else at 127.0.0.1:9092. Exit codes:
 // 0 success, 1 failure, 2 bad usage.
+//
+// Off loopback, serve needs TLS and client authentication: -tls-cert and
+// -tls-key, with -tls-client-ca (mutual TLS) or -sasl-users FILE (lines
+// of user:password; clients authenticate with SCRAM-SHA-256 or -512), or
+// the loudly named -insecure-allow-open-network. Clients then take -tls-ca
+// (or -tls), -tls-cert and -tls-key, -sasl-mechanism and -sasl-user, with
+// the password in $REPLOG_SASL_PASSWORD or -sasl-password-file, never on
+// the command line.
 package main
 
 import (
@@ -59,6 +67,7 @@ const usage = `usage: replog COMMAND [flags]
 
 commands:
   serve -dir DIR -kafka HOST:PORT        run a node serving Kafka clients
+        [-tls-cert F -tls-key F [-tls-client-ca F]] [-sasl-users F]
   topic create NAME [-partitions N] [-replicas N] [-config k=v ...]
   topic list | describe NAME | delete NAME
   produce TOPIC [-key-sep SEP]           lines of stdin as records
@@ -67,7 +76,11 @@ commands:
   bench [-records N] [-size B] [-acks all|leader|none]   measure a broker
 
 Client commands take -brokers ADDR[,ADDR] (default $REPLOG_BROKERS or
-127.0.0.1:9092); "replog COMMAND -h" lists a command's flags.
+127.0.0.1:9092), and for a secured listener -tls-ca F, -tls-cert F
+-tls-key F, -sasl-mechanism M -sasl-user U (password in
+$REPLOG_SASL_PASSWORD or -sasl-password-file F); "replog COMMAND -h"
+lists a command's flags. Off loopback, serve requires TLS with mutual TLS
+or SASL users, unless -insecure-allow-open-network.
 `
 
 func main() {

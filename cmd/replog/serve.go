@@ -21,6 +21,8 @@ func serve(ctx context.Context, args []string, e env) error {
 	advertised := fs.String("advertised", "", "`host:port` that Metadata tells clients to connect to (default: the -kafka address as bound)")
 	autoCreate := fs.Bool("auto-create", true, "create a topic (1 partition) when a client asks for one that does not exist, as Kafka's auto.create.topics.enable")
 	level := fs.String("log-level", "info", "least level logged to stderr: debug, info, warn or error")
+	var sec serveSecurity
+	sec.register(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -37,15 +39,23 @@ func serve(ctx context.Context, args []string, e env) error {
 	}
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lv}))
 
+	kopts := &replogkafka.Options{
+		Logger:            logger,
+		AutoCreateTopics:  *autoCreate,
+		AdvertisedAddress: *advertised,
+	}
+	if err := sec.apply(kopts, logger); err != nil {
+		return err
+	}
+
 	l, err := replog.Open(*dir, &replog.Options{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("open %s: %w", *dir, err)
 	}
-	srv, err := replogkafka.Listen(l, *addr, &replogkafka.Options{
-		Logger:            logger,
-		AutoCreateTopics:  *autoCreate,
-		AdvertisedAddress: *advertised,
-	})
+	srv, err := replogkafka.Listen(l, *addr, kopts)
+	if errors.Is(err, replogkafka.ErrInsecureListener) {
+		err = fmt.Errorf("%w\n(give -tls-cert and -tls-key, with -tls-client-ca or -sasl-users; or serve on 127.0.0.1; or, on a network secured otherwise, -insecure-allow-open-network)", err)
+	}
 	if err != nil {
 		return errors.Join(err, l.Close())
 	}
