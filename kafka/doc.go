@@ -18,11 +18,64 @@
 // Each connection has one goroutine reading requests and one writing the
 // responses, in request order. A frame is checked against
 // [Options.MaxRequestBytes] (1 MiB for every request but Produce) before
-// anything is allocated for it; a frame that is too large, does not decode,
-// or names an API or version not served closes its connection (as Kafka
-// does), and never disturbs other connections. An ApiVersions request of a
+// anything is allocated for it; [Options.MaxConnections] caps the
+// connections, [Options.IdleTimeout] closes idle and slow ones and
+// [Options.WriteTimeout] those that do not take their responses. A frame
+// that is too large, does not decode, or names an API or version not
+// served closes its connection (as Kafka does), and never disturbs other
+// connections. An ApiVersions request of a
 // version not served gets Kafka's UNSUPPORTED_VERSION answer (KIP-511) so
 // the client can retry with one that is.
+//
+// # Security
+//
+// Where the listener may bind decides what it needs:
+//
+//   - On loopback (127.0.0.0/8, ::1, "localhost"), plaintext is allowed:
+//     only this machine's programs can connect.
+//   - Anywhere else (another interface, 0.0.0.0, ::, an empty host, or a
+//     host name), [Listen] requires [Options.TLS] and a way to know the
+//     client: mutual TLS (TLS.ClientAuth tls.RequireAndVerifyClientCert
+//     with ClientCAs) or [Options.SASL], and otherwise fails with
+//     [ErrInsecureListener] (which also matches
+//     [replog.ErrInvalidConfig]).
+//   - [Options.InsecureAllowOpenNetwork] lifts that check, for a network
+//     secured by other means; Listen then logs a warning. Without client
+//     authentication anyone who reaches the port can read, write and
+//     delete every topic.
+//
+// [ServerTLSConfig] builds Options.TLS from PEM files (a client CA file
+// turns on mutual TLS); any *tls.Config with a certificate will do.
+//
+// SASL is Kafka's: SaslHandshake (v0, with raw tokens, and v1) and
+// SaslAuthenticate (v0 to v2), with SCRAM-SHA-256 and SCRAM-SHA-512
+// (RFC 5802 and 7677, no channel binding, no delegation tokens) and, only
+// over TLS, PLAIN. Users come from [SASLOptions.Credentials], a lookup that
+// returns a [ScramCredential]: Kafka's salted form (salt, iterations,
+// StoredKey, ServerKey), from which the password cannot be recovered.
+// [NewScramCredential] derives one from a password, and
+// [PasswordCredentials] a lookup from a fixed set of passwords:
+//
+//	creds, err := replogkafka.PasswordCredentials(map[string]string{"alice": pw})
+//	tlsCfg, err := replogkafka.ServerTLSConfig("server.pem", "server-key.pem", "")
+//	srv, err := replogkafka.Listen(l, "0.0.0.0:9092", &replogkafka.Options{
+//		TLS:  tlsCfg,
+//		SASL: &replogkafka.SASLOptions{Credentials: creds},
+//	})
+//
+// franz-go clients then connect with kgo.DialTLSConfig and
+// kgo.SASL(scram.Auth{User: "alice", Pass: pw}.AsSha512Mechanism()).
+//
+// With SASL, a connection may send only ApiVersions, SaslHandshake and
+// SaslAuthenticate until it has authenticated: any other request closes
+// it when its header arrives, before its body is read, and frames are
+// capped at 512 KiB meanwhile (Kafka's sasl.server.max.receive.size). A
+// failed authentication is answered SASL_AUTHENTICATION_FAILED and the
+// connection closed; an unknown user and a wrong password look the same
+// to the client. The TLS handshake, and with SASL the whole
+// authentication, must be done within [Options.HandshakeTimeout].
+// Authentication says who a client is; every authenticated client may use
+// every API (there are no ACLs).
 //
 // # Consumer groups
 //

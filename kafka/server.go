@@ -25,9 +25,10 @@ import (
 // Options configures [Listen]. The zero value (or nil) is valid.
 type Options struct {
 	// Logger receives the listener's messages: connections refused or
-	// dropped for a bad frame at Warn, connections coming and going at
-	// Debug. Nil (the default): the Log's own logger
-	// ([replog.Options.Logger]).
+	// dropped for a bad frame, a failed TLS handshake or a failed SASL
+	// authentication at Warn, connections coming and going and the
+	// identity they authenticated with at Debug. Nil (the default): the
+	// Log's own logger ([replog.Options.Logger]).
 	Logger *slog.Logger
 	// MaxRequestBytes caps one request, in bytes, as Kafka's
 	// socket.request.max.bytes: a frame that claims more closes its
