@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -79,7 +80,12 @@ func (c *conn) tlsHandshake() bool {
 	}
 	tc.SetDeadline(time.Now().Add(c.s.opts.HandshakeTimeout))
 	if err := tc.HandshakeContext(c.ctx); err != nil {
-		if c.ctx.Err() == nil {
+		switch {
+		case c.ctx.Err() != nil:
+		case errors.Is(err, io.EOF):
+			// The client went away before a word: as dropped.
+			c.s.log.Debug("replogkafka: connection closed before the TLS handshake", "remote", c.remote())
+		default:
 			c.s.log.Warn("replogkafka: TLS handshake failed; closing the connection", "remote", c.remote(), "err", err)
 		}
 		c.shut()
