@@ -415,3 +415,34 @@ func TestListenSecurity(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSHandshakeTimeout: a client that connects to a TLS listener and
+// never starts the handshake is closed.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	pki := newPKI(t)
+	srv := listen(t, openLog(t), &replogkafka.Options{TLS: pki.serverTLS(t, false), HandshakeTimeout: 100 * time.Millisecond})
+	if !closedByServer(t, dial(t, srv)) {
+		t.Fatal("a connection without a TLS handshake stayed open")
+	}
+}
+
+// TestSASLWithoutSASL: a listener without SASL answers the SASL requests
+// ILLEGAL_SASL_STATE, as Kafka's PLAINTEXT listener does, and keeps
+// serving the connection.
+func TestSASLWithoutSASL(t *testing.T) {
+	srv := listen(t, openLog(t), nil)
+	c := dial(t, srv)
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Version, hs.Mechanism = 1, "SCRAM-SHA-256"
+	c.Write(frame(hs, 1))
+	_, body := readResponse(t, c)
+	resp := kmsg.NewPtrSASLHandshakeResponse()
+	resp.Version = 1
+	if err := resp.ReadFrom(body); err != nil || resp.ErrorCode != kerr.IllegalSaslState.Code {
+		t.Fatalf("got %+v, %v; want ILLEGAL_SASL_STATE", resp, err)
+	}
+	c.Write(frame(kmsg.NewPtrMetadataRequest(), 2))
+	if corr, _ := readResponse(t, c); corr != 2 {
+		t.Fatalf("correlation %d", corr)
+	}
+}
