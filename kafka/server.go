@@ -360,11 +360,11 @@ func (c *conn) readLoop() {
 			c.cancel() // the writer abandons what is pending
 		}
 	}()
-	if !c.tlsHandshake() {
-		return
-	}
 	if c.s.opts.SASL != nil {
 		defer c.startAuthTimer().Stop()
+	}
+	if !c.tlsHandshake() {
+		return
 	}
 	var size [4]byte
 	for {
