@@ -160,6 +160,7 @@ type scramServer struct {
 	cred            ScramCredential
 	known           bool // the user has a valid credential
 	gs2Header       string
+	cnonce          string // the client's nonce
 	nonce           string // client nonce + server nonce
 	clientFirstBare string
 	serverFirst     string
@@ -256,6 +257,7 @@ func (s *scramServer) clientFirst(msg []byte) ([]byte, error) {
 	}
 	snonce := make([]byte, 24)
 	rand.Read(snonce)
+	s.cnonce = cnonce
 	s.nonce = cnonce + base64.RawStdEncoding.EncodeToString(snonce)
 	s.serverFirst = "r=" + s.nonce + ",s=" + base64.StdEncoding.EncodeToString(s.cred.Salt) + ",i=" + strconv.Itoa(s.cred.Iterations)
 	return []byte(s.serverFirst), nil
@@ -279,7 +281,12 @@ func (s *scramServer) clientFinal(msg []byte) ([]byte, error) {
 	if b, err := base64.StdEncoding.DecodeString(cbind); err != nil || string(b) != s.gs2Header {
 		return nil, fmt.Errorf("%w: channel binding does not match the GS2 header", errSASL)
 	}
-	if nonce, ok := strings.CutPrefix(attrs[1], "r="); !ok || nonce != s.nonce {
+	// RFC 5802 wants the nonce of server-first back. librdkafka sends its
+	// own nonce followed by that one, which Kafka accepts (it checks that
+	// the nonce ends with the one it sent). Both forms are taken; the
+	// proof signs server-first and its fresh nonce either way, so neither
+	// lets an exchange be replayed.
+	if nonce, ok := strings.CutPrefix(attrs[1], "r="); !ok || nonce != s.nonce && nonce != s.cnonce+s.nonce {
 		return nil, fmt.Errorf("%w: client-final-message nonce does not match", errSASL)
 	}
 	proof, err := base64.StdEncoding.DecodeString(proof64)

@@ -2,7 +2,11 @@ package replogkafka
 
 import (
 	"context"
+	"crypto/pbkdf2"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -215,4 +219,54 @@ func FuzzScramServer(f *testing.F) {
 			t.Fatalf("authenticated with %q, %q", first, final)
 		}
 	})
+}
+
+// TestScramLibrdkafkaNonce: librdkafka's client-final repeats its own
+// nonce before the one server-first sent, and authenticates with Kafka;
+// it must here too, and its proof must still be checked.
+func TestScramLibrdkafkaNonce(t *testing.T) {
+	for _, tc := range []struct {
+		pass string
+		ok   bool
+	}{{"s3cret", true}, {"secret", false}} {
+		s := newTestSession(t, ScramSHA256).(*scramServer)
+		const cnonce = "rOprNGfwEbeRWgbNEkqO"
+		bare := "n=alice,r=" + cnonce
+		sf, _, err := s.Next([]byte("n,," + bare))
+		if err != nil {
+			t.Fatal(err)
+		}
+		attrs := strings.Split(string(sf), ",")
+		nonce := strings.TrimPrefix(attrs[0], "r=")
+		salt, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(attrs[1], "s="))
+		if err != nil {
+			t.Fatal(err)
+		}
+		iters, err := strconv.Atoi(strings.TrimPrefix(attrs[2], "i="))
+		if err != nil {
+			t.Fatal(err)
+		}
+		salted, err := pbkdf2.Key(sha256.New, tc.pass, salt, iters, sha256.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		withoutProof := "c=biws,r=" + cnonce + nonce // as librdkafka builds it
+		authMsg := bare + "," + string(sf) + "," + withoutProof
+		clientKey := hmacOf(sha256.New, salted, "Client Key")
+		proof := hmacOf(sha256.New, hashOf(sha256.New, clientKey), authMsg)
+		for i := range proof {
+			proof[i] ^= clientKey[i]
+		}
+		sfinal, done, err := s.Next([]byte(withoutProof + ",p=" + base64.StdEncoding.EncodeToString(proof)))
+		if !tc.ok {
+			if !errors.Is(err, errSASL) || !strings.Contains(err.Error(), "invalid credentials") {
+				t.Fatalf("password %q: got %v, want invalid credentials", tc.pass, err)
+			}
+			continue
+		}
+		want := "v=" + base64.StdEncoding.EncodeToString(hmacOf(sha256.New, hmacOf(sha256.New, salted, "Server Key"), authMsg))
+		if err != nil || !done || string(sfinal) != want {
+			t.Fatalf("got %q, %v, %v; want %q", sfinal, done, err, want)
+		}
+	}
 }
