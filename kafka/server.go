@@ -22,7 +22,9 @@ import (
 	"github.com/replog/replog/replication"
 )
 
-// Options configures [Listen]. The zero value (or nil) is valid.
+// Options configures [Listen]. The zero value (or nil) is valid on a
+// loopback address; elsewhere TLS and client authentication are required
+// (see the package doc's Security).
 type Options struct {
 	// Logger receives the listener's messages: connections refused or
 	// dropped for a bad frame, a failed TLS handshake or a failed SASL
