@@ -128,7 +128,7 @@ func (c *clientSecurity) register(fs *flag.FlagSet, e env) {
 	fs.StringVar(&c.cert, "tls-cert", "", "PEM `file` of a client certificate, for mutual TLS (with -tls-key)")
 	fs.StringVar(&c.key, "tls-key", "", "PEM `file` of the client certificate's private key")
 	fs.StringVar(&c.serverName, "tls-server-name", "", "`name` the brokers' certificates must hold (default: the host dialled)")
-	fs.StringVar(&c.mechanism, "sasl-mechanism", "", "authenticate with SASL: SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (the password from $REPLOG_SASL_PASSWORD or -sasl-password-file)")
+	fs.StringVar(&c.mechanism, "sasl-mechanism", "", "authenticate with SASL `mechanism` SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (the password from $REPLOG_SASL_PASSWORD or -sasl-password-file)")
 	fs.StringVar(&c.user, "sasl-user", e.getenv("REPLOG_SASL_USER"), "SASL `user` (default $REPLOG_SASL_USER)")
 	fs.StringVar(&c.passwordFile, "sasl-password-file", "", "`file` whose first line is the SASL password (default: $REPLOG_SASL_PASSWORD)")
 }
