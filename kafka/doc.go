@@ -18,7 +18,10 @@
 // Each connection has one goroutine reading requests and one writing the
 // responses, in request order. A frame is checked against
 // [Options.MaxRequestBytes] (1 MiB for every request but Produce) before
-// anything is allocated for it; [Options.MaxConnections] caps the
+// anything is allocated for it, and [Options.MaxQueuedBytes] (256 MiB)
+// caps the bytes of requests read and not yet answered across all
+// connections (a connection waits before reading a request that would pass
+// it); [Options.MaxConnections] caps the
 // connections, [Options.IdleTimeout] closes idle and slow ones and
 // [Options.WriteTimeout] those that do not take their responses. A frame
 // that is too large, does not decode, or names an API or version not

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/replog/replog"
 	"github.com/replog/replog/internal/kafkabridge"
@@ -36,6 +37,15 @@ type Options struct {
 	// socket.request.max.bytes: a frame that claims more closes its
 	// connection before anything is allocated for it. Default 100 MiB.
 	MaxRequestBytes int32
+	// MaxQueuedBytes caps the bytes of requests read from all
+	// connections together and not yet answered, as Kafka's
+	// queued.max.request.bytes: a connection whose next request would
+	// pass it waits, first come first served, before reading that
+	// request (TCP then pushes back on the client). It bounds the
+	// listener's request memory across connections; a decoded request
+	// costs up to a few times its bytes, and responses are not counted.
+	// Default 256 MiB; at least MaxRequestBytes.
+	MaxQueuedBytes int64
 	// IdleTimeout closes a connection on which no request arrived for this
 	// long, as Kafka's connections.max.idle.ms; it also bounds the time a
 	// request may take to arrive once its first bytes did. Default 10
@@ -92,6 +102,7 @@ type Options struct {
 // Default limits.
 const (
 	DefaultMaxRequestBytes  = 100 << 20
+	DefaultMaxQueuedBytes   = 256 << 20
 	DefaultIdleTimeout      = 10 * time.Minute
 	DefaultWriteTimeout     = 30 * time.Second
 	DefaultMaxConnections   = 1000
@@ -106,6 +117,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.MaxQueuedBytes == 0 {
+		c.MaxQueuedBytes = max(DefaultMaxQueuedBytes, int64(c.MaxRequestBytes))
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
@@ -122,7 +136,7 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	if c.MaxRequestBytes < minRequestBytes || c.IdleTimeout < 0 || c.WriteTimeout < 0 || c.MaxConnections < 0 || c.MaxInFlight < 0 || c.HandshakeTimeout < 0 {
+	if c.MaxRequestBytes < minRequestBytes || c.MaxQueuedBytes < int64(c.MaxRequestBytes) || c.IdleTimeout < 0 || c.WriteTimeout < 0 || c.MaxConnections < 0 || c.MaxInFlight < 0 || c.HandshakeTimeout < 0 {
 		return c, fmt.Errorf("%w: listener options %+v", replog.ErrInvalidConfig, c)
 	}
 	return c, nil
@@ -150,6 +164,10 @@ type Server struct {
 
 	// groups holds the Kafka consumer groups (see groups.go).
 	groups *coordinator
+	// queued holds MaxQueuedBytes: each request read takes its size
+	// until its response is written; queuedBytes mirrors what is held.
+	queued      *semaphore.Weighted
+	queuedBytes atomic.Int64
 	// fakeKey salts the SCRAM exchange of unknown users (see
 	// scramServer).
 	fakeKey []byte
@@ -206,7 +224,8 @@ func Listen(l *replog.Log, addr string, opts *Options) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("%w: advertised address %q is not host:port", replog.ErrInvalidConfig, adv)
 	}
-	s := &Server{l: l, node: node, opts: o, log: logger, ln: ln, host: host, port: int32(port), groups: newCoordinator(), fakeKey: make([]byte, 32)}
+	s := &Server{l: l, node: node, opts: o, log: logger, ln: ln, host: host, port: int32(port), groups: newCoordinator(), fakeKey: make([]byte, 32),
+		queued: semaphore.NewWeighted(o.MaxQueuedBytes)}
 	rand.Read(s.fakeKey)
 	s.mu.conns = map[*conn]struct{}{}
 	s.ctx, s.stop = context.WithCancel(context.Background())
@@ -345,6 +364,27 @@ type pending struct {
 	// raw, if not nil, is sent instead: a raw SASL token (after
 	// SaslHandshake v0), with its size and no header.
 	raw []byte
+	// held is what the request holds of MaxQueuedBytes, given back
+	// once its response is written or abandoned.
+	held int64
+}
+
+// hold takes n bytes of MaxQueuedBytes for a request about to be read,
+// waiting while other requests hold too much; it fails once ctx ends.
+func (s *Server) hold(ctx context.Context, n int64) error {
+	if err := s.queued.Acquire(ctx, n); err != nil {
+		return err
+	}
+	s.queuedBytes.Add(n)
+	return nil
+}
+
+// unhold gives back what hold took.
+func (s *Server) unhold(n int64) {
+	if n > 0 {
+		s.queuedBytes.Add(-n)
+		s.queued.Release(n)
+	}
 }
 
 // shut drops the connection: the client sees it closed.
@@ -420,20 +460,27 @@ func (c *conn) readLoop() {
 			c.nc.Close()
 			return
 		}
+		if err := c.s.hold(c.ctx, int64(n)); err != nil {
+			return // the connection or the server is closing
+		}
 		buf, err := readFrame(c.nc, head[:], int(n))
 		if err != nil {
+			c.s.unhold(int64(n))
 			c.dropped(err)
 			return
 		}
 		p, err := c.s.decode(c, buf)
 		if err != nil {
+			c.s.unhold(int64(n))
 			c.s.log.Warn("replogkafka: bad request; closing the connection", "remote", c.remote(), "err", err)
 			c.nc.Close()
 			return
 		}
+		p.held = int64(n)
 		select {
 		case c.queue <- p:
 		case <-c.ctx.Done():
+			c.s.unhold(p.held)
 			return
 		}
 		if c.closeAfterReply {
@@ -502,6 +549,7 @@ func (c *conn) writeLoop() {
 		} else {
 			resp := p.reply(c.ctx)
 			if resp == nil || c.ctx.Err() != nil {
+				c.s.unhold(p.held)
 				continue // drain: readLoop closes the queue once it sees ctx end
 			}
 			buf = append(buf[:0], 0, 0, 0, 0)
@@ -513,7 +561,9 @@ func (c *conn) writeLoop() {
 		}
 		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 		c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
-		if _, err := c.nc.Write(buf); err != nil {
+		_, err := c.nc.Write(buf)
+		c.s.unhold(p.held)
+		if err != nil {
 			c.dropped(err)
 			c.shut()
 		}
