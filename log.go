@@ -734,9 +734,10 @@ func (l *Log) EnsureTopic(ctx context.Context, name string, cfg TopicConfig) (*T
 }
 
 // AlterTopic changes a topic's settings to cfg's, as a whole: Retention,
-// RetentionBytes, Cleanup, DeleteRetention and Compression take cfg's
-// values (zero values mean their defaults, as in [Log.CreateTopic]: no
-// retention limit, [CleanupDelete], 24h, no compression), and the topic
+// RetentionBytes, Cleanup, DeleteRetention, MaxMessageBytes and
+// Compression take cfg's values (zero values mean their defaults, as in
+// [Log.CreateTopic]: no retention limit, [CleanupDelete], 24h,
+// [DefaultMaxMessageBytes], no compression), and the topic
 // grows to cfg.Partitions partitions, placed over the nodes as at
 // creation (0 keeps the count; fewer than now fails with
 // [ErrInvalidConfig], nothing changed). Replicas is ignored: move

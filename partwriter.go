@@ -79,6 +79,7 @@ type batchReq struct {
 	recs     []pending
 	cmd      []byte
 	pid      uint64
+	maxBytes int  // the topic's MaxMessageBytes when the batch was taken
 	notified bool // AcksNone: the callbacks already ran
 	attempts int  // proposals made, for the retry counter
 
@@ -282,12 +283,13 @@ func (w *partWriter) fill(stopping bool) {
 			b = w.resend[0]
 			w.resend = w.resend[1:]
 		default:
-			recs := w.take(stopping)
+			maxBytes := w.p.t.maxMessageBytes()
+			recs := w.take(stopping, maxBytes)
 			if len(recs) == 0 {
 				return
 			}
 			var err error
-			if b, err = w.build(recs); err != nil {
+			if b, err = w.build(recs, maxBytes); err != nil {
 				w.finish(&batchReq{recs: recs}, 0, err)
 				continue
 			}
@@ -307,20 +309,23 @@ func (w *partWriter) fill(stopping bool) {
 	}
 }
 
-// take removes up to BatchBytes of records from the queue, unless they
-// should linger longer.
-func (w *partWriter) take(stopping bool) []pending {
+// take removes up to BatchBytes of records from the queue, and no more
+// than fit a batch of maxBytes uncompressed (the topic's MaxMessageBytes),
+// unless they should linger longer. The first record is taken whatever
+// its size: encode tells whether it fits.
+func (w *partWriter) take(stopping bool, maxBytes int) []pending {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.queue.len() == 0 {
 		return nil
 	}
+	limit := min(w.p.opts.BatchBytes, maxBytes-storage.HeaderSize)
 	// A partial batch waits while another is in flight: until it is full,
 	// its oldest record has lingered, or the pipeline drains. So a lone
 	// record goes out at once, and under load batches fill instead of
 	// splitting into many small proposals.
 	// A Flush waiting (a mark) sends at once too.
-	if !stopping && len(w.marks) == 0 && w.qsize < w.p.opts.BatchBytes {
+	if !stopping && len(w.marks) == 0 && w.qsize < limit {
 		lg := w.p.opts.Linger
 		waited := time.Since(w.queue.at(0).at)
 		if (lg > 0 && waited < lg) || (lg == 0 && len(w.inflight) > 0) {
@@ -328,7 +333,7 @@ func (w *partWriter) take(stopping bool) []pending {
 		}
 	}
 	n, bytes := 0, 0
-	for n < w.queue.len() && (n == 0 || bytes+w.queue.at(n).size-pendingOverhead <= w.p.opts.BatchBytes) {
+	for n < w.queue.len() && (n == 0 || bytes+w.queue.at(n).size-pendingOverhead <= limit) {
 		bytes += w.queue.at(n).size
 		n++
 	}
@@ -354,15 +359,16 @@ func (w *partWriter) recycle(recs []pending) {
 	w.mu.Unlock()
 }
 
-// build encodes records as the next batch of the sequence.
-func (w *partWriter) build(recs []pending) (*batchReq, error) {
+// build encodes records as the next batch of the sequence, of at most
+// maxBytes encoded.
+func (w *partWriter) build(recs []pending, maxBytes int) (*batchReq, error) {
 	ctx, cancel := w.deliveryCtx(recs[0].at.Add(w.p.opts.DeliveryTimeout))
 	defer cancel()
 	pid, err := w.p.producerID(ctx)
 	if err != nil {
 		return nil, err
 	}
-	b := &batchReq{recs: recs, pid: pid}
+	b := &batchReq{recs: recs, pid: pid, maxBytes: maxBytes}
 	return b, w.encode(b)
 }
 
@@ -377,9 +383,19 @@ func (w *partWriter) encode(b *batchReq) error {
 	if b.pid != 0 {
 		seq = w.seq
 	}
-	cmd, err := w.builder.BuildWithPrefix(1, storage.Compression(*w.p.opts.Compression), b.pid, w.epoch, seq)
+	codec := storage.Compression(*w.p.opts.Compression)
+	cmd, err := w.builder.BuildWithPrefix(1, codec, b.pid, w.epoch, seq)
+	if err == nil && len(cmd)-1 > b.maxBytes && codec != storage.CompressionNone && storage.HeaderSize+w.builder.RawSize() <= b.maxBytes {
+		// The codec grew the records (incompressible data) past the
+		// topic's limit; uncompressed they fit, and a batch says its
+		// codec, so consumers read it either way.
+		cmd, err = w.builder.BuildWithPrefix(1, storage.CompressionNone, b.pid, w.epoch, seq)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRecordTooLarge, err)
+	}
+	if n := len(cmd) - 1; n > b.maxBytes {
+		return fmt.Errorf("%w: a batch of %d record(s) takes %d bytes encoded, the topic's MaxMessageBytes is %d", ErrRecordTooLarge, len(b.recs), n, b.maxBytes)
 	}
 	if b.pid != 0 {
 		w.seq += int32(len(b.recs)) // only once built: a gap would fail every later batch

@@ -44,10 +44,12 @@ func TestTopicConfigInvalid(t *testing.T) {
 	_, err := l.CreateTopic(ctx, "ok", replog.TopicConfig{Partitions: 2})
 	require.NoError(t, err)
 	for name, cfg := range map[string]replog.TopicConfig{
-		"negative retention":        {Retention: -time.Second},
-		"negative retention bytes":  {RetentionBytes: -1},
-		"negative delete retention": {DeleteRetention: -time.Second},
-		"unknown cleanup bit":       {Cleanup: 4},
+		"negative retention":           {Retention: -time.Second},
+		"negative retention bytes":     {RetentionBytes: -1},
+		"negative delete retention":    {DeleteRetention: -time.Second},
+		"unknown cleanup bit":          {Cleanup: 4},
+		"negative max message bytes":   {MaxMessageBytes: -1},
+		"max message bytes over 2 GiB": {MaxMessageBytes: 1 << 31},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := l.CreateTopic(ctx, "bad", cfg)

@@ -3,6 +3,7 @@ package replog
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/replog/replog/replication"
@@ -69,6 +70,11 @@ func (c Cleanup) String() string {
 // Kafka's delete.retention.ms.
 const DefaultDeleteRetention = 24 * time.Hour
 
+// DefaultMaxMessageBytes is the default of TopicConfig.MaxMessageBytes,
+// Kafka's default max.message.bytes: 1 MiB and the 12 bytes of Kafka's
+// log entry header.
+const DefaultMaxMessageBytes = 1048588
+
 // TopicConfig configures [Log.CreateTopic], [Log.EnsureTopic] and
 // [Log.AlterTopic]. The zero value is valid.
 type TopicConfig struct {
@@ -104,6 +110,20 @@ type TopicConfig struct {
 	// every deletion. Default (0) [DefaultDeleteRetention], 24h. Negative
 	// is invalid.
 	DeleteRetention time.Duration
+	// MaxMessageBytes is the largest record batch the topic accepts, in
+	// bytes as encoded, after compression (Kafka's max.message.bytes).
+	// A [Producer] puts no more records in a batch than fit (counted
+	// uncompressed, so that every batch fits), stores a batch that its
+	// codec would grow past the limit uncompressed, and fails a record
+	// that fits in no batch with [ErrRecordTooLarge]; the Kafka listener
+	// (package kafka) answers a client's larger batch with
+	// MESSAGE_TOO_LARGE. Producers read the topic's current value for
+	// each batch, so [Log.AlterTopic] changes it for those running;
+	// batches already proposed are not checked again. Whatever it says,
+	// a batch also stays within replog's own limits (16 MiB encoded, 64
+	// MiB uncompressed). Default (0) [DefaultMaxMessageBytes], 1048588
+	// bytes; negative or above 2^31-1 is invalid.
+	MaxMessageBytes int
 }
 
 // settingsDefaults fills and validates the settings that CreateTopic and
@@ -115,6 +135,9 @@ func (c TopicConfig) settingsDefaults() (TopicConfig, error) {
 	if c.DeleteRetention == 0 {
 		c.DeleteRetention = DefaultDeleteRetention
 	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
 	switch {
 	case !storage.Compression(c.Compression).Valid():
 		return c, fmt.Errorf("%w: compression %d", ErrInvalidConfig, c.Compression)
@@ -124,6 +147,8 @@ func (c TopicConfig) settingsDefaults() (TopicConfig, error) {
 		return c, fmt.Errorf("%w: negative RetentionBytes %d", ErrInvalidConfig, c.RetentionBytes)
 	case c.DeleteRetention < 0:
 		return c, fmt.Errorf("%w: negative DeleteRetention %v", ErrInvalidConfig, c.DeleteRetention)
+	case c.MaxMessageBytes < 0 || c.MaxMessageBytes > math.MaxInt32:
+		return c, fmt.Errorf("%w: MaxMessageBytes %d (want 1 to %d, or 0 for the default)", ErrInvalidConfig, c.MaxMessageBytes, math.MaxInt32)
 	case c.Cleanup&^(CleanupDelete|CleanupCompact) != 0:
 		return c, fmt.Errorf("%w: cleanup policy %d", ErrInvalidConfig, c.Cleanup)
 	}
@@ -137,6 +162,7 @@ func (c TopicConfig) settings() replication.TopicSettings {
 		RetentionBytes:  c.RetentionBytes,
 		Cleanup:         uint8(c.Cleanup),
 		DeleteRetention: int64(c.DeleteRetention),
+		MaxMessageBytes: int32(c.MaxMessageBytes),
 	}
 }
 
@@ -183,12 +209,13 @@ type TopicInfo struct {
 	Replicas    int
 	Compression Compression
 	Created     time.Time
-	// Retention, RetentionBytes, Cleanup and DeleteRetention are as in
-	// [TopicConfig], defaults filled in.
+	// Retention, RetentionBytes, Cleanup, DeleteRetention and
+	// MaxMessageBytes are as in [TopicConfig], defaults filled in.
 	Retention       time.Duration
 	RetentionBytes  int64
 	Cleanup         Cleanup
 	DeleteRetention time.Duration
+	MaxMessageBytes int
 	// PartitionReplicas lists, per partition, the node ids holding a replica.
 	PartitionReplicas [][]uint64
 }
@@ -199,6 +226,7 @@ func topicInfo(t *replication.TopicMeta) TopicInfo {
 		Compression: Compression(t.Compression), Created: time.Unix(0, t.Created),
 		Retention: time.Duration(t.Retention), RetentionBytes: t.RetentionBytes,
 		Cleanup: Cleanup(t.Cleanup), DeleteRetention: time.Duration(t.DeleteRetention),
+		MaxMessageBytes: maxMessageBytes(t.TopicSettings),
 	}
 	// Metadata written before these settings existed lacks them.
 	if info.Cleanup == 0 {
@@ -242,15 +270,34 @@ func (t *Topic) Info() TopicInfo {
 	return topicInfo(tm)
 }
 
-// compacted reports whether the topic's current cleanup policy compacts by
-// key, so that keyless records have no place in it (Kafka refuses them
-// too).
-func (t *Topic) compacted() bool {
+// maxMessageBytes is s's MaxMessageBytes, its default filled in: metadata
+// written before the setting existed lacks it.
+func maxMessageBytes(s replication.TopicSettings) int {
+	if s.MaxMessageBytes == 0 {
+		return DefaultMaxMessageBytes
+	}
+	return int(s.MaxMessageBytes)
+}
+
+// current is the topic's metadata as this node knows it now, settings
+// changed by [Log.AlterTopic] included; the handle's own if the topic was
+// deleted since.
+func (t *Topic) current() *replication.TopicMeta {
 	cur := t.l.node.Metadata().Topics[t.meta.Name]
 	if cur == nil || cur.ID != t.meta.ID {
 		cur = t.meta
 	}
-	return Cleanup(cur.Cleanup)&CleanupCompact != 0
+	return cur
+}
+
+// maxMessageBytes is the topic's current MaxMessageBytes.
+func (t *Topic) maxMessageBytes() int { return maxMessageBytes(t.current().TopicSettings) }
+
+// compacted reports whether the topic's current cleanup policy compacts by
+// key, so that keyless records have no place in it (Kafka refuses them
+// too).
+func (t *Topic) compacted() bool {
+	return Cleanup(t.current().Cleanup)&CleanupCompact != 0
 }
 
 // check reports whether the Log is open and the topic still exists.

@@ -85,7 +85,7 @@ type TopicMeta struct {
 // TopicSettings are the settings of a topic that alter_topic may change.
 // Metadata written before a field existed lacks it, and reads it as zero,
 // which keeps that metadata's meaning: no retention limit, delete policy,
-// the default delete retention.
+// the default delete retention, the default largest batch.
 type TopicSettings struct {
 	Compression uint8 `json:"compression"`
 	// Retention is the age (ns) after which records are deleted; 0 keeps
@@ -99,6 +99,12 @@ type TopicSettings struct {
 	// DeleteRetention (ns) is how long tombstones stay; 0 means the root
 	// package's default.
 	DeleteRetention int64 `json:"delete_retention,omitempty"`
+	// MaxMessageBytes is the largest record batch the topic accepts, in
+	// bytes as encoded (Kafka's max.message.bytes); 0 means the root
+	// package's default. Producers check it before proposing; the state
+	// machine does not, so lowering it never fails a batch already
+	// proposed.
+	MaxMessageBytes int32 `json:"max_message_bytes,omitempty"`
 }
 
 // CleanupDeleteBit and CleanupCompactBit are the bits of
@@ -113,7 +119,7 @@ const (
 func (s TopicSettings) Deletes() bool { return s.Cleanup == 0 || s.Cleanup&CleanupDeleteBit != 0 }
 
 func (s TopicSettings) valid() bool {
-	return s.Retention >= 0 && s.RetentionBytes >= 0 && s.DeleteRetention >= 0 &&
+	return s.Retention >= 0 && s.RetentionBytes >= 0 && s.DeleteRetention >= 0 && s.MaxMessageBytes >= 0 &&
 		s.Cleanup&^(CleanupDeleteBit|CleanupCompactBit) == 0 && storage.Compression(s.Compression).Valid()
 }
 

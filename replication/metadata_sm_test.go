@@ -182,14 +182,15 @@ func TestMetaAlterTopic(t *testing.T) {
 	nodes := []uint64{1, 2, 3}
 	require.Equal(t, metaOK, s.do(t, metaCmd{Op: opCreateTopic, Name: "a", Partitions: 2, Replicas: 2, Nodes: nodes}).Value)
 	a := s.state.Topics["a"]
-	set := TopicSettings{Retention: 5, RetentionBytes: 6, Cleanup: CleanupDeleteBit | CleanupCompactBit, DeleteRetention: 7}
+	set := TopicSettings{Retention: 5, RetentionBytes: 6, Cleanup: CleanupDeleteBit | CleanupCompactBit, DeleteRetention: 7, MaxMessageBytes: 8}
 
 	for _, bad := range []metaCmd{
 		{Op: opAlterTopic, Name: "a", Partitions: 1, Nodes: nodes},                                // shrink
 		{Op: opAlterTopic, Name: "a", Partitions: 2, TopicSettings: TopicSettings{Retention: -1}}, // negative
 		{Op: opAlterTopic, Name: "a", Partitions: 2, TopicSettings: TopicSettings{Cleanup: 4}},    // unknown bit
-		{Op: opAlterTopic, Name: "a", Partitions: 3, Nodes: []uint64{1}},                          // too few nodes
-		{Op: opAlterTopic, Name: "a", Partitions: MaxPartitions + 1, Nodes: nodes},                // too many
+		{Op: opAlterTopic, Name: "a", Partitions: 2, TopicSettings: TopicSettings{MaxMessageBytes: -1}},
+		{Op: opAlterTopic, Name: "a", Partitions: 3, Nodes: []uint64{1}},           // too few nodes
+		{Op: opAlterTopic, Name: "a", Partitions: MaxPartitions + 1, Nodes: nodes}, // too many
 		{Op: opCreateTopic, Name: "b", Partitions: 1, Replicas: 1, Nodes: nodes, TopicSettings: TopicSettings{RetentionBytes: -1}},
 	} {
 		require.Equal(t, metaInvalid, s.do(t, bad).Value, "%+v", bad)
