@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -212,8 +213,7 @@ func ignoredTopicConfig(name string) bool {
 	case "segment.bytes", "segment.ms", "segment.jitter.ms", "segment.index.bytes", "index.interval.bytes",
 		"flush.messages", "flush.ms", "file.delete.delay.ms", "preallocate", "min.insync.replicas",
 		"unclean.leader.election.enable", "min.cleanable.dirty.ratio", "min.compaction.lag.ms",
-		"max.compaction.lag.ms", "message.downconversion.enable", "max.message.bytes",
-		"message.timestamp.difference.max.ms":
+		"max.compaction.lag.ms", "message.downconversion.enable", "message.timestamp.difference.max.ms":
 		return true
 	}
 	return false
@@ -247,6 +247,12 @@ func setTopicConfig(cfg *replog.TopicConfig, name string, value *string) error {
 			return fmt.Errorf("%s=%q: want bytes, or -1", name, v)
 		}
 		cfg.RetentionBytes = max(n, 0)
+	case "max.message.bytes":
+		n, perr := strconv.ParseInt(v, 10, 32)
+		if perr != nil || n < 1 {
+			return fmt.Errorf("%s=%q: want bytes, 1 to %d", name, v, math.MaxInt32)
+		}
+		cfg.MaxMessageBytes = int(n)
 	case "cleanup.policy":
 		switch v {
 		case "delete":

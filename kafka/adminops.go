@@ -43,7 +43,7 @@ func millisOrForever(d time.Duration) string {
 // applies them. Defaults are replog's, not Kafka's: retention is unlimited
 // (Kafka keeps 7 days). A function rather than a package variable, as
 // servedAPIs: no package state.
-func topicSettings() [5]topicSetting {
+func topicSettings() [6]topicSetting {
 	return [...]topicSetting{
 		{"cleanup.policy", kmsg.ConfigTypeList,
 			func(i replog.TopicInfo) string {
@@ -69,6 +69,9 @@ func topicSettings() [5]topicSetting {
 		{"delete.retention.ms", kmsg.ConfigTypeLong,
 			func(i replog.TopicInfo) string { return strconv.FormatInt(i.DeleteRetention.Milliseconds(), 10) },
 			func(c *replog.TopicConfig) { c.DeleteRetention = 0 }},
+		{"max.message.bytes", kmsg.ConfigTypeInt,
+			func(i replog.TopicInfo) string { return strconv.Itoa(i.MaxMessageBytes) },
+			func(c *replog.TopicConfig) { c.MaxMessageBytes = 0 }},
 		{"retention.bytes", kmsg.ConfigTypeLong,
 			func(i replog.TopicInfo) string {
 				if i.RetentionBytes == 0 {
@@ -86,7 +89,7 @@ func topicSettings() [5]topicSetting {
 // defaultTopicInfo holds replog's default settings, to tell a topic's
 // settings that differ (DYNAMIC_TOPIC_CONFIG) from defaults.
 func defaultTopicInfo() replog.TopicInfo {
-	return replog.TopicInfo{Cleanup: replog.CleanupDelete, DeleteRetention: replog.DefaultDeleteRetention}
+	return replog.TopicInfo{Cleanup: replog.CleanupDelete, DeleteRetention: replog.DefaultDeleteRetention, MaxMessageBytes: replog.DefaultMaxMessageBytes}
 }
 
 // topicConfigOf is the TopicConfig whose settings are info's, the
@@ -94,7 +97,7 @@ func defaultTopicInfo() replog.TopicInfo {
 func topicConfigOf(info replog.TopicInfo) replog.TopicConfig {
 	return replog.TopicConfig{
 		Compression: info.Compression, Retention: info.Retention, RetentionBytes: info.RetentionBytes,
-		Cleanup: info.Cleanup, DeleteRetention: info.DeleteRetention,
+		Cleanup: info.Cleanup, DeleteRetention: info.DeleteRetention, MaxMessageBytes: info.MaxMessageBytes,
 	}
 }
 

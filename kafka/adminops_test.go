@@ -3,6 +3,8 @@ package replogkafka_test
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -56,6 +58,7 @@ func TestDescribeAndAlterTopicConfigs(t *testing.T) {
 			for name, want := range map[string]string{
 				"retention.ms": "3600000", "retention.bytes": "-1", "cleanup.policy": "delete",
 				"delete.retention.ms": "86400000", "compression.type": "uncompressed",
+				"max.message.bytes": "1048588",
 			} {
 				if c, ok := got[name]; !ok || c.MaybeValue() != want {
 					t.Errorf("%s = %q, want %q", name, c.MaybeValue(), want)
@@ -128,6 +131,96 @@ func TestDescribeAndAlterTopicConfigs(t *testing.T) {
 				t.Fatalf("broker configs: %v %+v", err, bcs)
 			}
 		})
+	}
+}
+
+// TestMaxMessageBytes: a topic's max.message.bytes, set at creation and
+// altered, refuses larger batches with MESSAGE_TOO_LARGE, as Kafka.
+func TestMaxMessageBytes(t *testing.T) {
+	l := openLog(t)
+	cl := newClient(t, listen(t, l, nil))
+	adm := kadm.NewClient(cl)
+	ctx := testCtx(t)
+	small := rawBatch(-1, -1, -1, "x")
+	large := rawBatch(-1, -1, -1, strings.Repeat("x", 100))
+	limit := strconv.Itoa(len(small))
+	res, err := adm.CreateTopic(ctx, 1, -1, map[string]*string{"max.message.bytes": &limit}, "capped")
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := topicInfo(t, l, "capped").MaxMessageBytes; got != len(small) {
+		t.Fatalf("MaxMessageBytes %d, want %d", got, len(small))
+	}
+	describe := func() kadm.Config {
+		t.Helper()
+		rcs, err := adm.DescribeTopicConfigs(ctx, "capped")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range rcs[0].Configs {
+			if c.Key == "max.message.bytes" {
+				return c
+			}
+		}
+		t.Fatalf("no max.message.bytes in %+v", rcs[0].Configs)
+		return kadm.Config{}
+	}
+	if c := describe(); c.MaybeValue() != limit || c.Source != kmsg.ConfigSourceDynamicTopicConfig {
+		t.Fatalf("described %s=%q from %v", c.Key, c.MaybeValue(), c.Source)
+	}
+
+	if p := produceRaw(t, cl, "capped", small); p.ErrorCode != 0 {
+		t.Fatalf("a batch of exactly max.message.bytes: %v", kerr.ErrorForCode(p.ErrorCode))
+	}
+	if p := produceRaw(t, cl, "capped", large); p.ErrorCode != kerr.MessageTooLarge.Code || p.ErrorMessage == nil {
+		t.Fatalf("a larger batch: %v %v", kerr.ErrorForCode(p.ErrorCode), p.ErrorMessage)
+	}
+	pcl := newClient(t, listen(t, l, nil), kgo.DefaultProduceTopic("capped"), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err := pcl.ProduceSync(ctx, kgo.StringRecord(strings.Repeat("x", 100))).FirstErr(); !errors.Is(err, kerr.MessageTooLarge) {
+		t.Fatalf("franz-go producing a larger record: %v", err)
+	}
+
+	for _, tc := range []struct {
+		op    kadm.IncrementalOp
+		value string
+		want  int
+	}{
+		{kadm.SetConfig, "100000", 100000},
+		{kadm.DeleteConfig, "", replog.DefaultMaxMessageBytes},
+	} {
+		ac := kadm.AlterConfig{Op: tc.op, Name: "max.message.bytes"}
+		if tc.op == kadm.SetConfig {
+			ac.Value = &tc.value
+		}
+		resps, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{ac}, "capped")
+		if err == nil {
+			err = resps[0].Err
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := topicInfo(t, l, "capped").MaxMessageBytes; got != tc.want {
+			t.Fatalf("after %v: MaxMessageBytes %d, want %d", tc.op, got, tc.want)
+		}
+	}
+	if c := describe(); c.MaybeValue() != "1048588" || c.Source != kmsg.ConfigSourceDefaultConfig {
+		t.Fatalf("after DELETE: %s=%q from %v", c.Key, c.MaybeValue(), c.Source)
+	}
+	if p := produceRaw(t, cl, "capped", large); p.ErrorCode != 0 {
+		t.Fatalf("after raising the limit: %v", kerr.ErrorForCode(p.ErrorCode))
+	}
+
+	for _, bad := range []string{"0", "-1", "2147483648", "big"} {
+		resps, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "max.message.bytes", Value: &bad}}, "capped")
+		if err == nil {
+			err = resps[0].Err
+		}
+		if !errors.Is(err, kerr.InvalidConfig) {
+			t.Errorf("max.message.bytes=%s: %v, want INVALID_CONFIG", bad, err)
+		}
 	}
 }
 

@@ -143,11 +143,16 @@ func resultErr(res storage.Result) error {
 // startProduce checks a partition's batch, re-encodes it in replog's
 // stored format under the client's producer id, and proposes it.
 func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int32, raw []byte) (producing, error) {
+	info := topic.Info()
+	// raw is one batch: its size is what Kafka compares, before
+	// decompressing anything.
+	if len(raw) > info.MaxMessageBytes {
+		return producing{}, fmt.Errorf("%w: a record batch of %d bytes, the topic's max.message.bytes is %d", replog.ErrRecordTooLarge, len(raw), info.MaxMessageBytes)
+	}
 	pb, err := decodeProduced(raw, storage.MaxRawBytes, time.Now())
 	if err != nil {
 		return producing{}, err
 	}
-	info := topic.Info()
 	if info.Cleanup&replog.CleanupCompact != 0 {
 		for i, r := range pb.records {
 			if r.Key == nil {
