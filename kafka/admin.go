@@ -19,6 +19,16 @@ import (
 // clusterID is what Metadata answers as the cluster id.
 const clusterID = "replog"
 
+// offsetsTopic is the name of Kafka's internal topic of committed
+// offsets. replog keeps committed offsets in its groups state machine, not
+// in a topic, but clients expect a Kafka cluster to have it: consumers of
+// a regular expression skip internal topics, and tools look for it. So
+// Metadata lists it as internal with no partitions (nothing to read,
+// nowhere to produce: Produce, Fetch and ListOffsets find no such topic),
+// and CreateTopics and auto-creation refuse the name, as Kafka does. A
+// topic of that name made through the Go API is listed as it is instead.
+const offsetsTopic = "__consumer_offsets"
+
 // adminTimeout bounds topic changes whose request carries no timeout.
 const adminTimeout = 30 * time.Second
 
@@ -59,8 +69,13 @@ func (s *Server) metadata(ctx context.Context, req *kmsg.MetadataRequest) *kmsg.
 	// Before v4 the broker's setting alone decides auto-creation.
 	autoCreate := s.opts.AutoCreateTopics && (req.Version < 4 || req.AllowAutoTopicCreation)
 	if req.Topics == nil || req.Version == 0 && len(req.Topics) == 0 {
+		hasOffsets := false
 		for _, info := range s.l.Topics() {
 			resp.Topics = append(resp.Topics, s.topicMetadata(ctx, info.Name, false, bs))
+			hasOffsets = hasOffsets || info.Name == offsetsTopic
+		}
+		if !hasOffsets {
+			resp.Topics = append(resp.Topics, offsetsTopicMetadata())
 		}
 		return resp
 	}
@@ -77,12 +92,23 @@ func (s *Server) metadata(ctx context.Context, req *kmsg.MetadataRequest) *kmsg.
 	return resp
 }
 
+// offsetsTopicMetadata describes offsetsTopic: internal, no partitions.
+func offsetsTopicMetadata() kmsg.MetadataResponseTopic {
+	mt := kmsg.NewMetadataResponseTopic()
+	mt.Topic = kmsg.StringPtr(offsetsTopic)
+	mt.IsInternal = true
+	return mt
+}
+
 // topicMetadata describes a topic: each partition's leader (see
 // partitionLeader) and replicas, among brokers bs.
 func (s *Server) topicMetadata(ctx context.Context, name string, autoCreate bool, bs []broker) kmsg.MetadataResponseTopic {
 	mt := kmsg.NewMetadataResponseTopic()
 	mt.Topic = kmsg.StringPtr(name)
 	t, err := s.l.Topic(name)
+	if name == offsetsTopic && errors.Is(err, replog.ErrTopicNotFound) {
+		return offsetsTopicMetadata()
+	}
 	if errors.Is(err, replog.ErrTopicNotFound) && autoCreate {
 		if verr := replog.ValidateTopicName(name); verr != nil {
 			mt.ErrorCode = kerr.InvalidTopicException.Code
@@ -156,6 +182,9 @@ func (s *Server) createTopic(ctx context.Context, rt kmsg.CreateTopicsRequestTop
 	}
 	if err := replog.ValidateTopicName(rt.Topic); err != nil {
 		return kerr.InvalidTopicException.Code, err
+	}
+	if rt.Topic == offsetsTopic {
+		return kerr.InvalidRequest.Code, fmt.Errorf("creation of internal topic %s is prohibited (replog keeps committed offsets apart)", offsetsTopic)
 	}
 	if len(rt.ReplicaAssignment) > 0 {
 		return kerr.InvalidReplicaAssignment.Code, errors.New("replog places replicas itself; manual assignment is not supported")

@@ -115,3 +115,67 @@ func TestAutoCreateTopics(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOffsetsTopicInternal: Metadata lists __consumer_offsets as an
+// internal topic without partitions, as clients expect of a Kafka
+// cluster (regex consumers skip internal topics), and it cannot be
+// created, by CreateTopics or on first use, or produced to.
+func TestOffsetsTopicInternal(t *testing.T) {
+	const offsets = "__consumer_offsets"
+	l := openLog(t)
+	srv := listen(t, l, &replogkafka.Options{AutoCreateTopics: true})
+	cl := newClient(t, srv)
+	adm := kadm.NewClient(cl)
+	ctx := testCtx(t)
+	createTopic(t, cl, "plain", 1)
+
+	all, err := adm.ListTopicsWithInternal(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := all[offsets]; !ok || !d.IsInternal || d.Err != nil || len(d.Partitions) != 0 {
+		t.Fatalf("%s in all topics: %+v", offsets, d)
+	}
+	if all["plain"].IsInternal {
+		t.Fatal("plain is listed as internal")
+	}
+	if listed, err := adm.ListTopics(ctx); err != nil || listed.Has(offsets) || !listed.Has("plain") {
+		t.Fatalf("topics without internal ones: %v %v", listed.Names(), err)
+	}
+
+	// Asked by name, with auto-creation allowed: described, not created.
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(offsets)
+	req.Topics, req.AllowAutoTopicCreation = append(req.Topics, rt), true
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Topics) != 1 || !resp.Topics[0].IsInternal || resp.Topics[0].ErrorCode != 0 || len(resp.Topics[0].Partitions) != 0 {
+		t.Fatalf("%s by name: %+v", offsets, resp.Topics)
+	}
+	res, _ := adm.CreateTopic(ctx, 1, -1, nil, offsets)
+	if !errors.Is(res.Err, kerr.InvalidRequest) {
+		t.Fatalf("creating %s: %v", offsets, res.Err)
+	}
+	if p := produceRaw(t, cl, offsets, rawBatch(-1, -1, -1, "x")); p.ErrorCode != kerr.UnknownTopicOrPartition.Code {
+		t.Fatalf("producing to %s: %v", offsets, kerr.ErrorForCode(p.ErrorCode))
+	}
+	if _, err := l.Topic(offsets); !errors.Is(err, replog.ErrTopicNotFound) {
+		t.Fatalf("%s was created: %v", offsets, err)
+	}
+
+	// A topic of that name made with the Go API is listed as it is.
+	if _, err := l.CreateTopic(ctx, offsets, replog.TopicConfig{Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// A new client: the first one's metadata is cached.
+	all, err = kadm.NewClient(newClient(t, srv)).ListTopicsWithInternal(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := all[offsets]; d.IsInternal || len(d.Partitions) != 2 {
+		t.Fatalf("the Go API's %s: %+v", offsets, d)
+	}
+}

@@ -94,6 +94,12 @@
 // client joining a replog group gets INCONSISTENT_GROUP_PROTOCOL, and a
 // replog consumer joining a Kafka group [replog.ErrGroupKind].
 //
+// Since committed offsets are not kept in a topic, Metadata lists Kafka's
+// internal topic __consumer_offsets as internal and without partitions,
+// so that clients which skip internal topics (consumers of a regular
+// expression) find it as they would in Kafka; it cannot be created,
+// produced to or read.
+//
 // # Clusters
 //
 // Every node of a cluster may run a listener. Each registers the address
