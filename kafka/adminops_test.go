@@ -138,7 +138,8 @@ func TestDescribeAndAlterTopicConfigs(t *testing.T) {
 // altered, refuses larger batches with MESSAGE_TOO_LARGE, as Kafka.
 func TestMaxMessageBytes(t *testing.T) {
 	l := openLog(t)
-	cl := newClient(t, listen(t, l, nil))
+	srv := listen(t, l, nil)
+	cl := newClient(t, srv)
 	adm := kadm.NewClient(cl)
 	ctx := testCtx(t)
 	small := rawBatch(-1, -1, -1, "x")
@@ -178,7 +179,7 @@ func TestMaxMessageBytes(t *testing.T) {
 	if p := produceRaw(t, cl, "capped", large); p.ErrorCode != kerr.MessageTooLarge.Code || p.ErrorMessage == nil {
 		t.Fatalf("a larger batch: %v %v", kerr.ErrorForCode(p.ErrorCode), p.ErrorMessage)
 	}
-	pcl := newClient(t, listen(t, l, nil), kgo.DefaultProduceTopic("capped"), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	pcl := newClient(t, srv, kgo.DefaultProduceTopic("capped"), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err := pcl.ProduceSync(ctx, kgo.StringRecord(strings.Repeat("x", 100))).FirstErr(); !errors.Is(err, kerr.MessageTooLarge) {
 		t.Fatalf("franz-go producing a larger record: %v", err)
 	}
