@@ -57,6 +57,8 @@ type ProducerOptions struct {
 	// and Close send at once.
 	Linger time.Duration
 	// BatchBytes caps the uncompressed size of one batch. Default 1 MiB.
+	// Batches also stay within the topic's MaxMessageBytes (see
+	// [TopicConfig]).
 	BatchBytes int
 	// MaxRecordBytes caps one encoded record. Default 1 MiB (Kafka's
 	// message.max.bytes); at most BatchBytes.
