@@ -31,6 +31,9 @@ franz=github.com/twmb/franz-go@v1.22.3
 # default is 500000); enough to cross many batches and rebalances.
 records=${KGO_TEST_RECORDS:-5000}
 skip='^(TestTxnEtl|TestConsumeMaxDecompressBatchBytes|TestPooling)$'
+# The tests that may skip themselves, for the reasons above; any other
+# skip fails the script, so that nothing stops running unnoticed.
+selfskip='^(TestSCRAMAuth|TestSCRAMAuthBadCredentials|TestOAuthAuth|TestShareGroup.*|TestConsumeRegexShareSkipsInternal|Test848.*)$'
 
 tmp=$(mktemp -d)
 pid=""
@@ -55,8 +58,9 @@ go build -o "$tmp/replog" ./cmd/replog
 
 # The module's source: downloaded (or found in the cache) outside any
 # module, so that this repository's go.mod and GOFLAGS play no part.
-moddir=$(cd "$tmp" && GOFLAGS= go mod download -json "$franz" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[ -n "$moddir" ] && [ -d "$moddir/pkg/kgo" ] || fail "go mod download $franz gave no directory"
+json=$(cd "$tmp" && GOFLAGS= go mod download -json "$franz") || fail "go mod download $franz: $json"
+moddir=$(echo "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[ -n "$moddir" ] && [ -d "$moddir/pkg/kgo" ] || fail "go mod download $franz gave no directory: $json"
 cp -R "$moddir" "$tmp/franz-go"
 chmod -R u+w "$tmp/franz-go"
 
@@ -86,7 +90,8 @@ passed=$(grep -c '^--- PASS' "$tmp/kgo.out" || true)
 failed=$(grep -c '^--- FAIL' "$tmp/kgo.out" || true)
 skipped=$(grep -c '^--- SKIP' "$tmp/kgo.out" || true)
 echo "kgo: $passed passed, $failed failed, $skipped skipped themselves; explicitly not run: $skip"
-echo "  skipped themselves: $(sed -n 's/^--- SKIP: \([^ ]*\).*/\1/p' "$tmp/kgo.out" | sort | tr '\n' ' ')"
+skips=$(sed -n 's/^--- SKIP: \([^ ]*\).*/\1/p' "$tmp/kgo.out" | sort)
+echo "  skipped themselves: $(echo $skips)"
 echo "  slowest: $(sed -n 's/^--- [A-Z]*: \([^ ]*\) (\([0-9.]*\)s)$/\2s \1/p' "$tmp/kgo.out" | sort -rn | head -n 5 | tr '\n' ' ')"
 echo "  go test took $((SECONDS - tested))s"
 if [ "$status" != 0 ] || [ "$failed" != 0 ]; then
@@ -97,6 +102,8 @@ if [ "$status" != 0 ] || [ "$failed" != 0 ]; then
   tail -n 60 "$tmp/kgo.out" >&2
   fail "franz-go's kgo tests failed (go test exit $status)"
 fi
+unexpected=$(echo "$skips" | grep -Ev "$selfskip" || true)
+[ -z "$unexpected" ] || fail "tests skipped themselves for no reason given here: $(echo $unexpected)"
 
 kill -TERM "$pid"
 status=0
