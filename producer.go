@@ -61,7 +61,9 @@ type ProducerOptions struct {
 	// [TopicConfig]).
 	BatchBytes int
 	// MaxRecordBytes caps one encoded record. Default 1 MiB (Kafka's
-	// message.max.bytes); at most BatchBytes.
+	// message.max.bytes); at most BatchBytes. A record must also fit in a
+	// batch of the topic's MaxMessageBytes (see [TopicConfig]): with the
+	// default limit, a record of 1 MiB does not, as in Kafka.
 	MaxRecordBytes int
 	// MaxBufferedBytes caps the records buffered and in flight; when full,
 	// Produce blocks until there is room or its ctx ends. Default
