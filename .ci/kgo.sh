@@ -102,7 +102,7 @@ echo "  go test took $((SECONDS - tested))s"
 if [ "$status" != 0 ] || [ "$failed" != 0 ]; then
   # The tests' own messages ("    x_test.go:123: ..."), then the end of
   # the output (the clients' logs interleave with them).
-  grep -E '^\s*--- FAIL|_test\.go:[0-9]+: ' "$tmp/kgo.out" | head -n 200 >&2 || true
+  grep -E '^\s*--- FAIL|_test\.go:[0-9]+: ' "$tmp/kgo.out" | grep -Ev ': deleting (topic|group) ' | head -n 200 >&2 || true
   echo "--- go test output (last 60 lines):" >&2
   tail -n 60 "$tmp/kgo.out" >&2
   fail "franz-go's kgo tests failed (go test exit $status)"
