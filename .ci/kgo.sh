@@ -16,9 +16,10 @@
 #     return the client's compressed batches, and replog's Fetch sends them
 #     uncompressed until the stored format keeps Kafka's batches (branch
 #     h-kafkafmt). Unskip them when that lands.
-#   - The SCRAM and OAUTHBEARER tests skip themselves: they need
-#     KGO_TEST_SCRAM_SEEDS / KGO_TEST_OAUTH_SEEDS, brokers with SASL, which
-#     the listener does not serve yet (another branch adds SASL).
+#   - The SCRAM tests run against a second "replog serve" that requires
+#     SASL (KGO_TEST_SCRAM_SEEDS); TestOAuthAuth skips itself without
+#     KGO_TEST_OAUTH_SEEDS: the listener offers SCRAM and PLAIN, not
+#     OAUTHBEARER.
 #   - Share-group and KIP-848 tests skip themselves: replog's ApiVersions
 #     lists neither ShareFetch nor ConsumerGroupHeartbeat, and those groups
 #     are not in issue 12.
@@ -35,24 +36,47 @@ records=${KGO_TEST_RECORDS:-20000}
 skip='^(TestTxnEtl|TestConsumeMaxDecompressBatchBytes|TestPooling)$'
 # The tests that may skip themselves, for the reasons above; any other
 # skip fails the script, so that nothing stops running unnoticed.
-selfskip='^(TestSCRAMAuth|TestSCRAMAuthBadCredentials|TestOAuthAuth|TestShareGroup.*|TestConsumeRegexShareSkipsInternal|Test848.*)$'
+selfskip='^(TestOAuthAuth|TestShareGroup.*|TestConsumeRegexShareSkipsInternal|Test848.*)$'
 
 tmp=$(mktemp -d)
-pid=""
+pids=()
 cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid"
-    wait "$pid" || true
-  fi
+  for p in "${pids[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -TERM "$p"
+      wait "$p" || true
+    fi
+  done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 
 fail() {
   echo "kgo.sh: $*" >&2
-  echo "--- replog serve stderr (last 40 lines):" >&2
-  tail -n 40 "$tmp/serve.err" >&2 || true
+  for f in "$tmp"/*.err; do
+    [ -e "$f" ] || continue
+    echo "--- $(basename "$f" .err): replog serve stderr (last 40 lines):" >&2
+    tail -n 40 "$f" >&2
+  done
   exit 1
+}
+
+# serve NAME ARGS... starts "replog serve -dir $tmp/NAME ARGS" on a free
+# loopback port (port 0: the kernel picks one, and the "listening" line
+# says which) and sets addr to it.
+serve() {
+  local name=$1
+  shift
+  "$tmp/replog" serve -dir "$tmp/$name" -kafka 127.0.0.1:0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+  pids+=($!)
+  addr=""
+  for _ in $(seq 1 300); do
+    addr=$(sed -n 's/.*listening.* on \([0-9.]*:[0-9]*\).*/\1/p' "$tmp/$name.out")
+    [ -n "$addr" ] && return
+    kill -0 "${pids[-1]}" 2>/dev/null || fail "replog serve ($name) exited before listening"
+    sleep 0.1
+  done
+  fail "replog serve ($name) printed no listening line within 30s"
 }
 
 start=$SECONDS
@@ -66,18 +90,14 @@ moddir=$(echo "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 cp -R "$moddir" "$tmp/franz-go"
 chmod -R u+w "$tmp/franz-go"
 
-# Port 0: the kernel picks a free port, and the "listening" line says which.
-"$tmp/replog" serve -dir "$tmp/data" -kafka 127.0.0.1:0 >"$tmp/serve.out" 2>"$tmp/serve.err" &
-pid=$!
-addr=""
-for _ in $(seq 1 300); do
-  addr=$(sed -n 's/.*listening.* on \([0-9.]*:[0-9]*\).*/\1/p' "$tmp/serve.out")
-  [ -n "$addr" ] && break
-  kill -0 "$pid" 2>/dev/null || fail "replog serve exited before listening"
-  sleep 0.1
-done
-[ -n "$addr" ] || fail "replog serve printed no listening line within 30s"
-echo "replog serve listening on $addr; running $franz pkg/kgo tests (KGO_TEST_RECORDS=$records)"
+serve plain
+plain=$addr
+# The SCRAM tests' node: one user, a password made up for this run.
+password=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+(umask 077 && echo "kgo:$password" >"$tmp/users")
+serve scram -sasl-users "$tmp/users"
+scram=$addr
+echo "replog serve listening on $plain, and with SASL/SCRAM on $scram; running $franz pkg/kgo tests (KGO_TEST_RECORDS=$records)"
 
 # -parallel 16: the tests mostly wait on timers and the network, not the
 # CPU; at the default (GOMAXPROCS, 2 on a small CI machine) the suite ran
@@ -86,7 +106,8 @@ status=0
 tested=$SECONDS
 (
   cd "$tmp/franz-go/pkg/kgo"
-  KGO_SEEDS=$addr KGO_TEST_RF=1 KGO_TEST_RECORDS=$records GOFLAGS=-mod=mod \
+  KGO_SEEDS=$plain KGO_TEST_SCRAM_SEEDS=$scram KGO_TEST_SCRAM=kgo:$password:512 \
+    KGO_TEST_RF=1 KGO_TEST_RECORDS=$records GOFLAGS=-mod=mod \
     go test -count=1 -v -parallel 16 -timeout 15m -skip "$skip" .
 ) >"$tmp/kgo.out" 2>&1 || status=$?
 
@@ -110,9 +131,11 @@ fi
 unexpected=$(echo "$skips" | grep -Ev "$selfskip" || true)
 [ -z "$unexpected" ] || fail "tests skipped themselves for no reason given here: $(echo $unexpected)"
 
-kill -TERM "$pid"
-status=0
-wait "$pid" || status=$?
-pid=""
-[ "$status" = 0 ] || fail "replog serve exited with status $status on SIGTERM"
+for i in "${!pids[@]}"; do
+  kill -TERM "${pids[$i]}"
+  status=0
+  wait "${pids[$i]}" || status=$?
+  [ "$status" = 0 ] || fail "replog serve (pid ${pids[$i]}) exited with status $status on SIGTERM"
+done
+pids=()
 echo "ok: franz-go's kgo tests pass against replog serve ($((SECONDS - start))s)"
