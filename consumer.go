@@ -26,7 +26,10 @@ type Record[T any] struct {
 	// called. A record with an empty value is not a tombstone.
 	Tombstone bool
 	Headers   []Header
-	Time      time.Time
+	// Time is the record's create time, a whole millisecond (see the
+	// package doc on the batch format), or its append time if a Kafka
+	// client asked for that.
+	Time time.Time
 }
 
 // StartPosition is where a consumer without an explicit offset begins.

@@ -6,6 +6,15 @@
 // record batches to a Pebble store. Offsets are assigned when a batch is
 // applied, so they are dense and the same on every replica.
 //
+// Batches are stored in Kafka's record batch format (magic v2), the format
+// the Kafka listener (package [github.com/replog/replog/kafka]) receives
+// and serves as is. So a record's time is kept to the millisecond: a
+// Message's Time is rounded down to a whole millisecond, and a consumed
+// Record's Time is a whole millisecond. (Logs written by versions before
+// this one keep their nanosecond times.) A nil Key or Value is kept apart
+// from an empty one, and neither is a tombstone: Kafka consumers see a nil
+// Value as an empty one, and a tombstone as Kafka's null value.
+//
 // # Usage
 //
 // Open a log in a directory. With nil options it runs a single node,

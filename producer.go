@@ -35,7 +35,8 @@ type Message[T any] struct {
 	Tombstone bool
 	// Headers travel with the record.
 	Headers []Header
-	// Time is the record's create time; zero means now.
+	// Time is the record's create time; zero means now. It is stored
+	// rounded down to a whole millisecond, as Kafka stores it.
 	Time time.Time
 	// Partition, when not nil, sends the record to that partition, and the
 	// Partitioner is not asked (Kafka's ProducerRecord partition).

@@ -206,10 +206,13 @@ func TestPartitionSMBadInput(t *testing.T) {
 
 	// A batch whose CRC holds but whose header claims one record more
 	// than it carries: stored, it would shift every later offset.
+	// (A Kafka batch: its last offset delta and record count, big-endian
+	// at 23 and 57, and the CRC at 17 over the bytes from 21.)
 	lying := partCmd(t, 7, 0, 0, "long enough to back two records")
 	b := lying[1:]
-	binary.LittleEndian.PutUint32(b[20:], 2)
-	binary.LittleEndian.PutUint32(b[12:], crc32.Checksum(b[16:], crc32.MakeTable(crc32.Castagnoli)))
+	binary.BigEndian.PutUint32(b[23:], 1)
+	binary.BigEndian.PutUint32(b[57:], 2)
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
 	_, err := storage.ParseHeader(b)
 	require.NoError(t, err)
 	require.NotPanics(t, func() {

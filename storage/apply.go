@@ -343,7 +343,7 @@ func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64
 	if h.Flags != 0 {
 		return Result{BaseOffset: -1, Status: StatusInvalid}
 	}
-	if err := validateRecords(batch, h); err != nil {
+	if _, err := validateRecords(batch, h); err != nil {
 		return Result{BaseOffset: -1, Status: StatusInvalid}
 	}
 	var st *producerState

@@ -40,9 +40,12 @@ func timedCmd(t testing.TB, times ...int64) []byte {
 	return recordsCmd(t, 0, 0, 0, recs)
 }
 
+// recordsCmd builds a legacy batch, whose nanosecond times and 64-bit
+// producer fields these tests use; kafkabatch_test.go runs the apply logic
+// on Kafka batches.
 func recordsCmd(t testing.TB, pid uint64, epoch uint32, seq int32, recs []Record) []byte {
 	t.Helper()
-	var bb BatchBuilder
+	bb := BatchBuilder{legacy: true}
 	for _, r := range recs {
 		bb.Add(r)
 	}
@@ -481,7 +484,7 @@ func TestApplyCorruptCommand(t *testing.T) {
 		"unknown command":          with(2, batch),
 		"command 255":              with(255, batch),
 		"truncated batch":          valid[:len(valid)-1],
-		"header only":              valid[:1+HeaderSize],
+		"header only":              valid[:1+legacyHeaderSize],
 		"trailing garbage":         append(append([]byte(nil), valid...), 0),
 		"two batches":              append(append([]byte(nil), valid...), batch...),
 		"flipped length":           flipped(8),
@@ -492,7 +495,7 @@ func TestApplyCorruptCommand(t *testing.T) {
 		"flipped producer id":      flipped(40),
 		"flipped producer epoch":   flipped(48),
 		"flipped base sequence":    flipped(52),
-		"flipped record":           flipped(HeaderSize + 2),
+		"flipped record":           flipped(legacyHeaderSize + 2),
 		"flipped last record byte": flipped(len(batch) - 1),
 	}
 	for name, cmd := range cases {
@@ -515,14 +518,14 @@ func TestApplyCorruptCommand(t *testing.T) {
 	}
 }
 
-// inconsistentBatches returns commands whose batch has a valid header and
-// CRC but contents that contradict the header, each from producer 7 at
-// sequence 0.
+// inconsistentBatches returns commands whose legacy batch has a valid header
+// and CRC but contents that contradict the header, each from producer 7 at
+// sequence 0. (inconsistentKafkaBatches has Kafka's.)
 func inconsistentBatches(t testing.TB) map[string][]byte {
 	t.Helper()
 	le := binary.LittleEndian
 	build := func(c Compression) []byte {
-		var bb BatchBuilder
+		bb := BatchBuilder{legacy: true}
 		for i := range 3 {
 			bb.Add(Record{Time: 1000 + int64(i), Value: []byte(fmt.Sprintf("value %020d", i))})
 		}
@@ -543,16 +546,16 @@ func inconsistentBatches(t testing.TB) map[string][]byte {
 	}
 	// Record 1's offset delta: after record 0 (a one-byte length and
 	// its body), its length and its one-byte timestamp delta.
-	rec1Delta := func(b []byte) int { return HeaderSize + 1 + int(b[HeaderSize]) + 2 }
+	rec1Delta := func(b []byte) int { return legacyHeaderSize + 1 + int(b[legacyHeaderSize]) + 2 }
 	return map[string][]byte{
 		"count one more":    mutate(CompressionNone, func(b []byte) { le.PutUint32(b[20:], 4) }),
 		"count one less":    mutate(CompressionNone, func(b []byte) { le.PutUint32(b[20:], 2) }),
 		"offset delta":      mutate(CompressionNone, func(b []byte) { b[rec1Delta(b)] = 2 }),
-		"record length":     mutate(CompressionNone, func(b []byte) { b[HeaderSize]++ }),
+		"record length":     mutate(CompressionNone, func(b []byte) { b[legacyHeaderSize]++ }),
 		"max time future":   mutate(CompressionNone, func(b []byte) { le.PutUint64(b[32:], 1<<62) }),
 		"max time past":     mutate(CompressionNone, func(b []byte) { le.PutUint64(b[32:], 1000) }),
 		"first time":        mutate(CompressionNone, func(b []byte) { le.PutUint64(b[24:], 999) }),
-		"first record time": mutate(CompressionNone, func(b []byte) { b[HeaderSize+1] = 2 }), // delta +1
+		"first record time": mutate(CompressionNone, func(b []byte) { b[legacyHeaderSize+1] = 2 }), // delta +1
 		"zstd garbage":      mutate(CompressionZstd, func(b []byte) { b[len(b)-3] ^= 0xff }),
 		"lz4 raw length":    mutate(CompressionLZ4, func(b []byte) { le.PutUint32(b[56:], le.Uint32(b[56:])+1) }),
 	}

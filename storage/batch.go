@@ -5,14 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"math/bits"
 	"slices"
 	"sync"
+	"time"
 	"unsafe"
 )
 
 // A record batch is the unit that is proposed, replicated, stored and fetched.
-// Its encoding (version 1), all header integers little-endian:
+// Batches are written in Kafka's record batch format, magic v2 (see
+// kafkabatch.go), so that the Kafka listener stores a client's batch as it
+// came and serves it back without decoding it. Data directories written
+// before hold batches in replog's own legacy format, version 1, which every
+// reader keeps accepting (and key compaction rewrites in that format). Byte
+// 16 is the version in both layouts: the legacy version 1 or Kafka's magic
+// 2, and every decoder dispatches on it, so a partition may hold both.
+//
+// The legacy encoding (version 1), all header integers little-endian:
 //
 //	[0:8]   baseOffset    int64   assigned at apply time; not covered by the CRC
 //	[8:12]  length        uint32  whole batch, header included
@@ -64,17 +74,17 @@ var ErrCorrupt = errors.New("replog: corrupt record batch")
 var ErrBatchTooLarge = errors.New("replog: record batch too large")
 
 const (
-	// HeaderSize is the size of the fixed batch header.
-	HeaderSize = 60
-	// Version is the batch format version written and accepted.
-	Version = 1
+	// legacyHeaderSize is the size of the legacy fixed batch header.
+	legacyHeaderSize = 60
 	// MaxBatchBytes caps the size of an encoded batch.
 	MaxBatchBytes = 16 << 20
 	// MaxRawBytes caps the uncompressed records section of a batch, so that
 	// a small batch cannot claim to decompress to an unbounded size.
 	MaxRawBytes = 64 << 20
 	// FlagCompacted marks a batch rewritten by key compaction: Count is
-	// the offsets it covers, and it holds records for some of them.
+	// the offsets it covers, and it holds records for some of them. A
+	// legacy batch carries it in its flags; a Kafka batch has it when its
+	// record count is below its offsets.
 	FlagCompacted uint16 = 1
 )
 
@@ -96,10 +106,14 @@ type Record struct {
 	// Offset is the absolute offset: filled by [DecodeRecords], ignored by
 	// [BatchBuilder.Add].
 	Offset int64
-	// Time is the record's timestamp in unix nanoseconds.
+	// Time is the record's timestamp in unix nanoseconds. A Kafka batch
+	// (every batch written now) keeps milliseconds: Add rounds Time down
+	// to a whole millisecond, and decoded times are whole milliseconds.
+	// Legacy batches keep nanoseconds.
 	Time int64
 	// Key and Value may each be nil, which is preserved and distinct from
-	// empty.
+	// empty. (Kafka clients see a nil Value as empty: Kafka's null value
+	// is a tombstone.)
 	Key   []byte
 	Value []byte
 	// Tombstone marks a record whose value is null (Kafka's tombstone):
@@ -109,23 +123,35 @@ type Record struct {
 	Headers   []RecordHeader
 }
 
-// BatchHeader is the decoded fixed header of a batch.
+// BatchHeader is the decoded fixed header of a batch, in either format. Its
+// times are unix nanoseconds, and its producer fields follow the legacy
+// format's conventions, whatever the batch's format.
 type BatchHeader struct {
-	BaseOffset  int64
-	Length      uint32
-	CRC         uint32
+	BaseOffset int64
+	Length     uint32 // the whole batch
+	CRC        uint32
+	// Version is VersionKafka or VersionLegacy.
 	Version     uint8
 	Compression Compression
 	Flags       uint16
 	// Count is the number of offsets the batch covers: its records,
 	// unless Flags has FlagCompacted.
-	Count         uint32
-	FirstTime     int64
-	MaxTime       int64
+	Count uint32
+	// Records is the number of records in the batch, or -1 for a legacy
+	// batch that key compaction rewrote (whose header does not say).
+	Records   int
+	FirstTime int64
+	MaxTime   int64
+	// LogAppendTime says that every record's time is MaxTime, the time
+	// the batch was received (a Kafka batch's timestamp type).
+	LogAppendTime bool
+	// ProducerID 0 means not idempotent; BaseSequence is then -1.
 	ProducerID    uint64
 	ProducerEpoch uint32
 	BaseSequence  int32
-	RawLength     uint32
+	// RawLength is the length of the uncompressed records section; 0
+	// for a compressed Kafka batch, which does not say.
+	RawLength uint32
 }
 
 // LastOffset returns the last offset the batch covers: that of its last
@@ -136,6 +162,10 @@ func (h BatchHeader) LastOffset() int64 { return h.BaseOffset + int64(h.Count) -
 // The zero value is ready to use. It is not safe for concurrent use, and is
 // reusable after [BatchBuilder.Reset].
 type BatchBuilder struct {
+	// legacy selects the legacy format over Kafka's, for key compaction
+	// of a legacy batch. It must not change while the builder holds
+	// records.
+	legacy    bool
 	raw       []byte // uncompressed records section
 	scratch   []byte // compression output, reused across Build calls
 	count     int
@@ -151,10 +181,18 @@ func (b *BatchBuilder) Add(r Record) { b.addAt(r, uint64(b.count)) }
 // producer's batch, the original delta for a batch key compaction
 // rewrites.
 func (b *BatchBuilder) addAt(r Record, offDelta uint64) {
+	if !b.legacy {
+		r.Time = millis(r.Time) * int64(time.Millisecond)
+	}
 	if b.count == 0 {
 		b.firstTime, b.maxTime = r.Time, r.Time
 	}
 	b.maxTime = max(b.maxTime, r.Time)
+	if !b.legacy {
+		b.raw = appendKafkaRecord(b.raw, r, r.Time/int64(time.Millisecond)-b.firstTime/int64(time.Millisecond), offDelta)
+		b.count++
+		return
+	}
 	// Wrapping is fine: the decoder adds the delta back to firstTime with
 	// the same two's-complement arithmetic.
 	tsDelta := r.Time - b.firstTime
@@ -187,12 +225,17 @@ func (b *BatchBuilder) Reset() {
 }
 
 // RecordSize returns an upper bound on the bytes r adds to the records
-// section. It is exact except that the timestamp and offset deltas, which
-// depend on the record's place in a batch, are counted at their widest
-// (10 and 5 bytes), so RawSize()+RecordSize(r) never underestimates.
+// section, in either format. It is exact except that the record length,
+// timestamp and offset deltas, which depend on the record's place in a
+// batch, are counted at their widest, so RawSize()+RecordSize(r) never
+// underestimates.
 func RecordSize(r Record) int {
-	body := binary.MaxVarintLen64 + 5 + recordFieldsSize(r)
-	return uvarintLen(uint64(body)) + body
+	legacy := binary.MaxVarintLen64 + 5 + recordFieldsSize(r)
+	legacy += uvarintLen(uint64(legacy))
+	// Attributes, and a Kafka offset delta takes up to 5 bytes too.
+	kafka := 1 + binary.MaxVarintLen64 + 5 + kafkaRecordFieldsSize(r)
+	kafka += varintLen(int64(kafka))
+	return max(legacy, kafka)
 }
 
 // Build encodes the records added so far as a batch with base offset 0
@@ -224,11 +267,12 @@ func (b *BatchBuilder) BuildWithPrefix(prefix int, c Compression, producerID uin
 // batchIdentity is what a batch's header says besides its records: what
 // key compaction keeps of the batch it rewrites.
 type batchIdentity struct {
-	flags      uint16
-	count      uint32 // offsets covered
-	producerID uint64
-	epoch      uint32
-	baseSeq    int32
+	flags         uint16 // legacy batches only
+	count         uint32 // offsets covered
+	logAppendTime bool   // Kafka batches only
+	producerID    uint64
+	epoch         uint32
+	baseSeq       int32
 	// firstTime and maxTime are used when there is no record.
 	firstTime, maxTime int64
 }
@@ -251,26 +295,32 @@ func (b *BatchBuilder) build(prefix int, c Compression, id batchIdentity) ([]byt
 	records := b.raw
 	if c != CompressionNone {
 		var err error
-		b.scratch, err = appendCompressed(b.scratch[:0], c, b.raw)
+		if !b.legacy {
+			b.scratch, err = appendCompressedKafka(b.scratch[:0], c, b.raw)
+		} else {
+			b.scratch, err = appendCompressed(b.scratch[:0], c, b.raw)
+		}
 		if err != nil {
 			return nil, err
 		}
 		records = b.scratch
 	}
-	n := HeaderSize + len(records)
-	if n > MaxBatchBytes {
-		return nil, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrBatchTooLarge, n, MaxBatchBytes)
-	}
-
 	// Compress into scratch and copy, rather than compress into the result,
 	// so that the result is exactly as large as the batch: callers keep
 	// batches queued, and a compressed batch is often far smaller than the
 	// bound a codec needs up front.
+	if !b.legacy {
+		return b.buildKafka(prefix, c, id, records, firstTime, maxTime)
+	}
+	n := legacyHeaderSize + len(records)
+	if n > MaxBatchBytes {
+		return nil, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrBatchTooLarge, n, MaxBatchBytes)
+	}
 	buf := make([]byte, prefix+n)
 	out := buf[prefix:]
 	le := binary.LittleEndian
 	le.PutUint32(out[8:], uint32(n))
-	out[16] = Version
+	out[16] = VersionLegacy
 	out[17] = byte(c)
 	le.PutUint16(out[18:], id.flags)
 	le.PutUint32(out[20:], id.count)
@@ -280,7 +330,7 @@ func (b *BatchBuilder) build(prefix int, c Compression, id batchIdentity) ([]byt
 	le.PutUint32(out[48:], id.epoch)
 	le.PutUint32(out[52:], uint32(id.baseSeq))
 	le.PutUint32(out[56:], uint32(len(b.raw)))
-	copy(out[HeaderSize:], records)
+	copy(out[legacyHeaderSize:], records)
 	le.PutUint32(out[12:], crc32.Checksum(out[16:], castagnoli))
 	return buf, nil
 }
@@ -340,15 +390,18 @@ func corruptf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
 }
 
-// ParseHeader decodes and validates the fixed header of the single batch b:
-// its length field must equal len(b), and the CRC must match. It does not
-// decompress or look at the records.
+// ParseHeader decodes and validates the fixed header of the single batch b,
+// in either format: its length field must agree with len(b), and the CRC
+// must match. It does not decompress or look at the records.
 func ParseHeader(b []byte) (BatchHeader, error) {
-	if len(b) < HeaderSize {
-		return BatchHeader{}, corruptf("%d bytes, shorter than the %d-byte header", len(b), HeaderSize)
-	}
 	if len(b) > MaxBatchBytes {
 		return BatchHeader{}, corruptf("%d bytes, larger than the %d-byte limit", len(b), MaxBatchBytes)
+	}
+	if len(b) > 16 && b[16] == VersionKafka {
+		return parseKafkaHeader(b)
+	}
+	if len(b) < legacyHeaderSize {
+		return BatchHeader{}, corruptf("%d bytes, shorter than the %d-byte header", len(b), legacyHeaderSize)
 	}
 	le := binary.LittleEndian
 	h := BatchHeader{
@@ -369,7 +422,7 @@ func ParseHeader(b []byte) (BatchHeader, error) {
 	switch {
 	case int(h.Length) != len(b):
 		return BatchHeader{}, corruptf("length field is %d, batch is %d bytes", h.Length, len(b))
-	case h.Version != Version:
+	case h.Version != VersionLegacy:
 		return BatchHeader{}, corruptf("unknown version %d", h.Version)
 	case h.Flags&^FlagCompacted != 0:
 		return BatchHeader{}, corruptf("reserved flags %#x set", h.Flags)
@@ -381,18 +434,28 @@ func ParseHeader(b []byte) (BatchHeader, error) {
 		return BatchHeader{}, corruptf("records section of %d bytes, larger than the %d-byte limit", h.RawLength, MaxRawBytes)
 	case h.Flags&FlagCompacted == 0 && uint64(h.Count)*minRecordSize > uint64(h.RawLength):
 		return BatchHeader{}, corruptf("%d records cannot fit in %d bytes", h.Count, h.RawLength)
-	case h.Compression == CompressionNone && int(h.RawLength) != len(b)-HeaderSize:
-		return BatchHeader{}, corruptf("uncompressed records section is %d bytes, header says %d", len(b)-HeaderSize, h.RawLength)
+	case h.Compression == CompressionNone && int(h.RawLength) != len(b)-legacyHeaderSize:
+		return BatchHeader{}, corruptf("uncompressed records section is %d bytes, header says %d", len(b)-legacyHeaderSize, h.RawLength)
 	}
 	if crc := crc32.Checksum(b[16:], castagnoli); crc != h.CRC {
 		return BatchHeader{}, corruptf("crc mismatch: computed %#08x, header says %#08x", crc, h.CRC)
 	}
+	h.Records = int(h.Count)
+	if h.Flags&FlagCompacted != 0 {
+		h.Records = -1
+	}
 	return h, nil
 }
 
-// SetBaseOffset sets the base offset of batch b in place. The CRC does not
-// cover it, so b stays valid. b must be at least 8 bytes long.
+// SetBaseOffset sets the base offset of batch b in place, and for a Kafka
+// batch its partition leader epoch to -1 (replog has none to give). The CRC
+// covers neither, so b stays valid. b must have passed [ParseHeader].
 func SetBaseOffset(b []byte, off int64) {
+	if b[16] == VersionKafka {
+		binary.BigEndian.PutUint64(b[0:8], uint64(off))
+		binary.BigEndian.PutUint32(b[12:16], math.MaxUint32)
+		return
+	}
 	binary.LittleEndian.PutUint64(b[0:8], uint64(off))
 }
 
@@ -403,47 +466,90 @@ var rawBuffers sync.Pool // *[]byte
 // maxPooledRaw keeps buffers for unusually large batches out of the pool.
 const maxPooledRaw = 4 << 20
 
-// Validate checks batch b fully: [ParseHeader], then decompression to
-// exactly RawLength bytes and the decoding of every record, with nothing
-// left over: Count records, offset deltas 0, 1, 2..., every length within
-// its record, the first record at FirstTime and the latest at MaxTime.
+// Validate checks batch b fully: [ParseHeader], then decompression (to
+// exactly RawLength bytes for a legacy batch, to at most [MaxRawBytes] for
+// a Kafka batch) and the decoding of every record, with nothing left over:
+// as many records as the header says, offset deltas 0, 1, 2..., every
+// length within its record, and the latest record at MaxTime.
 func Validate(b []byte) (BatchHeader, error) {
+	h, _, err := Inspect(b)
+	return h, err
+}
+
+// BatchStats is what [Inspect] counts in a batch.
+type BatchStats struct {
+	Records int
+	// PayloadBytes counts the records' keys, values, header keys and
+	// header values.
+	PayloadBytes int
+	// Keyless counts the records with a nil key, and KeylessTombstones
+	// the tombstones among them.
+	Keyless           int
+	KeylessTombstones int
+}
+
+// Inspect is [Validate], and also counts what b holds.
+func Inspect(b []byte) (BatchHeader, BatchStats, error) {
 	h, err := ParseHeader(b)
 	if err != nil {
-		return BatchHeader{}, err
+		return BatchHeader{}, BatchStats{}, err
 	}
-	if err := validateRecords(b, h); err != nil {
-		return BatchHeader{}, err
+	st, err := validateRecords(b, h)
+	if err != nil {
+		return BatchHeader{}, BatchStats{}, err
 	}
-	return h, nil
+	return h, BatchStats{Records: st.records, PayloadBytes: st.payload, Keyless: st.keyless, KeylessTombstones: st.keylessTombstones}, nil
 }
 
 // validateRecords is the part of [Validate] after ParseHeader: b's records
 // agree with h, the header ParseHeader returned for b. A batch that passes
 // ParseHeader but not this was built wrongly rather than damaged (the CRC
 // holds).
-func validateRecords(b []byte, h BatchHeader) error {
-	var err error
+func validateRecords(b []byte, h BatchHeader) (scanStats, error) {
 	if h.Compression == CompressionNone {
-		_, err = scanRecords(b[HeaderSize:], h, h.BaseOffset)
-	} else {
-		bp, _ := rawBuffers.Get().(*[]byte)
-		if bp == nil {
-			bp = new([]byte)
+		return scan(b[headerSize(h):], h, h.BaseOffset)
+	}
+	bp, _ := rawBuffers.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	var st scanStats
+	var err error
+	if h.Version == VersionKafka {
+		var raw []byte
+		if raw, err = decompressKafka((*bp)[:0], h.Compression, b[kafkaHeaderSize:]); err == nil {
+			*bp = raw
+			st, err = scanKafkaRecords(raw, h, h.BaseOffset)
 		}
+	} else {
 		if cap(*bp) < int(h.RawLength) {
 			*bp = make([]byte, h.RawLength)
 		}
 		raw := (*bp)[:h.RawLength]
-		err = decompressInto(raw, h.Compression, b[HeaderSize:])
-		if err == nil {
-			_, err = scanRecords(raw, h, h.BaseOffset)
-		}
-		if cap(*bp) <= maxPooledRaw {
-			rawBuffers.Put(bp)
+		if err = decompressInto(raw, h.Compression, b[legacyHeaderSize:]); err == nil {
+			st, err = scanRecords(raw, h, h.BaseOffset)
 		}
 	}
-	return err
+	if cap(*bp) <= maxPooledRaw {
+		rawBuffers.Put(bp)
+	}
+	return st, err
+}
+
+// headerSize is the size of the fixed header of a batch whose header is h.
+func headerSize(h BatchHeader) int {
+	if h.Version == VersionKafka {
+		return kafkaHeaderSize
+	}
+	return legacyHeaderSize
+}
+
+// scan is scanRecords or scanKafkaRecords, by h's format.
+func scan(raw []byte, h BatchHeader, minOffset int64) (scanStats, error) {
+	if h.Version == VersionKafka {
+		return scanKafkaRecords(raw, h, minOffset)
+	}
+	return scanRecords(raw, h, minOffset)
 }
 
 // DecodeRecords validates batch b as [Validate] does and appends its records
@@ -460,14 +566,20 @@ func DecodeRecords(b []byte, minOffset int64, dst []Record) (BatchHeader, []Reco
 	if err != nil {
 		return BatchHeader{}, dst, err
 	}
-	raw := b[HeaderSize:]
-	if h.Compression != CompressionNone {
+	raw := b[headerSize(h):]
+	switch {
+	case h.Compression == CompressionNone:
+	case h.Version == VersionKafka:
+		if raw, err = decompressKafka(nil, h.Compression, raw); err != nil {
+			return BatchHeader{}, dst, err
+		}
+	default:
 		raw = make([]byte, h.RawLength)
-		if err := decompressInto(raw, h.Compression, b[HeaderSize:]); err != nil {
+		if err := decompressInto(raw, h.Compression, b[legacyHeaderSize:]); err != nil {
 			return BatchHeader{}, dst, err
 		}
 	}
-	st, err := scanRecords(raw, h, minOffset)
+	st, err := scan(raw, h, minOffset)
 	if err != nil {
 		return BatchHeader{}, dst, err
 	}
@@ -475,12 +587,29 @@ func DecodeRecords(b []byte, minOffset int64, dst []Record) (BatchHeader, []Reco
 }
 
 // scanStats is what fillRecords needs to allocate up front for the records
-// at or past minOffset.
+// at or past minOffset, and what [Inspect] reports of all of them.
 type scanStats struct {
 	records  int // records in the batch
 	skip     int // records below minOffset
 	headers  int
 	keyBytes int
+	// payload counts keys, values and headers; keyless the records with
+	// a nil key, and keylessTombstones the tombstones among them.
+	payload           int
+	keyless           int
+	keylessTombstones int
+}
+
+// count counts rec, a record of the batch, in st.
+func (st *scanStats) count(rec recordView) {
+	st.records++
+	st.payload += len(rec.key) + len(rec.value)
+	if rec.key == nil {
+		st.keyless++
+		if rec.tombstone {
+			st.keylessTombstones++
+		}
+	}
 }
 
 // scanRecords checks that raw holds well-formed records that agree with h
@@ -516,18 +645,19 @@ func scanRecords(raw []byte, h BatchHeader, minOffset int64) (scanStats, error) 
 			return scanStats{}, corruptf("record 0: timestamp delta %d, not 0", rec.tsDelta)
 		}
 		maxTime = max(maxTime, h.FirstTime+rec.tsDelta)
-		st.records++
+		st.count(rec)
 		wanted := h.BaseOffset+int64(rec.offDelta) >= minOffset
 		if !wanted {
 			st.skip++
 		}
 		hp := rec.headers
 		for range rec.headerCount {
-			key, _, rest, err := nextHeader(hp)
+			key, value, rest, err := nextHeader(hp)
 			if err != nil {
 				return scanStats{}, err
 			}
 			hp = rest
+			st.payload += len(key) + len(value)
 			if wanted {
 				st.headers++
 				st.keyBytes += len(key)
@@ -558,10 +688,15 @@ func fillRecords(raw []byte, h BatchHeader, minOffset int64, st scanStats, dst [
 	if st.keyBytes > 0 {
 		keys = make([]byte, st.keyBytes)
 	}
+	kafka := h.Version == VersionKafka
+	next, nextHdr := nextRecord, nextHeader
+	if kafka {
+		next, nextHdr = nextKafkaRecord, nextKafkaHeader
+	}
 	p := raw
 	for i := range st.records {
-		// Already checked by scanRecords, which saw the same bytes.
-		rec, rest, _ := nextRecord(p, i)
+		// Already checked by scan, which saw the same bytes.
+		rec, rest, _ := next(p, i)
 		p = rest
 		off := h.BaseOffset + int64(rec.offDelta)
 		if off < minOffset {
@@ -574,11 +709,17 @@ func fillRecords(raw []byte, h BatchHeader, minOffset int64, st scanStats, dst [
 			Value:     rec.value,
 			Tombstone: rec.tombstone,
 		}
+		if kafka {
+			r.Time = h.MaxTime
+			if !h.LogAppendTime {
+				r.Time = h.FirstTime + rec.tsDelta*int64(time.Millisecond)
+			}
+		}
 		if rec.headerCount > 0 {
 			r.Headers, hdrs = hdrs[:rec.headerCount:rec.headerCount], hdrs[rec.headerCount:]
 			hp := rec.headers
 			for j := range r.Headers {
-				key, value, rest, _ := nextHeader(hp)
+				key, value, rest, _ := nextHdr(hp)
 				hp = rest
 				r.Headers[j].Value = value
 				if len(key) > 0 {

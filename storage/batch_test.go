@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -21,7 +23,8 @@ var allCompressions = []Compression{
 func testRecords(n int) []Record {
 	recs := make([]Record, n)
 	for i := range recs {
-		r := Record{Time: 1_700_000_000_000_000_000 + int64(i%7)*1000 - int64(i%3)*5000}
+		// Whole milliseconds, which Kafka batches keep.
+		r := Record{Time: 1_700_000_000_000_000_000 + int64(i%7)*1_000_000 - int64(i%3)*5_000_000}
 		switch i % 4 {
 		case 0:
 			r.Key, r.Value = nil, nil
@@ -47,9 +50,27 @@ func testRecords(n int) []Record {
 	return recs
 }
 
+// buildBatch builds a Kafka batch of recs.
 func buildBatch(t testing.TB, c Compression, recs []Record) []byte {
 	t.Helper()
-	var bb BatchBuilder
+	return buildFormat(t, false, c, recs)
+}
+
+// buildLegacyBatch builds a legacy batch of recs, as older versions wrote.
+func buildLegacyBatch(t testing.TB, c Compression, recs []Record) []byte {
+	t.Helper()
+	return buildFormat(t, true, c, recs)
+}
+
+// formats names the two batch formats for subtests: legacy or not.
+var formats = []struct {
+	name   string
+	legacy bool
+}{{"kafka", false}, {"legacy", true}}
+
+func buildFormat(t testing.TB, legacy bool, c Compression, recs []Record) []byte {
+	t.Helper()
+	bb := BatchBuilder{legacy: legacy}
 	for _, r := range recs {
 		bb.Add(r)
 	}
@@ -87,39 +108,55 @@ func TestRoundTrip(t *testing.T) {
 		{"extreme times", []Record{{Time: math.MaxInt64}, {Time: math.MinInt64}, {Time: 0}}},
 		{"large value", []Record{{Key: []byte("k"), Value: make([]byte, 1<<20)}}},
 	}
-	for _, c := range allCompressions {
-		for _, tc := range cases {
-			t.Run(c.String()+"/"+tc.name, func(t *testing.T) {
-				b := buildBatch(t, c, tc.recs)
-
-				h, err := Validate(b)
-				require.NoError(t, err)
-				require.Equal(t, Version, int(h.Version))
-				require.Equal(t, c, h.Compression)
-				require.Equal(t, uint32(len(tc.recs)), h.Count)
-				require.Equal(t, uint32(len(b)), h.Length)
-				require.Equal(t, uint64(42), h.ProducerID)
-				require.Equal(t, uint32(3), h.ProducerEpoch)
-				require.Equal(t, int32(100), h.BaseSequence)
-				require.Equal(t, tc.recs[0].Time, h.FirstTime)
-				maxTime := tc.recs[0].Time
-				for _, r := range tc.recs {
-					maxTime = max(maxTime, r.Time)
-				}
-				require.Equal(t, maxTime, h.MaxTime)
-				require.Equal(t, int64(len(tc.recs)-1), h.LastOffset())
-
-				h2, got, err := DecodeRecords(b, 0, nil)
-				require.NoError(t, err)
-				require.Equal(t, h, h2)
-				require.Equal(t, withOffsets(tc.recs, 0), got)
-				for i := range got {
-					require.Equal(t, tc.recs[i].Key == nil, got[i].Key == nil, "record %d key nil-ness", i)
-					require.Equal(t, tc.recs[i].Value == nil, got[i].Value == nil, "record %d value nil-ness", i)
-					require.Equal(t, tc.recs[i].Tombstone, got[i].Tombstone, "record %d tombstone", i)
-				}
-			})
+	for _, f := range formats {
+		for _, c := range allCompressions {
+			for _, tc := range cases {
+				t.Run(f.name+"/"+c.String()+"/"+tc.name, func(t *testing.T) {
+					testRoundTrip(t, f.legacy, c, tc.recs)
+				})
+			}
 		}
+	}
+}
+
+func testRoundTrip(t *testing.T, legacy bool, c Compression, in []Record) {
+	b := buildFormat(t, legacy, c, in)
+	want := in
+	version := VersionKafka
+	if legacy {
+		version = VersionLegacy
+	} else {
+		// Kafka batches keep milliseconds.
+		want = slices.Clone(in)
+		for i := range want {
+			want[i].Time = millis(in[i].Time) * int64(time.Millisecond)
+		}
+	}
+	h, err := Validate(b)
+	require.NoError(t, err)
+	require.Equal(t, version, int(h.Version))
+	require.Equal(t, c, h.Compression)
+	require.Equal(t, uint32(len(want)), h.Count)
+	require.Equal(t, uint32(len(b)), h.Length)
+	require.Equal(t, uint64(42), h.ProducerID)
+	require.Equal(t, uint32(3), h.ProducerEpoch)
+	require.Equal(t, int32(100), h.BaseSequence)
+	require.Equal(t, want[0].Time, h.FirstTime)
+	maxTime := want[0].Time
+	for _, r := range want {
+		maxTime = max(maxTime, r.Time)
+	}
+	require.Equal(t, maxTime, h.MaxTime)
+	require.Equal(t, int64(len(want)-1), h.LastOffset())
+
+	h2, got, err := DecodeRecords(b, 0, nil)
+	require.NoError(t, err)
+	require.Equal(t, h, h2)
+	require.Equal(t, withOffsets(want, 0), got)
+	for i := range got {
+		require.Equal(t, want[i].Key == nil, got[i].Key == nil, "record %d key nil-ness", i)
+		require.Equal(t, want[i].Value == nil, got[i].Value == nil, "record %d value nil-ness", i)
+		require.Equal(t, want[i].Tombstone, got[i].Tombstone, "record %d tombstone", i)
 	}
 }
 
@@ -207,12 +244,12 @@ func TestBuilder(t *testing.T) {
 	bb.Reset()
 	require.Equal(t, 0, bb.Count())
 	require.Equal(t, 0, bb.RawSize())
-	bb.Add(Record{Time: 9})
+	bb.Add(Record{Time: 9_999_999})
 	b3, err := bb.Build(CompressionNone, 1, 2, 3)
 	require.NoError(t, err)
 	_, got, err := DecodeRecords(b3, 0, nil)
 	require.NoError(t, err)
-	require.Equal(t, []Record{{Time: 9}}, got)
+	require.Equal(t, []Record{{Time: 9_000_000}}, got, "rounded down to a millisecond")
 }
 
 func TestBuildTooLarge(t *testing.T) {
@@ -243,33 +280,41 @@ func requireCorrupt(t *testing.T, b []byte, msgAndArgs ...any) {
 }
 
 func TestCorruptByteFlips(t *testing.T) {
-	for _, c := range allCompressions {
-		t.Run(c.String(), func(t *testing.T) {
-			b := buildBatch(t, c, testRecords(20))
-			for i := 8; i < len(b); i++ {
-				for _, mask := range []byte{0x01, 0x80} {
-					b[i] ^= mask
-					requireCorrupt(t, b, "byte %d ^ %#x", i, mask)
-					b[i] ^= mask
-				}
-			}
-			_, err := Validate(b)
-			require.NoError(t, err)
-		})
+	for _, f := range formats {
+		for _, c := range allCompressions {
+			t.Run(f.name+"/"+c.String(), func(t *testing.T) {
+				testCorruptByteFlips(t, buildFormat(t, f.legacy, c, testRecords(20)))
+			})
+		}
 	}
 }
 
+func testCorruptByteFlips(t *testing.T, b []byte) {
+	for i := 8; i < len(b); i++ {
+		if b[16] == VersionKafka && i >= 12 && i < 16 {
+			continue // the leader epoch, outside the CRC as the base offset is
+		}
+		for _, mask := range []byte{0x01, 0x80} {
+			b[i] ^= mask
+			requireCorrupt(t, b, "byte %d ^ %#x", i, mask)
+			b[i] ^= mask
+		}
+	}
+	_, err := Validate(b)
+	require.NoError(t, err)
+}
+
 func TestCorruptHeader(t *testing.T) {
-	valid := buildBatch(t, CompressionSnappy, testRecords(10))
+	valid := buildLegacyBatch(t, CompressionSnappy, testRecords(10))
 	le := binary.LittleEndian
 	cases := []struct {
 		name   string
 		mutate func(b []byte) []byte
 	}{
 		{"empty", func(b []byte) []byte { return nil }},
-		{"short header", func(b []byte) []byte { return b[:HeaderSize-1] }},
+		{"short header", func(b []byte) []byte { return b[:legacyHeaderSize-1] }},
 		{"truncated", func(b []byte) []byte { return b[:len(b)-1] }},
-		{"truncated to header", func(b []byte) []byte { return b[:HeaderSize] }},
+		{"truncated to header", func(b []byte) []byte { return b[:legacyHeaderSize] }},
 		{"trailing byte", func(b []byte) []byte { return append(b, 0) }},
 		{"length too small", func(b []byte) []byte { le.PutUint32(b[8:], uint32(len(b)-1)); return b }},
 		{"length too large", func(b []byte) []byte { le.PutUint32(b[8:], uint32(len(b)+1)); return b }},
@@ -311,7 +356,7 @@ func TestCorruptHeader(t *testing.T) {
 // lot, so that only the decompression guard can catch them.
 func TestLyingRawLength(t *testing.T) {
 	for _, c := range allCompressions {
-		valid := buildBatch(t, c, testRecords(30))
+		valid := buildLegacyBatch(t, c, testRecords(30))
 		raw := binary.LittleEndian.Uint32(valid[56:])
 		for _, claim := range []uint32{raw - 1, raw + 1, raw / 2, raw * 2, 1 << 20} {
 			b := append([]byte(nil), valid...)
@@ -334,11 +379,11 @@ func rawRecord(fields ...[]byte) []byte {
 // rawBatch wraps a records section of count records in a valid uncompressed
 // batch header with time 0.
 func rawBatch(count uint32, raw []byte) []byte {
-	b := make([]byte, HeaderSize, HeaderSize+len(raw))
+	b := make([]byte, legacyHeaderSize, legacyHeaderSize+len(raw))
 	b = append(b, raw...)
 	le := binary.LittleEndian
 	le.PutUint32(b[8:], uint32(len(b)))
-	b[16] = Version
+	b[16] = VersionLegacy
 	le.PutUint32(b[20:], count)
 	le.PutUint32(b[56:], uint32(len(raw)))
 	resign(b)
@@ -352,11 +397,11 @@ func TestTombstone(t *testing.T) {
 
 	t.Run("encoding", func(t *testing.T) {
 		// A tombstone's value length is -2, and its Value is not written.
-		var bb BatchBuilder
+		bb := BatchBuilder{legacy: true}
 		bb.Add(Record{Key: []byte("k"), Value: []byte("ignored"), Tombstone: true})
 		b, err := bb.Build(CompressionNone, 0, 0, 0)
 		require.NoError(t, err)
-		require.Equal(t, rawRecord(v(0), u(0), key, v(-2), u(0)), b[HeaderSize:])
+		require.Equal(t, rawRecord(v(0), u(0), key, v(-2), u(0)), b[legacyHeaderSize:])
 		require.Equal(t, RecordSize(Record{Key: []byte("k")}), RecordSize(Record{Key: []byte("k"), Value: []byte("ignored"), Tombstone: true}),
 			"a tombstone costs one byte, as a nil value does")
 
@@ -365,7 +410,7 @@ func TestTombstone(t *testing.T) {
 		bb.Add(Record{Key: []byte("k")})
 		b, err = bb.Build(CompressionNone, 0, 0, 0)
 		require.NoError(t, err)
-		require.Equal(t, rawRecord(v(0), u(0), key, v(-1), u(0)), b[HeaderSize:])
+		require.Equal(t, rawRecord(v(0), u(0), key, v(-1), u(0)), b[legacyHeaderSize:])
 	})
 
 	t.Run("decoding", func(t *testing.T) {

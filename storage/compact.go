@@ -337,7 +337,7 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 					return Result{}, keySpan{}, p.readErr(err, h.BaseOffset)
 				}
 			}
-			if prev != nil && uint64(binary.LittleEndian.Uint32(prev.v[20:]))+uint64(h.Count) <= math.MaxUint32 {
+			if prev != nil && canExtend(prev.v, h.Count) {
 				extendBatch(prev.v, h.Count)
 				prev.end, prev.dirty = end, true
 				if err := wb.Delete(k, nil); err != nil {
@@ -347,12 +347,15 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 				continue
 			}
 		}
+		// A batch keeps its format: rewriting a legacy batch as a Kafka
+		// one would round its records' times to milliseconds.
 		b.Reset()
+		b.legacy = h.Version == VersionLegacy
 		for _, r := range kept {
 			b.addAt(r, uint64(r.Offset-h.BaseOffset))
 		}
 		nb, err := b.build(0, h.Compression, batchIdentity{
-			flags: FlagCompacted, count: h.Count,
+			flags: FlagCompacted, count: h.Count, logAppendTime: h.LogAppendTime,
 			producerID: h.ProducerID, epoch: h.ProducerEpoch, baseSeq: h.BaseSequence,
 			firstTime: h.FirstTime, maxTime: h.MaxTime,
 		})
@@ -385,9 +388,25 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 	return Result{BaseOffset: next.LogStart}, span, nil
 }
 
-// extendBatch grows the span of batch v, in place, by n offsets that hold
-// no record, marking it compacted and signing it again.
+// canExtend reports whether the span of the stored batch v can grow by n
+// offsets: a Kafka batch's last offset delta is an int32.
+func canExtend(v []byte, n uint32) bool {
+	if v[16] == VersionKafka {
+		return uint64(binary.BigEndian.Uint32(v[23:]))+uint64(n) <= math.MaxInt32
+	}
+	return uint64(binary.LittleEndian.Uint32(v[20:]))+uint64(n) <= math.MaxUint32
+}
+
+// extendBatch grows the span of the stored batch v, in place, by n offsets
+// that hold no record, marking it compacted (a Kafka batch then has fewer
+// records than offsets) and signing it again. canExtend(v, n) must hold.
 func extendBatch(v []byte, n uint32) {
+	if v[16] == VersionKafka {
+		be := binary.BigEndian
+		be.PutUint32(v[23:], be.Uint32(v[23:])+n)
+		be.PutUint32(v[17:], crc32.Checksum(v[kafkaCRCCovered:], castagnoli))
+		return
+	}
 	le := binary.LittleEndian
 	le.PutUint32(v[20:], le.Uint32(v[20:])+n)
 	le.PutUint16(v[18:], le.Uint16(v[18:])|FlagCompacted)

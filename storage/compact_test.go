@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -330,15 +331,30 @@ func TestCompactCommandInvalid(t *testing.T) {
 	}
 	require.Equal(t, []string{"0:a=1", "1:a=2"}, kvLog(t, p))
 
-	// A producer cannot send a compacted batch.
+	// A producer cannot send a compacted batch: in Kafka's format, one
+	// with fewer records than offsets, and in the legacy one, one with
+	// the flag.
 	b := kvCmd(t, CompressionNone, kv{"a", "3"})
-	b[1+18] = byte(FlagCompacted)
-	resign(b[1:])
+	binary.BigEndian.PutUint32(b[1+23:], 1) // last offset delta
+	resignKafka(b[1:])
 	require.Equal(t, []Result{rejected(StatusInvalid)}, applyCmds(t, p, b))
+	bb := BatchBuilder{legacy: true}
+	bb.Add(Record{Key: []byte("a"), Value: []byte("3")})
+	lb, err := bb.Build(CompressionNone, 0, 0, 0)
+	require.NoError(t, err)
+	lb[18] = byte(FlagCompacted)
+	resign(lb)
+	require.Equal(t, []Result{rejected(StatusInvalid)}, applyCmds(t, p, append([]byte{CmdAppend}, lb...)))
 }
 
 func TestCompactedBatchValidation(t *testing.T) {
-	var bb BatchBuilder
+	for _, f := range formats {
+		t.Run(f.name, func(t *testing.T) { testCompactedBatchValidation(t, f.legacy) })
+	}
+}
+
+func testCompactedBatchValidation(t *testing.T, legacy bool) {
+	bb := BatchBuilder{legacy: legacy}
 	for _, d := range []uint64{1, 4, 5} {
 		bb.addAt(Record{Time: 7, Key: []byte("k"), Value: []byte("v")}, d)
 	}
@@ -366,9 +382,11 @@ func TestCompactedBatchValidation(t *testing.T) {
 		require.NoError(t, err)
 		requireCorrupt(t, b, name)
 	}
-	// Without the flag, the deltas must be dense.
+	// Without the flag (a Kafka batch: with as many records as
+	// offsets), the deltas must be dense.
 	bb.Reset()
 	bb.addAt(Record{Time: 7}, 1)
+	bb.addAt(Record{Time: 7}, 2)
 	b, err = bb.build(0, CompressionNone, batchIdentity{count: 2})
 	require.NoError(t, err)
 	requireCorrupt(t, b)

@@ -67,11 +67,11 @@ func TestCodecGarbage(t *testing.T) {
 // bytes and carries a correct CRC, so that only the decompression guard
 // stands between it and a huge allocation.
 func bombBatch(c Compression, records []byte, claim uint32) []byte {
-	b := make([]byte, HeaderSize, HeaderSize+len(records))
+	b := make([]byte, legacyHeaderSize, legacyHeaderSize+len(records))
 	b = append(b, records...)
 	le := binary.LittleEndian
 	le.PutUint32(b[8:], uint32(len(b)))
-	b[16] = Version
+	b[16] = VersionLegacy
 	b[17] = byte(c)
 	le.PutUint32(b[20:], 1)
 	le.PutUint32(b[56:], claim)

@@ -546,7 +546,10 @@ func (p *Partition) readBatches(it *pebble.Iterator, slot byte, from int64, maxB
 // its unverified header tells; it only locates errors.
 func nextOffset(k, v []byte) int64 {
 	base := int64(binary.BigEndian.Uint64(k[9:]))
-	if len(v) < HeaderSize {
+	switch {
+	case len(v) >= kafkaHeaderSize && v[16] == VersionKafka:
+		return base + int64(binary.BigEndian.Uint32(v[23:])) + 1
+	case len(v) < legacyHeaderSize:
 		return base + 1
 	}
 	return base + int64(binary.LittleEndian.Uint32(v[20:]))

@@ -299,10 +299,10 @@ func storedCorruptions(t testing.TB, p *Partition, base int64) map[string][]byte
 	return map[string][]byte{
 		"empty":             {},
 		"short":             []byte("garbage"),
-		"header-sized junk": bytes.Repeat([]byte{0xa5}, HeaderSize+10),
+		"header-sized junk": bytes.Repeat([]byte{0xa5}, legacyHeaderSize+10),
 		"flipped crc":       flip(12),
 		"flipped count":     flip(20),
-		"flipped record":    flip(HeaderSize + 1),
+		"flipped record":    flip(legacyHeaderSize + 1),
 		"truncated":         stored[:len(stored)-1],
 		"extended":          append(append([]byte(nil), stored...), 1, 2, 3),
 	}
