@@ -27,8 +27,9 @@ type Record[T any] struct {
 	Tombstone bool
 	Headers   []Header
 	// Time is the record's create time, a whole millisecond (see the
-	// package doc on the batch format), or its append time if a Kafka
-	// client asked for that.
+	// package doc on the batch format); for a record that a Kafka client
+	// sent without a timestamp, or as LogAppendTime, the time the Kafka
+	// listener received it.
 	Time time.Time
 }
 

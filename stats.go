@@ -47,7 +47,9 @@ type NodeStats struct {
 	Producers, Consumers int
 
 	// Counters since Open, over every partition. Bytes are the records'
-	// keys, values and headers, uncompressed.
+	// keys, values and headers, uncompressed, except that FetchedBytes
+	// counts a batch that a Kafka client fetched by its records section
+	// as stored (the listener sends it without decompressing it).
 	ProducedRecords, ProducedBytes, ProducedBatches uint64
 	ProduceErrors                                   uint64 // batches that failed
 	FetchedRecords, FetchedBytes                    uint64

@@ -177,24 +177,39 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 		var buf []byte
 		var derr error
 		err := fp.rp.ReadBatches(ctx, from, max(limit, 1), func(b []byte) bool {
+			// A Kafka batch is sent as stored, compressed as its producer
+			// compressed it, after its CRC is checked (a damaged store
+			// must fail the fetch, not hand the client bad records). A
+			// batch that starts before the fetch offset is sent whole,
+			// as Kafka does: clients skip the records before it.
 			var h storage.BatchHeader
-			h, recs, derr = storage.DecodeRecords(b, from, recs[:0])
-			if derr != nil {
-				return false
-			}
-			if h.LastOffset() < from {
-				return true
+			h, derr = storage.ParseHeader(b)
+			if derr != nil || h.LastOffset() < from {
+				return derr == nil
 			}
 			before := len(buf)
-			buf = appendFetched(buf, h, recs)
+			records, bytes := 0, 0
+			if h.Version == storage.VersionKafka {
+				buf = append(buf, b...)
+				records, bytes = fetchedRecords(h, from), len(b)-batchHeaderLen
+			} else {
+				// A legacy batch is converted, as it always was.
+				h, recs, derr = storage.DecodeRecords(b, from, recs[:0])
+				if derr != nil {
+					return false
+				}
+				buf = appendFetched(buf, h, recs)
+				records = len(recs)
+				for i := range recs {
+					bytes += payloadBytes(&recs[i])
+				}
+			}
 			if len(buf) > limit && before+total > 0 {
 				buf = buf[:before] // past the limit, and not the first batch
 				return false
 			}
-			fp.records += len(recs)
-			for i := range recs {
-				fp.bytes += payloadBytes(&recs[i])
-			}
+			fp.records += records
+			fp.bytes += bytes
 			return len(buf) < limit
 		})
 		if err == nil {
@@ -212,6 +227,16 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 		total += len(buf)
 	}
 	return total, failed
+}
+
+// fetchedRecords is how many records of the batch h a fetch from offset
+// from counts: those at or after it, or, in a batch key compaction rewrote
+// (whose records' offsets only decoding tells), all of them.
+func fetchedRecords(h storage.BatchHeader, from int64) int {
+	if h.Flags&storage.FlagCompacted != 0 {
+		return h.Records
+	}
+	return int(h.LastOffset() - max(from, h.BaseOffset) + 1)
 }
 
 // listOffsets answers the earliest (-2) and latest (-1) offsets and the

@@ -52,10 +52,11 @@ func FuzzParseRequest(f *testing.F) {
 	})
 }
 
-// FuzzDecodeProduced feeds produced record batches to the decoder: it must
-// never panic, and the records of a batch it accepts must come back the
-// same through the fetch encoding.
-func FuzzDecodeProduced(f *testing.F) {
+// FuzzCheckProduced feeds produced record batches to checkProduced: it must
+// never panic, a batch it accepts must be one the storage accepts, and the
+// records of a batch it accepts must come back the same through the fetch
+// conversion of legacy batches.
+func FuzzCheckProduced(f *testing.F) {
 	recs := []storage.Record{
 		{Offset: 0, Time: 1_700_000_000_000 * int64(time.Millisecond), Key: []byte("k"), Value: []byte("v"),
 			Headers: []storage.RecordHeader{{Key: "h", Value: []byte("x")}, {Key: "n"}}},
@@ -65,8 +66,21 @@ func FuzzDecodeProduced(f *testing.F) {
 	h := storage.BatchHeader{BaseOffset: 0, Count: 3, FirstTime: recs[0].Time, MaxTime: recs[1].Time}
 	f.Add(appendFetched(nil, h, recs))
 	f.Add(appendFetched(nil, storage.BatchHeader{Count: 1, FirstTime: recs[0].Time, MaxTime: recs[0].Time}, recs[:1]))
+	for c := range storage.Compression(5) {
+		var bb storage.BatchBuilder
+		for _, r := range recs {
+			bb.Add(r)
+		}
+		bb.Add(storage.Record{Time: recs[0].Time, Key: []byte("nil value")})
+		b, err := bb.Build(c, 3, 1, 7)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	now := time.UnixMilli(1_800_000_000_000)
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		pb, err := decodeProduced(raw, 1<<20, time.UnixMilli(1_800_000_000_000))
+		pb, err := checkProduced(raw, now)
 		if err != nil && len(raw) >= batchHeaderLen {
 			// Fix the length and CRC so the fuzzer reaches the
 			// records, the attributes and the codecs.
@@ -74,26 +88,34 @@ func FuzzDecodeProduced(f *testing.F) {
 			binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-batchLengthEnd))
 			raw[16] = 2
 			binary.BigEndian.PutUint32(raw[batchCRCStart:], crc32.Checksum(raw[batchCRCCovered:], castagnoli))
-			pb, err = decodeProduced(raw, 1<<20, time.UnixMilli(1_800_000_000_000))
+			pb, err = checkProduced(raw, now)
 		}
 		if err != nil {
 			return
 		}
-		got := pb.records
-		if len(got) == 0 {
-			t.Fatal("accepted a batch without records")
+		if pb.cmd[0] != storage.CmdAppend {
+			t.Fatal("not an append command")
 		}
-		h := storage.BatchHeader{Count: uint32(len(got)), FirstTime: got[0].Time, MaxTime: got[0].Time}
-		for i := range got {
-			got[i].Offset = int64(i)
-			h.FirstTime, h.MaxTime = min(h.FirstTime, got[i].Time), max(h.MaxTime, got[i].Time)
+		if _, err := storage.Validate(pb.cmd[1:]); err != nil {
+			t.Fatalf("accepted a batch the storage refuses: %v", err)
 		}
-		again, err := decodeProduced(appendFetched(nil, h, got), 1<<20, time.UnixMilli(1_800_000_000_000))
+		h, got, err := storage.DecodeRecords(pb.cmd[1:], 0, nil)
 		if err != nil {
-			t.Fatalf("re-encoded batch refused: %v", err)
+			t.Fatal(err)
+		}
+		if len(got) == 0 || len(got) != pb.stats.Records || h.Flags != 0 {
+			t.Fatalf("accepted %d records, %+v, header %+v", len(got), pb.stats, h)
+		}
+		again, err := checkProduced(appendFetched(nil, h, got), now)
+		if err != nil {
+			t.Fatalf("converted batch refused: %v", err)
+		}
+		_, recs2, err := storage.DecodeRecords(again.cmd[1:], 0, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
 		for i := range got {
-			a, b := got[i], again.records[i]
+			a, b := got[i], recs2[i]
 			if a.Time != b.Time || string(a.Key) != string(b.Key) || (a.Key == nil) != (b.Key == nil) ||
 				string(a.Value) != string(b.Value) || a.Tombstone != b.Tombstone || len(a.Headers) != len(b.Headers) {
 				t.Fatalf("record %d: %+v became %+v", i, a, b)

@@ -140,8 +140,10 @@ func resultErr(res storage.Result) error {
 	return fmt.Errorf("%w: the partition refused the batch (%s)", errCorruptBatch, res.Status)
 }
 
-// startProduce checks a partition's batch, re-encodes it in replog's
-// stored format under the client's producer id, and proposes it.
+// startProduce checks a partition's batch and proposes it as it came,
+// under the client's producer id, epoch and sequence (see checkProduced).
+// The client's codec is kept: a topic's Compression is what replog's own
+// producers use, as Kafka's compression.type=producer.
 func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int32, raw []byte) (producing, error) {
 	info := topic.Info()
 	// raw is one batch: its size is what Kafka compares, before
@@ -149,37 +151,14 @@ func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int
 	if len(raw) > info.MaxMessageBytes {
 		return producing{}, fmt.Errorf("%w: a record batch of %d bytes, the topic's max.message.bytes is %d", replog.ErrRecordTooLarge, len(raw), info.MaxMessageBytes)
 	}
-	pb, err := decodeProduced(raw, storage.MaxRawBytes, time.Now())
+	pb, err := checkProduced(raw, time.Now())
 	if err != nil {
 		return producing{}, err
 	}
-	if info.Cleanup&replog.CleanupCompact != 0 {
-		for i, r := range pb.records {
-			if r.Key == nil {
-				return producing{}, fmt.Errorf("%w: record %d has no key, and the topic is compacted", errInvalidRecord, i)
-			}
-		}
+	if pb.stats.Keyless > 0 && info.Cleanup&replog.CleanupCompact != 0 {
+		return producing{}, fmt.Errorf("%w: %d records have no key, and the topic is compacted", errInvalidRecord, pb.stats.Keyless)
 	}
-	var pid uint64
-	var epoch uint32
-	seq := int32(-1)
-	if pb.producerID >= 0 {
-		if pb.producerEpoch < 0 || pb.baseSequence < 0 {
-			return producing{}, fmt.Errorf("%w: producer %d with epoch %d and sequence %d", errInvalidRecord, pb.producerID, pb.producerEpoch, pb.baseSequence)
-		}
-		pid, epoch, seq = uint64(pb.producerID), uint32(pb.producerEpoch), pb.baseSequence
-	}
-	var bb storage.BatchBuilder
-	bytes := 0
-	for _, r := range pb.records {
-		bb.Add(r)
-		bytes += payloadBytes(&r)
-	}
-	cmd, err := bb.BuildWithPrefix(1, storage.Compression(info.Compression), pid, epoch, seq)
-	if err != nil {
-		return producing{}, fmt.Errorf("%w: %w", replog.ErrRecordTooLarge, err)
-	}
-	cmd[0] = storage.CmdAppend
+	cmd := pb.cmd
 
 	attempt := s.node.AttemptTimeout()
 	pctx, cancel := context.WithTimeout(ctx, attempt)
@@ -201,7 +180,7 @@ func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int
 	if err != nil {
 		return producing{}, kafkabridge.MapErr(err)
 	}
-	return producing{topic: topic, rp: rp, prop: pr, records: len(pb.records), bytes: bytes}, nil
+	return producing{topic: topic, rp: rp, prop: pr, records: pb.stats.Records, bytes: pb.stats.PayloadBytes}, nil
 }
 
 // payloadBytes is what replog's counters count of a record: its key, value

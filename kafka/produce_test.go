@@ -1,14 +1,18 @@
 package replogkafka_test
 
 import (
+	"bytes"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -547,6 +551,115 @@ func TestFetchEmptyRecordsNotNull(t *testing.T) {
 		p := resp.Topics[0].Partitions[0]
 		if p.ErrorCode != 0 || p.RecordBatches == nil {
 			t.Errorf("Fetch v%d of an empty partition: error %d, records nil %v; want 0, false", version, p.ErrorCode, p.RecordBatches == nil)
+		}
+	}
+}
+
+// fetchRaw fetches partition 0 of topic from offset with a raw Fetch
+// request (v12) and returns the partition's record batches as sent.
+func fetchRaw(t *testing.T, srv *replogkafka.Server, topic string, offset int64) []byte {
+	t.Helper()
+	c := dial(t, srv)
+	req := kmsg.NewPtrFetchRequest()
+	req.Version, req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 12, 0, 0, 1<<20
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.FetchOffset, rp.PartitionMaxBytes = offset, 1<<20
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	c.Write(frame(req, 1))
+	_, body := readResponse(t, c)
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = 12
+	if err := resp.ReadFrom(body[1:]); err != nil { // after the header's tags
+		t.Fatal(err)
+	}
+	if p := resp.Topics[0].Partitions[0]; p.ErrorCode != 0 {
+		t.Fatalf("fetch: %v", kerr.ErrorForCode(p.ErrorCode))
+	}
+	return resp.Topics[0].Partitions[0].RecordBatches
+}
+
+// compressedBatch is rawBatch with its records compressed with zstd, as a
+// client compresses them.
+func compressedBatch(t *testing.T, seq int32, values ...string) []byte {
+	t.Helper()
+	var b kmsg.RecordBatch
+	if err := b.ReadFrom(rawBatch(-1, -1, seq, values...)); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Records, b.Attributes = enc.EncodeAll(b.Records, nil), 4
+	raw := b.AppendTo(nil)
+	b.Length = int32(len(raw) - 12)
+	raw = b.AppendTo(nil)
+	b.CRC = int32(crc32c(raw[21:]))
+	return b.AppendTo(nil)
+}
+
+// TestFetchReturnsProducedBatch: the listener stores a client's batch as
+// it came, compressed as the client compressed it, and Fetch returns those
+// bytes, with only the base offset set (which the CRC does not cover).
+func TestFetchReturnsProducedBatch(t *testing.T) {
+	srv := listen(t, openLog(t), nil)
+	cl := newClient(t, srv)
+	createTopic(t, cl, "same", 1)
+	first := compressedBatch(t, -1, "a", "b")
+	second := compressedBatch(t, -1, "c", strings.Repeat("compressible ", 100))
+	for i, b := range [][]byte{first, second} {
+		if p := produceRaw(t, cl, "same", b); p.ErrorCode != 0 || p.BaseOffset != int64(2*i) {
+			t.Fatalf("produce %d: %+v", i, p)
+		}
+	}
+	want := slices.Concat(first, second)
+	binary.BigEndian.PutUint64(want[len(first):], 2)
+	if got := fetchRaw(t, srv, "same", 0); !bytes.Equal(got, want) {
+		t.Fatalf("fetched\n%x\nproduced\n%x", got, want)
+	}
+	// From the middle of a batch: the whole batch, as Kafka sends it.
+	if got := fetchRaw(t, srv, "same", 3); !bytes.Equal(got, want[len(first):]) {
+		t.Fatalf("fetched from offset 3\n%x", got)
+	}
+}
+
+// TestFetchKeepsClientCompression: batches that franz-go compressed come
+// back compressed with its codec, and franz-go reads them.
+func TestFetchKeepsClientCompression(t *testing.T) {
+	srv := listen(t, openLog(t), nil)
+	for i, codec := range []kgo.CompressionCodec{kgo.GzipCompression(), kgo.SnappyCompression(), kgo.Lz4Compression(), kgo.ZstdCompression()} {
+		name := fmt.Sprint("codec-", i+1)
+		cl := newClient(t, srv, kgo.DefaultProduceTopic(name), kgo.ProducerBatchCompression(codec))
+		createTopic(t, cl, name, 1)
+		var recs []*kgo.Record
+		for i := range 20 {
+			recs = append(recs, kgo.StringRecord(strings.Repeat(fmt.Sprint(i), 50)))
+		}
+		if err := cl.ProduceSync(testCtx(t), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		raw := fetchRaw(t, srv, name, 0)
+		for len(raw) > 0 {
+			var b kmsg.RecordBatch
+			if err := b.ReadFrom(raw); err != nil {
+				t.Fatal(err)
+			}
+			if b.Attributes&7 == 0 {
+				t.Fatalf("%s: an uncompressed batch came back", name)
+			}
+			if uint32(b.CRC) != crc32c(raw[21:12+b.Length]) {
+				t.Fatalf("%s: bad CRC", name)
+			}
+			raw = raw[12+b.Length:]
+		}
+		consumer := newClient(t, srv, kgo.ConsumeTopics(name), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		for i, r := range consumeN(t, consumer, 20) {
+			if string(r.Value) != string(recs[i].Value) {
+				t.Fatalf("%s: record %d is %q", name, i, r.Value)
+			}
 		}
 	}
 }

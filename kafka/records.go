@@ -1,20 +1,13 @@
 package replogkafka
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/s2"
-	"github.com/klauspost/compress/zstd"
-	"github.com/pierrec/lz4/v4"
-	"github.com/twmb/franz-go/pkg/kmsg"
-
+	"github.com/replog/replog"
 	"github.com/replog/replog/storage"
 )
 
@@ -35,201 +28,86 @@ const (
 	batchCRCStart   = 17
 	batchCRCCovered = 21 // the CRC covers attributes to the end
 
-	attrCompression   = 0x07
 	attrLogAppendTime = 0x08
 	attrTransactional = 0x10
 	attrControl       = 0x20
-
-	// minRecordLen is the smallest encoded record: length, attributes,
-	// timestamp and offset deltas, key and value lengths, header count.
-	minRecordLen = 7
 )
 
-// producedBatch is a client's record batch, decoded.
-type producedBatch struct {
-	producerID    int64
-	producerEpoch int16
-	baseSequence  int32
-	records       []storage.Record
+// produced is a client's record batch, checked, in a command ready to
+// propose.
+type produced struct {
+	cmd    []byte // storage.CmdAppend, then the batch
+	header storage.BatchHeader
+	stats  storage.BatchStats
 }
 
-// decodeProduced checks and decodes the records of one partition of a
-// Produce request: exactly one magic v2 batch, whose CRC32C holds, neither
-// transactional nor control, decompressed to at most maxRaw bytes, with
-// offset deltas 0, 1, 2... Timestamps become unix nanoseconds; a batch of
-// LogAppendTime type, and a record without a timestamp (-1), get now.
-func decodeProduced(raw []byte, maxRaw int, now time.Time) (producedBatch, error) {
-	var pb producedBatch
-	if len(raw) < batchHeaderLen {
-		return pb, fmt.Errorf("%w: %d bytes, shorter than a batch header", errCorruptBatch, len(raw))
+// checkProduced checks one partition's records of a Produce request and
+// returns them in a command that stores them as they came: exactly one
+// magic v2 batch, neither transactional nor control, with as many records
+// as offsets, that passes the storage's full validation (the CRC32C, every
+// record, decompression bounded by [storage.MaxRawBytes]) and has no
+// keyless null value (replog's tombstone always deletes a key).
+//
+// A batch of LogAppendTime type, or one without timestamps (a negative
+// base timestamp), gets now as Kafka gives it the append time: the
+// attribute set and both timestamps now, signed again. Every other batch is
+// stored byte for byte, but for its base offset and partition leader epoch,
+// which the partition sets and the CRC does not cover.
+func checkProduced(raw []byte, now time.Time) (produced, error) {
+	be := binary.BigEndian
+	switch {
+	case len(raw) > storage.MaxBatchBytes:
+		return produced{}, fmt.Errorf("%w: a batch of %d bytes, the limit is %d", replog.ErrRecordTooLarge, len(raw), storage.MaxBatchBytes)
+	case len(raw) < batchHeaderLen:
+		return produced{}, fmt.Errorf("%w: %d bytes, shorter than a batch header", errCorruptBatch, len(raw))
+	case int64(int32(be.Uint32(raw[8:]))) != int64(len(raw)-batchLengthEnd):
+		return produced{}, fmt.Errorf("%w: batch length %d, %d bytes follow (one batch per partition)", errCorruptBatch, int32(be.Uint32(raw[8:])), len(raw)-batchLengthEnd)
+	case raw[16] != storage.VersionKafka:
+		return produced{}, fmt.Errorf("%w: magic %d (only v2 batches)", errCorruptBatch, int8(raw[16]))
 	}
-	if n := int64(int32(binary.BigEndian.Uint32(raw[8:]))); n != int64(len(raw)-batchLengthEnd) {
-		return pb, fmt.Errorf("%w: batch length %d, %d bytes follow (one batch per partition)", errCorruptBatch, n, len(raw)-batchLengthEnd)
+	if crc := crc32.Checksum(raw[batchCRCCovered:], castagnoli); crc != be.Uint32(raw[batchCRCStart:]) {
+		return produced{}, fmt.Errorf("%w: CRC32C %08x, batch says %08x", errCorruptBatch, crc, be.Uint32(raw[batchCRCStart:]))
 	}
-	var b kmsg.RecordBatch
-	if err := b.ReadFrom(raw); err != nil {
-		return pb, fmt.Errorf("%w: %w", errCorruptBatch, err)
+	attrs := be.Uint16(raw[21:])
+	lastDelta, records := int32(be.Uint32(raw[23:])), int32(be.Uint32(raw[57:]))
+	pid, epoch, seq := int64(be.Uint64(raw[43:])), int16(be.Uint16(raw[51:])), int32(be.Uint32(raw[53:]))
+	switch {
+	case attrs&(attrTransactional|attrControl) != 0:
+		return produced{}, fmt.Errorf("%w: transactional and control batches are not supported", errInvalidRecord)
+	case records <= 0 || lastDelta != records-1:
+		return produced{}, fmt.Errorf("%w: %d records, last offset delta %d", errInvalidRecord, records, lastDelta)
+	case pid == 0 || pid > 0 && (epoch < 0 || seq < 0):
+		return produced{}, fmt.Errorf("%w: producer %d with epoch %d and sequence %d", errInvalidRecord, pid, epoch, seq)
 	}
-	if b.Magic != 2 {
-		return pb, fmt.Errorf("%w: magic %d (only v2 batches)", errCorruptBatch, b.Magic)
+
+	cmd := make([]byte, 1+len(raw))
+	cmd[0] = storage.CmdAppend
+	b := cmd[1:]
+	copy(b, raw)
+	if attrs&attrLogAppendTime != 0 || int64(be.Uint64(raw[27:])) < 0 {
+		ms := uint64(now.UnixMilli())
+		be.PutUint16(b[21:], attrs|attrLogAppendTime)
+		be.PutUint64(b[27:], ms)
+		be.PutUint64(b[35:], ms)
+		be.PutUint32(b[batchCRCStart:], crc32.Checksum(b[batchCRCCovered:], castagnoli))
 	}
-	if crc := crc32.Checksum(raw[batchCRCCovered:], castagnoli); crc != uint32(b.CRC) {
-		return pb, fmt.Errorf("%w: CRC32C %08x, batch says %08x", errCorruptBatch, crc, uint32(b.CRC))
+	h, st, err := storage.Inspect(b)
+	switch {
+	case err != nil:
+		return produced{}, fmt.Errorf("%w: %w", errCorruptBatch, err)
+	case st.KeylessTombstones > 0:
+		return produced{}, fmt.Errorf("%w: %d records have neither key nor value", errInvalidRecord, st.KeylessTombstones)
 	}
-	if b.Attributes&(attrTransactional|attrControl) != 0 {
-		return pb, fmt.Errorf("%w: transactional and control batches are not supported", errInvalidRecord)
-	}
-	if b.NumRecords <= 0 || b.LastOffsetDelta != b.NumRecords-1 {
-		return pb, fmt.Errorf("%w: %d records, last offset delta %d", errInvalidRecord, b.NumRecords, b.LastOffsetDelta)
-	}
-	recs, err := decompress(b.Records, int8(b.Attributes&attrCompression), maxRaw)
-	if err != nil {
-		return pb, err
-	}
-	if int64(b.NumRecords) > int64(len(recs)/minRecordLen) {
-		return pb, fmt.Errorf("%w: %d records in %d bytes", errCorruptBatch, b.NumRecords, len(recs))
-	}
-	nowMs := now.UnixMilli()
-	pb.producerID, pb.producerEpoch, pb.baseSequence = b.ProducerID, b.ProducerEpoch, b.FirstSequence
-	pb.records = make([]storage.Record, 0, b.NumRecords)
-	for i := range b.NumRecords {
-		length, n := binary.Varint(recs)
-		if n <= 0 || length < 0 || length > int64(len(recs)-n) {
-			return pb, fmt.Errorf("%w: record %d: bad length", errCorruptBatch, i)
-		}
-		var r kmsg.Record
-		if err := r.ReadFrom(recs[:n+int(length)]); err != nil {
-			return pb, fmt.Errorf("%w: record %d: %w", errCorruptBatch, i, err)
-		}
-		recs = recs[n+int(length):]
-		if r.OffsetDelta != i {
-			return pb, fmt.Errorf("%w: record %d has offset delta %d", errInvalidRecord, i, r.OffsetDelta)
-		}
-		ms := b.FirstTimestamp + r.TimestampDelta64
-		if b.Attributes&attrLogAppendTime != 0 || b.FirstTimestamp < 0 {
-			ms = nowMs
-		}
-		if ms < 0 || ms > maxMillis {
-			return pb, fmt.Errorf("%w: record %d has timestamp %d", errInvalidRecord, i, ms)
-		}
-		sr := storage.Record{Time: ms * int64(time.Millisecond), Key: r.Key, Value: r.Value}
-		if r.Value == nil {
-			// Kafka's null value. replog's tombstone always deletes a
-			// key: a keyless null has nothing to delete.
-			if r.Key == nil {
-				return pb, fmt.Errorf("%w: record %d has neither key nor value", errInvalidRecord, i)
-			}
-			sr.Tombstone = true
-		}
-		for _, h := range r.Headers {
-			sr.Headers = append(sr.Headers, storage.RecordHeader{Key: h.Key, Value: h.Value})
-		}
-		pb.records = append(pb.records, sr)
-	}
-	if len(recs) != 0 {
-		return pb, fmt.Errorf("%w: %d bytes after the last record", errCorruptBatch, len(recs))
-	}
-	return pb, nil
+	return produced{cmd: cmd, header: h, stats: st}, nil
 }
 
 // maxMillis is the largest timestamp whose nanoseconds fit an int64
 // (year 2262).
 const maxMillis = (1<<63 - 1) / int64(time.Millisecond)
 
-// Kafka's compression codecs, from a batch's attributes.
-const (
-	codecNone   = 0
-	codecGzip   = 1
-	codecSnappy = 2
-	codecLZ4    = 3
-	codecZstd   = 4
-)
-
-// decompress returns a batch's records section uncompressed. Kafka's
-// batches do not carry the uncompressed size, so every codec reads at most
-// maxRaw bytes and fails past them (a compression bomb costs maxRaw).
-func decompress(src []byte, codec int8, maxRaw int) ([]byte, error) {
-	var r io.Reader
-	switch codec {
-	case codecNone:
-		return src, nil
-	case codecGzip:
-		zr, err := gzip.NewReader(bytes.NewReader(src))
-		if err != nil {
-			return nil, fmt.Errorf("%w: gzip: %v", errCorruptBatch, err)
-		}
-		r = zr
-	case codecSnappy:
-		return unsnappy(src, maxRaw)
-	case codecLZ4:
-		r = lz4.NewReader(bytes.NewReader(src))
-	case codecZstd:
-		zr, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1),
-			zstd.WithDecoderMaxMemory(uint64(maxRaw)), zstd.WithDecoderLowmem(true))
-		if err != nil {
-			return nil, fmt.Errorf("%w: zstd: %v", errCorruptBatch, err)
-		}
-		defer zr.Close()
-		r = zr
-	default:
-		return nil, fmt.Errorf("%w: compression codec %d", errCorruptBatch, codec)
-	}
-	out, err := io.ReadAll(io.LimitReader(r, int64(maxRaw)+1))
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("%w: codec %d: %v", errCorruptBatch, codec, err)
-	case len(out) > maxRaw:
-		return nil, fmt.Errorf("%w: records decompress to more than %d bytes", errCorruptBatch, maxRaw)
-	}
-	return out, nil
-}
-
-// xerialMagic starts snappy data in the framing of the Java client's
-// snappy library: the magic, a version and a compatible version (int32
-// each), then chunks of an int32 length and a snappy block.
-const xerialMagic = "\x82SNAPPY\x00"
-
-// unsnappy decodes a raw snappy block (franz-go, librdkafka) or xerial
-// framed blocks (the Java client, sarama), at most maxRaw bytes in all.
-func unsnappy(src []byte, maxRaw int) ([]byte, error) {
-	block := func(dst, b []byte) ([]byte, error) {
-		n, err := s2.DecodedLen(b)
-		if err != nil || n > maxRaw-len(dst) {
-			return nil, fmt.Errorf("%w: snappy block: %d bytes, %v", errCorruptBatch, n, err)
-		}
-		out, err := s2.Decode(nil, b)
-		if err != nil {
-			return nil, fmt.Errorf("%w: snappy: %v", errCorruptBatch, err)
-		}
-		return append(dst, out...), nil
-	}
-	if !bytes.HasPrefix(src, []byte(xerialMagic)) {
-		return block(nil, src)
-	}
-	if len(src) < len(xerialMagic)+8 {
-		return nil, fmt.Errorf("%w: short xerial snappy header", errCorruptBatch)
-	}
-	src = src[len(xerialMagic)+8:]
-	var out []byte
-	for len(src) > 0 {
-		if len(src) < 4 {
-			return nil, fmt.Errorf("%w: short xerial snappy chunk", errCorruptBatch)
-		}
-		n := binary.BigEndian.Uint32(src)
-		if uint64(n) > uint64(len(src)-4) {
-			return nil, fmt.Errorf("%w: xerial snappy chunk of %d bytes, %d left", errCorruptBatch, n, len(src)-4)
-		}
-		var err error
-		if out, err = block(out, src[4:4+n]); err != nil {
-			return nil, err
-		}
-		src = src[4+n:]
-	}
-	return out, nil
-}
-
-// appendFetched appends a stored batch to dst as one uncompressed Kafka
-// record batch (magic v2): recs are the records of h that a fetch returns
+// appendFetched appends a stored legacy batch (one written before replog
+// stored Kafka batches) to dst as one uncompressed Kafka record batch
+// (magic v2): recs are the records of h that a fetch returns
 // (those at or after the fetch offset; key compaction may have removed
 // others). The batch keeps h's offsets, so that its last offset delta
 // steps a client over offsets that hold no record.
