@@ -375,7 +375,7 @@ func (w *partWriter) build(recs []pending, maxBytes int) (*batchReq, error) {
 // encode (re)builds the command of b with the current epoch and the next
 // sequence number, as a batch not yet sent.
 func (w *partWriter) encode(b *batchReq) error {
-	w.builder.Reset()
+	w.builder.SetLegacy(!storage.KafkaFits(b.pid, w.epoch))
 	for _, pd := range b.recs {
 		w.builder.Add(pd.rec)
 	}

@@ -224,6 +224,22 @@ func (b *BatchBuilder) Reset() {
 	b.firstTime, b.maxTime = 0, 0
 }
 
+// SetLegacy empties the builder, as Reset does, and makes it write legacy
+// batches if legacy is true, Kafka batches (the default) otherwise. Every
+// reader accepts both. A producer whose identity a Kafka batch cannot carry
+// ([KafkaFits]) writes legacy batches.
+func (b *BatchBuilder) SetLegacy(legacy bool) {
+	b.Reset()
+	b.legacy = legacy
+}
+
+// KafkaFits reports whether a Kafka batch can carry producerID and epoch
+// (replog's are 64 and 32 bits wide, Kafka's an int64 and an int16): a
+// producer that started more than 32767 epochs cannot.
+func KafkaFits(producerID uint64, epoch uint32) bool {
+	return producerID <= math.MaxInt64 && epoch <= math.MaxInt16
+}
+
 // RecordSize returns an upper bound on the bytes r adds to the records
 // section, in either format. It is exact except that the record length,
 // timestamp and offset deltas, which depend on the record's place in a

@@ -464,3 +464,34 @@ func TestMixedFormats(t *testing.T) {
 	require.Equal(t, []string{"5:d=1", "6:e=1"}, kvLog(t, r))
 	require.Equal(t, []byte{2}, func() []byte { p = r; return versions() }())
 }
+
+// TestBuilderFallsBackToLegacy: a producer identity that Kafka's batch
+// cannot carry is written in the legacy format, which keeps it whole.
+func TestBuilderFallsBackToLegacy(t *testing.T) {
+	require.True(t, KafkaFits(1, 0))
+	require.True(t, KafkaFits(math.MaxInt64, math.MaxInt16))
+	require.False(t, KafkaFits(1, math.MaxInt16+1))
+	require.False(t, KafkaFits(math.MaxInt64+1, 0))
+
+	var bb BatchBuilder
+	bb.Add(Record{Key: []byte("k")})
+	_, err := bb.Build(CompressionNone, 1, math.MaxInt16+1, 0)
+	require.Error(t, err, "a Kafka batch cannot carry the epoch")
+
+	bb.SetLegacy(!KafkaFits(1, math.MaxInt16+1))
+	bb.Add(Record{Time: 1_234_567, Key: []byte("k")})
+	b, err := bb.Build(CompressionNone, 1, math.MaxInt16+1, 5)
+	require.NoError(t, err)
+	h, recs, err := DecodeRecords(b, 0, nil)
+	require.NoError(t, err)
+	require.Equal(t, uint8(VersionLegacy), h.Version)
+	require.Equal(t, uint32(math.MaxInt16+1), h.ProducerEpoch)
+	require.Equal(t, int64(1_234_567), recs[0].Time, "legacy batches keep nanoseconds")
+
+	bb.SetLegacy(false)
+	require.Zero(t, bb.Count())
+	bb.Add(Record{Key: []byte("k")})
+	b, err = bb.Build(CompressionNone, 1, 2, 5)
+	require.NoError(t, err)
+	require.Equal(t, byte(VersionKafka), b[16])
+}
