@@ -30,6 +30,19 @@
 // version not served gets Kafka's UNSUPPORTED_VERSION answer (KIP-511) so
 // the client can retry with one that is.
 //
+// # Produce and Fetch
+//
+// replog stores Kafka's record batches (magic v2). A produced batch is
+// checked in full (its CRC32C, every record, decompression bounded by
+// [storage.MaxRawBytes], no transactional or control batch, a key for every
+// null value) and stored as it came, compressed as the client compressed
+// it: the topic's Compression applies to replog's Go producers only, as
+// Kafka's compression.type=producer. A batch without timestamps, or of
+// LogAppendTime type, gets the time it was received. Fetch sends stored
+// batches as they are, whole even when the fetch offset is inside one (as
+// Kafka does); batches stored by replog versions before Kafka batches are
+// converted on the way out.
+//
 // # Security
 //
 // Where the listener may bind decides what it needs:
