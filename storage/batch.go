@@ -476,7 +476,7 @@ func SetBaseOffset(b []byte, off int64) {
 }
 
 // rawBuffers caches decompression buffers for Validate, which lets none of
-// the decoded bytes escape.
+// the decoded bytes escape, and for DecodeRecords, which copies them out.
 var rawBuffers sync.Pool // *[]byte
 
 // maxPooledRaw keeps buffers for unusually large batches out of the pool.
@@ -525,10 +525,8 @@ func validateRecords(b []byte, h BatchHeader) (scanStats, error) {
 	if h.Compression == CompressionNone {
 		return scan(b[headerSize(h):], h, h.BaseOffset)
 	}
-	bp, _ := rawBuffers.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
+	bp := pooledRaw()
+	defer putRaw(bp)
 	var st scanStats
 	var err error
 	if h.Version == VersionKafka {
@@ -546,10 +544,23 @@ func validateRecords(b []byte, h BatchHeader) (scanStats, error) {
 			st, err = scanRecords(raw, h, h.BaseOffset)
 		}
 	}
+	return st, err
+}
+
+// pooledRaw returns a buffer from rawBuffers, to give back with putRaw.
+func pooledRaw() *[]byte {
+	bp, _ := rawBuffers.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	return bp
+}
+
+// putRaw gives bp back to rawBuffers, unless it grew unusually large.
+func putRaw(bp *[]byte) {
 	if cap(*bp) <= maxPooledRaw {
 		rawBuffers.Put(bp)
 	}
-	return st, err
 }
 
 // headerSize is the size of the fixed header of a batch whose header is h.
@@ -586,7 +597,17 @@ func DecodeRecords(b []byte, minOffset int64, dst []Record) (BatchHeader, []Reco
 	switch {
 	case h.Compression == CompressionNone:
 	case h.Version == VersionKafka:
-		if raw, err = decompressKafka(nil, h.Compression, raw); err != nil {
+		// The size is known only once decompressed: decompress into a
+		// pooled buffer, which has grown to fit batches before, and copy
+		// to one of the exact size, which the records then alias.
+		bp := pooledRaw()
+		out, err := decompressKafka((*bp)[:0], h.Compression, raw)
+		if err == nil {
+			raw = slices.Clone(out)
+			*bp = out
+		}
+		putRaw(bp)
+		if err != nil {
 			return BatchHeader{}, dst, err
 		}
 	default:

@@ -35,36 +35,65 @@ var benchSizes = []struct {
 const benchRecordsPerBatch = 1000
 
 func BenchmarkBuild(b *testing.B) {
-	for _, c := range allCompressions {
-		for _, s := range benchSizes {
-			b.Run(c.String()+"/"+s.name, func(b *testing.B) {
-				recs := benchRecords(benchRecordsPerBatch, s.size)
-				var bb BatchBuilder
-				for _, r := range recs {
-					bb.Add(r)
-				}
-				b.SetBytes(int64(bb.RawSize()))
-				b.ReportAllocs()
-				for b.Loop() {
-					bb.Reset()
+	for _, f := range formats {
+		for _, c := range allCompressions {
+			for _, s := range benchSizes {
+				b.Run(f.name+"/"+c.String()+"/"+s.name, func(b *testing.B) {
+					recs := benchRecords(benchRecordsPerBatch, s.size)
+					bb := BatchBuilder{legacy: f.legacy}
 					for _, r := range recs {
 						bb.Add(r)
 					}
-					if _, err := bb.Build(c, 1, 0, 0); err != nil {
-						b.Fatal(err)
+					b.SetBytes(int64(bb.RawSize()))
+					b.ReportAllocs()
+					for b.Loop() {
+						bb.Reset()
+						for _, r := range recs {
+							bb.Add(r)
+						}
+						if _, err := bb.Build(c, 1, 0, 0); err != nil {
+							b.Fatal(err)
+						}
 					}
-				}
-			})
+				})
+			}
 		}
 	}
 }
 
 func BenchmarkDecode(b *testing.B) {
-	for _, c := range allCompressions {
-		for _, s := range benchSizes {
-			b.Run(c.String()+"/"+s.name, func(b *testing.B) {
-				var bb BatchBuilder
-				for _, r := range benchRecords(benchRecordsPerBatch, s.size) {
+	for _, f := range formats {
+		for _, c := range allCompressions {
+			for _, s := range benchSizes {
+				b.Run(f.name+"/"+c.String()+"/"+s.name, func(b *testing.B) {
+					bb := BatchBuilder{legacy: f.legacy}
+					for _, r := range benchRecords(benchRecordsPerBatch, s.size) {
+						bb.Add(r)
+					}
+					batch, err := bb.Build(c, 1, 0, 0)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.SetBytes(int64(bb.RawSize()))
+					b.ReportAllocs()
+					dst := make([]Record, 0, benchRecordsPerBatch)
+					for b.Loop() {
+						if _, dst, err = DecodeRecords(batch, 0, dst[:0]); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+func BenchmarkValidate(b *testing.B) {
+	for _, f := range formats {
+		for _, c := range allCompressions {
+			b.Run(f.name+"/"+c.String(), func(b *testing.B) {
+				bb := BatchBuilder{legacy: f.legacy}
+				for _, r := range benchRecords(benchRecordsPerBatch, 1<<10) {
 					bb.Add(r)
 				}
 				batch, err := bb.Build(c, 1, 0, 0)
@@ -73,35 +102,12 @@ func BenchmarkDecode(b *testing.B) {
 				}
 				b.SetBytes(int64(bb.RawSize()))
 				b.ReportAllocs()
-				dst := make([]Record, 0, benchRecordsPerBatch)
 				for b.Loop() {
-					if _, dst, err = DecodeRecords(batch, 0, dst[:0]); err != nil {
+					if _, err := Validate(batch); err != nil {
 						b.Fatal(err)
 					}
 				}
 			})
 		}
-	}
-}
-
-func BenchmarkValidate(b *testing.B) {
-	for _, c := range allCompressions {
-		b.Run(c.String(), func(b *testing.B) {
-			var bb BatchBuilder
-			for _, r := range benchRecords(benchRecordsPerBatch, 1<<10) {
-				bb.Add(r)
-			}
-			batch, err := bb.Build(c, 1, 0, 0)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.SetBytes(int64(bb.RawSize()))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := Validate(batch); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 }
