@@ -87,10 +87,11 @@ func decompressKafka(dst []byte, c Compression, src []byte) ([]byte, error) {
 			return nil, fmt.Errorf("%w: gzip: %v", ErrCorrupt, err)
 		}
 		// The trailer's ISIZE is the size modulo 4 GiB: a hint, not a
-		// bound.
+		// bound, and one no larger than deflate's best ratio (1032:1)
+		// allows, so that a small batch cannot make it allocate much.
 		hint := 0
 		if len(src) >= 4 {
-			hint = int(min(binary.LittleEndian.Uint32(src[len(src)-4:]), MaxRawBytes))
+			hint = min(int(binary.LittleEndian.Uint32(src[len(src)-4:])), MaxRawBytes, 1032*len(src))
 		}
 		out, err := readLimited(grow(dst[:0], hint), &r.zr)
 		if err != nil {
