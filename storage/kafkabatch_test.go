@@ -495,3 +495,24 @@ func TestBuilderFallsBackToLegacy(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, byte(VersionKafka), b[16])
 }
+
+// TestCompactKeepsLogAppendTime: key compaction rewrites a batch of
+// LogAppendTime type as one, so its records keep the append time.
+func TestCompactKeepsLogAppendTime(t *testing.T) {
+	recs := []kmsg.Record{{Key: []byte("a"), Value: []byte("1"), TimestampDelta64: 7}, {Key: []byte("b"), Value: []byte("1"), OffsetDelta: 1}}
+	b := clientBatch(t, CompressionLZ4, 5, 1_700_000_000_000, -1, -1, -1, recs)
+	b[22] |= kafkaAttrLogAppendTime
+	resignKafka(b)
+	p := openPartition(t, openTestStore(t), 1)
+	// The head (offset 3) is left alone, and its records do not count.
+	applyCmds(t, p, append([]byte{CmdAppend}, b...), kvCmd(t, CompressionNone, kv{"a", "2"}), kvCmd(t, CompressionNone, kv{"z", "1"}))
+	compactNow(t, p, CompactOptions{Now: 2_000_000_000_000_000_000})
+	require.Equal(t, []string{"1:b=1", "2:a=2", "3:z=1"}, kvLog(t, p))
+	first := rawBatches(t, p, 0, 4, math.MaxInt)[0]
+	h, got, err := DecodeRecords(first, 0, nil)
+	require.NoError(t, err)
+	require.True(t, h.LogAppendTime)
+	require.Equal(t, CompressionLZ4, h.Compression)
+	require.Equal(t, FlagCompacted, h.Flags)
+	require.Equal(t, []Record{{Offset: 1, Time: 1_700_000_000_000_000_000, Key: []byte("b"), Value: []byte("1")}}, got)
+}
