@@ -12,10 +12,6 @@
 # What does not run, and why:
 #   - TestTxnEtl: transactions are issue 13; the listener refuses
 #     transactional producers.
-#   - TestConsumeMaxDecompressBatchBytes, TestPooling: they need Fetch to
-#     return the client's compressed batches, and replog's Fetch sends them
-#     uncompressed until the stored format keeps Kafka's batches (branch
-#     h-kafkafmt). Unskip them when that lands.
 #   - The SCRAM tests run against a second "replog serve" that requires
 #     SASL (KGO_TEST_SCRAM_SEEDS); TestOAuthAuth skips itself without
 #     KGO_TEST_OAUTH_SEEDS: the listener offers SCRAM and PLAIN, not
@@ -33,7 +29,7 @@ franz=github.com/twmb/franz-go@v1.22.3
 # finished within the suite's slowest tests, which wait on the client's
 # own timers (metadata refreshes, the 15s purge of deleted topics).
 records=${KGO_TEST_RECORDS:-20000}
-skip='^(TestTxnEtl|TestConsumeMaxDecompressBatchBytes|TestPooling)$'
+skip='^(TestTxnEtl)$'
 # The tests that may skip themselves, for the reasons above; any other
 # skip fails the script, so that nothing stops running unnoticed.
 selfskip='^(TestOAuthAuth|TestShareGroup.*|TestConsumeRegexShareSkipsInternal|Test848.*)$'
