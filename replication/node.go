@@ -110,7 +110,10 @@ type Node struct {
 	wg    sync.WaitGroup
 	// rebalance carries shards this node leads, for preferLeader.
 	rebalance chan uint64
-	log       *slog.Logger
+	// reconcilePause, set by tests, holds the reconciler before its next
+	// pass until the channel is closed.
+	reconcilePause atomic.Pointer[chan struct{}]
+	log            *slog.Logger
 	// meta is mu.meta, also readable without the lock; both are set
 	// together in publishMeta.
 	meta atomic.Pointer[Metadata]

@@ -78,6 +78,13 @@ func (n *Node) reconcileLoop() {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		if ch := n.reconcilePause.Load(); ch != nil {
+			select {
+			case <-*ch:
+			case <-n.stop:
+				return
+			}
+		}
 		n.mu.Lock()
 		meta, changed := n.mu.meta, n.mu.metaChanged
 		n.mu.Unlock()
@@ -135,9 +142,14 @@ func (n *Node) reconcile(meta *Metadata) {
 		}
 		// A replica of a deleted topic goes at once; one that left the
 		// placement once the move is complete: the group no longer counts
-		// on it.
-		if deleted[shard] || ok && !pm.Serves(n.cfg.NodeID) && !pm.Moving {
-			if err := n.removeReplica(shard, p.replicaID, p, true); err != nil {
+		// on it. So does one running under an id the placement no longer
+		// gives this node: the node was moved off and back on (under a
+		// fresh id, as ids are never reused) before this pass saw it
+		// leave, so the group removed it; it goes, keeping the records,
+		// and the next pass starts the replica under the new id.
+		stale := ok && pm.Serves(n.cfg.NodeID) && p.replicaID != pm.ReplicaID(n.cfg.NodeID)
+		if deleted[shard] || ok && !pm.Serves(n.cfg.NodeID) && !pm.Moving || stale {
+			if err := n.removeReplica(shard, p.replicaID, p, !stale); err != nil {
 				args := []any{"shard", shard, "err", err}
 				if ok { // else its topic is deleted
 					args = append(args, "topic", name, "partition", idx)

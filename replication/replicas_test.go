@@ -239,3 +239,55 @@ func TestReplicaDataRemoved(t *testing.T) {
 		t.Errorf("after a restart, node 3 logged %q", got)
 	}
 }
+
+// TestReplicaBackUnderNewID: a node moved off a partition and back on
+// before it saw the first move (its reconciler paused, as on a loaded
+// machine) runs a replica under an id the group no longer has; it must
+// replace it with one under its new id, which then catches up.
+func TestReplicaBackUnderNewID(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newTestCluster(t, 3)
+	tm, err := c.nodes[1].CreateTopic(ctx, "flip", 1, 3, TopicSettings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard := tm.Partitions[0].Shard
+	eventually(t, "node 3 runs its replica", func() bool { return c.nodes[3].nh.HasNodeInfo(shard, 3) })
+	// Node 1 leads (and is the preferred leader), so the moves converge
+	// while node 3's reconciler waits.
+	c.reassign(ctx, 1, "flip", 1, 2, 3)
+	eventually(t, "node 1 leads", func() bool {
+		if c.nodes[1].LeaderNode(shard) == 1 {
+			return true
+		}
+		_ = c.nodes[1].nh.RequestLeaderTransfer(shard, 1)
+		return false
+	})
+
+	pause := make(chan struct{})
+	c.nodes[3].reconcilePause.Store(&pause)
+	time.Sleep(500 * time.Millisecond) // a pass under way ends
+	c.reassign(ctx, 1, "flip", 1, 2)
+	pm := c.reassign(ctx, 1, "flip", 1, 2, 3)
+	rid := pm.ReplicaID(3)
+	if rid == 3 {
+		t.Fatalf("node 3 rejoined under its old id")
+	}
+	c.nodes[3].reconcilePause.Store(nil)
+	close(pause)
+
+	eventually(t, "node 3 runs a replica under its new id", func() bool { return c.nodes[3].nh.HasNodeInfo(shard, rid) })
+	eventually(t, "node 3 dropped the old replica", func() bool { return !c.nodes[3].nh.HasNodeInfo(shard, 3) })
+	p, err := c.nodes[1].Partition(ctx, shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.nodes[1].syncPropose(ctx, p.Shard, partCmd(t, 0, 0, 0, "after")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node 3's new replica applies new records", func() bool {
+		p3, err := c.nodes[3].Partition(ctx, shard)
+		return err == nil && p3.replicaID == rid && p3.HighWatermark() == 1
+	})
+}
