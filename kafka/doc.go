@@ -18,7 +18,9 @@
 // Each connection has one goroutine reading requests and one writing the
 // responses, in request order. A frame is checked against
 // [Options.MaxRequestBytes] (1 MiB for every request but Produce) before
-// anything is allocated for it, and [Options.MaxQueuedBytes] (256 MiB)
+// anything is allocated for it, a Fetch response carries at most
+// [Options.MaxFetchBytes] (55 MiB) whatever the client asks, and
+// [Options.MaxQueuedBytes] (256 MiB)
 // caps the bytes of requests read and not yet answered across all
 // connections (a connection waits before reading a request that would pass
 // it); [Options.MaxConnections] caps the

@@ -138,6 +138,7 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 	if req.Version < 3 || maxBytes <= 0 {
 		maxBytes = 1<<31 - 1
 	}
+	maxBytes = min(maxBytes, int(s.opts.MaxFetchBytes))
 	var recs []storage.Record
 	for i := range parts {
 		fp := &parts[i]

@@ -663,3 +663,49 @@ func TestFetchKeepsClientCompression(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxFetchBytes: a Fetch asking for more than the listener's
+// MaxFetchBytes gets no more than that (but for the first batch, sent whole
+// as Kafka does), so one request cannot make the listener read a
+// partition's whole log into memory.
+func TestMaxFetchBytes(t *testing.T) {
+	l := openLog(t)
+	srv := listen(t, l, &replogkafka.Options{MaxFetchBytes: 64 << 10})
+	ctx := testCtx(t)
+	tp, err := l.CreateTopic(ctx, "big", replog.TopicConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := replog.NewProducer(tp, replog.Bytes(), &replog.ProducerOptions{BatchBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, 1000)
+	for range 1000 { // about 1 MB in batches of about 16 KiB
+		p.ProduceAsync(ctx, replog.Message[[]byte]{Value: value}, nil)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c := dial(t, srv)
+	req := kmsg.NewPtrFetchRequest()
+	req.Version, req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 12, 0, 0, 1<<30
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic = "big"
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.FetchOffset, rp.PartitionMaxBytes = 0, 1<<30
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	c.Write(frame(req, 1))
+	_, body := readResponse(t, c)
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = 12
+	if err := resp.ReadFrom(body[1:]); err != nil {
+		t.Fatal(err)
+	}
+	got := len(resp.Topics[0].Partitions[0].RecordBatches)
+	if got == 0 || got > 64<<10+20<<10 {
+		t.Fatalf("a fetch of 1 GiB with MaxFetchBytes 64 KiB got %d bytes of batches", got)
+	}
+}

@@ -46,6 +46,11 @@ type Options struct {
 	// costs up to a few times its bytes, and responses are not counted.
 	// Default 256 MiB; at least MaxRequestBytes.
 	MaxQueuedBytes int64
+	// MaxFetchBytes caps the record bytes one Fetch response carries,
+	// whatever the client asks (Kafka's fetch.max.bytes); as in Kafka,
+	// the first batch found is sent whole even past it, so a client always
+	// makes progress. Default 55 MiB.
+	MaxFetchBytes int32
 	// IdleTimeout closes a connection on which no request arrived for this
 	// long, as Kafka's connections.max.idle.ms; it also bounds the time a
 	// request may take to arrive once its first bytes did. Default 10
@@ -103,6 +108,7 @@ type Options struct {
 const (
 	DefaultMaxRequestBytes  = 100 << 20
 	DefaultMaxQueuedBytes   = 256 << 20
+	DefaultMaxFetchBytes    = 55 << 20
 	DefaultIdleTimeout      = 10 * time.Minute
 	DefaultWriteTimeout     = 30 * time.Second
 	DefaultMaxConnections   = 1000
@@ -117,6 +123,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.MaxFetchBytes == 0 {
+		c.MaxFetchBytes = DefaultMaxFetchBytes
 	}
 	if c.MaxQueuedBytes == 0 {
 		c.MaxQueuedBytes = max(DefaultMaxQueuedBytes, int64(c.MaxRequestBytes))
@@ -136,7 +145,7 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	if c.MaxRequestBytes < minRequestBytes || c.MaxQueuedBytes < int64(c.MaxRequestBytes) || c.IdleTimeout < 0 || c.WriteTimeout < 0 || c.MaxConnections < 0 || c.MaxInFlight < 0 || c.HandshakeTimeout < 0 {
+	if c.MaxRequestBytes < minRequestBytes || c.MaxFetchBytes < 0 || c.MaxQueuedBytes < int64(c.MaxRequestBytes) || c.IdleTimeout < 0 || c.WriteTimeout < 0 || c.MaxConnections < 0 || c.MaxInFlight < 0 || c.HandshakeTimeout < 0 {
 		return c, fmt.Errorf("%w: listener options %+v", replog.ErrInvalidConfig, c)
 	}
 	return c, nil
