@@ -22,7 +22,7 @@ const (
 	// CmdRetain applies retention limits; see [RetainCommand].
 	CmdRetain byte = 3
 	// CmdCompact (4, in compact.go) removes records key compaction
-	// decided to.
+	// decided to; CmdTxnMarker (5, in txn.go) ends a transaction.
 )
 
 // Status is the outcome of applying one command. It is decided by the state
@@ -40,8 +40,9 @@ const (
 	// StatusOutOfOrder: the batch's sequence number is not the next one
 	// expected from its producer.
 	StatusOutOfOrder
-	// StatusFenced: the batch carries an older producer epoch than one
-	// already seen.
+	// StatusFenced: the batch or transaction marker carries an older
+	// producer epoch than one already seen (from a batch or a marker):
+	// its producer is a zombie.
 	StatusFenced
 	// StatusInvalid: the batch's CRC holds but its contents contradict its
 	// header (record count, offset deltas, lengths, timestamps, compressed
@@ -134,8 +135,9 @@ func decodeProducerState(b []byte) (*producerState, error) {
 	default:
 		return nil, fmt.Errorf("%w: producer state of %d bytes", ErrCorrupt, len(b))
 	}
-	// Apply always remembers at least the batch it just stored.
-	if n := len(b) / 16; n < 1 || n > maxProducerBatches {
+	// Apply remembers at least the batch it just stored, except for an
+	// epoch a transaction marker raised (new format only).
+	if n := len(b) / 16; n < 1 && st.timeUnknown || n > maxProducerBatches {
 		return nil, fmt.Errorf("%w: producer state with %d batches", ErrCorrupt, n)
 	}
 	for ; len(b) > 0; b = b[16:] {
@@ -261,13 +263,18 @@ func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 	next := *cur // the same slot and gen: only Restore and Delete move keys
 	m := &next.Meta
 	dirty := map[uint64]*producerState{}
+	txns := map[uint64]int64{} // transactions opened or closed (-1)
 	for i, e := range entries {
 		if e.Index <= m.AppliedIndex {
 			results[i] = Result{BaseOffset: -1, Status: StatusDuplicate}
 			continue
 		}
 		m.AppliedIndex = e.Index
-		results[i] = p.applyOne(wb, &next, dirty, e.Cmd)
+		if len(e.Cmd) > 0 && e.Cmd[0] == CmdTxnMarker {
+			results[i] = p.applyMarker(wb, &next, dirty, txns, e.Cmd)
+		} else {
+			results[i] = p.applyOne(wb, &next, dirty, txns, e.Cmd)
+		}
 	}
 	// Forget the producers idle for too long by now. Which Apply call
 	// does it depends on how entries were grouped, which differs between
@@ -277,7 +284,7 @@ func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 	pk := slotKind(kindProducer, next.slot)
 	var expired []uint64
 	for pid, st := range dirty {
-		if p.s.expired(st.lastTime, m.MaxTime) {
+		if _, open := p.txnFirst(txns, pid); !open && p.s.expired(st.lastTime, m.MaxTime) {
 			expired = append(expired, pid)
 			if err := wb.Delete(key(pk, p.shard, pid), nil); err != nil {
 				return err
@@ -291,8 +298,8 @@ func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 		if st := p.producers[pid]; st == nil || !p.s.expired(st.lastTime, m.MaxTime) {
 			break
 		}
-		if dirty[pid] != nil {
-			continue // decided above
+		if _, open := p.txnFirst(txns, pid); open || dirty[pid] != nil {
+			continue // decided above, or kept for its transaction
 		}
 		expired = append(expired, pid)
 		if err := wb.Delete(key(pk, p.shard, pid), nil); err != nil {
@@ -305,6 +312,14 @@ func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 	if err := wb.Commit(pebble.NoSync); err != nil {
 		return err
 	}
+	for pid, first := range txns {
+		if first < 0 {
+			delete(p.txns, pid)
+		} else {
+			p.txns[pid] = first
+		}
+	}
+	m.LastStable = p.lastStable(*m)
 	p.state.Store(&next)
 	for _, pid := range expired {
 		delete(p.producers, pid)
@@ -322,7 +337,7 @@ func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 	return nil
 }
 
-func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64]*producerState, cmd []byte) Result {
+func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64]*producerState, txns map[uint64]int64, cmd []byte) Result {
 	m, slot := &next.Meta, next.slot
 	if len(cmd) < 1 || cmd[0] != CmdAppend {
 		return Result{BaseOffset: -1, Status: StatusCorrupt}
@@ -340,27 +355,30 @@ func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64
 	}
 	// Only key compaction writes compacted batches; a producer's batch
 	// holds one record per offset, which its count and sequences rely on.
-	if h.Flags != 0 {
+	// Only the state machine writes control batches (transaction
+	// markers).
+	if h.Flags != 0 || h.Control {
 		return Result{BaseOffset: -1, Status: StatusInvalid}
 	}
 	if _, err := validateRecords(batch, h); err != nil {
 		return Result{BaseOffset: -1, Status: StatusInvalid}
 	}
 	var st *producerState
+	var open bool
 	if h.ProducerID != 0 {
-		st = dirty[h.ProducerID]
-		if st == nil {
-			st = p.producers[h.ProducerID]
-		}
-		if st != nil && p.s.expired(st.lastTime, m.MaxTime) {
-			st = nil // forgotten: as if never seen (Kafka's unknown producer id)
-		}
+		_, open = p.txnFirst(txns, h.ProducerID)
+		st = p.producer(dirty, h.ProducerID, m.MaxTime, open)
 		status, off := st.check(h)
 		if status != StatusOK {
 			if status != StatusDuplicate {
 				off = -1
 			}
 			return Result{BaseOffset: off, Status: status}
+		}
+		// A producer inside a transaction writes only transactional
+		// batches until its marker (Kafka's INVALID_TXN_STATE).
+		if open && !h.Transactional {
+			return Result{BaseOffset: -1, Status: StatusInvalid}
 		}
 	}
 	base := m.NextOffset
@@ -386,6 +404,10 @@ func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64
 			next.batches = next.batches[len(next.batches)-maxProducerBatches:]
 		}
 		dirty[h.ProducerID] = next
+		if h.Transactional && !open {
+			txns[h.ProducerID] = base
+			_ = wb.Set(key(slotKind(kindTxn, slot), p.shard, h.ProducerID), binary.LittleEndian.AppendUint64(nil, uint64(base)), nil)
+		}
 	}
 	return Result{BaseOffset: base}
 }

@@ -126,11 +126,11 @@ func TestApplyAssignsDenseOffsets(t *testing.T) {
 		appendCmd(t, 0, 0, 0, "d"),
 	)
 	require.Equal(t, []Result{{BaseOffset: 0}, {BaseOffset: 3}}, res)
-	require.Equal(t, Meta{AppliedIndex: 2, NextOffset: 4, MaxTime: 1002}, p.Meta())
+	require.Equal(t, Meta{AppliedIndex: 2, NextOffset: 4, MaxTime: 1002, LastStable: 4}, p.Meta())
 
 	res = applyCmds(t, p, appendCmd(t, 0, 0, 0, "e", "f"))
 	require.Equal(t, []Result{{BaseOffset: 4}}, res)
-	require.Equal(t, Meta{AppliedIndex: 3, NextOffset: 6, MaxTime: 1002}, p.Meta())
+	require.Equal(t, Meta{AppliedIndex: 3, NextOffset: 6, MaxTime: 1002, LastStable: 6}, p.Meta())
 
 	require.Equal(t, []string{"0:a", "1:b", "2:c", "3:d", "4:e", "5:f"}, readLog(t, p, 0, 6))
 

@@ -145,7 +145,13 @@ type BatchHeader struct {
 	// LogAppendTime says that every record's time is MaxTime, the time
 	// the batch was received (a Kafka batch's timestamp type).
 	LogAppendTime bool
-	// ProducerID 0 means not idempotent; BaseSequence is then -1.
+	// Transactional marks a batch written inside a Kafka transaction;
+	// Control a transaction marker (see [TxnMarkerCommand]), which is
+	// transactional too. Legacy batches are neither.
+	Transactional bool
+	Control       bool
+	// ProducerID 0 means not idempotent; BaseSequence is then -1 (and for
+	// a control batch).
 	ProducerID    uint64
 	ProducerEpoch uint32
 	BaseSequence  int32

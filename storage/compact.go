@@ -44,6 +44,16 @@ import (
 // clean end was indexed by the finished pass that reached it, which
 // removed the older records of its key. (A tombstone with a later record
 // of its key goes like any other record.)
+//
+// Transactions are left alone, the simplest rule that keeps
+// read-committed reads right: records of transactional batches are
+// neither indexed nor removed, and control batches (markers) stay, until
+// retention or a trim deletes them with the rest of the log's front. So
+// an aborted record can never stand as the last of its key (it is not
+// indexed, so never hides an older committed record), a marker outlives
+// the data it describes, and the aborted-transaction index stays true. A
+// committed transactional record does not replace the older records of
+// its key either: they stay, at the cost of some space.
 
 // CmdCompact removes records from stored batches; see [RunCompaction].
 const CmdCompact byte = 4
@@ -297,8 +307,10 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 			offs, exp = offs[1:], exp[1:] // past the last batch
 			continue
 		}
-		if end >= next.NextOffset {
-			continue // the head stays as it is
+		if end >= next.NextOffset || h.Transactional || h.Control {
+			// The head stays as it is, and so do transactions (see
+			// RunCompaction).
+			continue
 		}
 		_, recs, err = DecodeRecords(v, 0, recs[:0])
 		if err != nil {
@@ -337,7 +349,7 @@ func (p *Partition) applyCompact(wb *pebble.Batch, next *partState, cmd []byte) 
 					return Result{}, keySpan{}, p.readErr(err, h.BaseOffset)
 				}
 			}
-			if prev != nil && canExtend(prev.v, h.Count) {
+			if prev != nil && canExtend(prev.v, h.Count) && !isTxnBatch(prev.v) {
 				extendBatch(prev.v, h.Count)
 				prev.end, prev.dirty = end, true
 				if err := wb.Delete(k, nil); err != nil {
@@ -395,6 +407,13 @@ func canExtend(v []byte, n uint32) bool {
 		return uint64(binary.BigEndian.Uint32(v[23:]))+uint64(n) <= math.MaxInt32
 	}
 	return uint64(binary.LittleEndian.Uint32(v[20:]))+uint64(n) <= math.MaxUint32
+}
+
+// isTxnBatch reports whether the stored batch v is transactional (or a
+// control batch, which is too): a span that grew over offsets of another
+// producer would seem part of its transaction.
+func isTxnBatch(v []byte) bool {
+	return v[16] == VersionKafka && binary.BigEndian.Uint16(v[21:])&kafkaAttrTransactional != 0
 }
 
 // extendBatch grows the span of the stored batch v, in place, by n offsets
@@ -520,7 +539,7 @@ func (p *Partition) RunCompaction(ctx context.Context, o CompactOptions, propose
 				break
 			}
 			for _, r := range recs {
-				if r.Key == nil || r.Offset < dirty {
+				if r.Key == nil || r.Offset < dirty || h.Transactional || h.Control {
 					continue
 				}
 				if _, ok := index[string(r.Key)]; !ok {
@@ -561,12 +580,13 @@ func (p *Partition) RunCompaction(ctx context.Context, o CompactOptions, propose
 		if int64(binary.BigEndian.Uint64(it.Key()[9:])) >= end {
 			break
 		}
-		if _, err := decode(v); err != nil {
+		h, err := decode(v)
+		if err != nil {
 			return stats, err
 		}
 		n := len(cmd.offsets)
 		for _, r := range recs {
-			if r.Key == nil {
+			if r.Key == nil || h.Transactional || h.Control {
 				continue
 			}
 			last, indexed := index[string(r.Key)]

@@ -34,8 +34,13 @@ import (
 // What replog reads from it, and what it rules out:
 //   - The codec bits map to [Compression] (gzip 1, snappy 2, lz4 3, zstd
 //     4); lz4 is the frame format and snappy a raw block or xerial frames.
-//   - Transactional and control batches (attribute bits 4 and 5) and any
-//     other attribute bit are refused: replog has no transactions.
+//   - Attribute bit 4 marks a transactional batch (it needs a producer
+//     id), bit 5 a control batch: a transaction marker, which only
+//     [TxnMarkerCommand] writes. A control batch is transactional, has a
+//     producer id, baseSequence -1 and one record, whose key is version
+//     int16 0 and type int16 (0 abort, 1 commit) and whose value is
+//     version int16 0 and the coordinator epoch int32 (Kafka's
+//     EndTxnMarker). Any other attribute bit is refused.
 //   - Timestamps are milliseconds. [BatchHeader] and [Record] still speak
 //     nanoseconds, so a record's Time in a Kafka batch is a whole number
 //     of milliseconds; each must be within the int64 nanosecond range.
@@ -75,6 +80,8 @@ const (
 
 	kafkaAttrCodec         = 0x07
 	kafkaAttrLogAppendTime = 0x08
+	kafkaAttrTransactional = 0x10
+	kafkaAttrControl       = 0x20
 
 	// kafkaRecordNilValue marks, in a record's attributes, an empty value
 	// that stands for a nil Go value, not a tombstone.
@@ -108,8 +115,12 @@ func parseKafkaHeader(b []byte) (BatchHeader, error) {
 	switch {
 	case int64(length) != int64(len(b))-kafkaLengthEnd:
 		return BatchHeader{}, corruptf("batch length field is %d, %d bytes follow it", length, len(b)-kafkaLengthEnd)
-	case attrs&^(kafkaAttrCodec|kafkaAttrLogAppendTime) != 0:
-		return BatchHeader{}, corruptf("attributes %#x: transactional, control and unknown batches are not supported", attrs)
+	case attrs&^(kafkaAttrCodec|kafkaAttrLogAppendTime|kafkaAttrTransactional|kafkaAttrControl) != 0:
+		return BatchHeader{}, corruptf("unknown attributes %#x", attrs)
+	case attrs&kafkaAttrTransactional != 0 && pid <= 0:
+		return BatchHeader{}, corruptf("transactional batch without a producer id")
+	case attrs&kafkaAttrControl != 0 && (attrs&kafkaAttrTransactional == 0 || seq != -1 || lastDelta != 0 || records != 1):
+		return BatchHeader{}, corruptf("control batch with attributes %#x, sequence %d, %d records in %d offsets", attrs, seq, records, int64(lastDelta)+1)
 	case !codec.Valid():
 		return BatchHeader{}, corruptf("unknown compression %d", uint8(codec))
 	case lastDelta < 0:
@@ -122,7 +133,7 @@ func parseKafkaHeader(b []byte) (BatchHeader, error) {
 		return BatchHeader{}, corruptf("timestamps %d and %d, outside the nanosecond range", baseTs, maxTs)
 	case pid == 0 || pid < -1:
 		return BatchHeader{}, corruptf("producer id %d", pid)
-	case pid > 0 && (epoch < 0 || seq < 0):
+	case pid > 0 && (epoch < 0 || seq < 0 && attrs&kafkaAttrControl == 0):
 		return BatchHeader{}, corruptf("producer %d with epoch %d and sequence %d", pid, epoch, seq)
 	}
 	h := BatchHeader{
@@ -147,6 +158,8 @@ func parseKafkaHeader(b []byte) (BatchHeader, error) {
 	if pid > 0 {
 		h.ProducerID, h.ProducerEpoch, h.BaseSequence = uint64(pid), uint32(epoch), seq
 	}
+	h.Transactional = attrs&kafkaAttrTransactional != 0
+	h.Control = attrs&kafkaAttrControl != 0
 	if codec == CompressionNone {
 		h.RawLength = uint32(len(b) - kafkaHeaderSize)
 	}
@@ -186,6 +199,11 @@ func scanKafkaRecords(raw []byte, h BatchHeader, minOffset int64) (scanStats, er
 				return scanStats{}, corruptf("record %d: timestamp delta %d from %d is outside the nanosecond range", i, rec.tsDelta, baseMs)
 			}
 			maxMs = max(maxMs, ms)
+		}
+		if h.Control {
+			if _, err := parseMarkerRecord(rec); err != nil {
+				return scanStats{}, err
+			}
 		}
 		st.count(rec)
 		wanted := h.BaseOffset+int64(rec.offDelta) >= minOffset

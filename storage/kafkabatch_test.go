@@ -228,8 +228,14 @@ func TestKafkaCorruptHeader(t *testing.T) {
 		{"crc", func(b []byte) []byte { b[17]++; return b }},
 		{"magic 3", signed(func(b []byte) { b[16] = 3 })},
 		{"codec 5", signed(func(b []byte) { b[22] = b[22]&^7 | 5 })},
-		{"transactional", signed(func(b []byte) { b[22] |= 0x10 })},
-		{"control", signed(func(b []byte) { b[22] |= 0x20 })},
+		{"transactional without a producer", signed(func(b []byte) { b[22] |= 0x10; be.PutUint64(b[43:], math.MaxUint64) })},
+		{"control not transactional", signed(func(b []byte) { b[22] |= 0x20 })},
+		{"control of ten records", signed(func(b []byte) { b[22] |= 0x30; be.PutUint32(b[53:], math.MaxUint32) })},
+		{"control with a sequence", signed(func(b []byte) {
+			b[22] |= 0x30
+			be.PutUint32(b[23:], 0)
+			be.PutUint32(b[57:], 1)
+		})},
 		{"delete horizon", signed(func(b []byte) { b[22] |= 0x40 })},
 		{"high attribute", signed(func(b []byte) { b[21] |= 0x80 })},
 		{"last offset delta negative", signed(func(b []byte) { be.PutUint32(b[23:], math.MaxUint32) })},

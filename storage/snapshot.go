@@ -139,7 +139,7 @@ func (p *Partition) Restore(r io.Reader) error {
 func (p *Partition) stage(r io.Reader, slot byte) (*Meta, compaction, int64, error) {
 	src := &sourceReader{r: r}
 	br := bufio.NewReaderSize(src, 256<<10)
-	check := restoreCheck{producerTime: math.MinInt64}
+	check := restoreCheck{producerTime: math.MinInt64, txnFirst: math.MaxInt64}
 	b := p.s.db.NewBatch()
 	defer func() { b.Close() }()
 	for {
@@ -243,8 +243,13 @@ type restoreCheck struct {
 	// remembers, producerTime the latest lastTime of one.
 	producerEnd  int64
 	producerTime int64
-	meta         *Meta
-	comp         compaction
+	// txnFirst is the smallest first offset of an open transaction
+	// (MaxInt64 if none), abortedEnd the offset after the last aborted
+	// transaction's marker.
+	txnFirst   int64
+	abortedEnd int64
+	meta       *Meta
+	comp       compaction
 	// indexed counts the batches with a time index entry of their own;
 	// tb is the batch the last entry fell in.
 	indexed int
@@ -345,6 +350,20 @@ func (c *restoreCheck) record(kind byte, suffix, value []byte) error {
 			c.producerTime = max(c.producerTime, st.lastTime)
 		}
 
+	case kindTxn:
+		_, first, err := decodeTxn(suffix, value)
+		if err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		c.txnFirst = min(c.txnFirst, first)
+
+	case kindAborted:
+		a, err := decodeAborted(suffix, value)
+		if err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		c.abortedEnd = a.LastOffset + 1
+
 	case kindMeta:
 		if len(suffix) != 0 {
 			return snapshotCorrupt("meta key with a %d-byte suffix", len(suffix))
@@ -402,6 +421,11 @@ func (c *restoreCheck) finish() error {
 		return snapshotCorrupt("a producer remembers offsets up to %d, past %d", c.producerEnd, m.NextOffset)
 	case c.producerTime > m.MaxTime:
 		return snapshotCorrupt("a producer wrote at %d, after the log's max time %d", c.producerTime, m.MaxTime)
+	case c.txnFirst != math.MaxInt64 && c.txnFirst >= m.NextOffset:
+		return snapshotCorrupt("a transaction opens at %d, past %d", c.txnFirst, m.NextOffset)
+	case c.abortedEnd > m.NextOffset:
+		return snapshotCorrupt("an aborted transaction ends at %d, past %d", c.abortedEnd-1, m.NextOffset)
 	}
+	m.LastStable = max(min(c.txnFirst, m.NextOffset), m.LogStart)
 	return nil
 }

@@ -25,6 +25,8 @@ import (
 //	'd' shard baseOffset          -> encoded record batch
 //	't' shard runningMaxTime base -> (empty) time index, one entry per batch
 //	'p' shard producerID          -> idempotent producer state
+//	'x' shard producerID          -> open transaction (txn.go)
+//	'a' shard lastOffset producer -> aborted transaction (txn.go)
 //	'm' shard                     -> partition meta (applied index, offsets, slot)
 //
 // The data, time and producer keys of a partition live in one of two slots:
@@ -39,10 +41,11 @@ const (
 	kindMeta     byte = 'm'
 )
 
-var kinds = [...]byte{kindData, kindTime, kindProducer, kindMeta}
+// kinds is every kind, in the order snapshots stream them: the meta last.
+var kinds = [...]byte{kindData, kindTime, kindProducer, kindTxn, kindAborted, kindMeta}
 
 // slotKinds are the kinds that have a range of keys per slot.
-var slotKinds = [...]byte{kindData, kindTime, kindProducer}
+var slotKinds = [...]byte{kindData, kindTime, kindProducer, kindTxn, kindAborted}
 
 // slotKind is the key byte of kind in slot.
 func slotKind(kind, slot byte) byte {
@@ -209,6 +212,11 @@ type Meta struct {
 	NextOffset   int64  // offset the next record gets: the high watermark
 	LogStart     int64  // first retained offset
 	MaxTime      int64  // largest record timestamp so far (unix ns)
+	// LastStable is the last stable offset: the first offset of the
+	// oldest open transaction, or NextOffset if none is open, and never
+	// below LogStart. Read-committed readers read below it. It is
+	// derived from the stored transactions, not part of Meta's encoding.
+	LastStable int64
 }
 
 const metaSize = 32
@@ -226,12 +234,14 @@ func decodeMeta(b []byte) (Meta, error) {
 	if len(b) != metaSize {
 		return Meta{}, fmt.Errorf("%w: partition meta of %d bytes", ErrCorrupt, len(b))
 	}
-	return Meta{
+	m := Meta{
 		AppliedIndex: binary.LittleEndian.Uint64(b[0:]),
 		NextOffset:   int64(binary.LittleEndian.Uint64(b[8:])),
 		LogStart:     int64(binary.LittleEndian.Uint64(b[16:])),
 		MaxTime:      int64(binary.LittleEndian.Uint64(b[24:])),
-	}, nil
+	}
+	m.LastStable = m.NextOffset // lowered by open transactions when loaded
+	return m, nil
 }
 
 // partState is what the writer publishes after each write: the partition's
@@ -311,7 +321,8 @@ type Partition struct {
 	state atomic.Pointer[partState]
 	// Owned by the writer goroutine.
 	producers map[uint64]*producerState
-	lru       producerLRU // the ids of producers, by lastTime
+	txns      map[uint64]int64 // producer id -> first offset of its open transaction
+	lru       producerLRU      // the ids of producers, by lastTime
 	// clean caches the bytes below the clean end for CompactionDue.
 	clean atomic.Pointer[cleanCache]
 }
@@ -379,6 +390,10 @@ func (p *Partition) load() error {
 	if err := it.Error(); err != nil {
 		return p.readErr(err, -1)
 	}
+	txns, err := p.loadTxns(st.slot)
+	if err != nil {
+		return err
+	}
 	pids := slices.SortedFunc(maps.Keys(producers), func(a, b uint64) int {
 		return cmp.Or(cmp.Compare(producers[a].lastTime, producers[b].lastTime), cmp.Compare(a, b))
 	})
@@ -386,6 +401,8 @@ func (p *Partition) load() error {
 	for _, pid := range pids {
 		p.lru.touch(pid)
 	}
+	p.txns = txns
+	st.LastStable = p.lastStable(st.Meta)
 	p.state.Store(&st)
 	p.producers = producers
 	return nil
@@ -638,6 +655,7 @@ func (p *Partition) Delete() error {
 	st.gen = p.state.Load().gen + 1
 	p.state.Store(&st)
 	p.producers = map[uint64]*producerState{}
+	p.txns = map[uint64]int64{}
 	p.lru = producerLRU{}
 	return nil
 }

@@ -142,7 +142,7 @@ func TestPartitionsAreIsolated(t *testing.T) {
 	}
 	for i, shard := range shards {
 		p := parts[i]
-		require.Equal(t, Meta{AppliedIndex: 4, NextOffset: 4, MaxTime: int64(2000 + i*100 + 1)}, p.Meta())
+		require.Equal(t, Meta{AppliedIndex: 4, NextOffset: 4, MaxTime: int64(2000 + i*100 + 1), LastStable: 4}, p.Meta())
 		want := []string{
 			fmt.Sprintf("0:p%d.r0", i), fmt.Sprintf("1:%d", 2000+i*100),
 			fmt.Sprintf("2:p%d.r1", i), fmt.Sprintf("3:%d", 2000+i*100+1),

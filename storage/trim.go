@@ -113,7 +113,16 @@ func (p *Partition) control(wb *pebble.Batch, next *partState, cmd []byte) (Resu
 	if cmd[0] == CmdCompact {
 		return p.applyCompact(wb, next, cmd)
 	}
+	before := next.LogStart
 	res, dropped, err := p.dropCommand(wb, next, cmd)
+	if err == nil && next.LogStart > before {
+		// The aborted transactions whose marker is below the log start
+		// describe no stored batch any more: each of their batches ends
+		// before the marker, so was wholly below it and deleted.
+		ak := slotKind(kindAborted, next.slot)
+		err = wb.DeleteRange(key(ak, p.shard), key(ak, p.shard, uint64(next.LogStart)), nil)
+		next.LastStable = max(next.LastStable, next.LogStart)
+	}
 	if dropped == nil {
 		return res, keySpan{}, err
 	}

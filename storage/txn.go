@@ -1,0 +1,395 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Transactions inside a partition (Kafka's KIP-98), as the partition's
+// state machine keeps them:
+//
+//   - A transactional batch (a Kafka batch with attribute bit 4, from an
+//     idempotent producer) opens a transaction for its producer id at its
+//     base offset, unless one is open already. Sequence and epoch checks
+//     are those of any idempotent batch; a batch with an older epoch than
+//     the partition knows for its producer id is refused with
+//     StatusFenced.
+//   - A transaction marker ([TxnMarkerCommand], proposed by the
+//     transaction coordinator) closes the producer's open transaction by
+//     appending a control batch at the next offset. An abort records the
+//     transaction's offsets in the aborted-transaction index. A marker's
+//     epoch may exceed the producer's: it then becomes the producer's
+//     epoch, fencing older writers.
+//   - The last stable offset ([Meta.LastStable]) is the first offset of
+//     the oldest open transaction, or the high watermark if none is open:
+//     a read-committed reader reads below it, skipping what
+//     [Partition.AbortedTxns] and [Committed] tell it to.
+//
+// The open transactions and the aborted index are stored next to the
+// producer states, in the same writes as the batches that change them,
+// so that what Pebble holds at a flush agrees with its applied index.
+//
+//	'x' shard producerID          -> first offset of its open transaction
+//	'a' shard lastOffset producer -> first offset of an aborted transaction
+//
+// An aborted entry goes when the log start passes its last offset (the
+// marker): every batch of the transaction is then gone too. Key
+// compaction never touches a transactional or control batch (see
+// [Partition.RunCompaction]).
+
+// CmdTxnMarker writes a transaction marker; see [TxnMarkerCommand].
+const CmdTxnMarker byte = 5
+
+const (
+	kindTxn     byte = 'x'
+	kindAborted byte = 'a'
+)
+
+// txnMarkerCmdSize is the size of a marker command: the kind, producer id,
+// epoch, commit flag, coordinator epoch and time.
+const txnMarkerCmdSize = 1 + 8 + 4 + 1 + 4 + 8
+
+// TxnMarkerCommand is the command that ends producer pid's transaction in
+// the partition: committed if commit, else aborted. now (unix ns, the
+// proposer's clock, carried so that every replica writes the same batch)
+// is the marker's timestamp; coordinatorEpoch is stored in it, as Kafka
+// does.
+//
+// Applied, it answers:
+//   - StatusOK with BaseOffset the marker's offset, if pid had an open
+//     transaction;
+//   - StatusOK with BaseOffset the next offset, writing nothing, if pid has
+//     no open transaction (a retried marker, or one for a partition the
+//     transaction never wrote to); an epoch above the known one still
+//     becomes pid's epoch. Kafka would write a marker anyway; replog
+//     writes none, so that retries leave no trace in the log;
+//   - StatusFenced if epoch is below the one the partition knows for pid;
+//   - StatusInvalid if pid is 0 or above Kafka's int64 range, epoch above
+//     int16 range, or now outside the millisecond range.
+func TxnMarkerCommand(pid uint64, epoch uint32, commit bool, coordinatorEpoch int32, now int64) []byte {
+	b := make([]byte, 0, txnMarkerCmdSize)
+	b = append(b, CmdTxnMarker)
+	b = binary.LittleEndian.AppendUint64(b, pid)
+	b = binary.LittleEndian.AppendUint32(b, epoch)
+	if commit {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(coordinatorEpoch))
+	return binary.LittleEndian.AppendUint64(b, uint64(now))
+}
+
+// txnMarker is a decoded [TxnMarkerCommand].
+type txnMarker struct {
+	pid              uint64
+	epoch            uint32
+	commit           bool
+	coordinatorEpoch int32
+	now              int64
+}
+
+// decodeTxnMarker decodes a marker command; ok is false if it is
+// malformed, which is StatusCorrupt.
+func decodeTxnMarker(cmd []byte) (m txnMarker, ok bool) {
+	if len(cmd) != txnMarkerCmdSize || cmd[0] != CmdTxnMarker || cmd[13] > 1 {
+		return m, false
+	}
+	le := binary.LittleEndian
+	return txnMarker{
+		pid:              le.Uint64(cmd[1:]),
+		epoch:            le.Uint32(cmd[9:]),
+		commit:           cmd[13] == 1,
+		coordinatorEpoch: int32(le.Uint32(cmd[14:])),
+		now:              int64(le.Uint64(cmd[18:])),
+	}, true
+}
+
+// valid reports whether the marker fits a Kafka control batch.
+func (m txnMarker) valid() bool {
+	return m.pid != 0 && m.pid <= math.MaxInt64 && m.epoch <= math.MaxInt16 && m.now/int64(time.Millisecond) >= -maxMillis && m.now/int64(time.Millisecond) <= maxMillis
+}
+
+// Marker record layout: the key is version int16 0 and type int16, the
+// value version int16 0 and coordinator epoch int32.
+const (
+	markerKeySize   = 4
+	markerValueSize = 6
+	markerAbort     = 0
+	markerCommit    = 1
+)
+
+// buildMarker encodes m as a Kafka control batch (base offset 0).
+func buildMarker(m txnMarker) []byte {
+	ms := millis(m.now)
+	var rec []byte
+	rec = binary.AppendVarint(rec, 0) // timestamp delta
+	rec = binary.AppendVarint(rec, 0) // offset delta
+	rec = binary.AppendVarint(rec, markerKeySize)
+	typ := uint16(markerAbort)
+	if m.commit {
+		typ = markerCommit
+	}
+	rec = binary.BigEndian.AppendUint16(rec, 0)
+	rec = binary.BigEndian.AppendUint16(rec, typ)
+	rec = binary.AppendVarint(rec, markerValueSize)
+	rec = binary.BigEndian.AppendUint16(rec, 0)
+	rec = binary.BigEndian.AppendUint32(rec, uint32(m.coordinatorEpoch))
+	rec = binary.AppendVarint(rec, 0) // headers
+	body := append([]byte{0}, rec...) // record attributes
+	records := binary.AppendVarint(nil, int64(len(body)))
+	records = append(records, body...)
+
+	out := make([]byte, kafkaHeaderSize+len(records))
+	be := binary.BigEndian
+	be.PutUint32(out[8:], uint32(len(out)-kafkaLengthEnd))
+	be.PutUint32(out[12:], math.MaxUint32) // leader epoch -1
+	out[16] = VersionKafka
+	be.PutUint16(out[21:], kafkaAttrTransactional|kafkaAttrControl)
+	be.PutUint32(out[23:], 0)
+	be.PutUint64(out[27:], uint64(ms))
+	be.PutUint64(out[35:], uint64(ms))
+	be.PutUint64(out[43:], m.pid)
+	be.PutUint16(out[51:], uint16(m.epoch))
+	be.PutUint32(out[53:], math.MaxUint32) // sequence -1
+	be.PutUint32(out[57:], 1)
+	copy(out[kafkaHeaderSize:], records)
+	be.PutUint32(out[17:], crc32.Checksum(out[kafkaCRCCovered:], castagnoli))
+	return out
+}
+
+// TxnMarker is the content of a control batch's record.
+type TxnMarker struct {
+	Commit           bool
+	CoordinatorEpoch int32
+}
+
+// parseMarkerRecord checks and decodes a control batch's record.
+func parseMarkerRecord(rec recordView) (TxnMarker, error) {
+	k, v := rec.key, rec.value
+	switch {
+	case len(k) != markerKeySize || len(v) != markerValueSize || rec.tombstone || rec.headerCount != 0:
+		return TxnMarker{}, corruptf("control record with a %d-byte key, a %d-byte value and %d headers", len(k), len(v), rec.headerCount)
+	case binary.BigEndian.Uint16(k) != 0 || binary.BigEndian.Uint16(v) != 0:
+		return TxnMarker{}, corruptf("control record of version %d/%d", binary.BigEndian.Uint16(k), binary.BigEndian.Uint16(v))
+	}
+	typ := binary.BigEndian.Uint16(k[2:])
+	if typ != markerAbort && typ != markerCommit {
+		return TxnMarker{}, corruptf("control record of type %d", typ)
+	}
+	return TxnMarker{Commit: typ == markerCommit, CoordinatorEpoch: int32(binary.BigEndian.Uint32(v[2:]))}, nil
+}
+
+// ParseTxnMarker decodes the marker a control batch b holds (one for
+// which [ParseHeader] reports Control). A damaged or malformed batch is
+// [ErrCorrupt].
+func ParseTxnMarker(b []byte) (TxnMarker, error) {
+	h, err := ParseHeader(b)
+	if err != nil {
+		return TxnMarker{}, err
+	}
+	if !h.Control {
+		return TxnMarker{}, corruptf("not a control batch")
+	}
+	rec, rest, err := nextKafkaRecord(b[kafkaHeaderSize:], 0)
+	if err != nil {
+		return TxnMarker{}, err
+	}
+	if len(rest) != 0 {
+		return TxnMarker{}, corruptf("%d bytes after the control record", len(rest))
+	}
+	return parseMarkerRecord(rec)
+}
+
+// AbortedTxn is an aborted transaction: producer ProducerID's records in
+// transactional batches from FirstOffset to LastOffset (the abort
+// marker's offset) are not part of the log for a read-committed reader.
+type AbortedTxn struct {
+	ProducerID  uint64
+	FirstOffset int64
+	LastOffset  int64
+}
+
+// AbortedTxns returns the aborted transactions that overlap offsets
+// [from, to), ordered by last offset: what Kafka's Fetch returns as
+// AbortedTransactions for a read-committed fetch of that range. Safe for
+// concurrent use with the writer.
+func (p *Partition) AbortedTxns(from, to int64) ([]AbortedTxn, error) {
+	if from >= to {
+		return nil, nil
+	}
+	var buf [1]*pebble.Iterator
+	its, slot, err := p.openIters(buf[:0], iterSpan{kind: kindAborted})
+	if err != nil {
+		return nil, err
+	}
+	it := its[0]
+	defer it.Close()
+	var out []AbortedTxn
+	for ok := it.SeekGE(key(slotKind(kindAborted, slot), p.shard, uint64(max(from, 0)))); ok; ok = it.Next() {
+		a, err := decodeAborted(it.Key()[9:], it.Value())
+		if err != nil {
+			return nil, fmt.Errorf("shard %d: %w", p.shard, err)
+		}
+		if a.FirstOffset < to {
+			out = append(out, a)
+		}
+	}
+	return out, p.readErr(it.Error(), -1)
+}
+
+func decodeAborted(suffix, value []byte) (AbortedTxn, error) {
+	if len(suffix) != 16 || len(value) != 8 {
+		return AbortedTxn{}, fmt.Errorf("%w: aborted transaction entry of %d+%d bytes", ErrCorrupt, len(suffix), len(value))
+	}
+	a := AbortedTxn{
+		LastOffset:  int64(binary.BigEndian.Uint64(suffix)),
+		ProducerID:  binary.BigEndian.Uint64(suffix[8:]),
+		FirstOffset: int64(binary.LittleEndian.Uint64(value)),
+	}
+	if a.ProducerID == 0 || a.FirstOffset < 0 || a.FirstOffset >= a.LastOffset {
+		return AbortedTxn{}, fmt.Errorf("%w: aborted transaction of producer %d from %d to %d", ErrCorrupt, a.ProducerID, a.FirstOffset, a.LastOffset)
+	}
+	return a, nil
+}
+
+// Committed reports whether a read-committed reader sees the records of
+// the batch with header h, given the aborted transactions that overlap it
+// (from [Partition.AbortedTxns]): not a control batch, and not a
+// transactional batch of an aborted transaction. A transaction's batches
+// are all committed or all aborted, so the answer holds for every record
+// of the batch. A read-committed reader also reads no further than
+// [Meta.LastStable].
+func Committed(h BatchHeader, aborted []AbortedTxn) bool {
+	if h.Control {
+		return false
+	}
+	if !h.Transactional {
+		return true
+	}
+	for _, a := range aborted {
+		if a.ProducerID == h.ProducerID && a.FirstOffset <= h.BaseOffset && h.BaseOffset < a.LastOffset {
+			return false
+		}
+	}
+	return true
+}
+
+// txnFirst returns the first offset of pid's open transaction as the
+// current run of appends left it (overlay dirty, -1 for closed, over the
+// partition's), and whether one is open.
+func (p *Partition) txnFirst(dirty map[uint64]int64, pid uint64) (int64, bool) {
+	if f, ok := dirty[pid]; ok {
+		return f, f >= 0
+	}
+	f, ok := p.txns[pid]
+	return f, ok
+}
+
+// lastStable is the last stable offset of m with the partition's open
+// transactions: clamped to the log start, as Kafka does when the log
+// start passes an open transaction's first offset.
+func (p *Partition) lastStable(m Meta) int64 {
+	lso := m.NextOffset
+	for _, f := range p.txns {
+		lso = min(lso, f)
+	}
+	return max(lso, m.LogStart)
+}
+
+// applyMarker applies a marker command within a run of appends.
+func (p *Partition) applyMarker(wb *pebble.Batch, next *partState, dirty map[uint64]*producerState, txns map[uint64]int64, cmd []byte) Result {
+	m, slot := &next.Meta, next.slot
+	mk, ok := decodeTxnMarker(cmd)
+	if !ok {
+		return Result{BaseOffset: -1, Status: StatusCorrupt}
+	}
+	if !mk.valid() {
+		return Result{BaseOffset: -1, Status: StatusInvalid}
+	}
+	first, open := p.txnFirst(txns, mk.pid)
+	st := p.producer(dirty, mk.pid, m.MaxTime, open)
+	if st != nil && mk.epoch < st.epoch {
+		return Result{BaseOffset: -1, Status: StatusFenced}
+	}
+	if !open {
+		if st == nil || mk.epoch > st.epoch {
+			// Fence the writers of older epochs. Forgotten like any idle
+			// producer once it expires.
+			dirty[mk.pid] = &producerState{epoch: mk.epoch, lastTime: m.MaxTime}
+		}
+		return Result{BaseOffset: m.NextOffset}
+	}
+	base := m.NextOffset
+	batch := buildMarker(mk)
+	SetBaseOffset(batch, base)
+	k := key(slotKind(kindData, slot), p.shard, uint64(base))
+	if err := wb.Set(k, batch, nil); err != nil {
+		return Result{BaseOffset: -1, Status: StatusCorrupt}
+	}
+	m.NextOffset = base + 1
+	m.MaxTime = max(m.MaxTime, millis(mk.now)*int64(time.Millisecond))
+	next.stored += int64(len(batch))
+	_ = wb.Set(key(slotKind(kindTime, slot), p.shard, orderedTime(m.MaxTime), uint64(base)), nil, nil)
+	_ = wb.Delete(key(slotKind(kindTxn, slot), p.shard, mk.pid), nil)
+	txns[mk.pid] = -1
+	if !mk.commit {
+		_ = wb.Set(key(slotKind(kindAborted, slot), p.shard, uint64(base), mk.pid), binary.LittleEndian.AppendUint64(nil, uint64(first)), nil)
+	}
+	ns := &producerState{epoch: mk.epoch, lastTime: m.MaxTime}
+	if st != nil && st.epoch == mk.epoch {
+		ns.batches = slices.Clone(st.batches)
+	}
+	dirty[mk.pid] = ns
+	return Result{BaseOffset: base}
+}
+
+// producer returns pid's state as the current run left it, nil if unknown
+// or expired as of the log time now (a producer with an open transaction
+// never expires: its marker must still find it).
+func (p *Partition) producer(dirty map[uint64]*producerState, pid uint64, now int64, open bool) *producerState {
+	st := dirty[pid]
+	if st == nil {
+		st = p.producers[pid]
+	}
+	if st != nil && !open && p.s.expired(st.lastTime, now) {
+		return nil // forgotten: as if never seen (Kafka's unknown producer id)
+	}
+	return st
+}
+
+// loadTxns reads the open transactions stored in slot.
+func (p *Partition) loadTxns(slot byte) (map[uint64]int64, error) {
+	txns := map[uint64]int64{}
+	tk := slotKind(kindTxn, slot)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: key(tk, p.shard), UpperBound: upper(tk, p.shard)})
+	if err != nil {
+		return nil, p.readErr(err, -1)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		pid, first, err := decodeTxn(it.Key()[9:], it.Value())
+		if err != nil {
+			return nil, err
+		}
+		txns[pid] = first
+	}
+	return txns, p.readErr(it.Error(), -1)
+}
+
+func decodeTxn(suffix, value []byte) (uint64, int64, error) {
+	if len(suffix) != 8 || len(value) != 8 {
+		return 0, 0, fmt.Errorf("%w: open transaction entry of %d+%d bytes", ErrCorrupt, len(suffix), len(value))
+	}
+	pid, first := binary.BigEndian.Uint64(suffix), int64(binary.LittleEndian.Uint64(value))
+	if pid == 0 || first < 0 {
+		return 0, 0, fmt.Errorf("%w: open transaction of producer %d at %d", ErrCorrupt, pid, first)
+	}
+	return pid, first, nil
+}
