@@ -37,9 +37,9 @@ import (
 //   - Attribute bit 4 marks a transactional batch (it needs a producer
 //     id), bit 5 a control batch: a transaction marker, which only
 //     [TxnMarkerCommand] writes. A control batch is transactional, has a
-//     producer id, baseSequence -1 and one record, whose key is version
-//     int16 0 and type int16 (0 abort, 1 commit) and whose value is
-//     version int16 0 and the coordinator epoch int32 (Kafka's
+//     producer id, baseSequence -1, no compression and one record, whose
+//     key is version int16 0 and type int16 (0 abort, 1 commit) and whose
+//     value is version int16 0 and the coordinator epoch int32 (Kafka's
 //     EndTxnMarker). Any other attribute bit is refused.
 //   - Timestamps are milliseconds. [BatchHeader] and [Record] still speak
 //     nanoseconds, so a record's Time in a Kafka batch is a whole number
@@ -119,7 +119,7 @@ func parseKafkaHeader(b []byte) (BatchHeader, error) {
 		return BatchHeader{}, corruptf("unknown attributes %#x", attrs)
 	case attrs&kafkaAttrTransactional != 0 && pid <= 0:
 		return BatchHeader{}, corruptf("transactional batch without a producer id")
-	case attrs&kafkaAttrControl != 0 && (attrs&kafkaAttrTransactional == 0 || seq != -1 || lastDelta != 0 || records != 1):
+	case attrs&kafkaAttrControl != 0 && (attrs&(kafkaAttrTransactional|kafkaAttrCodec) != kafkaAttrTransactional || seq != -1 || lastDelta != 0 || records != 1):
 		return BatchHeader{}, corruptf("control batch with attributes %#x, sequence %d, %d records in %d offsets", attrs, seq, records, int64(lastDelta)+1)
 	case !codec.Valid():
 		return BatchHeader{}, corruptf("unknown compression %d", uint8(codec))

@@ -70,8 +70,8 @@ const txnMarkerCmdSize = 1 + 8 + 4 + 1 + 4 + 8
 //     becomes pid's epoch. Kafka would write a marker anyway; replog
 //     writes none, so that retries leave no trace in the log;
 //   - StatusFenced if epoch is below the one the partition knows for pid;
-//   - StatusInvalid if pid is 0 or above Kafka's int64 range, epoch above
-//     int16 range, or now outside the millisecond range.
+//   - StatusInvalid if pid is 0 or above Kafka's int64 range, or epoch
+//     above the int16 range.
 func TxnMarkerCommand(pid uint64, epoch uint32, commit bool, coordinatorEpoch int32, now int64) []byte {
 	b := make([]byte, 0, txnMarkerCmdSize)
 	b = append(b, CmdTxnMarker)
@@ -113,7 +113,7 @@ func decodeTxnMarker(cmd []byte) (m txnMarker, ok bool) {
 
 // valid reports whether the marker fits a Kafka control batch.
 func (m txnMarker) valid() bool {
-	return m.pid != 0 && m.pid <= math.MaxInt64 && m.epoch <= math.MaxInt16 && m.now/int64(time.Millisecond) >= -maxMillis && m.now/int64(time.Millisecond) <= maxMillis
+	return m.pid != 0 && m.pid <= math.MaxInt64 && m.epoch <= math.MaxInt16
 }
 
 // Marker record layout: the key is version int16 0 and type int16, the
