@@ -23,7 +23,15 @@ func FuzzDecodeRecords(f *testing.F) {
 		}
 		f.Add(clientBatch(f, c, 1_700_000_000_000, 1_700_000_000_003, 5, 1, 8, recs), int64(1))
 		f.Add(clientBatch(f, c, -1, 1, -1, -1, -1, recs[:1]), int64(0))
+		// A transactional batch.
+		b := clientBatch(f, c, 1_700_000_000_000, 1_700_000_000_003, 5, 1, 8, recs)
+		b[22] |= kafkaAttrTransactional
+		resignKafka(b)
+		f.Add(b, int64(0))
 	}
+	// Transaction markers: a commit and an abort.
+	f.Add(buildMarker(txnMarker{pid: 7, epoch: 2, commit: true, coordinatorEpoch: 4, now: 1_700_000_000_000_000_000}), int64(0))
+	f.Add(buildMarker(txnMarker{pid: math.MaxInt64, epoch: math.MaxInt16, coordinatorEpoch: -1, now: -5_000_000}), int64(1))
 	f.Fuzz(func(t *testing.T, b []byte, minOffset int64) {
 		fuzzDecodeRecords(t, b, minOffset)
 	})
@@ -109,10 +117,24 @@ func fuzzDecodeRecords(t *testing.T, b []byte, minOffset int64) {
 	}
 	rebuilt, err := bb.build(0, h.Compression, id)
 	require.NoError(t, err)
+	if h.Transactional || h.Control {
+		// The builder writes neither: the state machine writes markers,
+		// producers set the transactional bit.
+		if h.Control {
+			mk, err := ParseTxnMarker(b)
+			require.NoError(t, err)
+			rebuilt = buildMarker(txnMarker{pid: h.ProducerID, epoch: h.ProducerEpoch, commit: mk.Commit, coordinatorEpoch: mk.CoordinatorEpoch, now: h.MaxTime})
+		} else {
+			rebuilt[22] |= kafkaAttrTransactional
+			resignKafka(rebuilt)
+		}
+	}
 	SetBaseOffset(rebuilt, h.BaseOffset)
 	h2, err := Validate(rebuilt)
 	require.NoError(t, err)
 	require.Equal(t, h.Count, h2.Count)
+	require.Equal(t, h.Transactional, h2.Transactional)
+	require.Equal(t, h.Control, h2.Control)
 	if len(recs) > 0 {
 		require.Equal(t, h.Compression, h2.Compression)
 	}

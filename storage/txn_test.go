@@ -1,0 +1,452 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/require"
+)
+
+// producerCmd returns a CmdAppend command with a Kafka batch of one keyed
+// record per kv, from producer pid at epoch and seq, transactional if txn.
+// Record i has time i ms.
+func producerCmd(t testing.TB, pid uint64, epoch uint32, seq int32, txn bool, recs ...kv) []byte {
+	t.Helper()
+	var bb BatchBuilder
+	for i, r := range recs {
+		bb.Add(Record{Time: int64(i) * 1e6, Key: []byte(r.k), Value: []byte(r.v)})
+	}
+	b, err := bb.Build(CompressionNone, pid, epoch, seq)
+	require.NoError(t, err)
+	if txn {
+		b[22] |= kafkaAttrTransactional
+		resignKafka(b)
+	}
+	return append([]byte{CmdAppend}, b...)
+}
+
+// txnCmd is a transactional batch of values, keyed "k".
+func txnCmd(t testing.TB, pid uint64, epoch uint32, seq int32, values ...string) []byte {
+	t.Helper()
+	recs := make([]kv, len(values))
+	for i, v := range values {
+		recs[i] = kv{"k", v}
+	}
+	return producerCmd(t, pid, epoch, seq, true, recs...)
+}
+
+func commitCmd(pid uint64, epoch uint32) []byte {
+	return TxnMarkerCommand(pid, epoch, true, 3, 5e6)
+}
+
+func abortCmd(pid uint64, epoch uint32) []byte {
+	return TxnMarkerCommand(pid, epoch, false, 3, 5e6)
+}
+
+// committedLog reads p as a read-committed reader does: up to the last
+// stable offset, skipping control batches and aborted transactions, and
+// returns "offset:value" per record.
+func committedLog(t testing.TB, p *Partition) []string {
+	t.Helper()
+	m := p.Meta()
+	aborted, err := p.AbortedTxns(m.LogStart, m.LastStable)
+	require.NoError(t, err)
+	var out []string
+	for _, b := range rawBatches(t, p, m.LogStart, m.LastStable, math.MaxInt) {
+		h, recs, err := DecodeRecords(b, m.LogStart, nil)
+		require.NoError(t, err)
+		if !Committed(h, aborted) {
+			continue
+		}
+		for _, r := range recs {
+			if r.Offset < m.LastStable {
+				out = append(out, fmt.Sprintf("%d:%s", r.Offset, r.Value))
+			}
+		}
+	}
+	return out
+}
+
+// markers returns "offset:commit" or "offset:abort" per control batch
+// stored in p.
+func markers(t testing.TB, p *Partition) []string {
+	t.Helper()
+	var out []string
+	for _, b := range rawBatches(t, p, 0, p.Meta().NextOffset, math.MaxInt) {
+		h, err := ParseHeader(b)
+		require.NoError(t, err)
+		if !h.Control {
+			continue
+		}
+		mk, err := ParseTxnMarker(b)
+		require.NoError(t, err)
+		require.Equal(t, TxnMarker{Commit: mk.Commit, CoordinatorEpoch: 3}, mk)
+		kind := "abort"
+		if mk.Commit {
+			kind = "commit"
+		}
+		out = append(out, fmt.Sprintf("%d:%s", h.BaseOffset, kind))
+	}
+	return out
+}
+
+// TestTxnApply: each rule of a partition's transactions, command by
+// command, through the read-committed view.
+func TestTxnApply(t *testing.T) {
+	controlBatch := buildMarker(txnMarker{pid: 1, commit: true, now: 1e6})
+	for _, tc := range []struct {
+		name      string
+		cmds      [][]byte
+		want      []Result
+		next, lso int64
+		committed []string
+		aborted   []AbortedTxn
+		markers   []string
+	}{{
+		name:      "commit",
+		cmds:      [][]byte{txnCmd(t, 1, 0, 0, "a", "b"), txnCmd(t, 1, 0, 2, "c"), commitCmd(1, 0)},
+		want:      []Result{ok(0), ok(2), ok(3)},
+		next:      4,
+		lso:       4,
+		committed: []string{"0:a", "1:b", "2:c"},
+		markers:   []string{"3:commit"},
+	}, {
+		name:    "abort",
+		cmds:    [][]byte{txnCmd(t, 1, 0, 0, "a", "b"), txnCmd(t, 1, 0, 2, "c"), abortCmd(1, 0)},
+		want:    []Result{ok(0), ok(2), ok(3)},
+		next:    4,
+		lso:     4,
+		aborted: []AbortedTxn{{ProducerID: 1, FirstOffset: 0, LastOffset: 3}},
+		markers: []string{"3:abort"},
+	}, {
+		name: "open transaction holds back later records",
+		cmds: [][]byte{appendCmd(t, 0, 0, 0, "x"), txnCmd(t, 1, 0, 0, "a"), appendCmd(t, 0, 0, 0, "y")},
+		want: []Result{ok(0), ok(1), ok(2)},
+		next: 3, lso: 1,
+		committed: []string{"0:x"},
+	}, {
+		name: "two transactions, one after the other",
+		cmds: [][]byte{
+			txnCmd(t, 1, 0, 0, "a"), abortCmd(1, 0),
+			txnCmd(t, 1, 0, 1, "b"), commitCmd(1, 0),
+		},
+		want: []Result{ok(0), ok(1), ok(2), ok(3)},
+		next: 4, lso: 4,
+		committed: []string{"2:b"},
+		aborted:   []AbortedTxn{{ProducerID: 1, FirstOffset: 0, LastOffset: 1}},
+		markers:   []string{"1:abort", "3:commit"},
+	}, {
+		name: "a retried transactional batch is a duplicate",
+		cmds: [][]byte{txnCmd(t, 1, 0, 0, "a"), txnCmd(t, 1, 0, 0, "a"), txnCmd(t, 1, 0, 2, "b"), commitCmd(1, 0)},
+		want: []Result{ok(0), dup(0), rejected(StatusOutOfOrder), ok(1)},
+		next: 2, lso: 2,
+		committed: []string{"0:a"},
+		markers:   []string{"1:commit"},
+	}, {
+		name: "an abort with a higher epoch fences the producer",
+		cmds: [][]byte{
+			txnCmd(t, 1, 0, 0, "a"), abortCmd(1, 1),
+			txnCmd(t, 1, 0, 1, "zombie"), producerCmd(t, 1, 0, 1, false, kv{"k", "zombie"}),
+			txnCmd(t, 1, 1, 0, "b"), commitCmd(1, 1),
+		},
+		want: []Result{ok(0), ok(1), rejected(StatusFenced), rejected(StatusFenced), ok(2), ok(3)},
+		next: 4, lso: 4,
+		committed: []string{"2:b"},
+		aborted:   []AbortedTxn{{ProducerID: 1, FirstOffset: 0, LastOffset: 1}},
+		markers:   []string{"1:abort", "3:commit"},
+	}, {
+		name: "a batch with a higher epoch fences the older one",
+		cmds: [][]byte{txnCmd(t, 1, 2, 0, "a"), txnCmd(t, 1, 1, 1, "old"), commitCmd(1, 2)},
+		want: []Result{ok(0), rejected(StatusFenced), ok(1)},
+		next: 2, lso: 2,
+		committed: []string{"0:a"},
+		markers:   []string{"1:commit"},
+	}, {
+		name: "a marker with an older epoch is fenced and changes nothing",
+		cmds: [][]byte{txnCmd(t, 1, 2, 0, "a"), commitCmd(1, 1)},
+		want: []Result{ok(0), rejected(StatusFenced)},
+		next: 1, lso: 0,
+	}, {
+		name: "retried markers write once",
+		cmds: [][]byte{txnCmd(t, 1, 0, 0, "a"), commitCmd(1, 0), commitCmd(1, 0), abortCmd(1, 0)},
+		want: []Result{ok(0), ok(1), ok(2), ok(2)},
+		next: 2, lso: 2,
+		committed: []string{"0:a"},
+		markers:   []string{"1:commit"},
+	}, {
+		name: "a marker without a transaction raises the epoch only",
+		cmds: [][]byte{commitCmd(9, 4), producerCmd(t, 9, 3, 0, false, kv{"k", "old"}), producerCmd(t, 9, 4, 0, false, kv{"k", "new"})},
+		want: []Result{ok(0), rejected(StatusFenced), ok(0)},
+		next: 1, lso: 1,
+		committed: []string{"0:new"},
+	}, {
+		name: "a producer may not send a control batch",
+		cmds: [][]byte{append([]byte{CmdAppend}, controlBatch...)},
+		want: []Result{rejected(StatusInvalid)},
+	}, {
+		name: "a non-transactional batch inside a transaction is refused",
+		cmds: [][]byte{txnCmd(t, 1, 0, 0, "a"), producerCmd(t, 1, 0, 1, false, kv{"k", "b"}), txnCmd(t, 1, 0, 1, "b"), commitCmd(1, 0)},
+		want: []Result{ok(0), rejected(StatusInvalid), ok(1), ok(2)},
+		next: 3, lso: 3,
+		committed: []string{"0:a", "1:b"},
+		markers:   []string{"2:commit"},
+	}, {
+		name: "malformed and impossible markers",
+		cmds: [][]byte{
+			TxnMarkerCommand(1, 0, true, 0, 0)[:10],
+			TxnMarkerCommand(0, 0, true, 0, 0),
+			TxnMarkerCommand(1, math.MaxInt16+1, true, 0, 0),
+			TxnMarkerCommand(1<<63, 0, true, 0, 0),
+			append(TxnMarkerCommand(1, 0, true, 0, 0), 0),
+		},
+		want: []Result{rejected(StatusCorrupt), rejected(StatusInvalid), rejected(StatusInvalid), rejected(StatusInvalid), rejected(StatusCorrupt)},
+	}, {
+		name: "legacy batches are never transactional",
+		cmds: [][]byte{appendCmd(t, 5, 0, 0, "a"), commitCmd(5, 0), appendCmd(t, 5, 0, 1, "b")},
+		want: []Result{ok(0), ok(1), ok(1)},
+		next: 2, lso: 2,
+		committed: []string{"0:a", "1:b"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := openPartition(t, openTestStore(t), 1)
+			require.Equal(t, tc.want, applyCmds(t, p, tc.cmds...))
+			m := p.Meta()
+			require.Equal(t, tc.next, m.NextOffset)
+			require.Equal(t, tc.lso, m.LastStable)
+			require.Equal(t, tc.committed, committedLog(t, p))
+			aborted, err := p.AbortedTxns(0, m.NextOffset)
+			require.NoError(t, err)
+			require.Equal(t, tc.aborted, aborted)
+			require.Equal(t, tc.markers, markers(t, p))
+
+			// Applied one entry per Apply call, as another replica may
+			// group them, the results and the log are the same.
+			q := openPartition(t, openTestStore(t), 1)
+			for i, c := range tc.cmds {
+				require.Equal(t, tc.want[i:i+1], applyCmds(t, q, c))
+			}
+			require.Equal(t, m, q.Meta())
+			require.Equal(t, rawBatches(t, p, 0, m.NextOffset, math.MaxInt), rawBatches(t, q, 0, m.NextOffset, math.MaxInt))
+		})
+	}
+}
+
+// TestTxnLastStableOffset: with two producers' transactions interleaved,
+// the last stable offset is the oldest open one's first offset, and what
+// a read-committed reader sees grows as they end.
+func TestTxnLastStableOffset(t *testing.T) {
+	p := openPartition(t, openTestStore(t), 1)
+	steps := []struct {
+		cmd       []byte
+		lso       int64
+		committed []string
+	}{
+		{appendCmd(t, 0, 0, 0, "plain"), 1, []string{"0:plain"}},
+		{txnCmd(t, 1, 0, 0, "a1"), 1, []string{"0:plain"}},
+		{txnCmd(t, 2, 0, 0, "b1"), 1, []string{"0:plain"}},
+		{appendCmd(t, 0, 0, 0, "later"), 1, []string{"0:plain"}},
+		{txnCmd(t, 1, 0, 1, "a2"), 1, []string{"0:plain"}},
+		// Producer 2's transaction, opened at 2, still holds the LSO.
+		{commitCmd(1, 0), 2, []string{"0:plain", "1:a1"}},
+		// Producer 1 opens another transaction at 6.
+		{txnCmd(t, 1, 0, 2, "a3"), 2, []string{"0:plain", "1:a1"}},
+		{abortCmd(2, 0), 6, []string{"0:plain", "1:a1", "3:later", "4:a2"}},
+		{commitCmd(1, 0), 9, []string{"0:plain", "1:a1", "3:later", "4:a2", "6:a3"}},
+	}
+	for i, s := range steps {
+		res := applyCmds(t, p, s.cmd)
+		require.Equal(t, StatusOK, res[0].Status, "step %d", i)
+		require.Equal(t, s.lso, p.Meta().LastStable, "step %d", i)
+		require.Equal(t, s.committed, committedLog(t, p), "step %d", i)
+	}
+	aborted, err := p.AbortedTxns(0, 9)
+	require.NoError(t, err)
+	require.Equal(t, []AbortedTxn{{ProducerID: 2, FirstOffset: 2, LastOffset: 7}}, aborted)
+	// Only the aborted transactions that overlap the range are returned.
+	for _, r := range []struct {
+		from, to int64
+		want     int
+	}{{0, 2, 0}, {0, 3, 1}, {7, 9, 1}, {8, 9, 0}, {5, 5, 0}} {
+		got, err := p.AbortedTxns(r.from, r.to)
+		require.NoError(t, err)
+		require.Len(t, got, r.want, "[%d, %d)", r.from, r.to)
+	}
+}
+
+// TestTxnStateSurvives: open transactions, epochs and aborted
+// transactions survive a reopen and a snapshot restored elsewhere, and the
+// copies go on exactly as the original.
+func TestTxnStateSurvives(t *testing.T) {
+	fs := vfs.NewMem()
+	s, err := OpenStore("x", StoreOptions{FS: fs})
+	require.NoError(t, err)
+	p := openPartition(t, s, 1)
+	applyCmds(t, p,
+		txnCmd(t, 1, 0, 0, "a"), abortCmd(1, 1), // aborted, epoch 1
+		txnCmd(t, 2, 0, 0, "open"), // stays open
+		appendCmd(t, 0, 0, 0, "plain"),
+	)
+	want := p.Meta()
+	require.Equal(t, int64(2), want.LastStable)
+	stream := snapshotBytes(t, p)
+
+	// The rest of the story, against which the copies are compared.
+	rest := [][]byte{txnCmd(t, 1, 0, 1, "zombie"), commitCmd(2, 0), commitCmd(1, 1)}
+	check := func(t *testing.T, q *Partition) {
+		t.Helper()
+		require.Equal(t, want, q.Meta())
+		aborted, err := q.AbortedTxns(0, want.NextOffset)
+		require.NoError(t, err)
+		require.Equal(t, []AbortedTxn{{ProducerID: 1, FirstOffset: 0, LastOffset: 1}}, aborted)
+		require.Equal(t, []Result{rejected(StatusFenced), ok(4), ok(5)}, applyCmds(t, q, rest...))
+		require.Equal(t, []string{"2:open", "3:plain"}, committedLog(t, q))
+	}
+
+	r := openPartition(t, openTestStore(t), 7)
+	require.NoError(t, r.Restore(bytes.NewReader(stream)))
+	check(t, r)
+
+	require.NoError(t, s.Close())
+	s, err = OpenStore("x", StoreOptions{FS: fs})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Close()) }()
+	check(t, openPartition(t, s, 1))
+}
+
+// TestTxnRestoreChecks: a snapshot whose transactions disagree with its
+// log is refused.
+func TestTxnRestoreChecks(t *testing.T) {
+	p := openPartition(t, openTestStore(t), 1)
+	applyCmds(t, p, txnCmd(t, 1, 0, 0, "a"), abortCmd(1, 0), txnCmd(t, 1, 0, 1, "b"))
+	good := decodeStream(t, snapshotBytes(t, p))
+	le := binary.LittleEndian
+	for name, mutate := range map[string]func(r *streamRecord){
+		"open past the log": func(r *streamRecord) {
+			if r.kind == kindTxn {
+				r.value = le.AppendUint64(nil, 3)
+			}
+		},
+		"open transaction of producer 0": func(r *streamRecord) {
+			if r.kind == kindTxn {
+				r.suffix = make([]byte, 8)
+			}
+		},
+		"aborted past the log": func(r *streamRecord) {
+			if r.kind == kindAborted {
+				binary.BigEndian.PutUint64(r.suffix, 3)
+			}
+		},
+		"aborted ending before it starts": func(r *streamRecord) {
+			if r.kind == kindAborted {
+				r.value = le.AppendUint64(nil, 1)
+			}
+		},
+		"short aborted entry": func(r *streamRecord) {
+			if r.kind == kindAborted {
+				r.value = r.value[:7]
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var recs []streamRecord
+			for _, r := range good {
+				r.suffix, r.value = bytes.Clone(r.suffix), bytes.Clone(r.value)
+				mutate(&r)
+				recs = append(recs, r)
+			}
+			q := openPartition(t, openTestStore(t), 1)
+			require.ErrorIs(t, q.Restore(bytes.NewReader(encodeStream(recs...))), ErrCorrupt)
+		})
+	}
+}
+
+// TestTxnTrimDropsAbortedEntries: the aborted index loses the entries
+// whose marker falls below the log start, and keeps the others.
+func TestTxnTrimDropsAbortedEntries(t *testing.T) {
+	p := openPartition(t, openTestStore(t), 1)
+	applyCmds(t, p,
+		txnCmd(t, 1, 0, 0, "a"), abortCmd(1, 0), // 0, 1
+		txnCmd(t, 2, 0, 0, "b"), appendCmd(t, 0, 0, 0, "x"), abortCmd(2, 0), // 2, 3, 4
+		txnCmd(t, 1, 0, 1, "c"), // 5, open
+		appendCmd(t, 0, 0, 0, "y"),
+	)
+	require.Equal(t, 2, countKeys(t, p.s, 1, kindAborted))
+	for _, tc := range []struct {
+		to      int64
+		aborted []AbortedTxn
+		lso     int64
+	}{
+		{1, []AbortedTxn{{1, 0, 1}, {2, 2, 4}}, 5},
+		{2, []AbortedTxn{{2, 2, 4}}, 5},
+		{5, nil, 5},
+		// Past the open transaction: the LSO follows the log start.
+		{6, nil, 6},
+	} {
+		res := applyCmds(t, p, TrimCommand(tc.to))
+		require.Equal(t, ok(tc.to), res[0])
+		aborted, err := p.AbortedTxns(0, p.Meta().NextOffset)
+		require.NoError(t, err)
+		require.Equal(t, tc.aborted, aborted, "trimmed to %d", tc.to)
+		require.Equal(t, len(tc.aborted), countKeys(t, p.s, 1, kindAborted))
+		require.Equal(t, tc.lso, p.Meta().LastStable)
+	}
+	// The transaction trimmed past is still open: its marker ends it.
+	require.Equal(t, ok(7), applyCmds(t, p, commitCmd(1, 0))[0])
+	require.Equal(t, int64(8), p.Meta().LastStable)
+}
+
+// TestTxnOpenProducerDoesNotExpire: a producer idle past the expiration
+// keeps its state while its transaction is open, so that its marker still
+// finds it; once the transaction ends it expires as any other.
+func TestTxnOpenProducerDoesNotExpire(t *testing.T) {
+	s := openExpiringStore(t, vfs.NewMem(), 1e6) // 1 ms
+	defer func() { require.NoError(t, s.Close()) }()
+	p := openPartition(t, s, 1)
+	applyCmds(t, p, txnCmd(t, 1, 0, 0, "a"), producerCmd(t, 2, 0, 0, false, kv{"k", "idle"}))
+	// Move the log's clock far ahead.
+	var bb BatchBuilder
+	bb.Add(Record{Time: 1e12, Value: []byte("late")})
+	b, err := bb.Build(CompressionNone, 0, 0, 0)
+	require.NoError(t, err)
+	applyCmds(t, p, append([]byte{CmdAppend}, b...))
+	require.Contains(t, p.producers, uint64(1))
+	require.NotContains(t, p.producers, uint64(2))
+	// Its sequence goes on where it was; the other starts again.
+	require.Equal(t, []Result{ok(3), rejected(StatusOutOfOrder), ok(4)}, applyCmds(t, p,
+		txnCmd(t, 1, 0, 1, "b"), producerCmd(t, 2, 0, 1, false, kv{"k", "forgotten"}), commitCmd(1, 0)))
+	require.Equal(t, []string{"0:a", "1:idle", "2:late", "3:b"}, committedLog(t, p))
+}
+
+// TestTxnCompaction: key compaction never makes an aborted record
+// visible, never lets an aborted record hide a committed one, and keeps
+// the markers.
+func TestTxnCompaction(t *testing.T) {
+	p := openPartition(t, openTestStore(t), 1)
+	applyCmds(t, p,
+		kvCmd(t, CompressionNone, kv{"k", "v1"}, kv{"j", "j1"}), // 0, 1
+		producerCmd(t, 1, 0, 0, true, kv{"k", "aborted"}),       // 2
+		abortCmd(1, 0), // 3
+		producerCmd(t, 1, 0, 1, true, kv{"j", "committed"}), // 4
+		commitCmd(1, 0), // 5
+		kvCmd(t, CompressionNone, kv{"x", "head"}), // 6
+	)
+	before := markers(t, p)
+	compactNow(t, p, CompactOptions{Now: 1})
+	require.Equal(t, []string{"0:v1", "1:j1", "4:committed", "6:head"}, committedLog(t, p))
+	require.Equal(t, before, markers(t, p))
+
+	// A later committed record of k: v1 goes; the aborted record stays
+	// stored (its transaction's batch is untouched) and hidden.
+	applyCmds(t, p, kvCmd(t, CompressionNone, kv{"k", "v2"}), kvCmd(t, CompressionNone, kv{"x", "head2"}))
+	compactNow(t, p, CompactOptions{Now: 2})
+	require.Equal(t, []string{"1:j1", "4:committed", "6:head", "7:v2", "8:head2"}, committedLog(t, p))
+	require.Contains(t, kvLog(t, p), "2:k=aborted")
+	require.Equal(t, before, markers(t, p))
+	aborted, err := p.AbortedTxns(0, p.Meta().NextOffset)
+	require.NoError(t, err)
+	require.Equal(t, []AbortedTxn{{1, 2, 3}}, aborted)
+}
