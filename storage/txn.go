@@ -319,9 +319,9 @@ func (p *Partition) applyMarker(wb *pebble.Batch, next *partState, dirty map[uin
 		return Result{BaseOffset: -1, Status: StatusFenced}
 	}
 	if !open {
-		if st == nil || mk.epoch > st.epoch {
-			// Fence the writers of older epochs. Forgotten like any idle
-			// producer once it expires.
+		if st == nil && mk.epoch > 0 || st != nil && mk.epoch > st.epoch {
+			// Fence the writers of older epochs (none is below 0).
+			// Forgotten like any idle producer once it expires.
 			dirty[mk.pid] = &producerState{epoch: mk.epoch, lastTime: m.MaxTime}
 		}
 		return Result{BaseOffset: m.NextOffset}
