@@ -40,6 +40,7 @@ type Partition struct {
 
 	hw       atomic.Int64 // next offset to be assigned, as applied here
 	logStart atomic.Int64
+	lso      atomic.Int64 // last stable offset, as applied here
 
 	// failed holds the error that took this replica out of service: its
 	// store is damaged. See [Partition.Err].
@@ -129,6 +130,9 @@ func (p *Partition) Changed() <-chan struct{} {
 }
 
 func (p *Partition) publish(m storage.Meta) {
+	// The last stable offset first: a reader that loads it after the
+	// high watermark never finds it above.
+	p.lso.Store(m.LastStable)
 	p.hw.Store(m.NextOffset)
 	p.logStart.Store(m.LogStart)
 	p.applied.Store(m.AppliedIndex)
@@ -144,6 +148,23 @@ func (p *Partition) HighWatermark() int64 { return p.hw.Load() }
 
 // LogStart is the first retained offset.
 func (p *Partition) LogStart() int64 { return p.logStart.Load() }
+
+// LastStable is the last stable offset, as applied locally: the first
+// offset of the oldest open transaction, or the high watermark if none is
+// open (see [storage.Meta]). Read-committed readers read below it.
+func (p *Partition) LastStable() int64 { return p.lso.Load() }
+
+// AbortedTxns returns the aborted transactions overlapping offsets
+// [from, to); see [storage.Partition.AbortedTxns].
+func (p *Partition) AbortedTxns(ctx context.Context, from, to int64) ([]storage.AbortedTxn, error) {
+	if err := p.WaitOpen(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	return p.store.Load().AbortedTxns(from, to)
+}
 
 // WaitOpen blocks until the local state machine has loaded its store and
 // applied what the replica's Raft log held as committed when it started, so

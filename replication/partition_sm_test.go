@@ -130,6 +130,31 @@ func TestPartitionSMApply(t *testing.T) {
 	require.Equal(t, int64(3), s2.p.HighWatermark())
 }
 
+// TestPartitionSMTransactions: the state machine applies transactional
+// batches and markers, and the Partition publishes the last stable offset
+// and the aborted transactions.
+func TestPartitionSMTransactions(t *testing.T) {
+	s, p := openPartitionSM(t, openMemStore(t), 3)
+	txn := func(pid uint64, seq int32, v string) []byte {
+		cmd := partCmd(t, pid, 0, seq, v)
+		cmd[1+22] |= 0x10 // transactional
+		binary.BigEndian.PutUint32(cmd[1+17:], crc32.Checksum(cmd[1+21:], crc32.MakeTable(crc32.Castagnoli)))
+		return cmd
+	}
+	require.Equal(t, []storage.Result{resOK(0), resOK(1), resOK(2)}, applySM(t, s,
+		txn(7, 0, "a"), partCmd(t, 0, 0, 0, "b"), txn(8, 0, "c")))
+	require.Equal(t, int64(3), p.HighWatermark())
+	require.Equal(t, int64(0), p.LastStable())
+	require.Equal(t, []storage.Result{resOK(3), resOK(4)}, applySM(t, s,
+		storage.TxnMarkerCommand(7, 0, false, 1, 5e6), storage.TxnMarkerCommand(8, 1, true, 1, 5e6)))
+	require.Equal(t, int64(5), p.LastStable())
+	aborted, err := p.AbortedTxns(context.Background(), 0, 5)
+	require.NoError(t, err)
+	require.Equal(t, []storage.AbortedTxn{{ProducerID: 7, FirstOffset: 0, LastOffset: 3}}, aborted)
+	// The marker raised producer 8's epoch: epoch 0 is fenced.
+	require.Equal(t, []storage.Result{resRefused(storage.StatusFenced)}, applySM(t, s, txn(8, 1, "zombie")))
+}
+
 func TestPartitionSMDeduplicatesRetries(t *testing.T) {
 	s, p := openPartitionSM(t, openMemStore(t), 1)
 	first := partCmd(t, 7, 0, 0, "a", "b")
