@@ -450,3 +450,50 @@ func TestTxnCompaction(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []AbortedTxn{{1, 2, 3}}, aborted)
 }
+
+// TestTxnReplayAfterCrash: the store keeps no WAL, so a crash loses what
+// was applied since the last sync; the transactions must roll back with
+// the batches and the applied index, and the replay of the Raft log must
+// end where the original did.
+func TestTxnReplayAfterCrash(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	s, err := OpenStore("db", StoreOptions{FS: fs})
+	require.NoError(t, err)
+	p := openPartition(t, s, 1)
+	cmds := [][]byte{
+		txnCmd(t, 1, 0, 0, "a"), txnCmd(t, 2, 0, 0, "b"), // synced: both open
+		abortCmd(1, 1), txnCmd(t, 1, 1, 0, "c"), commitCmd(2, 0), TrimCommand(2), appendCmd(t, 0, 0, 0, "d"),
+	}
+	entries := make([]Entry, len(cmds))
+	for i, c := range cmds {
+		entries[i] = Entry{Index: uint64(i + 1), Cmd: c}
+	}
+	want := applyEntries(t, p, entries[:2]...)
+	require.NoError(t, s.Sync())
+	want = append(want, applyEntries(t, p, entries[2:]...)...)
+	wantMeta := p.Meta()
+	require.Equal(t, int64(3), wantMeta.LastStable) // producer 1's second transaction
+	wantAborted, err := p.AbortedTxns(0, wantMeta.NextOffset)
+	require.NoError(t, err)
+	require.Equal(t, []AbortedTxn{{ProducerID: 1, FirstOffset: 0, LastOffset: 2}}, wantAborted)
+
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{})
+	require.NoError(t, s.Close())
+	s2, err := OpenStore("db", StoreOptions{FS: crashed})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s2.Close()) }()
+	p2 := openPartition(t, s2, 1)
+	require.Equal(t, uint64(2), p2.Meta().AppliedIndex)
+	require.Equal(t, int64(0), p2.Meta().LastStable, "both transactions open again")
+	aborted, err := p2.AbortedTxns(0, 10)
+	require.NoError(t, err)
+	require.Empty(t, aborted)
+
+	got := applyEntries(t, p2, entries...)
+	skipped := Result{BaseOffset: -1, Status: StatusDuplicate}
+	require.Equal(t, append([]Result{skipped, skipped}, want[2:]...), got)
+	require.Equal(t, wantMeta, p2.Meta())
+	aborted, err = p2.AbortedTxns(0, wantMeta.NextOffset)
+	require.NoError(t, err)
+	require.Equal(t, wantAborted, aborted)
+}
