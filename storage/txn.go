@@ -64,11 +64,15 @@ const txnMarkerCmdSize = 1 + 8 + 4 + 1 + 4 + 8
 // Applied, it answers:
 //   - StatusOK with BaseOffset the marker's offset, if pid had an open
 //     transaction;
-//   - StatusOK with BaseOffset the next offset, writing nothing, if pid has
-//     no open transaction (a retried marker, or one for a partition the
-//     transaction never wrote to); an epoch above the known one still
-//     becomes pid's epoch. Kafka would write a marker anyway; replog
-//     writes none, so that retries leave no trace in the log;
+//   - StatusOK with BaseOffset the marker's offset, if pid had no open
+//     transaction but epoch is above the one the partition knows (none
+//     counts as 0): the marker then only raises pid's epoch, fencing
+//     older writers, and aborts nothing;
+//   - StatusOK with BaseOffset the next offset, writing nothing, if pid
+//     has no open transaction and epoch is not above the known one: a
+//     retried marker, or one for a partition the transaction never wrote
+//     to. Kafka would write a marker anyway; replog writes none, so that
+//     retries leave no trace in the log;
 //   - StatusFenced if epoch is below the one the partition knows for pid;
 //   - StatusInvalid if pid is 0 or above Kafka's int64 range, or epoch
 //     above the int16 range.
@@ -318,12 +322,13 @@ func (p *Partition) applyMarker(wb *pebble.Batch, next *partState, dirty map[uin
 	if st != nil && mk.epoch < st.epoch {
 		return Result{BaseOffset: -1, Status: StatusFenced}
 	}
-	if !open {
-		if st == nil && mk.epoch > 0 || st != nil && mk.epoch > st.epoch {
-			// Fence the writers of older epochs (none is below 0).
-			// Forgotten like any idle producer once it expires.
-			dirty[mk.pid] = &producerState{epoch: mk.epoch, lastTime: m.MaxTime}
-		}
+	// A marker that raises the epoch is written even without a
+	// transaction: the producer state that fences older writers is dated
+	// by the log's clock, which only a stored batch may move, and an
+	// empty log's clock (the earliest time) would let the next record
+	// expire the state at once.
+	raises := st == nil && mk.epoch > 0 || st != nil && mk.epoch > st.epoch
+	if !open && !raises {
 		return Result{BaseOffset: m.NextOffset}
 	}
 	base := m.NextOffset
@@ -337,9 +342,11 @@ func (p *Partition) applyMarker(wb *pebble.Batch, next *partState, dirty map[uin
 	m.MaxTime = max(m.MaxTime, millis(mk.now)*int64(time.Millisecond))
 	next.stored += int64(len(batch))
 	_ = wb.Set(key(slotKind(kindTime, slot), p.shard, orderedTime(m.MaxTime), uint64(base)), nil, nil)
-	_ = wb.Delete(key(slotKind(kindTxn, slot), p.shard, mk.pid), nil)
-	txns[mk.pid] = -1
-	if !mk.commit {
+	if open {
+		_ = wb.Delete(key(slotKind(kindTxn, slot), p.shard, mk.pid), nil)
+		txns[mk.pid] = -1
+	}
+	if open && !mk.commit {
 		_ = wb.Set(key(slotKind(kindAborted, slot), p.shard, uint64(base), mk.pid), binary.LittleEndian.AppendUint64(nil, uint64(first)), nil)
 	}
 	ns := &producerState{epoch: mk.epoch, lastTime: m.MaxTime}

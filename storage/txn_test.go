@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -178,11 +180,22 @@ func TestTxnApply(t *testing.T) {
 		committed: []string{"0:a"},
 		markers:   []string{"1:commit"},
 	}, {
-		name: "a marker without a transaction raises the epoch only",
+		name: "a marker without a transaction that raises the epoch is written",
 		cmds: [][]byte{commitCmd(9, 4), producerCmd(t, 9, 3, 0, false, kv{"k", "old"}), producerCmd(t, 9, 4, 0, false, kv{"k", "new"})},
-		want: []Result{ok(0), rejected(StatusFenced), ok(0)},
-		next: 1, lso: 1,
-		committed: []string{"0:new"},
+		want: []Result{ok(0), rejected(StatusFenced), ok(1)},
+		next: 2, lso: 2,
+		committed: []string{"1:new"},
+		markers:   []string{"0:commit"},
+	}, {
+		// The raised epoch is dated by the marker, not by an empty log's
+		// clock (the earliest time), so the next record does not
+		// expire it.
+		name: "an epoch raised on an empty log still fences after other records",
+		cmds: [][]byte{abortCmd(9, 4), appendCmd(t, 0, 0, 0, "x"), producerCmd(t, 9, 3, 0, true, kv{"k", "zombie"})},
+		want: []Result{ok(0), ok(1), rejected(StatusFenced)},
+		next: 2, lso: 2,
+		committed: []string{"1:x"},
+		markers:   []string{"0:abort"},
 	}, {
 		name: "a producer may not send a control batch",
 		cmds: [][]byte{append([]byte{CmdAppend}, controlBatch...)},
@@ -496,4 +509,126 @@ func TestTxnReplayAfterCrash(t *testing.T) {
 	aborted, err = p2.AbortedTxns(0, wantMeta.NextOffset)
 	require.NoError(t, err)
 	require.Equal(t, wantAborted, aborted)
+}
+
+// FuzzApplyTxn applies a sequence of transactional and idempotent batches,
+// markers, plain batches and trims from two producers, and checks them
+// against a model: a write with an epoch below the producer's is fenced,
+// no aborted or open-transaction record is ever visible to a
+// read-committed reader (Jepsen's aborted reads), the last stable offset
+// is the oldest open transaction's start, the aborted index holds what
+// was aborted, and a replica applying the entries one by one or restoring
+// a snapshot ends the same.
+func FuzzApplyTxn(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 4, 0, 0, 2, 0, 0})
+	f.Add([]byte{0, 0, 0, 0, 1, 0, 0, 0, 1, 3, 0, 0, 2, 1, 0})
+	f.Add([]byte{0, 0, 0, 3, 0, 4, 0, 0, 0, 0, 0, 4, 1, 0, 4, 2, 0, 4, 5, 0, 1})
+	f.Add([]byte{0, 1, 0, 4, 0, 0, 5, 0, 0, 0, 1, 1, 3, 1, 0, 0, 0, 0, 2, 0, 0})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 3*40 {
+			return
+		}
+		p := openPartition(t, openTestStore(t), 1)
+		epoch := map[uint64]uint32{}   // the highest epoch accepted per producer
+		open := map[uint64]int64{}     // open transactions' first offsets
+		inTxn := map[uint64][]string{} // the values of each open transaction
+		hidden := map[string]bool{}    // values a read-committed reader must not see
+		var aborted []AbortedTxn       // expected index, by last offset
+		var cmds [][]byte
+		for i := 0; i+3 <= len(ops); i += 3 {
+			op, pid, x := ops[i]%6, uint64(1+ops[i+1]%2), ops[i+2]
+			e, seq := uint32(x>>2)%3, int32(x%3)
+			v := fmt.Sprint("v", i)
+			var cmd []byte
+			switch op {
+			case 0:
+				cmd = producerCmd(t, pid, e, seq, true, kv{"k", v})
+			case 1:
+				cmd = producerCmd(t, pid, e, seq, false, kv{"k", v})
+			case 2, 3:
+				cmd = TxnMarkerCommand(pid, e, op == 2, 0, 1e6)
+			case 4:
+				cmd = producerCmd(t, 0, 0, 0, false, kv{"k", v})
+			case 5:
+				cmd = TrimCommand(max(p.Meta().NextOffset-int64(x%3), 0))
+			}
+			cmds = append(cmds, cmd)
+			before := p.Meta()
+			res := applyCmds(t, p, cmd)[0]
+			after := p.Meta()
+			known, seen := epoch[pid]
+			if (op <= 3) && seen && e < known {
+				require.Equal(t, StatusFenced, res.Status, "op %d: a zombie's write", i/3)
+			}
+			if res.Status == StatusFenced {
+				require.True(t, seen && e < known, "op %d: fenced without cause", i/3)
+			}
+			if op <= 3 && res.Status == StatusOK {
+				epoch[pid] = max(known, e)
+			}
+			switch {
+			case op == 0 && res.Status == StatusOK:
+				if _, ok := open[pid]; !ok {
+					open[pid] = res.BaseOffset
+				}
+				inTxn[pid] = append(inTxn[pid], v)
+				hidden[v] = true
+			case op == 1 && res.Status == StatusOK:
+				_, ok := open[pid]
+				require.False(t, ok, "op %d: a non-transactional batch inside a transaction", i/3)
+			case (op == 2 || op == 3) && res.Status == StatusOK:
+				first, ok := open[pid]
+				if !ok {
+					// Written only if it raises the epoch.
+					wrote := int64(0)
+					if e > known {
+						wrote = 1
+					}
+					require.Equal(t, before.NextOffset+wrote, after.NextOffset, "op %d: a marker without a transaction", i/3)
+					break
+				}
+				require.Equal(t, before.NextOffset, res.BaseOffset)
+				require.Equal(t, before.NextOffset+1, after.NextOffset)
+				if op == 2 {
+					for _, w := range inTxn[pid] {
+						delete(hidden, w)
+					}
+				} else {
+					aborted = append(aborted, AbortedTxn{ProducerID: pid, FirstOffset: first, LastOffset: res.BaseOffset})
+				}
+				delete(open, pid)
+				delete(inTxn, pid)
+			}
+			lso := after.NextOffset
+			for _, first := range open {
+				lso = min(lso, first)
+			}
+			require.Equal(t, max(lso, after.LogStart), after.LastStable, "op %d", i/3)
+			for _, s := range committedLog(t, p) {
+				_, val, _ := strings.Cut(s, ":")
+				require.False(t, hidden[val], "op %d: %s is visible", i/3, s)
+			}
+		}
+		m := p.Meta()
+		aborted = slices.DeleteFunc(aborted, func(a AbortedTxn) bool { return a.LastOffset < m.LogStart })
+		got, err := p.AbortedTxns(0, m.NextOffset)
+		require.NoError(t, err)
+		require.Equal(t, len(aborted), len(got))
+		if len(aborted) > 0 {
+			require.Equal(t, aborted, got)
+		}
+
+		q := openPartition(t, openTestStore(t), 1)
+		for _, c := range cmds {
+			applyCmds(t, q, c)
+		}
+		require.Equal(t, m, q.Meta())
+		r := openPartition(t, openTestStore(t), 2)
+		require.NoError(t, r.Restore(bytes.NewReader(snapshotBytes(t, p))))
+		require.Equal(t, m, r.Meta())
+		got, err = r.AbortedTxns(0, m.NextOffset)
+		require.NoError(t, err)
+		require.Equal(t, len(aborted), len(got))
+		require.Equal(t, committedLog(t, p), committedLog(t, r))
+	})
 }
