@@ -26,6 +26,12 @@ import (
 //     transaction's offsets in the aborted-transaction index. A marker's
 //     epoch may exceed the producer's: it then becomes the producer's
 //     epoch, fencing older writers.
+//     A batch of a newer epoch while a transaction of an older one is
+//     open joins it: the coordinator ends a producer's transaction before
+//     it gives it a new epoch. A coordinator that writes each
+//     transaction's markers at a bumped epoch (KIP-890) fences the late
+//     batches of an ended transaction, which would otherwise open one
+//     that no marker ends.
 //   - The last stable offset ([Meta.LastStable]) is the first offset of
 //     the oldest open transaction, or the high watermark if none is open:
 //     a read-committed reader reads below it, skipping what

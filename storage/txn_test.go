@@ -161,6 +161,17 @@ func TestTxnApply(t *testing.T) {
 		aborted:   []AbortedTxn{{ProducerID: 1, FirstOffset: 0, LastOffset: 1}},
 		markers:   []string{"1:abort", "3:commit"},
 	}, {
+		// KIP-890's answer to hanging transactions: a coordinator that
+		// ends each transaction at a bumped epoch fences a batch of it
+		// that arrives late, which would otherwise open a transaction
+		// nobody ends and hold the LSO back for good.
+		name: "a late batch after a marker with a bumped epoch is fenced",
+		cmds: [][]byte{txnCmd(t, 1, 0, 0, "a"), commitCmd(1, 1), txnCmd(t, 1, 0, 1, "late")},
+		want: []Result{ok(0), ok(1), rejected(StatusFenced)},
+		next: 2, lso: 2,
+		committed: []string{"0:a"},
+		markers:   []string{"1:commit"},
+	}, {
 		name: "a batch with a higher epoch fences the older one",
 		cmds: [][]byte{txnCmd(t, 1, 2, 0, "a"), txnCmd(t, 1, 1, 1, "old"), commitCmd(1, 2)},
 		want: []Result{ok(0), rejected(StatusFenced), ok(1)},
