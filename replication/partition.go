@@ -130,10 +130,11 @@ func (p *Partition) Changed() <-chan struct{} {
 }
 
 func (p *Partition) publish(m storage.Meta) {
-	// The last stable offset first: a reader that loads it after the
-	// high watermark never finds it above.
-	p.lso.Store(m.LastStable)
+	// The high watermark before the last stable offset: a reader that
+	// loads the LSO first, then the high watermark, never finds the LSO
+	// above it.
 	p.hw.Store(m.NextOffset)
+	p.lso.Store(m.LastStable)
 	p.logStart.Store(m.LogStart)
 	p.applied.Store(m.AppliedIndex)
 	p.mu.Lock()
@@ -151,7 +152,8 @@ func (p *Partition) LogStart() int64 { return p.logStart.Load() }
 
 // LastStable is the last stable offset, as applied locally: the first
 // offset of the oldest open transaction, or the high watermark if none is
-// open (see [storage.Meta]). Read-committed readers read below it.
+// open (see [storage.Meta]). Read-committed readers read below it. Read
+// it before [Partition.HighWatermark] to find it at or below that.
 func (p *Partition) LastStable() int64 { return p.lso.Load() }
 
 // AbortedTxns returns the aborted transactions overlapping offsets

@@ -29,11 +29,12 @@ import (
 //	'a' shard lastOffset producer -> aborted transaction (txn.go)
 //	'm' shard                     -> partition meta (applied index, offsets, slot)
 //
-// The data, time and producer keys of a partition live in one of two slots:
-// slot 0 uses the kinds above, slot 1 the same letters in upper case. The
-// meta, of which there is one, names the slot in use. [Partition.Restore]
-// fills the other slot and switches to it in one write, so that readers
-// see the old partition or the new one, never a mixture.
+// The data, time, producer, transaction and aborted keys of a partition
+// live in one of two slots: slot 0 uses the kinds above, slot 1 the same
+// letters in upper case. The meta, of which there is one, names the slot
+// in use. [Partition.Restore] fills the other slot and switches to it in
+// one write, so that readers see the old partition or the new one, never
+// a mixture.
 const (
 	kindData     byte = 'd'
 	kindTime     byte = 't'
