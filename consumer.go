@@ -613,7 +613,8 @@ func (c *consumer) fetchLoop() {
 					cp.fetchOff = next
 					progress = true
 				case next > from:
-					// Key compaction emptied what was read: go on after it.
+					// Key compaction emptied what was read, or it was a
+					// transaction marker: go on after it.
 					cp.fetchOff = next
 					again = true
 				}
@@ -695,6 +696,12 @@ func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64)
 	var derr error
 	next := from
 	err := rp.ReadBatches(c.ctx, from, c.opts.FetchBytes, func(b []byte) bool {
+		if h, err := storage.ParseHeader(b); err == nil && h.Control {
+			// A transaction marker takes an offset but holds no record
+			// for readers: step over it, as Kafka's consumers do.
+			next = max(next, h.LastOffset()+1)
+			return true
+		}
 		// Records may alias b, which Pebble reuses: decode from our own copy.
 		own := append([]byte(nil), b...)
 		var h storage.BatchHeader

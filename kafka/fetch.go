@@ -303,6 +303,9 @@ func (s *Server) listOffset(ctx context.Context, topic *replog.Topic, part int32
 	var recs []storage.Record
 	var derr error
 	err = rp.ReadBatches(ctx, off, 1<<20, func(b []byte) bool {
+		if h, err := storage.ParseHeader(b); err == nil && h.Control {
+			return true // a transaction marker: no record to find
+		}
 		_, recs, derr = storage.DecodeRecords(b, off, recs[:0])
 		for _, r := range recs {
 			if r.Time >= ts*int64(time.Millisecond) {
