@@ -734,7 +734,8 @@ func (n *Node) Groups(ctx context.Context, name string) ([]*GroupState, error) {
 }
 
 // expireLoop proposes session expiry once a second while this node leads
-// the groups Raft group; the time travels in the command.
+// the groups Raft group, and transaction expiry while it leads the
+// coordinator (see expireTxns); the time travels in the command.
 func (n *Node) expireLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(time.Second)
@@ -745,6 +746,7 @@ func (n *Node) expireLoop() {
 			return
 		case <-t.C:
 		}
+		n.expireTxns()
 		if l, _ := n.leaderState(GroupsShardID); l != n.cfg.NodeID {
 			continue
 		}

@@ -21,7 +21,7 @@ func (n *Node) Leader(shard uint64) uint64 {
 // LeaderState returns the known leader of a shard's group (a Raft replica
 // id, 0 while none is known) and a channel closed at the next leader change
 // of any group on this node. In the cluster-wide groups (MetaShardID,
-// GroupsShardID) replica ids are node ids.
+// GroupsShardID, TxnShardID) replica ids are node ids.
 func (n *Node) LeaderState(shard uint64) (uint64, <-chan struct{}) { return n.leaderState(shard) }
 
 // LeaderNode returns the node leading a partition's group (0 if none known).
@@ -127,7 +127,7 @@ func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	if elected {
 		n.logLeader(info)
 	}
-	if info.LeaderID != 0 && info.LeaderID != info.ReplicaID && info.ShardID != MetaShardID && info.ShardID != GroupsShardID {
+	if info.LeaderID != 0 && info.LeaderID != info.ReplicaID && info.ShardID >= FirstPartitionShard {
 		select { // another replica leads: the reconciler claims leadership if this one is preferred
 		case n.rebalance <- info.ShardID:
 		default:
@@ -154,6 +154,8 @@ func (n *Node) logLeader(info raftio.LeaderInfo) {
 		attrs = append(attrs, slog.String("group", "metadata"))
 	case GroupsShardID:
 		attrs = append(attrs, slog.String("group", "groups"))
+	case TxnShardID:
+		attrs = append(attrs, slog.String("group", "transactions"))
 	default:
 		if name, idx, pm, ok := n.Metadata().partitionOf(info.ShardID); ok {
 			attrs = append(attrs, slog.String("topic", name), slog.Int("partition", idx))

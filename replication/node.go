@@ -315,6 +315,19 @@ func Open(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("replog: start groups group: %w", err)
 	}
+	// The coordinator came after the other two groups: a node whose
+	// metadata group predates it bootstraps it with the configured members.
+	txnMembers := map[uint64]string{}
+	if !cfg.Join && !nh.HasNodeInfo(TxnShardID, cfg.NodeID) {
+		maps.Copy(txnMembers, cfg.Members)
+	}
+	err = nh.StartReplica(txnMembers, cfg.Join, func(uint64, uint64) sm.IStateMachine {
+		return newTxnSM()
+	}, n.raftConfig(TxnShardID, n.cfg.NodeID))
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("replog: start transaction coordinator group: %w", err)
+	}
 	n.wg.Add(4)
 	go n.reconcileLoop()
 	go n.expireLoop()
@@ -401,7 +414,7 @@ func (n *Node) raftConfig(shard, replicaID uint64) config.Config {
 		// it themselves once quiet, or a minute after the last (see
 		// compactRaftLogs); the deleted range is dropped by Pebble's own
 		// compactions meanwhile.
-		DisableAutoCompactions: shard != MetaShardID && shard != GroupsShardID,
+		DisableAutoCompactions: shard >= FirstPartitionShard,
 		CompactionOverhead:     snapEvery / 2,
 		// Raft entries are record batches the producer already compressed.
 		EntryCompressionType: config.NoCompression,

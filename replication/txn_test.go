@@ -1,0 +1,120 @@
+package replication
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// TestTxnCoordinatorFailover runs the coordinator on three nodes and stops
+// its leader between a transaction's decision (EndTxn) and its completion:
+// the new leader lists the transaction as prepared, with its outcome,
+// partitions and offsets, which is what a marker driver resumes from, and
+// completes it. It also checks fencing and the timeout abort through the
+// node's API.
+func TestTxnCoordinatorFailover(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newTestCluster(t, 3)
+	n := c.nodes[1]
+
+	// Bad input is refused before anything is proposed.
+	_, err := n.InitProducerID(ctx, "tx", MaxTxnTimeout+time.Millisecond)
+	require.ErrorIs(t, err, ErrInvalidTxnTimeout)
+	_, err = n.InitProducerID(ctx, strings.Repeat("x", MaxTransactionalIDLength+1), time.Minute)
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = n.Transaction(ctx, "tx")
+	require.ErrorIs(t, err, ErrUnknownTransactionalID)
+
+	p, err := n.InitProducerID(ctx, "tx", time.Minute)
+	require.NoError(t, err)
+	require.NotZero(t, p.ProducerID, "allocated from the metadata group")
+	require.Zero(t, p.Epoch)
+	require.ErrorIs(t, n.AddTxnPartitions(ctx, "tx", p, map[string][]int{"t": make([]int, MaxTxnPartitions+1)}), ErrTxnTooLarge)
+	require.NoError(t, n.AddTxnPartitions(ctx, "tx", p, map[string][]int{"t": {1, 0}, "u": {3}}))
+	require.ErrorIs(t, n.TxnOffsetCommit(ctx, "tx", p, "g", map[string]map[int]TxnOffset{"in": {0: {Offset: 5}}}), ErrInvalidTxnState,
+		"the group was not added")
+	require.NoError(t, n.AddTxnOffsets(ctx, "tx", p, "g"))
+	offsets := map[string]map[int]TxnOffset{"in": {0: {Offset: 42, Metadata: "m", Generation: 7, Member: "member-1"}}}
+	require.NoError(t, n.TxnOffsetCommit(ctx, "tx", p, "g", offsets))
+	require.NoError(t, n.EndTxn(ctx, "tx", p, true))
+	require.NoError(t, n.EndTxn(ctx, "tx", p, true), "a retry")
+	require.ErrorIs(t, n.EndTxn(ctx, "tx", p, false), ErrInvalidTxnState)
+	require.ErrorIs(t, n.AddTxnPartitions(ctx, "tx", p, map[string][]int{"t": {2}}), ErrConcurrentTransactions)
+
+	// Stop the coordinator's leader (replica ids are node ids).
+	var leader uint64
+	eventually(t, "a coordinator leader", func() bool {
+		leader = n.Leader(TxnShardID)
+		return leader != 0
+	})
+	c.stop(leader)
+	var other *Node
+	for id, o := range c.nodes {
+		if id != leader {
+			other = o
+			break
+		}
+	}
+	eventually(t, "a new coordinator leader", func() bool {
+		l := other.Leader(TxnShardID)
+		return l != 0 && l != leader
+	})
+	prepared, err := other.PreparedTransactions(ctx)
+	require.NoError(t, err)
+	require.Len(t, prepared, 1)
+	got := prepared[0]
+	require.Equal(t, "tx", got.ID)
+	require.Equal(t, TxnPrepareCommit, got.Status, "the decided outcome")
+	require.Equal(t, p, got.TxnProducer)
+	require.Equal(t, map[string][]int{"t": {0, 1}, "u": {3}}, got.Partitions)
+	require.Equal(t, map[string]map[string]map[int]TxnOffset{"g": offsets}, got.Offsets)
+
+	// The new leader's side completes it (the driver's step, once the
+	// markers are written); the producer goes on.
+	require.NoError(t, other.CompleteTxn(ctx, "tx", got.TxnProducer, true))
+	require.NoError(t, other.CompleteTxn(ctx, "tx", got.TxnProducer, true), "a retry")
+	prepared, err = other.PreparedTransactions(ctx)
+	require.NoError(t, err)
+	require.Empty(t, prepared)
+	require.NoError(t, other.AddTxnPartitions(ctx, "tx", p, map[string][]int{"t": {2}}))
+
+	// A new instance fences the old one, whose transaction is aborted
+	// first: the new one retries until the abort completes.
+	_, err = other.InitProducerID(ctx, "tx", time.Minute)
+	require.ErrorIs(t, err, ErrConcurrentTransactions)
+	st, err := other.Transaction(ctx, "tx")
+	require.NoError(t, err)
+	require.Equal(t, TxnPrepareAbort, st.Status)
+	require.ErrorIs(t, other.EndTxn(ctx, "tx", p, true), ErrFenced)
+	require.NoError(t, other.CompleteTxn(ctx, "tx", st.TxnProducer, false))
+	p2, err := other.InitProducerID(ctx, "tx", time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, TxnProducer{ProducerID: p.ProducerID, Epoch: 2}, p2)
+	require.ErrorIs(t, other.AddTxnPartitions(ctx, "tx", p, map[string][]int{"t": {0}}), ErrFenced)
+
+	// A transaction past its timeout is aborted by the coordinator's
+	// leader, which fences its producer.
+	ps, err := other.InitProducerID(ctx, "short", time.Millisecond)
+	require.NoError(t, err)
+	require.NotEqual(t, p.ProducerID, ps.ProducerID)
+	require.NoError(t, other.AddTxnPartitions(ctx, "short", ps, map[string][]int{"t": {0}}))
+	eventually(t, "the timed-out transaction aborted", func() bool {
+		st, err := other.Transaction(ctx, "short")
+		return err == nil && st.Status == TxnPrepareAbort
+	})
+	require.ErrorIs(t, other.EndTxn(ctx, "short", ps, true), ErrFenced)
+
+	// The stopped node catches up when it comes back.
+	c.restart(leader)
+	eventually(t, "the restarted node catching up", func() bool {
+		st, err := c.nodes[leader].Transaction(ctx, "tx")
+		return err == nil && st.TxnProducer == p2
+	})
+}
