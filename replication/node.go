@@ -84,6 +84,10 @@ type Config struct {
 	// Options.MemoryBytes). Zero: DefaultMemoryBytes.
 	MemoryBytes int64
 	Logger      *slog.Logger
+
+	// withoutTxnGroup, set by tests, runs the node as one of a version
+	// before the transaction coordinator: it does not start that group.
+	withoutTxnGroup bool
 }
 
 // DefaultMemoryBytes is the default of [Config.MemoryBytes].
@@ -298,7 +302,8 @@ func Open(cfg Config) (*Node, error) {
 	// none: its Peers may have grown since (nodes added later), and
 	// dragonboat refuses a member list that differs from the recorded one.
 	members := map[uint64]string{}
-	if !cfg.Join && !nh.HasNodeInfo(MetaShardID, cfg.NodeID) {
+	hadMeta := nh.HasNodeInfo(MetaShardID, cfg.NodeID)
+	if !cfg.Join && !hadMeta {
 		maps.Copy(members, cfg.Members)
 	}
 	err = nh.StartReplica(members, cfg.Join, func(uint64, uint64) sm.IStateMachine {
@@ -315,18 +320,15 @@ func Open(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("replog: start groups group: %w", err)
 	}
-	// The coordinator came after the other two groups: a node whose
-	// metadata group predates it bootstraps it with the configured members.
-	txnMembers := map[uint64]string{}
-	if !cfg.Join && !nh.HasNodeInfo(TxnShardID, cfg.NodeID) {
-		maps.Copy(txnMembers, cfg.Members)
-	}
-	err = nh.StartReplica(txnMembers, cfg.Join, func(uint64, uint64) sm.IStateMachine {
-		return newTxnSM()
-	}, n.raftConfig(TxnShardID, n.cfg.NodeID))
-	if err != nil {
-		n.Close()
-		return nil, fmt.Errorf("replog: start transaction coordinator group: %w", err)
+	// The transaction coordinator came after the other two groups. A node
+	// whose metadata group predates it (an upgraded cluster) starts it once
+	// it has caught up with the metadata group: see startUpgradedTxnGroup.
+	upgrade := hadMeta && !nh.HasNodeInfo(TxnShardID, cfg.NodeID) && !cfg.withoutTxnGroup
+	if !upgrade && !cfg.withoutTxnGroup {
+		if err := n.startTxnGroup(members, cfg.Join); err != nil {
+			n.Close()
+			return nil, err
+		}
 	}
 	n.wg.Add(4)
 	go n.reconcileLoop()
@@ -340,11 +342,53 @@ func Open(cfg Config) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("replog: metadata group not available after %v: %w", cfg.StartTimeout, err)
 	}
+	if upgrade {
+		if err := n.startUpgradedTxnGroup(ctx); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	n.mu.Lock()
 	n.mu.synced = true
 	n.mu.Unlock()
 	n.publishMeta(n.Metadata()) // wake the reconciler
 	return n, nil
+}
+
+// startTxnGroup starts this node's replica of the transaction coordinator,
+// bootstrapping the group with members if it is new (none: the group
+// exists, or the node joins it).
+func (n *Node) startTxnGroup(members map[uint64]string, join bool) error {
+	err := n.nh.StartReplica(members, join, func(uint64, uint64) sm.IStateMachine {
+		return newTxnSM()
+	}, n.raftConfig(TxnShardID, n.cfg.NodeID))
+	if err != nil {
+		return fmt.Errorf("replog: start transaction coordinator group: %w", err)
+	}
+	return nil
+}
+
+// startUpgradedTxnGroup starts the transaction coordinator on a node of a
+// cluster that ran without one. It bootstraps the group with the metadata
+// group's members, read linearizably: those are the cluster's nodes now,
+// which the configured members may no longer be (nodes added or removed
+// since, and a node that joined knows only some of them), and every node
+// reads the same, so they all bootstrap the same group. A node that is not
+// among them waits to be added, as a joining node does.
+func (n *Node) startUpgradedTxnGroup(ctx context.Context) error {
+	var m *dragonboat.Membership
+	err := n.request(ctx, MetaShardID, func(actx context.Context) error {
+		var err error
+		m, err = n.nh.SyncGetShardMembership(actx, MetaShardID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("replog: read the cluster's members to start the transaction coordinator: %w", err)
+	}
+	if _, ok := m.Nodes[n.cfg.NodeID]; !ok {
+		return n.startTxnGroup(nil, true)
+	}
+	return n.startTxnGroup(m.Nodes, false)
 }
 
 // holdRaftData records whether this node holds Raft data of a replica.

@@ -67,48 +67,68 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 // newTestClusterRetaining is newTestCluster with the nodes' retention loop
 // (retention, quiet snapshots, Raft log compaction) every retention.
 func newTestClusterRetaining(t *testing.T, n int, retention time.Duration) *testCluster {
+	return newTestClusterWith(t, n, retention, nil)
+}
+
+// newTestClusterWith is newTestClusterRetaining with each node's
+// configuration changed by edit, if set, when it first starts.
+func newTestClusterWith(t *testing.T, n int, retention time.Duration, edit func(*Config)) *testCluster {
 	c := &testCluster{retention: retention, t: t, net: &Network{}, peers: map[uint64]string{}, stores: map[uint64]*MemStorage{},
 		nodes: map[uint64]*Node{}, logs: map[uint64]*recorder{}}
 	for id := uint64(1); id <= uint64(n); id++ {
 		c.peers[id] = NewInProcessAddress()
 		c.stores[id] = NewMemStorage()
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for id := range c.peers {
-		wg.Go(func() {
-			node, rec, err := c.start(id)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				t.Errorf("open node %d: %v", id, err)
-				return
-			}
-			c.nodes[id], c.logs[id] = node, rec
-		})
-	}
-	wg.Wait()
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
 			n.Close()
 		}
 	})
-	if t.Failed() {
-		t.FailNow()
-	}
+	c.startAll(edit)
 	return c
 }
 
-func (c *testCluster) start(id uint64) (*Node, *recorder, error) {
+// startAll opens every node of c at once (each Open waits for the metadata
+// group's quorum), with their configuration changed by edit if set.
+func (c *testCluster) startAll(edit func(*Config)) {
+	c.t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for id := range c.peers {
+		wg.Go(func() {
+			n, rec, err := c.startWith(id, edit)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				c.t.Errorf("open node %d: %v", id, err)
+				return
+			}
+			c.nodes[id], c.logs[id] = n, rec
+		})
+	}
+	wg.Wait()
+	if c.t.Failed() {
+		c.t.FailNow()
+	}
+}
+
+func (c *testCluster) start(id uint64) (*Node, *recorder, error) { return c.startWith(id, nil) }
+
+// startWith is start with the node's configuration changed by edit, if set.
+func (c *testCluster) startWith(id uint64, edit func(*Config)) (*Node, *recorder, error) {
 	rec := &recorder{}
-	n, err := Open(Config{
+	cfg := Config{
 		InMemory: true, NodeID: id, RaftAddress: c.peers[id], Members: c.peers,
 		InProcess: true, Network: c.net, Storage: c.stores[id],
 		RTT: 10 * time.Millisecond, ElectionTicks: 30, HeartbeatTicks: 3,
 		SnapshotEntries: 10000, StartTimeout: 30 * time.Second,
 		RetentionInterval: c.retention,
 		Logger:            slog.New(rec),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	n, err := Open(cfg)
 	return n, rec, err
 }
 

@@ -2,10 +2,12 @@ package replication
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -116,5 +118,49 @@ func TestTxnCoordinatorFailover(t *testing.T) {
 	eventually(t, "the restarted node catching up", func() bool {
 		st, err := c.nodes[leader].Transaction(ctx, "tx")
 		return err == nil && st.TxnProducer == p2
+	})
+}
+
+// TestTxnCoordinatorUpgrade: nodes of a cluster that ran without the
+// coordinator start it, on their first Open with it, with the metadata
+// group's members (not the configured ones), and it serves.
+func TestTxnCoordinatorUpgrade(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newTestClusterWith(t, 3, 0, func(cfg *Config) { cfg.withoutTxnGroup = true })
+	_, err := c.nodes[1].CreateTopic(ctx, "t", 1, 3, TopicSettings{})
+	require.NoError(t, err)
+	for id := range c.nodes {
+		require.False(t, c.nodes[id].nh.HasNodeInfo(TxnShardID, id))
+		c.stop(id)
+	}
+	// The configured members are not what the coordinator starts with:
+	// here they name a node that is not in the cluster.
+	c.startAll(func(cfg *Config) {
+		cfg.Members = maps.Clone(c.peers)
+		cfg.Members[9] = NewInProcessAddress()
+	})
+
+	n := c.nodes[2]
+	p, err := n.InitProducerID(ctx, "tx", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, n.AddTxnPartitions(ctx, "tx", p, map[string][]int{"t": {0}}))
+	for id, n := range c.nodes {
+		require.True(t, n.nh.HasNodeInfo(TxnShardID, id))
+		var m *dragonboat.Membership
+		require.NoError(t, n.request(ctx, TxnShardID, func(actx context.Context) error {
+			m, err = n.nh.SyncGetShardMembership(actx, TxnShardID)
+			return err
+		}))
+		require.Equal(t, c.peers, m.Nodes)
+	}
+	// A later restart is an ordinary one.
+	c.stop(3)
+	c.restart(3)
+	eventually(t, "node 3 serving the coordinator again", func() bool {
+		st, err := c.nodes[3].Transaction(ctx, "tx")
+		return err == nil && st.Status == TxnOngoing
 	})
 }
