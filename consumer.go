@@ -539,6 +539,12 @@ func (c *consumer) take(fn func(part, avail int, r *storage.Record) bool) (int, 
 			cp.offset = ch[m-1].Offset + 1
 			if m == len(ch) {
 				cp.chunks = cp.chunks[1:]
+				if len(cp.chunks) == 0 {
+					// All fetched is handed out: what lies between
+					// here and the fetch position holds no record
+					// (markers, offsets compaction emptied).
+					cp.offset = max(cp.offset, cp.fetchOff)
+				}
 			} else {
 				cp.chunks[0] = ch[m:]
 			}
@@ -614,7 +620,13 @@ func (c *consumer) fetchLoop() {
 					progress = true
 				case next > from:
 					// Key compaction emptied what was read, or it was a
-					// transaction marker: go on after it.
+					// transaction marker: go on after it. With nothing
+					// fetched left to hand out, the position moves past it
+					// too (as Kafka's does past markers), so that lag and
+					// commits do not stop short of it.
+					if len(cp.chunks) == 0 {
+						cp.offset = next
+					}
 					cp.fetchOff = next
 					again = true
 				}

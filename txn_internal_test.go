@@ -65,6 +65,12 @@ func TestConsumerSkipsControlBatches(t *testing.T) {
 	res, err = pr.Result(<-pr.Done())
 	require.NoError(t, err)
 	require.Equal(t, int64(6), res.BaseOffset)
+	// The position moves past the marker: no lag is left behind it.
+	require.Eventually(t, func() bool {
+		pos, err := c.Position(0)
+		return err == nil && pos == 7
+	}, 10*time.Second, time.Millisecond, "the position moves past a marker")
+	require.Equal(t, map[int]int64{0: 0}, c.Lag())
 	_, err = p.Produce(ctx, Message[string]{Value: "f"})
 	require.NoError(t, err)
 	for rec, err := range c.Records(ctx) {
