@@ -33,17 +33,34 @@ fail() {
 
 go build -o "$tmp/replog" ./cmd/replog
 
-# Port 0: the kernel picks a free port, and the "listening" line says which.
-"$tmp/replog" serve -dir "$tmp/data" -kafka 127.0.0.1:0 >"$tmp/serve.out" 2>"$tmp/serve.err" &
-pid=$!
-addr=""
-for _ in $(seq 1 300); do
-  addr=$(sed -n 's/.*listening.* on \([0-9.]*:[0-9]*\).*/\1/p' "$tmp/serve.out")
-  [ -n "$addr" ] && break
-  kill -0 "$pid" 2>/dev/null || fail "replog serve exited before listening"
-  sleep 0.1
-done
-[ -n "$addr" ] || fail "replog serve printed no listening line within 30s"
+# start_serve DIR ARGS... runs "replog serve -dir $tmp/DIR ARGS" on a free
+# loopback port (port 0: the kernel picks one, and the "listening" line
+# says which) and sets pid and addr once it listens.
+start_serve() {
+  local dir=$1
+  shift
+  "$tmp/replog" serve -dir "$tmp/$dir" -kafka 127.0.0.1:0 "$@" >"$tmp/serve.out" 2>"$tmp/serve.err" &
+  pid=$!
+  addr=""
+  for _ in $(seq 1 300); do
+    addr=$(sed -n 's/.*listening.* on \([0-9.]*:[0-9]*\).*/\1/p' "$tmp/serve.out")
+    [ -n "$addr" ] && return
+    kill -0 "$pid" 2>/dev/null || fail "replog serve $* exited before listening"
+    sleep 0.1
+  done
+  fail "replog serve $* printed no listening line within 30s"
+}
+
+# stop_serve stops the serve start_serve started, which must exit 0.
+stop_serve() {
+  kill -TERM "$pid"
+  local status=0
+  wait "$pid" || status=$?
+  pid=""
+  [ "$status" = 0 ] || fail "replog serve exited with status $status on SIGTERM"
+}
+
+start_serve data
 echo "replog serve listening on $addr"
 
 topic=kcat-lines
@@ -67,11 +84,7 @@ if ! diff -u "$tmp/want.txt" "$tmp/got.txt" >"$tmp/diff.txt"; then
 fi
 echo "kcat produced and consumed $(wc -l <"$tmp/want.txt") lines"
 
-kill -TERM "$pid"
-status=0
-wait "$pid" || status=$?
-pid=""
-[ "$status" = 0 ] || fail "replog serve exited with status $status on SIGTERM"
+stop_serve
 echo "ok: kcat produces and consumes through replog serve"
 
 # SASL/SCRAM: librdkafka's client nonce is not what RFC 5802 describes
@@ -81,16 +94,7 @@ echo "ok: kcat produces and consumes through replog serve"
 password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 echo "kcat-user:$password" >"$tmp/users"
 chmod 600 "$tmp/users"
-"$tmp/replog" serve -dir "$tmp/sasl-data" -kafka 127.0.0.1:0 -sasl-users "$tmp/users" >"$tmp/serve.out" 2>"$tmp/serve.err" &
-pid=$!
-addr=""
-for _ in $(seq 1 300); do
-  addr=$(sed -n 's/.*listening.* on \([0-9.]*:[0-9]*\).*/\1/p' "$tmp/serve.out")
-  [ -n "$addr" ] && break
-  kill -0 "$pid" 2>/dev/null || fail "replog serve -sasl-users exited before listening"
-  sleep 0.1
-done
-[ -n "$addr" ] || fail "replog serve -sasl-users printed no listening line within 30s"
+start_serve sasl-data -sasl-users "$tmp/users"
 scram() { # mechanism password, then kcat's own arguments
   local mech=$1 pass=$2
   shift 2
@@ -107,9 +111,5 @@ if scram SCRAM-SHA-256 "not-$password" -L -m 10 >/dev/null 2>"$tmp/wrong.err"; t
 fi
 grep -q "Authentication failed" "$tmp/wrong.err" ||
   fail "kcat with a wrong password failed, but not on authentication: $(tail -n 2 "$tmp/wrong.err")"
-kill -TERM "$pid"
-status=0
-wait "$pid" || status=$?
-pid=""
-[ "$status" = 0 ] || fail "replog serve -sasl-users exited with status $status on SIGTERM"
+stop_serve
 echo "ok: kcat authenticates with SCRAM-SHA-256 and -512; a wrong password is refused"
