@@ -32,7 +32,7 @@ func TestConsumerSkipsControlBatches(t *testing.T) {
 	// control batch at offset 3.
 	rp, err := tp.partition(ctx, 0)
 	require.NoError(t, err)
-	pr, err := rp.ProposeAsync(storage.TxnMarkerCommand(99, 1, false, 0, time.Now().UnixNano()), 10*time.Second)
+	pr, err := rp.ProposeAsync(storage.TxnMarkerCommand(99, 1, 1, false, 0, time.Now().UnixNano()), 10*time.Second)
 	require.NoError(t, err)
 	res, err := pr.Result(<-pr.Done())
 	require.NoError(t, err)
@@ -60,7 +60,7 @@ func TestConsumerSkipsControlBatches(t *testing.T) {
 
 	// A marker last in the log: the consumer waits past it for the next
 	// record.
-	pr, err = rp.ProposeAsync(storage.TxnMarkerCommand(99, 2, false, 0, time.Now().UnixNano()), 10*time.Second)
+	pr, err = rp.ProposeAsync(storage.TxnMarkerCommand(99, 2, 2, false, 0, time.Now().UnixNano()), 10*time.Second)
 	require.NoError(t, err)
 	res, err = pr.Result(<-pr.Done())
 	require.NoError(t, err)

@@ -139,14 +139,16 @@ func TestPartitionSMTransactions(t *testing.T) {
 		cmd := partCmd(t, pid, 0, seq, v)
 		cmd[1+22] |= 0x10 // transactional
 		binary.BigEndian.PutUint32(cmd[1+17:], crc32.Checksum(cmd[1+21:], crc32.MakeTable(crc32.Castagnoli)))
-		return cmd
+		out := make([]byte, storage.TxnAppendHeaderSize, storage.TxnAppendHeaderSize+len(cmd)-1)
+		storage.PutTxnAppendHeader(out, 1) // the transaction's serial
+		return append(out, cmd[1:]...)
 	}
 	require.Equal(t, []storage.Result{resOK(0), resOK(1), resOK(2)}, applySM(t, s,
 		txn(7, 0, "a"), partCmd(t, 0, 0, 0, "b"), txn(8, 0, "c")))
 	require.Equal(t, int64(3), p.HighWatermark())
 	require.Equal(t, int64(0), p.LastStable())
 	require.Equal(t, []storage.Result{resOK(3), resOK(4)}, applySM(t, s,
-		storage.TxnMarkerCommand(7, 0, false, 1, 5e6), storage.TxnMarkerCommand(8, 1, true, 1, 5e6)))
+		storage.TxnMarkerCommand(7, 0, 1, false, 1, 5e6), storage.TxnMarkerCommand(8, 1, 1, true, 1, 5e6)))
 	require.Equal(t, int64(5), p.LastStable())
 	aborted, err := p.AbortedTxns(context.Background(), 0, 5)
 	require.NoError(t, err)

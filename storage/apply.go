@@ -22,7 +22,8 @@ const (
 	// CmdRetain applies retention limits; see [RetainCommand].
 	CmdRetain byte = 3
 	// CmdCompact (4, in compact.go) removes records key compaction
-	// decided to; CmdTxnMarker (5, in txn.go) ends a transaction.
+	// decided to; CmdTxnMarker (5, in txn.go) ends a transaction;
+	// CmdAppendTxn (6, in txn.go) appends a transactional batch.
 )
 
 // Status is the outcome of applying one command. It is decided by the state
@@ -50,6 +51,12 @@ const (
 	// way. It was dropped. Like StatusCorrupt, it means ErrCorrupt to the
 	// producer.
 	StatusInvalid
+	// StatusTxnInvalid: a transactional batch that is not part of its
+	// producer's current transaction in the partition: the transaction
+	// it was sent in has ended there (a late or stray batch, which would
+	// otherwise open a transaction no marker ends: Kafka's "hanging
+	// transaction"), or another one is open. Kafka's INVALID_TXN_STATE.
+	StatusTxnInvalid
 )
 
 func (s Status) String() string {
@@ -66,6 +73,8 @@ func (s Status) String() string {
 		return "fenced producer epoch"
 	case StatusInvalid:
 		return "invalid"
+	case StatusTxnInvalid:
+		return "not in the producer's current transaction"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
@@ -94,23 +103,50 @@ type seqBatch struct {
 
 // producerState is what a partition remembers of an idempotent producer.
 // Stored, it is the epoch, the last time, then the batches, little-endian;
-// stores written before producers expired lack the last time (see
-// decodeProducerState).
+// stores written before producers expired lack the last time, and a
+// transactional producer's state carries the serial of the last
+// transaction that ended in the partition (see decodeProducerState).
 type producerState struct {
 	epoch uint32
 	// lastTime is the log's clock (Meta.MaxTime) after the producer's
 	// last accepted batch: it expires by that clock.
 	lastTime int64
+	// txnEnded is the coordinator's serial of the producer's last
+	// transaction that a marker ended in this partition (0: none): a
+	// transactional batch of that transaction or an earlier one is late,
+	// and refused (StatusTxnInvalid).
+	txnEnded uint64
 	batches  []seqBatch // oldest first, at most maxProducerBatches
 	// timeUnknown: decoded from the format without lastTime, which
 	// [Partition.load] fills in.
 	timeUnknown bool
 }
 
+// Producer state formats, told apart by their length modulo 16 (each
+// remembered batch takes 16 bytes): 4+16n (epoch, batches), 12+16n (epoch,
+// last time, batches) and 24+16n (epoch, last time, txnEnded, 4 bytes
+// reserved as zero, batches). The shortest that holds the state is
+// written, so stores of producers that never used a transaction keep
+// their format.
+const (
+	producerHeadOld  = 4
+	producerHead     = 12
+	producerHeadTxn  = 24
+	producerBatchLen = 16
+)
+
 func (st *producerState) encode() []byte {
-	b := make([]byte, 0, 12+len(st.batches)*16)
+	head := producerHead
+	if st.txnEnded != 0 {
+		head = producerHeadTxn
+	}
+	b := make([]byte, 0, head+len(st.batches)*producerBatchLen)
 	b = binary.LittleEndian.AppendUint32(b, st.epoch)
 	b = binary.LittleEndian.AppendUint64(b, uint64(st.lastTime))
+	if st.txnEnded != 0 {
+		b = binary.LittleEndian.AppendUint64(b, st.txnEnded)
+		b = binary.LittleEndian.AppendUint32(b, 0)
+	}
 	for _, sb := range st.batches {
 		b = binary.LittleEndian.AppendUint32(b, uint32(sb.baseSeq))
 		b = binary.LittleEndian.AppendUint32(b, sb.count)
@@ -119,28 +155,35 @@ func (st *producerState) encode() []byte {
 	return b
 }
 
-// decodeProducerState decodes both formats: 4+8+16n bytes, and the older
-// 4+16n (without lastTime), told apart by their length modulo 16.
+// decodeProducerState decodes the three formats (see producerHead).
 func decodeProducerState(b []byte) (*producerState, error) {
 	var st producerState
 	switch {
-	case len(b) >= 12 && (len(b)-12)%16 == 0:
+	case len(b) >= producerHeadTxn && (len(b)-producerHeadTxn)%producerBatchLen == 0:
 		st.epoch = binary.LittleEndian.Uint32(b)
 		st.lastTime = int64(binary.LittleEndian.Uint64(b[4:]))
-		b = b[12:]
-	case len(b) >= 4 && (len(b)-4)%16 == 0:
+		st.txnEnded = binary.LittleEndian.Uint64(b[12:])
+		if st.txnEnded == 0 || binary.LittleEndian.Uint32(b[20:]) != 0 {
+			return nil, fmt.Errorf("%w: transactional producer state with serial %d, reserved %x", ErrCorrupt, st.txnEnded, b[20:24])
+		}
+		b = b[producerHeadTxn:]
+	case len(b) >= producerHead && (len(b)-producerHead)%producerBatchLen == 0:
+		st.epoch = binary.LittleEndian.Uint32(b)
+		st.lastTime = int64(binary.LittleEndian.Uint64(b[4:]))
+		b = b[producerHead:]
+	case len(b) >= producerHeadOld && (len(b)-producerHeadOld)%producerBatchLen == 0:
 		st.epoch = binary.LittleEndian.Uint32(b)
 		st.lastTime, st.timeUnknown = math.MinInt64, true
-		b = b[4:]
+		b = b[producerHeadOld:]
 	default:
 		return nil, fmt.Errorf("%w: producer state of %d bytes", ErrCorrupt, len(b))
 	}
 	// Apply remembers at least the batch it just stored, except for an
-	// epoch a transaction marker raised (new format only).
-	if n := len(b) / 16; n < 1 && st.timeUnknown || n > maxProducerBatches {
+	// epoch a transaction marker raised (new formats only).
+	if n := len(b) / producerBatchLen; n < 1 && st.timeUnknown || n > maxProducerBatches {
 		return nil, fmt.Errorf("%w: producer state with %d batches", ErrCorrupt, n)
 	}
-	for ; len(b) > 0; b = b[16:] {
+	for ; len(b) > 0; b = b[producerBatchLen:] {
 		st.batches = append(st.batches, seqBatch{
 			baseSeq:    int32(binary.LittleEndian.Uint32(b)),
 			count:      binary.LittleEndian.Uint32(b[4:]),
@@ -263,7 +306,7 @@ func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 	next := *cur // the same slot and gen: only Restore and Delete move keys
 	m := &next.Meta
 	dirty := map[uint64]*producerState{}
-	txns := map[uint64]int64{} // transactions opened or closed (-1)
+	txns := map[uint64]openTxn{} // transactions opened or closed (first -1)
 	for i, e := range entries {
 		if e.Index <= m.AppliedIndex {
 			results[i] = Result{BaseOffset: -1, Status: StatusDuplicate}
@@ -284,7 +327,7 @@ func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 	pk := slotKind(kindProducer, next.slot)
 	var expired []uint64
 	for pid, st := range dirty {
-		if _, open := p.txnFirst(txns, pid); !open && p.s.expired(st.lastTime, m.MaxTime) {
+		if _, open := p.openTxn(txns, pid); !open && p.s.expired(st.lastTime, m.MaxTime) {
 			expired = append(expired, pid)
 			if err := wb.Delete(key(pk, p.shard, pid), nil); err != nil {
 				return err
@@ -298,7 +341,7 @@ func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 		if st := p.producers[pid]; st == nil || !p.s.expired(st.lastTime, m.MaxTime) {
 			break
 		}
-		if _, open := p.txnFirst(txns, pid); open || dirty[pid] != nil {
+		if _, open := p.openTxn(txns, pid); open || dirty[pid] != nil {
 			continue // decided above, or kept for its transaction
 		}
 		expired = append(expired, pid)
@@ -312,11 +355,11 @@ func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 	if err := wb.Commit(pebble.NoSync); err != nil {
 		return err
 	}
-	for pid, first := range txns {
-		if first < 0 {
+	for pid, t := range txns {
+		if t.first < 0 {
 			delete(p.txns, pid)
 		} else {
-			p.txns[pid] = first
+			p.txns[pid] = t
 		}
 	}
 	m.LastStable = p.lastStable(*m)
@@ -337,12 +380,18 @@ func (p *Partition) applyAppends(entries []Entry, results []Result) error {
 	return nil
 }
 
-func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64]*producerState, txns map[uint64]int64, cmd []byte) Result {
+func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64]*producerState, txns map[uint64]openTxn, cmd []byte) Result {
 	m, slot := &next.Meta, next.slot
-	if len(cmd) < 1 || cmd[0] != CmdAppend {
+	var batch []byte
+	var serial uint64 // the transaction's, for CmdAppendTxn
+	switch {
+	case len(cmd) >= 1 && cmd[0] == CmdAppend:
+		batch = cmd[1:]
+	case len(cmd) >= TxnAppendHeaderSize && cmd[0] == CmdAppendTxn:
+		batch, serial = cmd[TxnAppendHeaderSize:], binary.LittleEndian.Uint64(cmd[1:])
+	default:
 		return Result{BaseOffset: -1, Status: StatusCorrupt}
 	}
-	batch := cmd[1:]
 	// The CRC keeps a batch damaged on the way out of the log. A batch
 	// whose CRC holds may still lie (a buggy or foreign proposer): stored
 	// with a wrong count it would shift every later offset, and a wrong
@@ -360,13 +409,19 @@ func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64
 	if h.Flags != 0 || h.Control {
 		return Result{BaseOffset: -1, Status: StatusInvalid}
 	}
+	// A transactional batch comes with its transaction's serial, and
+	// only from an idempotent producer; a serial only with one.
+	if h.Transactional != (serial != 0) || h.Transactional && h.ProducerID == 0 {
+		return Result{BaseOffset: -1, Status: StatusInvalid}
+	}
 	if _, err := validateRecords(batch, h); err != nil {
 		return Result{BaseOffset: -1, Status: StatusInvalid}
 	}
 	var st *producerState
 	var open bool
 	if h.ProducerID != 0 {
-		_, open = p.txnFirst(txns, h.ProducerID)
+		var cur openTxn
+		cur, open = p.openTxn(txns, h.ProducerID)
 		st = p.producer(dirty, h.ProducerID, m.MaxTime, open)
 		status, off := st.check(h)
 		if status != StatusOK {
@@ -379,6 +434,9 @@ func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64
 		// batches until its marker (Kafka's INVALID_TXN_STATE).
 		if open && !h.Transactional {
 			return Result{BaseOffset: -1, Status: StatusInvalid}
+		}
+		if h.Transactional && !txnBatchFits(st, cur, open, serial) {
+			return Result{BaseOffset: -1, Status: StatusTxnInvalid}
 		}
 	}
 	base := m.NextOffset
@@ -403,10 +461,14 @@ func (p *Partition) applyOne(wb *pebble.Batch, next *partState, dirty map[uint64
 		if len(next.batches) > maxProducerBatches {
 			next.batches = next.batches[len(next.batches)-maxProducerBatches:]
 		}
+		if st != nil {
+			next.txnEnded = st.txnEnded
+		}
 		dirty[h.ProducerID] = next
 		if h.Transactional && !open {
-			txns[h.ProducerID] = base
-			_ = wb.Set(key(slotKind(kindTxn, slot), p.shard, h.ProducerID), binary.LittleEndian.AppendUint64(nil, uint64(base)), nil)
+			t := openTxn{first: base, serial: serial}
+			txns[h.ProducerID] = t
+			_ = wb.Set(key(slotKind(kindTxn, slot), p.shard, h.ProducerID), t.encode(), nil)
 		}
 	}
 	return Result{BaseOffset: base}

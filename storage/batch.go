@@ -171,12 +171,15 @@ type BatchBuilder struct {
 	// legacy selects the legacy format over Kafka's, for key compaction
 	// of a legacy batch. It must not change while the builder holds
 	// records.
-	legacy    bool
-	raw       []byte // uncompressed records section
-	scratch   []byte // compression output, reused across Build calls
-	count     int
-	firstTime int64
-	maxTime   int64
+	legacy bool
+	// transactional marks the batches built as part of a transaction
+	// (Kafka's attribute bit 4); see [BatchBuilder.SetTransactional].
+	transactional bool
+	raw           []byte // uncompressed records section
+	scratch       []byte // compression output, reused across Build calls
+	count         int
+	firstTime     int64
+	maxTime       int64
 }
 
 // Add appends r to the batch. r.Offset is ignored; r's slices are copied, so
@@ -283,8 +286,16 @@ func (b *BatchBuilder) BuildWithPrefix(prefix int, c Compression, producerID uin
 	if producerID == 0 {
 		epoch, baseSeq = 0, -1
 	}
-	return b.build(prefix, c, batchIdentity{count: uint32(b.count), producerID: producerID, epoch: epoch, baseSeq: baseSeq})
+	if b.transactional && (producerID == 0 || b.legacy) {
+		return nil, errors.New("replog: a transactional batch needs a producer id and Kafka's format")
+	}
+	return b.build(prefix, c, batchIdentity{count: uint32(b.count), producerID: producerID, epoch: epoch, baseSeq: baseSeq, transactional: b.transactional})
 }
+
+// SetTransactional makes the batches built from now on transactional
+// (Kafka's attribute bit 4), or not. Such a batch is proposed in a
+// [CmdAppendTxn] command, and needs a producer id and Kafka's format.
+func (b *BatchBuilder) SetTransactional(txn bool) { b.transactional = txn }
 
 // batchIdentity is what a batch's header says besides its records: what
 // key compaction keeps of the batch it rewrites.
@@ -292,6 +303,7 @@ type batchIdentity struct {
 	flags         uint16 // legacy batches only
 	count         uint32 // offsets covered
 	logAppendTime bool   // Kafka batches only
+	transactional bool   // Kafka batches only
 	producerID    uint64
 	epoch         uint32
 	baseSeq       int32

@@ -413,6 +413,9 @@ func (b *BatchBuilder) buildKafka(prefix int, c Compression, id batchIdentity, r
 	if id.logAppendTime {
 		attrs |= kafkaAttrLogAppendTime
 	}
+	if id.transactional {
+		attrs |= kafkaAttrTransactional
+	}
 	be.PutUint16(out[21:], attrs)
 	be.PutUint32(out[23:], id.count-1)
 	be.PutUint64(out[27:], uint64(millis(firstTime)))

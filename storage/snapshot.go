@@ -351,11 +351,11 @@ func (c *restoreCheck) record(kind byte, suffix, value []byte) error {
 		}
 
 	case kindTxn:
-		_, first, err := decodeTxn(suffix, value)
+		_, t, err := decodeTxn(suffix, value)
 		if err != nil {
 			return fmt.Errorf("snapshot: %w", err)
 		}
-		c.txnFirst = min(c.txnFirst, first)
+		c.txnFirst = min(c.txnFirst, t.first)
 
 	case kindAborted:
 		a, err := decodeAborted(suffix, value)

@@ -322,8 +322,8 @@ type Partition struct {
 	state atomic.Pointer[partState]
 	// Owned by the writer goroutine.
 	producers map[uint64]*producerState
-	txns      map[uint64]int64 // producer id -> first offset of its open transaction
-	lru       producerLRU      // the ids of producers, by lastTime
+	txns      map[uint64]openTxn // producer id -> its open transaction
+	lru       producerLRU        // the ids of producers, by lastTime
 	// clean caches the bytes below the clean end for CompactionDue.
 	clean atomic.Pointer[cleanCache]
 }
@@ -656,7 +656,7 @@ func (p *Partition) Delete() error {
 	st.gen = p.state.Load().gen + 1
 	p.state.Store(&st)
 	p.producers = map[uint64]*producerState{}
-	p.txns = map[uint64]int64{}
+	p.txns = map[uint64]openTxn{}
 	p.lru = producerLRU{}
 	return nil
 }

@@ -15,23 +15,23 @@ import (
 // state machine keeps them:
 //
 //   - A transactional batch (a Kafka batch with attribute bit 4, from an
-//     idempotent producer) opens a transaction for its producer id at its
-//     base offset, unless one is open already. Sequence and epoch checks
-//     are those of any idempotent batch; a batch with an older epoch than
-//     the partition knows for its producer id is refused with
-//     StatusFenced.
+//     idempotent producer) comes in a [CmdAppendTxn] command with the
+//     coordinator's serial of its transaction. It opens a transaction for
+//     its producer id at its base offset unless one is open, and joins
+//     the open one if it is the same transaction. Sequence and epoch
+//     checks are those of any idempotent batch; a batch with an older
+//     epoch than the partition knows for its producer id is refused with
+//     StatusFenced, one of a transaction the partition saw end (or not
+//     the open one) with StatusTxnInvalid.
 //   - A transaction marker ([TxnMarkerCommand], proposed by the
-//     transaction coordinator) closes the producer's open transaction by
+//     transaction coordinator) ends the transaction it names by serial,
 //     appending a control batch at the next offset. An abort records the
 //     transaction's offsets in the aborted-transaction index. A marker's
 //     epoch may exceed the producer's: it then becomes the producer's
-//     epoch, fencing older writers.
-//     A batch of a newer epoch while a transaction of an older one is
-//     open joins it: the coordinator ends a producer's transaction before
-//     it gives it a new epoch. A coordinator that writes each
-//     transaction's markers at a bumped epoch (KIP-890) fences the late
-//     batches of an ended transaction, which would otherwise open one
-//     that no marker ends.
+//     epoch, fencing older writers. Serials make markers and batches
+//     safe to deliver late or twice, whatever the epochs: a late marker
+//     never ends the producer's next transaction, and a late batch never
+//     opens a transaction after its marker.
 //   - The last stable offset ([Meta.LastStable]) is the first offset of
 //     the oldest open transaction, or the high watermark if none is open:
 //     a read-committed reader reads below it, skipping what
@@ -41,7 +41,7 @@ import (
 // producer states, in the same writes as the batches that change them,
 // so that what Pebble holds at a flush agrees with its applied index.
 //
-//	'x' shard producerID          -> first offset of its open transaction
+//	'x' shard producerID          -> first offset and serial of its open transaction
 //	'a' shard lastOffset producer -> first offset of an aborted transaction
 //
 // An aborted entry goes when the log start passes its last offset (the
@@ -52,37 +52,85 @@ import (
 // CmdTxnMarker writes a transaction marker; see [TxnMarkerCommand].
 const CmdTxnMarker byte = 5
 
+// CmdAppendTxn appends a transactional batch. The command is the byte, the
+// serial of the batch's transaction (uint64, little-endian, as the
+// transaction coordinator numbers a transactional id's transactions), then
+// the batch: see [PutTxnAppendHeader]. A transactional batch comes only in
+// this command, and this command carries only one.
+const CmdAppendTxn byte = 6
+
+// TxnAppendHeaderSize is the size of CmdAppendTxn's header.
+const TxnAppendHeaderSize = 9
+
+// PutTxnAppendHeader writes CmdAppendTxn's header for a batch of the
+// transaction serial into cmd[:TxnAppendHeaderSize].
+func PutTxnAppendHeader(cmd []byte, serial uint64) {
+	cmd[0] = CmdAppendTxn
+	binary.LittleEndian.PutUint64(cmd[1:], serial)
+}
+
 const (
 	kindTxn     byte = 'x'
 	kindAborted byte = 'a'
 )
 
-// txnMarkerCmdSize is the size of a marker command: the kind, producer id,
-// epoch, commit flag, coordinator epoch and time.
-const txnMarkerCmdSize = 1 + 8 + 4 + 1 + 4 + 8
+// openTxn is a producer's open transaction in a partition: its first
+// offset and the coordinator's serial of the transaction. In a run's
+// overlay of changes, first -1 stands for one closed.
+type openTxn struct {
+	first  int64
+	serial uint64
+}
 
-// TxnMarkerCommand is the command that ends producer pid's transaction in
-// the partition: committed if commit, else aborted. now (unix ns, the
+func (t openTxn) encode() []byte {
+	b := binary.LittleEndian.AppendUint64(make([]byte, 0, 16), uint64(t.first))
+	return binary.LittleEndian.AppendUint64(b, t.serial)
+}
+
+// txnBatchFits reports whether a transactional batch of transaction serial
+// may be stored for a producer with state st (nil if unknown) and open
+// transaction cur (if open): it joins the open transaction if it is the
+// same one, or opens one if the partition has not seen that transaction,
+// or a later one, end. A batch of a transaction the partition saw end
+// would open one that no marker ever ends, holding back the last stable
+// offset for good (the "hanging transactions" of Kafka's KIP-890).
+func txnBatchFits(st *producerState, cur openTxn, open bool, serial uint64) bool {
+	if open {
+		return cur.serial == serial
+	}
+	return st == nil || serial > st.txnEnded
+}
+
+// txnMarkerCmdSize is the size of a marker command: the kind, producer id,
+// epoch, commit flag, coordinator epoch, time and transaction serial.
+const txnMarkerCmdSize = 1 + 8 + 4 + 1 + 4 + 8 + 8
+
+// TxnMarkerCommand is the command that ends producer pid's transaction
+// serial (the coordinator's number of it, as in [CmdAppendTxn]) in the
+// partition: committed if commit, else aborted. now (unix ns, the
 // proposer's clock, carried so that every replica writes the same batch)
 // is the marker's timestamp; coordinatorEpoch is stored in it, as Kafka
 // does.
 //
-// Applied, it answers:
-//   - StatusOK with BaseOffset the marker's offset, if pid had an open
-//     transaction;
-//   - StatusOK with BaseOffset the marker's offset, if pid had no open
-//     transaction but epoch is above the one the partition knows (none
-//     counts as 0): the marker then only raises pid's epoch, fencing
-//     older writers, and aborts nothing;
-//   - StatusOK with BaseOffset the next offset, writing nothing, if pid
-//     has no open transaction and epoch is not above the known one: a
-//     retried marker, or one for a partition the transaction never wrote
-//     to. Kafka would write a marker anyway; replog writes none, so that
-//     retries leave no trace in the log;
+// A marker is idempotent and safe to deliver late, twice, or from two
+// coordinators at once: it ends only the transaction it names. Applied, it
+// answers:
 //   - StatusFenced if epoch is below the one the partition knows for pid;
-//   - StatusInvalid if pid is 0 or above Kafka's int64 range, or epoch
-//     above the int16 range.
-func TxnMarkerCommand(pid uint64, epoch uint32, commit bool, coordinatorEpoch int32, now int64) []byte {
+//   - StatusOK with BaseOffset the marker's offset, if pid's open
+//     transaction is serial (or an earlier one, which the coordinator's
+//     order of work never leaves open);
+//   - StatusOK with BaseOffset the next offset, writing nothing, if pid's
+//     open transaction is a later one, or none is open and the partition
+//     saw serial end already: a retried or late marker;
+//   - otherwise (no transaction open; the transaction never wrote here):
+//     StatusOK with BaseOffset the marker's offset if pid is unknown here
+//     or epoch is above its known one, which the marker raises, fencing
+//     older writers; else StatusOK with the next offset, writing no
+//     batch. Either way the partition records that serial ended, so that
+//     a late batch of it is refused (StatusTxnInvalid);
+//   - StatusInvalid if pid is 0 or above Kafka's int64 range, epoch above
+//     the int16 range, or serial 0.
+func TxnMarkerCommand(pid uint64, epoch uint32, serial uint64, commit bool, coordinatorEpoch int32, now int64) []byte {
 	b := make([]byte, 0, txnMarkerCmdSize)
 	b = append(b, CmdTxnMarker)
 	b = binary.LittleEndian.AppendUint64(b, pid)
@@ -93,13 +141,15 @@ func TxnMarkerCommand(pid uint64, epoch uint32, commit bool, coordinatorEpoch in
 		b = append(b, 0)
 	}
 	b = binary.LittleEndian.AppendUint32(b, uint32(coordinatorEpoch))
-	return binary.LittleEndian.AppendUint64(b, uint64(now))
+	b = binary.LittleEndian.AppendUint64(b, uint64(now))
+	return binary.LittleEndian.AppendUint64(b, serial)
 }
 
 // txnMarker is a decoded [TxnMarkerCommand].
 type txnMarker struct {
 	pid              uint64
 	epoch            uint32
+	serial           uint64
 	commit           bool
 	coordinatorEpoch int32
 	now              int64
@@ -118,12 +168,13 @@ func decodeTxnMarker(cmd []byte) (m txnMarker, ok bool) {
 		commit:           cmd[13] == 1,
 		coordinatorEpoch: int32(le.Uint32(cmd[14:])),
 		now:              int64(le.Uint64(cmd[18:])),
+		serial:           le.Uint64(cmd[26:]),
 	}, true
 }
 
 // valid reports whether the marker fits a Kafka control batch.
 func (m txnMarker) valid() bool {
-	return m.pid != 0 && m.pid <= math.MaxInt64 && m.epoch <= math.MaxInt16
+	return m.pid != 0 && m.pid <= math.MaxInt64 && m.epoch <= math.MaxInt16 && m.serial != 0
 }
 
 // Marker record layout: the key is version int16 0 and type int16, the
@@ -291,15 +342,15 @@ func Committed(h BatchHeader, aborted []AbortedTxn) bool {
 	return true
 }
 
-// txnFirst returns the first offset of pid's open transaction as the
-// current run of appends left it (overlay dirty, -1 for closed, over the
-// partition's), and whether one is open.
-func (p *Partition) txnFirst(dirty map[uint64]int64, pid uint64) (int64, bool) {
-	if f, ok := dirty[pid]; ok {
-		return f, f >= 0
+// openTxn returns pid's open transaction as the current run of appends
+// left it (overlay dirty, first -1 for closed, over the partition's), and
+// whether one is open.
+func (p *Partition) openTxn(dirty map[uint64]openTxn, pid uint64) (openTxn, bool) {
+	if t, ok := dirty[pid]; ok {
+		return t, t.first >= 0
 	}
-	f, ok := p.txns[pid]
-	return f, ok
+	t, ok := p.txns[pid]
+	return t, ok
 }
 
 // lastStable is the last stable offset of m with the partition's open
@@ -307,14 +358,14 @@ func (p *Partition) txnFirst(dirty map[uint64]int64, pid uint64) (int64, bool) {
 // start passes an open transaction's first offset.
 func (p *Partition) lastStable(m Meta) int64 {
 	lso := m.NextOffset
-	for _, f := range p.txns {
-		lso = min(lso, f)
+	for _, t := range p.txns {
+		lso = min(lso, t.first)
 	}
 	return max(lso, m.LogStart)
 }
 
 // applyMarker applies a marker command within a run of appends.
-func (p *Partition) applyMarker(wb *pebble.Batch, next *partState, dirty map[uint64]*producerState, txns map[uint64]int64, cmd []byte) Result {
+func (p *Partition) applyMarker(wb *pebble.Batch, next *partState, dirty map[uint64]*producerState, txns map[uint64]openTxn, cmd []byte) Result {
 	m, slot := &next.Meta, next.slot
 	mk, ok := decodeTxnMarker(cmd)
 	if !ok {
@@ -323,20 +374,34 @@ func (p *Partition) applyMarker(wb *pebble.Batch, next *partState, dirty map[uin
 	if !mk.valid() {
 		return Result{BaseOffset: -1, Status: StatusInvalid}
 	}
-	first, open := p.txnFirst(txns, mk.pid)
+	cur, open := p.openTxn(txns, mk.pid)
 	st := p.producer(dirty, mk.pid, m.MaxTime, open)
 	if st != nil && mk.epoch < st.epoch {
 		return Result{BaseOffset: -1, Status: StatusFenced}
 	}
-	// A marker that raises the epoch is written even without a
-	// transaction: the producer state that fences older writers is dated
-	// by the log's clock, which only a stored batch may move, and an
-	// empty log's clock (the earliest time) would let the next record
-	// expire the state at once.
-	raises := st == nil && mk.epoch > 0 || st != nil && mk.epoch > st.epoch
-	if !open && !raises {
+	ended := mk.serial
+	if st != nil {
+		ended = max(ended, st.txnEnded)
+	}
+	switch {
+	case open && cur.serial > mk.serial:
+		return Result{BaseOffset: m.NextOffset} // late: a later transaction is open
+	case !open && st != nil && mk.serial <= st.txnEnded:
+		return Result{BaseOffset: m.NextOffset} // a retry
+	case !open && st != nil && mk.epoch == st.epoch:
+		// Nothing to end and no epoch to raise: only remember that the
+		// transaction ended, without a batch.
+		ns := *st
+		ns.txnEnded = ended
+		dirty[mk.pid] = &ns
 		return Result{BaseOffset: m.NextOffset}
 	}
+	// A marker with no transaction to end is still written when it raises
+	// the epoch or the producer is unknown: the producer state that
+	// fences older writers and refuses the transaction's late batches is
+	// dated by the log's clock, which only a stored batch may move, and
+	// an empty log's clock (the earliest time) would let the next record
+	// expire the state at once.
 	base := m.NextOffset
 	batch := buildMarker(mk)
 	SetBaseOffset(batch, base)
@@ -350,12 +415,12 @@ func (p *Partition) applyMarker(wb *pebble.Batch, next *partState, dirty map[uin
 	_ = wb.Set(key(slotKind(kindTime, slot), p.shard, orderedTime(m.MaxTime), uint64(base)), nil, nil)
 	if open {
 		_ = wb.Delete(key(slotKind(kindTxn, slot), p.shard, mk.pid), nil)
-		txns[mk.pid] = -1
+		txns[mk.pid] = openTxn{first: -1}
 	}
 	if open && !mk.commit {
-		_ = wb.Set(key(slotKind(kindAborted, slot), p.shard, uint64(base), mk.pid), binary.LittleEndian.AppendUint64(nil, uint64(first)), nil)
+		_ = wb.Set(key(slotKind(kindAborted, slot), p.shard, uint64(base), mk.pid), binary.LittleEndian.AppendUint64(nil, uint64(cur.first)), nil)
 	}
-	ns := &producerState{epoch: mk.epoch, lastTime: m.MaxTime}
+	ns := &producerState{epoch: mk.epoch, lastTime: m.MaxTime, txnEnded: ended}
 	if st != nil && st.epoch == mk.epoch {
 		ns.batches = slices.Clone(st.batches)
 	}
@@ -378,8 +443,8 @@ func (p *Partition) producer(dirty map[uint64]*producerState, pid uint64, now in
 }
 
 // loadTxns reads the open transactions stored in slot.
-func (p *Partition) loadTxns(slot byte) (map[uint64]int64, error) {
-	txns := map[uint64]int64{}
+func (p *Partition) loadTxns(slot byte) (map[uint64]openTxn, error) {
+	txns := map[uint64]openTxn{}
 	tk := slotKind(kindTxn, slot)
 	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: key(tk, p.shard), UpperBound: upper(tk, p.shard)})
 	if err != nil {
@@ -387,22 +452,28 @@ func (p *Partition) loadTxns(slot byte) (map[uint64]int64, error) {
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
-		pid, first, err := decodeTxn(it.Key()[9:], it.Value())
+		pid, t, err := decodeTxn(it.Key()[9:], it.Value())
 		if err != nil {
 			return nil, err
 		}
-		txns[pid] = first
+		txns[pid] = t
 	}
 	return txns, p.readErr(it.Error(), -1)
 }
 
-func decodeTxn(suffix, value []byte) (uint64, int64, error) {
-	if len(suffix) != 8 || len(value) != 8 {
-		return 0, 0, fmt.Errorf("%w: open transaction entry of %d+%d bytes", ErrCorrupt, len(suffix), len(value))
+// decodeTxn decodes an open transaction entry: the first offset and the
+// serial (entries written before serials hold only the offset, serial 0).
+func decodeTxn(suffix, value []byte) (uint64, openTxn, error) {
+	if len(suffix) != 8 || (len(value) != 8 && len(value) != 16) {
+		return 0, openTxn{}, fmt.Errorf("%w: open transaction entry of %d+%d bytes", ErrCorrupt, len(suffix), len(value))
 	}
-	pid, first := binary.BigEndian.Uint64(suffix), int64(binary.LittleEndian.Uint64(value))
-	if pid == 0 || first < 0 {
-		return 0, 0, fmt.Errorf("%w: open transaction of producer %d at %d", ErrCorrupt, pid, first)
+	pid := binary.BigEndian.Uint64(suffix)
+	t := openTxn{first: int64(binary.LittleEndian.Uint64(value))}
+	if len(value) == 16 {
+		t.serial = binary.LittleEndian.Uint64(value[8:])
 	}
-	return pid, first, nil
+	if pid == 0 || t.first < 0 || len(value) == 16 && t.serial == 0 {
+		return 0, openTxn{}, fmt.Errorf("%w: open transaction of producer %d at %d (serial %d)", ErrCorrupt, pid, t.first, t.serial)
+	}
+	return pid, t, nil
 }

@@ -16,37 +16,44 @@ import (
 // producerCmd returns a CmdAppend command with a Kafka batch of one keyed
 // record per kv, from producer pid at epoch and seq, transactional if txn.
 // Record i has time i ms.
-func producerCmd(t testing.TB, pid uint64, epoch uint32, seq int32, txn bool, recs ...kv) []byte {
+func producerCmd(t testing.TB, pid uint64, epoch uint32, seq int32, serial uint64, recs ...kv) []byte {
 	t.Helper()
 	var bb BatchBuilder
 	for i, r := range recs {
 		bb.Add(Record{Time: int64(i) * 1e6, Key: []byte(r.k), Value: []byte(r.v)})
 	}
-	b, err := bb.Build(CompressionNone, pid, epoch, seq)
-	require.NoError(t, err)
-	if txn {
-		b[22] |= kafkaAttrTransactional
-		resignKafka(b)
+	if serial == 0 {
+		b, err := bb.BuildWithPrefix(1, CompressionNone, pid, epoch, seq)
+		require.NoError(t, err)
+		b[0] = CmdAppend
+		return b
 	}
-	return append([]byte{CmdAppend}, b...)
+	bb.SetTransactional(true)
+	cmd, err := bb.BuildWithPrefix(TxnAppendHeaderSize, CompressionNone, pid, epoch, seq)
+	require.NoError(t, err)
+	PutTxnAppendHeader(cmd, serial)
+	h, err := ParseHeader(cmd[TxnAppendHeaderSize:])
+	require.NoError(t, err)
+	require.True(t, h.Transactional)
+	return cmd
 }
 
 // txnCmd is a transactional batch of values, keyed "k".
-func txnCmd(t testing.TB, pid uint64, epoch uint32, seq int32, values ...string) []byte {
+func txnCmd(t testing.TB, pid uint64, epoch uint32, serial uint64, seq int32, values ...string) []byte {
 	t.Helper()
 	recs := make([]kv, len(values))
 	for i, v := range values {
 		recs[i] = kv{"k", v}
 	}
-	return producerCmd(t, pid, epoch, seq, true, recs...)
+	return producerCmd(t, pid, epoch, seq, serial, recs...)
 }
 
-func commitCmd(pid uint64, epoch uint32) []byte {
-	return TxnMarkerCommand(pid, epoch, true, 3, 5e6)
+func commitCmd(pid uint64, epoch uint32, serial uint64) []byte {
+	return TxnMarkerCommand(pid, epoch, serial, true, 3, 5e6)
 }
 
-func abortCmd(pid uint64, epoch uint32) []byte {
-	return TxnMarkerCommand(pid, epoch, false, 3, 5e6)
+func abortCmd(pid uint64, epoch uint32, serial uint64) []byte {
+	return TxnMarkerCommand(pid, epoch, serial, false, 3, 5e6)
 }
 
 // committedLog reads p as a read-committed reader does: up to the last
@@ -110,7 +117,7 @@ func TestTxnApply(t *testing.T) {
 		markers   []string
 	}{{
 		name:      "commit",
-		cmds:      [][]byte{txnCmd(t, 1, 0, 0, "a", "b"), txnCmd(t, 1, 0, 2, "c"), commitCmd(1, 0)},
+		cmds:      [][]byte{txnCmd(t, 1, 0, 1, 0, "a", "b"), txnCmd(t, 1, 0, 1, 2, "c"), commitCmd(1, 0, 1)},
 		want:      []Result{ok(0), ok(2), ok(3)},
 		next:      4,
 		lso:       4,
@@ -118,7 +125,7 @@ func TestTxnApply(t *testing.T) {
 		markers:   []string{"3:commit"},
 	}, {
 		name:    "abort",
-		cmds:    [][]byte{txnCmd(t, 1, 0, 0, "a", "b"), txnCmd(t, 1, 0, 2, "c"), abortCmd(1, 0)},
+		cmds:    [][]byte{txnCmd(t, 1, 0, 1, 0, "a", "b"), txnCmd(t, 1, 0, 1, 2, "c"), abortCmd(1, 0, 1)},
 		want:    []Result{ok(0), ok(2), ok(3)},
 		next:    4,
 		lso:     4,
@@ -126,15 +133,15 @@ func TestTxnApply(t *testing.T) {
 		markers: []string{"3:abort"},
 	}, {
 		name: "open transaction holds back later records",
-		cmds: [][]byte{appendCmd(t, 0, 0, 0, "x"), txnCmd(t, 1, 0, 0, "a"), appendCmd(t, 0, 0, 0, "y")},
+		cmds: [][]byte{appendCmd(t, 0, 0, 0, "x"), txnCmd(t, 1, 0, 1, 0, "a"), appendCmd(t, 0, 0, 0, "y")},
 		want: []Result{ok(0), ok(1), ok(2)},
 		next: 3, lso: 1,
 		committed: []string{"0:x"},
 	}, {
 		name: "two transactions, one after the other",
 		cmds: [][]byte{
-			txnCmd(t, 1, 0, 0, "a"), abortCmd(1, 0),
-			txnCmd(t, 1, 0, 1, "b"), commitCmd(1, 0),
+			txnCmd(t, 1, 0, 1, 0, "a"), abortCmd(1, 0, 1),
+			txnCmd(t, 1, 0, 2, 1, "b"), commitCmd(1, 0, 2),
 		},
 		want: []Result{ok(0), ok(1), ok(2), ok(3)},
 		next: 4, lso: 4,
@@ -143,7 +150,7 @@ func TestTxnApply(t *testing.T) {
 		markers:   []string{"1:abort", "3:commit"},
 	}, {
 		name: "a retried transactional batch is a duplicate",
-		cmds: [][]byte{txnCmd(t, 1, 0, 0, "a"), txnCmd(t, 1, 0, 0, "a"), txnCmd(t, 1, 0, 2, "b"), commitCmd(1, 0)},
+		cmds: [][]byte{txnCmd(t, 1, 0, 1, 0, "a"), txnCmd(t, 1, 0, 1, 0, "a"), txnCmd(t, 1, 0, 1, 2, "b"), commitCmd(1, 0, 1)},
 		want: []Result{ok(0), dup(0), rejected(StatusOutOfOrder), ok(1)},
 		next: 2, lso: 2,
 		committed: []string{"0:a"},
@@ -151,9 +158,9 @@ func TestTxnApply(t *testing.T) {
 	}, {
 		name: "an abort with a higher epoch fences the producer",
 		cmds: [][]byte{
-			txnCmd(t, 1, 0, 0, "a"), abortCmd(1, 1),
-			txnCmd(t, 1, 0, 1, "zombie"), producerCmd(t, 1, 0, 1, false, kv{"k", "zombie"}),
-			txnCmd(t, 1, 1, 0, "b"), commitCmd(1, 1),
+			txnCmd(t, 1, 0, 1, 0, "a"), abortCmd(1, 1, 1),
+			txnCmd(t, 1, 0, 2, 1, "zombie"), producerCmd(t, 1, 0, 1, 0, kv{"k", "zombie"}),
+			txnCmd(t, 1, 1, 2, 0, "b"), commitCmd(1, 1, 2),
 		},
 		want: []Result{ok(0), ok(1), rejected(StatusFenced), rejected(StatusFenced), ok(2), ok(3)},
 		next: 4, lso: 4,
@@ -166,33 +173,33 @@ func TestTxnApply(t *testing.T) {
 		// that arrives late, which would otherwise open a transaction
 		// nobody ends and hold the LSO back for good.
 		name: "a late batch after a marker with a bumped epoch is fenced",
-		cmds: [][]byte{txnCmd(t, 1, 0, 0, "a"), commitCmd(1, 1), txnCmd(t, 1, 0, 1, "late")},
+		cmds: [][]byte{txnCmd(t, 1, 0, 1, 0, "a"), commitCmd(1, 1, 1), txnCmd(t, 1, 0, 1, 1, "late")},
 		want: []Result{ok(0), ok(1), rejected(StatusFenced)},
 		next: 2, lso: 2,
 		committed: []string{"0:a"},
 		markers:   []string{"1:commit"},
 	}, {
 		name: "a batch with a higher epoch fences the older one",
-		cmds: [][]byte{txnCmd(t, 1, 2, 0, "a"), txnCmd(t, 1, 1, 1, "old"), commitCmd(1, 2)},
+		cmds: [][]byte{txnCmd(t, 1, 2, 1, 0, "a"), txnCmd(t, 1, 1, 1, 1, "old"), commitCmd(1, 2, 1)},
 		want: []Result{ok(0), rejected(StatusFenced), ok(1)},
 		next: 2, lso: 2,
 		committed: []string{"0:a"},
 		markers:   []string{"1:commit"},
 	}, {
 		name: "a marker with an older epoch is fenced and changes nothing",
-		cmds: [][]byte{txnCmd(t, 1, 2, 0, "a"), commitCmd(1, 1)},
+		cmds: [][]byte{txnCmd(t, 1, 2, 1, 0, "a"), commitCmd(1, 1, 1)},
 		want: []Result{ok(0), rejected(StatusFenced)},
 		next: 1, lso: 0,
 	}, {
 		name: "retried markers write once",
-		cmds: [][]byte{txnCmd(t, 1, 0, 0, "a"), commitCmd(1, 0), commitCmd(1, 0), abortCmd(1, 0)},
+		cmds: [][]byte{txnCmd(t, 1, 0, 1, 0, "a"), commitCmd(1, 0, 1), commitCmd(1, 0, 1), abortCmd(1, 0, 1)},
 		want: []Result{ok(0), ok(1), ok(2), ok(2)},
 		next: 2, lso: 2,
 		committed: []string{"0:a"},
 		markers:   []string{"1:commit"},
 	}, {
 		name: "a marker without a transaction that raises the epoch is written",
-		cmds: [][]byte{commitCmd(9, 4), producerCmd(t, 9, 3, 0, false, kv{"k", "old"}), producerCmd(t, 9, 4, 0, false, kv{"k", "new"})},
+		cmds: [][]byte{commitCmd(9, 4, 1), producerCmd(t, 9, 3, 0, 0, kv{"k", "old"}), producerCmd(t, 9, 4, 0, 0, kv{"k", "new"})},
 		want: []Result{ok(0), rejected(StatusFenced), ok(1)},
 		next: 2, lso: 2,
 		committed: []string{"1:new"},
@@ -202,7 +209,7 @@ func TestTxnApply(t *testing.T) {
 		// clock (the earliest time), so the next record does not
 		// expire it.
 		name: "an epoch raised on an empty log still fences after other records",
-		cmds: [][]byte{abortCmd(9, 4), appendCmd(t, 0, 0, 0, "x"), producerCmd(t, 9, 3, 0, true, kv{"k", "zombie"})},
+		cmds: [][]byte{abortCmd(9, 4, 1), appendCmd(t, 0, 0, 0, "x"), producerCmd(t, 9, 3, 0, 2, kv{"k", "zombie"})},
 		want: []Result{ok(0), ok(1), rejected(StatusFenced)},
 		next: 2, lso: 2,
 		committed: []string{"1:x"},
@@ -213,7 +220,7 @@ func TestTxnApply(t *testing.T) {
 		want: []Result{rejected(StatusInvalid)},
 	}, {
 		name: "a non-transactional batch inside a transaction is refused",
-		cmds: [][]byte{txnCmd(t, 1, 0, 0, "a"), producerCmd(t, 1, 0, 1, false, kv{"k", "b"}), txnCmd(t, 1, 0, 1, "b"), commitCmd(1, 0)},
+		cmds: [][]byte{txnCmd(t, 1, 0, 1, 0, "a"), producerCmd(t, 1, 0, 1, 0, kv{"k", "b"}), txnCmd(t, 1, 0, 1, 1, "b"), commitCmd(1, 0, 1)},
 		want: []Result{ok(0), rejected(StatusInvalid), ok(1), ok(2)},
 		next: 3, lso: 3,
 		committed: []string{"0:a", "1:b"},
@@ -221,16 +228,81 @@ func TestTxnApply(t *testing.T) {
 	}, {
 		name: "malformed and impossible markers",
 		cmds: [][]byte{
-			TxnMarkerCommand(1, 0, true, 0, 0)[:10],
-			TxnMarkerCommand(0, 0, true, 0, 0),
-			TxnMarkerCommand(1, math.MaxInt16+1, true, 0, 0),
-			TxnMarkerCommand(1<<63, 0, true, 0, 0),
-			append(TxnMarkerCommand(1, 0, true, 0, 0), 0),
+			TxnMarkerCommand(1, 0, 1, true, 0, 0)[:10],
+			TxnMarkerCommand(0, 0, 1, true, 0, 0),
+			TxnMarkerCommand(1, math.MaxInt16+1, 1, true, 0, 0),
+			TxnMarkerCommand(1<<63, 0, 1, true, 0, 0),
+			append(TxnMarkerCommand(1, 0, 1, true, 0, 0), 0),
 		},
 		want: []Result{rejected(StatusCorrupt), rejected(StatusInvalid), rejected(StatusInvalid), rejected(StatusInvalid), rejected(StatusCorrupt)},
 	}, {
+		// Kafka's hanging transaction (KIP-890 part 1): a batch of a
+		// transaction that already ended here, at the same epoch,
+		// would open a transaction no marker ends.
+		name: "a late batch of an ended transaction is refused",
+		cmds: [][]byte{
+			txnCmd(t, 1, 0, 1, 0, "a"), commitCmd(1, 0, 1), txnCmd(t, 1, 0, 1, 1, "late"),
+			txnCmd(t, 1, 0, 2, 1, "b"), commitCmd(1, 0, 2),
+		},
+		want: []Result{ok(0), ok(1), rejected(StatusTxnInvalid), ok(2), ok(3)},
+		next: 4, lso: 4,
+		committed: []string{"0:a", "2:b"},
+		markers:   []string{"1:commit", "3:commit"},
+	}, {
+		name: "a late marker of an earlier transaction leaves the next one open",
+		cmds: [][]byte{
+			txnCmd(t, 1, 0, 1, 0, "a"), commitCmd(1, 0, 1), txnCmd(t, 1, 0, 2, 1, "b"),
+			commitCmd(1, 0, 1), abortCmd(1, 0, 1),
+		},
+		want: []Result{ok(0), ok(1), ok(2), ok(3), ok(3)},
+		next: 3, lso: 2,
+		committed: []string{"0:a"},
+		markers:   []string{"1:commit"},
+	}, {
+		name: "a batch of another transaction than the open one is refused",
+		cmds: [][]byte{txnCmd(t, 1, 0, 2, 0, "a"), txnCmd(t, 1, 0, 3, 1, "b"), txnCmd(t, 1, 0, 1, 1, "c"), abortCmd(1, 0, 2)},
+		want: []Result{ok(0), rejected(StatusTxnInvalid), rejected(StatusTxnInvalid), ok(1)},
+		next: 2, lso: 2,
+		aborted: []AbortedTxn{{ProducerID: 1, FirstOffset: 0, LastOffset: 1}},
+		markers: []string{"1:abort"},
+	}, {
+		// The transaction added the partition but its batch was late:
+		// the marker of an unknown producer is written, so that the
+		// state refusing the batch is dated by a stored batch.
+		name: "a marker for a producer new to the partition refuses the transaction's late batch",
+		cmds: [][]byte{abortCmd(1, 0, 1), appendCmd(t, 0, 0, 0, "x"), txnCmd(t, 1, 0, 1, 0, "late"), txnCmd(t, 1, 0, 2, 0, "next")},
+		want: []Result{ok(0), ok(1), rejected(StatusTxnInvalid), ok(2)},
+		next: 3, lso: 2,
+		committed: []string{"1:x"},
+		markers:   []string{"0:abort"},
+	}, {
+		name: "a marker for a known producer with nothing open writes nothing and refuses late batches",
+		cmds: [][]byte{producerCmd(t, 1, 0, 0, 0, kv{"k", "plain"}), abortCmd(1, 0, 1), txnCmd(t, 1, 0, 1, 1, "late"), txnCmd(t, 1, 0, 2, 1, "next"), commitCmd(1, 0, 2)},
+		want: []Result{ok(0), ok(1), rejected(StatusTxnInvalid), ok(1), ok(2)},
+		next: 3, lso: 3,
+		committed: []string{"0:plain", "1:next"},
+		markers:   []string{"2:commit"},
+	}, {
+		name: "transactional batches come with a serial, and only they",
+		cmds: [][]byte{
+			func() []byte { c := txnCmd(t, 1, 0, 1, 0, "serial 0"); PutTxnAppendHeader(c, 0); return c }(),
+			func() []byte {
+				c := txnCmd(t, 1, 0, 1, 0, "a")
+				return append([]byte{CmdAppend}, c[TxnAppendHeaderSize:]...)
+			}(),
+			func() []byte {
+				c := producerCmd(t, 1, 0, 0, 0, kv{"k", "plain"})
+				out := make([]byte, TxnAppendHeaderSize, TxnAppendHeaderSize+len(c))
+				PutTxnAppendHeader(out, 1)
+				return append(out, c[1:]...)
+			}(),
+			{CmdAppendTxn, 1, 0},
+			TxnMarkerCommand(1, 0, 0, true, 0, 0),
+		},
+		want: []Result{rejected(StatusInvalid), rejected(StatusInvalid), rejected(StatusInvalid), rejected(StatusCorrupt), rejected(StatusInvalid)},
+	}, {
 		name: "legacy batches are never transactional",
-		cmds: [][]byte{appendCmd(t, 5, 0, 0, "a"), commitCmd(5, 0), appendCmd(t, 5, 0, 1, "b")},
+		cmds: [][]byte{appendCmd(t, 5, 0, 0, "a"), commitCmd(5, 0, 1), appendCmd(t, 5, 0, 1, "b")},
 		want: []Result{ok(0), ok(1), ok(1)},
 		next: 2, lso: 2,
 		committed: []string{"0:a", "1:b"},
@@ -270,16 +342,16 @@ func TestTxnLastStableOffset(t *testing.T) {
 		committed []string
 	}{
 		{appendCmd(t, 0, 0, 0, "plain"), 1, []string{"0:plain"}},
-		{txnCmd(t, 1, 0, 0, "a1"), 1, []string{"0:plain"}},
-		{txnCmd(t, 2, 0, 0, "b1"), 1, []string{"0:plain"}},
+		{txnCmd(t, 1, 0, 1, 0, "a1"), 1, []string{"0:plain"}},
+		{txnCmd(t, 2, 0, 1, 0, "b1"), 1, []string{"0:plain"}},
 		{appendCmd(t, 0, 0, 0, "later"), 1, []string{"0:plain"}},
-		{txnCmd(t, 1, 0, 1, "a2"), 1, []string{"0:plain"}},
+		{txnCmd(t, 1, 0, 1, 1, "a2"), 1, []string{"0:plain"}},
 		// Producer 2's transaction, opened at 2, still holds the LSO.
-		{commitCmd(1, 0), 2, []string{"0:plain", "1:a1"}},
+		{commitCmd(1, 0, 1), 2, []string{"0:plain", "1:a1"}},
 		// Producer 1 opens another transaction at 6.
-		{txnCmd(t, 1, 0, 2, "a3"), 2, []string{"0:plain", "1:a1"}},
-		{abortCmd(2, 0), 6, []string{"0:plain", "1:a1", "3:later", "4:a2"}},
-		{commitCmd(1, 0), 9, []string{"0:plain", "1:a1", "3:later", "4:a2", "6:a3"}},
+		{txnCmd(t, 1, 0, 2, 2, "a3"), 2, []string{"0:plain", "1:a1"}},
+		{abortCmd(2, 0, 1), 6, []string{"0:plain", "1:a1", "3:later", "4:a2"}},
+		{commitCmd(1, 0, 2), 9, []string{"0:plain", "1:a1", "3:later", "4:a2", "6:a3"}},
 	}
 	for i, s := range steps {
 		res := applyCmds(t, p, s.cmd)
@@ -310,8 +382,8 @@ func TestTxnStateSurvives(t *testing.T) {
 	require.NoError(t, err)
 	p := openPartition(t, s, 1)
 	applyCmds(t, p,
-		txnCmd(t, 1, 0, 0, "a"), abortCmd(1, 1), // aborted, epoch 1
-		txnCmd(t, 2, 0, 0, "open"), // stays open
+		txnCmd(t, 1, 0, 1, 0, "a"), abortCmd(1, 1, 1), // aborted, epoch 1
+		txnCmd(t, 2, 0, 1, 0, "open"), // stays open
 		appendCmd(t, 0, 0, 0, "plain"),
 	)
 	want := p.Meta()
@@ -319,14 +391,16 @@ func TestTxnStateSurvives(t *testing.T) {
 	stream := snapshotBytes(t, p)
 
 	// The rest of the story, against which the copies are compared.
-	rest := [][]byte{txnCmd(t, 1, 0, 1, "zombie"), commitCmd(2, 0), commitCmd(1, 1)}
+	// A late batch of producer 1's aborted transaction is refused: the
+	// serial that ended is part of the state.
+	rest := [][]byte{txnCmd(t, 1, 1, 1, 0, "late"), txnCmd(t, 1, 0, 2, 1, "zombie"), commitCmd(2, 0, 1), commitCmd(1, 1, 2)}
 	check := func(t *testing.T, q *Partition) {
 		t.Helper()
 		require.Equal(t, want, q.Meta())
 		aborted, err := q.AbortedTxns(0, want.NextOffset)
 		require.NoError(t, err)
 		require.Equal(t, []AbortedTxn{{ProducerID: 1, FirstOffset: 0, LastOffset: 1}}, aborted)
-		require.Equal(t, []Result{rejected(StatusFenced), ok(4), ok(5)}, applyCmds(t, q, rest...))
+		require.Equal(t, []Result{rejected(StatusTxnInvalid), rejected(StatusFenced), ok(4), ok(5)}, applyCmds(t, q, rest...))
 		require.Equal(t, []string{"2:open", "3:plain"}, committedLog(t, q))
 	}
 
@@ -345,7 +419,7 @@ func TestTxnStateSurvives(t *testing.T) {
 // log is refused.
 func TestTxnRestoreChecks(t *testing.T) {
 	p := openPartition(t, openTestStore(t), 1)
-	applyCmds(t, p, txnCmd(t, 1, 0, 0, "a"), abortCmd(1, 0), txnCmd(t, 1, 0, 1, "b"))
+	applyCmds(t, p, txnCmd(t, 1, 0, 1, 0, "a"), abortCmd(1, 0, 1), txnCmd(t, 1, 0, 2, 1, "b"))
 	good := decodeStream(t, snapshotBytes(t, p))
 	le := binary.LittleEndian
 	for name, mutate := range map[string]func(r *streamRecord){
@@ -393,9 +467,9 @@ func TestTxnRestoreChecks(t *testing.T) {
 func TestTxnTrimDropsAbortedEntries(t *testing.T) {
 	p := openPartition(t, openTestStore(t), 1)
 	applyCmds(t, p,
-		txnCmd(t, 1, 0, 0, "a"), abortCmd(1, 0), // 0, 1
-		txnCmd(t, 2, 0, 0, "b"), appendCmd(t, 0, 0, 0, "x"), abortCmd(2, 0), // 2, 3, 4
-		txnCmd(t, 1, 0, 1, "c"), // 5, open
+		txnCmd(t, 1, 0, 1, 0, "a"), abortCmd(1, 0, 1), // 0, 1
+		txnCmd(t, 2, 0, 1, 0, "b"), appendCmd(t, 0, 0, 0, "x"), abortCmd(2, 0, 1), // 2, 3, 4
+		txnCmd(t, 1, 0, 2, 1, "c"), // 5, open
 		appendCmd(t, 0, 0, 0, "y"),
 	)
 	require.Equal(t, 2, countKeys(t, p.s, 1, kindAborted))
@@ -419,7 +493,7 @@ func TestTxnTrimDropsAbortedEntries(t *testing.T) {
 		require.Equal(t, tc.lso, p.Meta().LastStable)
 	}
 	// The transaction trimmed past is still open: its marker ends it.
-	require.Equal(t, ok(7), applyCmds(t, p, commitCmd(1, 0))[0])
+	require.Equal(t, ok(7), applyCmds(t, p, commitCmd(1, 0, 2))[0])
 	require.Equal(t, int64(8), p.Meta().LastStable)
 }
 
@@ -430,7 +504,7 @@ func TestTxnOpenProducerDoesNotExpire(t *testing.T) {
 	s := openExpiringStore(t, vfs.NewMem(), 1e6) // 1 ms
 	defer func() { require.NoError(t, s.Close()) }()
 	p := openPartition(t, s, 1)
-	applyCmds(t, p, txnCmd(t, 1, 0, 0, "a"), producerCmd(t, 2, 0, 0, false, kv{"k", "idle"}))
+	applyCmds(t, p, txnCmd(t, 1, 0, 1, 0, "a"), producerCmd(t, 2, 0, 0, 0, kv{"k", "idle"}))
 	// Move the log's clock far ahead.
 	var bb BatchBuilder
 	bb.Add(Record{Time: 1e12, Value: []byte("late")})
@@ -441,7 +515,7 @@ func TestTxnOpenProducerDoesNotExpire(t *testing.T) {
 	require.NotContains(t, p.producers, uint64(2))
 	// Its sequence goes on where it was; the other starts again.
 	require.Equal(t, []Result{ok(3), rejected(StatusOutOfOrder), ok(4)}, applyCmds(t, p,
-		txnCmd(t, 1, 0, 1, "b"), producerCmd(t, 2, 0, 1, false, kv{"k", "forgotten"}), commitCmd(1, 0)))
+		txnCmd(t, 1, 0, 1, 1, "b"), producerCmd(t, 2, 0, 1, 0, kv{"k", "forgotten"}), commitCmd(1, 0, 1)))
 	require.Equal(t, []string{"0:a", "1:idle", "2:late", "3:b"}, committedLog(t, p))
 }
 
@@ -452,10 +526,10 @@ func TestTxnCompaction(t *testing.T) {
 	p := openPartition(t, openTestStore(t), 1)
 	applyCmds(t, p,
 		kvCmd(t, CompressionNone, kv{"k", "v1"}, kv{"j", "j1"}), // 0, 1
-		producerCmd(t, 1, 0, 0, true, kv{"k", "aborted"}),       // 2
-		abortCmd(1, 0), // 3
-		producerCmd(t, 1, 0, 1, true, kv{"j", "committed"}), // 4
-		commitCmd(1, 0), // 5
+		producerCmd(t, 1, 0, 0, 1, kv{"k", "aborted"}),          // 2
+		abortCmd(1, 0, 1), // 3
+		producerCmd(t, 1, 0, 1, 2, kv{"j", "committed"}), // 4
+		commitCmd(1, 0, 2),                         // 5
 		kvCmd(t, CompressionNone, kv{"x", "head"}), // 6
 	)
 	before := markers(t, p)
@@ -485,8 +559,8 @@ func TestTxnReplayAfterCrash(t *testing.T) {
 	require.NoError(t, err)
 	p := openPartition(t, s, 1)
 	cmds := [][]byte{
-		txnCmd(t, 1, 0, 0, "a"), txnCmd(t, 2, 0, 0, "b"), // synced: both open
-		abortCmd(1, 1), txnCmd(t, 1, 1, 0, "c"), commitCmd(2, 0), TrimCommand(2), appendCmd(t, 0, 0, 0, "d"),
+		txnCmd(t, 1, 0, 1, 0, "a"), txnCmd(t, 2, 0, 1, 0, "b"), // synced: both open
+		abortCmd(1, 1, 1), txnCmd(t, 1, 1, 2, 0, "c"), commitCmd(2, 0, 1), TrimCommand(2), appendCmd(t, 0, 0, 0, "d"),
 	}
 	entries := make([]Entry, len(cmds))
 	for i, c := range cmds {
@@ -540,11 +614,12 @@ func FuzzApplyTxn(f *testing.F) {
 			return
 		}
 		p := openPartition(t, openTestStore(t), 1)
-		epoch := map[uint64]uint32{}   // the highest epoch accepted per producer
-		open := map[uint64]int64{}     // open transactions' first offsets
-		inTxn := map[uint64][]string{} // the values of each open transaction
-		hidden := map[string]bool{}    // values a read-committed reader must not see
-		var aborted []AbortedTxn       // expected index, by last offset
+		epoch := map[uint64]uint32{}            // the highest epoch accepted per producer
+		open := map[uint64]int64{}              // open transactions' first offsets
+		inTxn := map[uint64][]string{}          // the values of each open transaction
+		hidden := map[string]bool{}             // values a read-committed reader must not see
+		var aborted []AbortedTxn                // expected index, by last offset
+		serial := map[uint64]uint64{1: 1, 2: 1} // the coordinator's current transaction per producer
 		var cmds [][]byte
 		for i := 0; i+3 <= len(ops); i += 3 {
 			op, pid, x := ops[i]%6, uint64(1+ops[i+1]%2), ops[i+2]
@@ -553,13 +628,13 @@ func FuzzApplyTxn(f *testing.F) {
 			var cmd []byte
 			switch op {
 			case 0:
-				cmd = producerCmd(t, pid, e, seq, true, kv{"k", v})
+				cmd = producerCmd(t, pid, e, seq, serial[pid], kv{"k", v})
 			case 1:
-				cmd = producerCmd(t, pid, e, seq, false, kv{"k", v})
+				cmd = producerCmd(t, pid, e, seq, 0, kv{"k", v})
 			case 2, 3:
-				cmd = TxnMarkerCommand(pid, e, op == 2, 0, 1e6)
+				cmd = TxnMarkerCommand(pid, e, serial[pid], op == 2, 0, 1e6)
 			case 4:
-				cmd = producerCmd(t, 0, 0, 0, false, kv{"k", v})
+				cmd = producerCmd(t, 0, 0, 0, 0, kv{"k", v})
 			case 5:
 				cmd = TrimCommand(max(p.Meta().NextOffset-int64(x%3), 0))
 			}
@@ -588,11 +663,13 @@ func FuzzApplyTxn(f *testing.F) {
 				_, ok := open[pid]
 				require.False(t, ok, "op %d: a non-transactional batch inside a transaction", i/3)
 			case (op == 2 || op == 3) && res.Status == StatusOK:
+				serial[pid]++
 				first, ok := open[pid]
 				if !ok {
-					// Written only if it raises the epoch.
+					// Written only if it raises the epoch or the
+					// producer is new to the partition.
 					wrote := int64(0)
-					if e > known {
+					if e > known || !seen {
 						wrote = 1
 					}
 					require.Equal(t, before.NextOffset+wrote, after.NextOffset, "op %d: a marker without a transaction", i/3)
