@@ -735,7 +735,8 @@ func (n *Node) Groups(ctx context.Context, name string) ([]*GroupState, error) {
 
 // expireLoop proposes session expiry once a second while this node leads
 // the groups Raft group, and transaction expiry while it leads the
-// coordinator (see expireTxns); the time travels in the command.
+// coordinator (see expireTxns), whose decided transactions it then
+// completes (driveTxns); the time travels in the command.
 func (n *Node) expireLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(time.Second)
@@ -747,6 +748,7 @@ func (n *Node) expireLoop() {
 		case <-t.C:
 		}
 		n.expireTxns()
+		n.driveTxns()
 		if l, _ := n.leaderState(GroupsShardID); l != n.cfg.NodeID {
 			continue
 		}

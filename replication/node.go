@@ -88,6 +88,9 @@ type Config struct {
 	// withoutTxnGroup, set by tests, runs the node as one of a version
 	// before the transaction coordinator: it does not start that group.
 	withoutTxnGroup bool
+	// withoutTxnDriver, set by tests of the coordinator's state, leaves
+	// decided transactions incomplete: no node writes their markers.
+	withoutTxnDriver bool
 }
 
 // DefaultMemoryBytes is the default of [Config.MemoryBytes].
@@ -126,6 +129,9 @@ type Node struct {
 	// progress is what followers last acknowledged to this node as leader:
 	// see observeProgress.
 	progress sync.Map // progressKey -> uint64 (Raft log index)
+	// txnDrive: the transactions this node completes as the
+	// coordinator's leader (see driveTxns).
+	txnDrive txnDriver
 
 	// Lock order: mu before Partition.mu.
 	mu struct {

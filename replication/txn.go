@@ -142,6 +142,12 @@ type TxnState struct {
 	TxnProducer
 	Status  TxnStatus `json:"status"`
 	Timeout int64     `json:"timeout"` // ns
+	// Serial numbers the transactional id's transactions: each one
+	// begun gets the next (the first is 1; 0 before any). Partitions
+	// store it with the transaction's batches and markers name it (see
+	// storage.CmdAppendTxn), so that a late batch or marker never
+	// touches another transaction.
+	Serial uint64 `json:"serial,omitempty"`
 	// Started is when the transaction became Ongoing, Updated when the
 	// state last changed: unix ns from the proposer's clock.
 	Started int64 `json:"started,omitempty"`
@@ -197,6 +203,7 @@ func (t *TxnState) offsetCount() int {
 // begin starts a transaction at now, forgetting the last one's contents.
 func (t *TxnState) begin(now int64) {
 	t.Status, t.Started = TxnOngoing, now
+	t.Serial++
 	t.reset()
 }
 
@@ -227,6 +234,8 @@ func (t *TxnState) check(id string) error {
 		return fmt.Errorf("epoch %d", t.Epoch)
 	case !t.Status.valid():
 		return fmt.Errorf("status %q", t.Status)
+	case t.Serial == 0 && t.Status != TxnEmpty:
+		return fmt.Errorf("%s without a serial", t.Status)
 	case t.Timeout <= 0 || t.Timeout > int64(MaxTxnTimeout):
 		return fmt.Errorf("timeout %d", t.Timeout)
 	case t.Status.open() && (len(t.Partitions) > 0 || len(t.Groups) > 0 || len(t.Offsets) > 0):
@@ -333,7 +342,7 @@ const (
 )
 
 // Result codes of transaction commands (sm.Result.Value). On tOK, Data is
-// the transactional id's TxnProducer as JSON (txopExpire: the ids it moved
+// the transactional id's txnResult as JSON (txopExpire: the ids it moved
 // to PrepareAbort).
 const (
 	tOK uint64 = iota
@@ -417,9 +426,15 @@ func (s *txnSM) Update(e sm.Entry) (sm.Result, error) {
 	code, t := s.apply(c)
 	r := sm.Result{Value: code}
 	if code == tOK && t != nil {
-		r.Data, _ = json.Marshal(t.TxnProducer)
+		r.Data, _ = json.Marshal(txnResult{TxnProducer: t.TxnProducer, Serial: t.Serial})
 	}
 	return r, nil
+}
+
+// txnResult is what a command answers of the transactional id after it.
+type txnResult struct {
+	TxnProducer
+	Serial uint64 `json:"serial,omitempty"`
 }
 
 // apply runs one command of a transactional id; it must be deterministic
@@ -635,6 +650,9 @@ type (
 	// txnExpirableQuery asks whether an expire command would change
 	// anything, so that the leader proposes one only then.
 	txnExpirableQuery struct{ now, idExpiration int64 }
+	// txnPendingOffsetsQuery asks whether a transaction not yet complete
+	// commits offsets of the group (KIP-447's unstable offsets).
+	txnPendingOffsetsQuery struct{ group string }
 )
 
 func (s *txnSM) Lookup(q any) (any, error) {
@@ -654,6 +672,13 @@ func (s *txnSM) Lookup(q any) (any, error) {
 		return out, nil
 	case txnExpirableQuery:
 		return s.expirable(q.now, q.idExpiration), nil
+	case txnPendingOffsetsQuery:
+		for _, t := range s.txns {
+			if (t.Status == TxnOngoing || t.Status.Prepared()) && len(t.Offsets[q.group]) > 0 {
+				return true, nil
+			}
+		}
+		return false, nil
 	}
 	return nil, fmt.Errorf("%w: transaction query %T", ErrInvalid, q)
 }

@@ -40,27 +40,43 @@ func txnError(code uint64) error {
 // (syncPropose may): a repeated InitProducerID bumps the epoch once more and
 // hands out the later one; adding partitions, groups and offsets sets them;
 // a repeated decision or completion finds it taken.
-func (n *Node) proposeTxn(ctx context.Context, c txnCmd) (TxnProducer, error) {
+//
+// A command refused because the id's previous transaction is still
+// completing (ErrConcurrentTransactions) first helps it complete, writing
+// its markers from here, and is proposed once more: a Kafka client would
+// retry it after a backoff, and the markers are safe to write twice.
+func (n *Node) proposeTxn(ctx context.Context, c txnCmd) (txnResult, error) {
+	r, err := n.proposeTxnOnce(ctx, c)
+	if !errors.Is(err, ErrConcurrentTransactions) || n.cfg.withoutTxnDriver {
+		return r, err
+	}
+	if err := n.finishPrepared(ctx, c.ID); err != nil {
+		return txnResult{}, err
+	}
+	return n.proposeTxnOnce(ctx, c)
+}
+
+func (n *Node) proposeTxnOnce(ctx context.Context, c txnCmd) (txnResult, error) {
 	c.Now = time.Now().UnixNano()
 	cmd, err := json.Marshal(c)
 	if err != nil {
-		return TxnProducer{}, err
+		return txnResult{}, err
 	}
 	r, _, err := n.syncPropose(ctx, TxnShardID, cmd)
 	if err != nil {
-		return TxnProducer{}, err
+		return txnResult{}, err
 	}
 	if r.Value == tNeedProducerID {
-		return TxnProducer{}, errNeedProducerID
+		return txnResult{}, errNeedProducerID
 	}
 	if err := txnError(r.Value); err != nil {
-		return TxnProducer{}, err
+		return txnResult{}, err
 	}
-	var p TxnProducer
-	if err := json.Unmarshal(r.Data, &p); err != nil {
-		return TxnProducer{}, fmt.Errorf("%w: transaction result: %w", storage.ErrCorrupt, err)
+	var res txnResult
+	if err := json.Unmarshal(r.Data, &res); err != nil {
+		return txnResult{}, fmt.Errorf("%w: transaction result: %w", storage.ErrCorrupt, err)
 	}
-	return p, nil
+	return res, nil
 }
 
 var errNeedProducerID = errors.New("transactional id needs a new producer id")
@@ -88,38 +104,39 @@ func (n *Node) InitProducerID(ctx context.Context, txnID string, timeout time.Du
 		return TxnProducer{}, fmt.Errorf("%w: %v (at most %v)", ErrInvalidTxnTimeout, timeout, MaxTxnTimeout)
 	}
 	c := txnCmd{Op: txopInit, ID: txnID, Timeout: int64(timeout)}
-	p, err := n.proposeTxn(ctx, c)
+	r, err := n.proposeTxn(ctx, c)
 	if !errors.Is(err, errNeedProducerID) {
-		return p, err
+		return r.TxnProducer, err
 	}
 	// Allocated only when needed: most calls bump an epoch. If another
 	// call got there first, this id is left unused, which costs nothing.
 	if c.NewProducerID, err = n.AllocProducerID(ctx); err != nil {
 		return TxnProducer{}, err
 	}
-	p, err = n.proposeTxn(ctx, c)
+	r, err = n.proposeTxn(ctx, c)
 	if errors.Is(err, errNeedProducerID) {
 		err = ErrInvalid // the command carried an id: not reached
 	}
-	return p, err
+	return r.TxnProducer, err
 }
 
 // AddTxnPartitions adds partitions, by topic, to the producer's
 // transaction, beginning one if none is under way (Kafka's
-// AddPartitionsToTxn). ErrConcurrentTransactions while the previous one is
-// completing; ErrTxnTooLarge beyond MaxTxnPartitions.
-func (n *Node) AddTxnPartitions(ctx context.Context, txnID string, p TxnProducer, partitions map[string][]int) error {
+// AddPartitionsToTxn), and returns the transaction's serial, which its
+// batches carry (storage.CmdAppendTxn). ErrConcurrentTransactions while
+// the previous one is completing; ErrTxnTooLarge beyond MaxTxnPartitions.
+func (n *Node) AddTxnPartitions(ctx context.Context, txnID string, p TxnProducer, partitions map[string][]int) (uint64, error) {
 	if err := checkTxnID(txnID); err != nil {
-		return err
+		return 0, err
 	}
 	if n := countTxnPartitions(partitions); n > MaxTxnPartitions {
-		return fmt.Errorf("%w: %d partitions (at most %d)", ErrTxnTooLarge, n, MaxTxnPartitions)
+		return 0, fmt.Errorf("%w: %d partitions (at most %d)", ErrTxnTooLarge, n, MaxTxnPartitions)
 	}
 	if len(partitions) == 0 || !validTxnPartitions(partitions) {
-		return fmt.Errorf("%w: transaction partitions %v", ErrInvalid, partitions)
+		return 0, fmt.Errorf("%w: transaction partitions %v", ErrInvalid, partitions)
 	}
-	_, err := n.proposeTxn(ctx, txnCmd{Op: txopAddPartition, ID: txnID, TxnProducer: p, Partitions: partitions})
-	return err
+	r, err := n.proposeTxn(ctx, txnCmd{Op: txopAddPartition, ID: txnID, TxnProducer: p, Partitions: partitions})
+	return r.Serial, err
 }
 
 // AddTxnOffsets adds a group to the producer's transaction, whose offsets
@@ -158,12 +175,69 @@ func (n *Node) TxnOffsetCommit(ctx context.Context, txnID string, p TxnProducer,
 // PrepareCommit or PrepareAbort, and its markers are to be written to its
 // partitions. Deciding again as decided returns nil (a retry); the other
 // decision, or ending with no transaction under way, ErrInvalidTxnState.
+//
+// Once the decision is taken, EndTxn writes the markers (and, for a
+// commit, the offsets) itself, so that the transaction is usually
+// complete when it returns; if it cannot within ctx, it returns nil all
+// the same, as the decision stands, and the coordinator's leader
+// completes the transaction (see txnDriver). [Node.WaitTxn] waits for
+// completion.
 func (n *Node) EndTxn(ctx context.Context, txnID string, p TxnProducer, commit bool) error {
 	if err := checkTxnID(txnID); err != nil {
 		return err
 	}
-	_, err := n.proposeTxn(ctx, txnCmd{Op: txopEnd, ID: txnID, TxnProducer: p, Commit: commit})
-	return err
+	if _, err := n.proposeTxnOnce(ctx, txnCmd{Op: txopEnd, ID: txnID, TxnProducer: p, Commit: commit}); err != nil {
+		return err
+	}
+	if !n.cfg.withoutTxnDriver {
+		if err := n.finishPrepared(ctx, txnID); err != nil {
+			n.log.Debug("transaction left to the coordinator's leader to complete", "transactional_id", txnID, "err", err)
+		}
+	}
+	return nil
+}
+
+// WaitTxn waits until the transactional id's transaction is no longer
+// decided and incomplete (PrepareCommit, PrepareAbort), helping it
+// complete, and returns its state then.
+func (n *Node) WaitTxn(ctx context.Context, txnID string) (*TxnState, error) {
+	backoff := 2 * time.Millisecond
+	for {
+		t, err := n.Transaction(ctx, txnID)
+		if err != nil || !t.Status.Prepared() {
+			return t, err
+		}
+		if !n.cfg.withoutTxnDriver {
+			if err := n.finishTxn(ctx, t); err == nil {
+				continue
+			}
+		}
+		select {
+		case <-time.After(backoff):
+			backoff = min(2*backoff, 100*time.Millisecond)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-n.stop:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// PendingTxnOffsets reports, linearizably, whether a transaction that is
+// not complete commits offsets of group: Kafka's answer to an offset fetch
+// that requires stable offsets is then UNSTABLE_OFFSET_COMMIT (KIP-447),
+// so that a consumer taking over a partition does not start from an
+// offset a transaction is about to move.
+func (n *Node) PendingTxnOffsets(ctx context.Context, group string) (bool, error) {
+	v, err := n.syncRead(ctx, TxnShardID, txnPendingOffsetsQuery{group: group})
+	if err != nil {
+		return false, err
+	}
+	pending, ok := v.(bool)
+	if !ok {
+		return false, ErrInvalid
+	}
+	return pending, nil
 }
 
 // CompleteTxn records that the markers of a decided transaction are written

@@ -565,7 +565,7 @@ func TestTxnSMSnapshotRoundTrip(t *testing.T) {
 // A snapshot we did not write is refused with an error wrapping
 // ErrCorrupt, never a panic, and the state is kept.
 func TestTxnSMRecoverGarbage(t *testing.T) {
-	valid := `{"id":"tx","producer_id":10,"epoch":0,"status":"Ongoing","timeout":60000000000,"started":2,"updated":2,"partitions":{"t":[0]},"groups":["g"],"offsets":{"g":{"t":{"0":{"offset":1,"generation":3}}}}}`
+	valid := `{"id":"tx","producer_id":10,"epoch":0,"status":"Ongoing","timeout":60000000000,"serial":1,"started":2,"updated":2,"partitions":{"t":[0]},"groups":["g"],"offsets":{"g":{"t":{"0":{"offset":1,"generation":3}}}}}`
 	with := func(old, new string) string {
 		require.Contains(t, valid, old)
 		return `{"transactions":{"tx":` + strings.Replace(valid, old, new, 1) + `}}`
@@ -587,6 +587,7 @@ func TestTxnSMRecoverGarbage(t *testing.T) {
 		"timeout":            with(`"timeout":60000000000`, `"timeout":0`),
 		"huge timeout":       with(`"timeout":60000000000`, `"timeout":60000000000000`),
 		"empty with parts":   with(`"status":"Ongoing"`, `"status":"Empty"`),
+		"no serial":          with(`"serial":1`, `"serial":0`),
 		"negative partition": with(`"t":[0]`, `"t":[-1]`),
 		"unsorted":           with(`"t":[0]`, `"t":[1,0]`),
 		"repeated":           with(`"t":[0]`, `"t":[0,0]`),
