@@ -65,7 +65,7 @@ func TestCrashDuringCompaction(t *testing.T) {
 	// all of it when no snapshot flushed the store before the kill.
 	check := func() int {
 		o := mustOffsets(t, tp, 0)
-		require.Equal(t, replog.PartitionOffsets{LogStart: 0, HighWatermark: crashCompactRecords}, o)
+		require.Equal(t, replog.PartitionOffsets{LogStart: 0, HighWatermark: crashCompactRecords, LastStable: crashCompactRecords}, o)
 		last := map[string]int64{}
 		for i := range int64(crashCompactRecords) {
 			last[crashCompactKey(i)] = i

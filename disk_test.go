@@ -123,7 +123,7 @@ func TestDeleteRecordsSurvivesRestart(t *testing.T) {
 	defer func() { require.NoError(t, l.Close()) }()
 	tp, err = l.Topic("t")
 	require.NoError(t, err)
-	require.Equal(t, replog.PartitionOffsets{LogStart: 4, HighWatermark: 6}, mustOffsets(t, tp, 0))
+	require.Equal(t, replog.PartitionOffsets{LogStart: 4, HighWatermark: 6, LastStable: 6}, mustOffsets(t, tp, 0))
 	produceTo(t, tp, 0, 1)
-	require.Equal(t, replog.PartitionOffsets{LogStart: 4, HighWatermark: 7}, mustOffsets(t, tp, 0))
+	require.Equal(t, replog.PartitionOffsets{LogStart: 4, HighWatermark: 7, LastStable: 7}, mustOffsets(t, tp, 0))
 }

@@ -155,8 +155,8 @@ func TestDeleteRecords(t *testing.T) {
 	}
 
 	require.NoError(t, l.DeleteRecords(ctx, "events", map[int]int64{0: 7, 1: -1}))
-	require.Equal(t, replog.PartitionOffsets{LogStart: 7, HighWatermark: 10}, mustOffsets(t, tp, 0))
-	require.Equal(t, replog.PartitionOffsets{LogStart: 4, HighWatermark: 4}, mustOffsets(t, tp, 1))
+	require.Equal(t, replog.PartitionOffsets{LogStart: 7, HighWatermark: 10, LastStable: 10}, mustOffsets(t, tp, 0))
+	require.Equal(t, replog.PartitionOffsets{LogStart: 4, HighWatermark: 4, LastStable: 4}, mustOffsets(t, tp, 1))
 	// Below the log start: nothing changes, no error.
 	require.NoError(t, l.DeleteRecords(ctx, "events", map[int]int64{0: 3}))
 	require.Equal(t, int64(7), mustOffsets(t, tp, 0).LogStart)
@@ -264,7 +264,7 @@ func TestRetentionByTime(t *testing.T) {
 	// but behind it) stays, as Kafka stops at the first segment it keeps.
 	require.Eventually(t, func() bool { return mustOffsets(t, tp, 0).LogStart == 2 }, 10*time.Second, 10*time.Millisecond)
 	time.Sleep(200 * time.Millisecond) // a few more checks
-	require.Equal(t, replog.PartitionOffsets{LogStart: 2, HighWatermark: 4}, mustOffsets(t, tp, 0))
+	require.Equal(t, replog.PartitionOffsets{LogStart: 2, HighWatermark: 4, LastStable: 4}, mustOffsets(t, tp, 0))
 
 	// Lowering the limit on the live topic: all but the newest batch go.
 	require.NoError(t, l.AlterTopic(ctx, "events", replog.TopicConfig{Retention: time.Second}))
@@ -320,7 +320,7 @@ func TestDeleteRecordsInsideABatch(t *testing.T) {
 	}
 	require.NoError(t, p.Flush(ctx)) // one batch: offsets 0 to 3
 	require.NoError(t, l.DeleteRecords(ctx, "t", map[int]int64{0: 2}))
-	require.Equal(t, replog.PartitionOffsets{LogStart: 2, HighWatermark: 4}, mustOffsets(t, tp, 0))
+	require.Equal(t, replog.PartitionOffsets{LogStart: 2, HighWatermark: 4, LastStable: 4}, mustOffsets(t, tp, 0))
 
 	c, err := replog.NewConsumer(tp, replog.String(), nil)
 	require.NoError(t, err)

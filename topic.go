@@ -331,6 +331,11 @@ type PartitionOffsets struct {
 	// HighWatermark is the offset the next record will get; every offset
 	// below it is committed.
 	HighWatermark int64
+	// LastStable is the last stable offset (Kafka's LSO): the first
+	// offset of the oldest transaction still open in the partition, or
+	// the high watermark if none is. A [ReadCommitted] consumer reads
+	// below it.
+	LastStable int64
 }
 
 // Offsets returns the bounds of partition i's log on this node.
@@ -342,7 +347,10 @@ func (t *Topic) Offsets(ctx context.Context, i int) (PartitionOffsets, error) {
 	if err := p.WaitOpen(ctx); err != nil {
 		return PartitionOffsets{}, mapErr(err)
 	}
-	return PartitionOffsets{LogStart: p.LogStart(), HighWatermark: p.HighWatermark()}, nil
+	// The last stable offset first: read after, the high watermark is
+	// never below it.
+	lso := p.LastStable()
+	return PartitionOffsets{LogStart: p.LogStart(), HighWatermark: p.HighWatermark(), LastStable: lso}, nil
 }
 
 // Leader returns the id of the node leading partition i's Raft group, as
