@@ -39,10 +39,40 @@ type StartPosition int
 const (
 	// Earliest starts at the first retained offset (the default).
 	Earliest StartPosition = iota
-	// Latest starts at the high watermark when the consumer is created:
-	// only records produced afterwards are read.
+	// Latest starts at the high watermark when the consumer is created
+	// (the last stable offset with [ReadCommitted]): only records produced
+	// afterwards are read.
 	Latest
 )
+
+// IsolationLevel is what a consumer reads of transactions (Kafka's
+// isolation.level); see [ConsumerOptions.Isolation].
+type IsolationLevel int
+
+const (
+	// ReadUncommitted (the default, as in Kafka) reads every record up to
+	// the high watermark, including those of transactions still open or
+	// aborted.
+	ReadUncommitted IsolationLevel = iota
+	// ReadCommitted reads only the records of committed transactions and
+	// those written outside any transaction, and reads no further than
+	// the partition's last stable offset: the first offset of its oldest
+	// open transaction. A transaction left open holds every later record
+	// of its partitions back from ReadCommitted consumers, until it ends
+	// or its coordinator aborts it at its timeout
+	// ([TransactionalOptions.Timeout]).
+	ReadCommitted
+)
+
+func (l IsolationLevel) String() string {
+	switch l {
+	case ReadUncommitted:
+		return "read_uncommitted"
+	case ReadCommitted:
+		return "read_committed"
+	}
+	return fmt.Sprintf("IsolationLevel(%d)", int(l))
+}
 
 // ConsumerOptions configures [NewConsumer]. The zero value (or nil) reads
 // every partition from the earliest offset.
@@ -60,6 +90,12 @@ type ConsumerOptions struct {
 	// the consumer's fetcher goroutine. Default [Options.MemoryBytes]/128
 	// (2 MiB with the default budget), at least 1 MiB.
 	ReadAheadBytes int
+	// Isolation is what the consumer reads of transactions (Kafka's
+	// isolation.level): [ReadUncommitted] (the default) or
+	// [ReadCommitted]. Transaction markers are never returned at either
+	// level; they take an offset, so offsets of records read may have
+	// gaps.
+	Isolation IsolationLevel
 
 	// Group makes the consumer a member of a consumer group: every group
 	// reads every record of the topic, and inside a group each partition is
@@ -205,8 +241,10 @@ func (c *Consumer[T]) SeekTime(ctx context.Context, t time.Time) error {
 	return nil
 }
 
-// Lag returns, per assigned partition, how many committed records the
-// consumer has not yet handed out (high watermark minus position).
+// Lag returns, per assigned partition, how many offsets the consumer has
+// not yet read up to the end it may read: the high watermark, or with
+// [ReadCommitted] the last stable offset. Offsets, not records: markers
+// and the records of aborted transactions count too.
 func (c *Consumer[T]) Lag() map[int]int64 {
 	parts := c.c.partList()
 	lag := make(map[int]int64, len(parts))
@@ -214,9 +252,18 @@ func (c *Consumer[T]) Lag() map[int]int64 {
 		cp.mu.Lock()
 		off, rp := cp.offset, cp.rp
 		cp.mu.Unlock()
-		lag[cp.idx] = max(0, rp.HighWatermark()-off)
+		lag[cp.idx] = max(0, c.c.readEnd(rp)-off)
 	}
 	return lag
+}
+
+// readEnd is the offset the consumer reads up to, excluded: the last
+// stable offset for a read-committed consumer, else the high watermark.
+func (c *consumer) readEnd(rp *replication.Partition) int64 {
+	if c.opts.Isolation == ReadCommitted {
+		return rp.LastStable()
+	}
+	return rp.HighWatermark()
 }
 
 // Position returns the next offset the consumer reads from partition.
@@ -336,7 +383,8 @@ func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
 	if o.ReadAheadBytes == 0 {
 		o.ReadAheadBytes = max(int(t.l.opts.MemoryBytes/128), 1<<20)
 	}
-	if o.MaxPollRecords < 0 || o.FetchBytes < 0 || o.ReadAheadBytes < 0 || (o.Start != Earliest && o.Start != Latest) {
+	if o.MaxPollRecords < 0 || o.FetchBytes < 0 || o.ReadAheadBytes < 0 || (o.Start != Earliest && o.Start != Latest) ||
+		(o.Isolation != ReadUncommitted && o.Isolation != ReadCommitted) {
 		return nil, fmt.Errorf("%w: consumer options %+v", ErrInvalidConfig, o)
 	}
 	if err := t.check(); err != nil {
@@ -401,7 +449,7 @@ func (c *consumer) newPart(ctx context.Context, i int, offset int64) (*consumerP
 	switch {
 	case offset >= 0:
 	case c.opts.Start == Latest:
-		cp.offset = rp.HighWatermark()
+		cp.offset = c.readEnd(rp)
 	default:
 		cp.offset = rp.LogStart()
 	}
@@ -699,16 +747,34 @@ func (c *consumer) reresolve(cp *consumerPart) bool {
 // from replica rp. It returns them with the offset after the last batch it
 // read, where the next read starts: past the last record, and past any
 // offsets key compaction left without a record.
+//
+// A read-committed consumer reads only below the last stable offset, and
+// drops the records of aborted transactions. The aborted transactions are
+// looked up after the read, over the offsets read, and only if a
+// transactional batch was read: a log without transactions costs nothing
+// more. Everything read lies below the last stable offset, loaded first,
+// so every transaction it holds was decided and its abort, if any, is in
+// the index.
 func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64) ([]storage.Record, int, int64, error) {
+	committed := c.opts.Isolation == ReadCommitted
+	lso := rp.LastStable() // before the high watermark: never above it
 	start, hw := rp.LogStart(), rp.HighWatermark()
 	if from < start || from > hw {
 		return nil, 0, from, &OffsetOutOfRangeError{Topic: c.t.meta.Name, Partition: cp.idx, Offset: from, Earliest: start, Latest: hw}
 	}
+	if committed && from >= lso {
+		return nil, 0, from, nil // wait for the open transaction to end
+	}
 	var recs []storage.Record
+	var txns []txnSpan // transactional batches read, for a read-committed consumer
 	var derr error
 	next := from
 	err := rp.ReadBatches(c.ctx, from, c.opts.FetchBytes, func(b []byte) bool {
-		if h, err := storage.ParseHeader(b); err == nil && h.Control {
+		h, err := storage.ParseHeader(b)
+		if err == nil && committed && h.BaseOffset >= lso {
+			return false // an open transaction's, or after it
+		}
+		if err == nil && h.Control {
 			// A transaction marker takes an offset but holds no record
 			// for readers: step over it, as Kafka's consumers do.
 			next = max(next, h.LastOffset()+1)
@@ -716,15 +782,37 @@ func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64)
 		}
 		// Records may alias b, which Pebble reuses: decode from our own copy.
 		own := append([]byte(nil), b...)
-		var h storage.BatchHeader
+		n := len(recs)
 		h, recs, derr = storage.DecodeRecords(own, from, recs)
 		if derr == nil {
 			next = max(next, h.LastOffset()+1)
+			if committed && h.Transactional && len(recs) > n {
+				txns = append(txns, txnSpan{h: h, lo: n, hi: len(recs)})
+			}
 		}
 		return derr == nil
 	})
 	if derr == nil && errors.Is(err, ErrCorrupt) {
 		derr = err // a damaged store file: reported as a damaged batch is
+	}
+	if (derr != nil || err == nil) && len(txns) > 0 {
+		// Only the batches before any damage are in txns and below next.
+		var aerr error
+		if recs, aerr = c.dropAborted(rp, recs, txns, next); aerr != nil {
+			return nil, 0, from, mapErr(aerr)
+		}
+		if rp.LogStart() > from {
+			// Retention went past what was read, and may have taken
+			// the aborted index entries of its transactions with it:
+			// nothing read can be trusted. The next read finds the new
+			// log start.
+			return nil, 0, from, nil
+		}
+		if derr != nil && len(recs) == 0 {
+			// Only aborted records before the damage: the next read
+			// starts after them, meets it first and reports it.
+			return nil, 0, next, nil
+		}
 	}
 	if derr != nil && len(recs) > 0 {
 		// Hand out the records before the damage; the next read starts
@@ -738,6 +826,35 @@ func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64)
 		return nil, 0, from, mapErr(err)
 	}
 	return recs, recordsSize(recs), next, nil
+}
+
+// txnSpan is a transactional batch read: its header and its records,
+// recs[lo:hi].
+type txnSpan struct {
+	h      storage.BatchHeader
+	lo, hi int
+}
+
+// dropAborted removes from recs the records of the batches among txns
+// whose transaction was aborted, looking the aborts up over [txns[0]'s
+// base offset, end).
+func (c *consumer) dropAborted(rp *replication.Partition, recs []storage.Record, txns []txnSpan, end int64) ([]storage.Record, error) {
+	aborted, err := rp.AbortedTxns(c.ctx, txns[0].h.BaseOffset, end)
+	if err != nil || len(aborted) == 0 {
+		return recs, err
+	}
+	out := recs[:txns[0].lo]
+	prev := txns[0].lo
+	for _, s := range txns {
+		out = append(out, recs[prev:s.lo]...)
+		if storage.Committed(s.h, aborted) {
+			out = append(out, recs[s.lo:s.hi]...)
+		}
+		prev = s.hi
+	}
+	out = append(out, recs[prev:]...)
+	clear(recs[len(out):])
+	return out, nil
 }
 
 // fetched counts records the fetcher read and tells the hooks.
