@@ -76,6 +76,24 @@ var (
 	// The error also wraps the cause (for example
 	// [context.DeadlineExceeded]).
 	ErrAmbiguous = errors.New("replog: outcome unknown, the record may have been written")
+	// ErrFenced: a transactional session is over because its
+	// transactional id moved on without it (Kafka's PRODUCER_FENCED): a
+	// newer session of the id started ([Log.NewTransactionalProducer]),
+	// the coordinator aborted the session's transaction when its
+	// [TransactionalOptions.Timeout] passed, or the id expired after
+	// 7 days without a transaction. Every later call of the session fails
+	// with it; close it (a newer session of the id takes over).
+	ErrFenced = errors.New("replog: transactional producer fenced")
+	// ErrInvalidTxnState: the call does not fit the transaction's state
+	// (Kafka's INVALID_TXN_STATE, and its clients' IllegalStateException):
+	// producing or sending offsets with no transaction begun, Begin with
+	// one open, Commit of a transaction being aborted, or Abort of one
+	// whose commit was decided.
+	ErrInvalidTxnState = errors.New("replog: invalid transaction state")
+	// ErrTxnTooLarge: the transaction would span more than 4096
+	// partitions and groups, or commit more than 4096 offsets; it cannot
+	// commit: abort it.
+	ErrTxnTooLarge = errors.New("replog: transaction too large")
 )
 
 // OffsetOutOfRangeError reports an offset outside the retained log.
@@ -162,6 +180,23 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, replication.ErrTooLarge):
 		return fmt.Errorf("%w: %w", ErrRecordTooLarge, err)
+	case errors.Is(err, ErrFenced), errors.Is(err, ErrInvalidTxnState), errors.Is(err, ErrTxnTooLarge):
+		return err // public already
+	case errors.Is(err, replication.ErrFenced):
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	case errors.Is(err, replication.ErrUnknownTransactionalID):
+		// The id expired, or was never initialised: the session cannot
+		// go on, as if fenced (Kafka's INVALID_PRODUCER_ID_MAPPING).
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	case errors.Is(err, replication.ErrInvalidTxnState):
+		return fmt.Errorf("%w: %w", ErrInvalidTxnState, err)
+	case errors.Is(err, replication.ErrTxnTooLarge):
+		return fmt.Errorf("%w: %w", ErrTxnTooLarge, err)
+	case errors.Is(err, replication.ErrInvalidTxnTimeout):
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	case errors.Is(err, replication.ErrConcurrentTransactions):
+		// Retried until ctx ends; then it is a wait that wrote nothing.
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
 }

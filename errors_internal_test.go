@@ -34,6 +34,12 @@ func TestMapErrReachesPublicSentinels(t *testing.T) {
 		{replication.ErrAmbiguous, ErrAmbiguous},
 		{replication.ErrLeaderChanged, ErrAmbiguous},
 		{replication.ErrTooLarge, ErrRecordTooLarge},
+		{replication.ErrFenced, ErrFenced},
+		{replication.ErrUnknownTransactionalID, ErrFenced},
+		{replication.ErrInvalidTxnState, ErrInvalidTxnState},
+		{replication.ErrTxnTooLarge, ErrTxnTooLarge},
+		{replication.ErrInvalidTxnTimeout, ErrInvalidConfig},
+		{replication.ErrConcurrentTransactions, ErrUnavailable},
 		// A proposal whose replica stopped while it was pending.
 		{fmt.Errorf("%w: %w", replication.ErrAmbiguous, replication.MapError(dragonboat.ErrShardClosed)), ErrAmbiguous},
 
