@@ -73,12 +73,18 @@ type partWriter struct {
 	resend   []*batchReq // to propose again before anything new, oldest first
 	backoff  time.Duration
 	retryAt  time.Time
+	// txnNum is the session's transaction this partition was last added
+	// to, serial the coordinator's number for it (transactional writers).
+	txnNum uint64
+	serial uint64
 }
 
 type batchReq struct {
 	recs     []pending
 	cmd      []byte
 	pid      uint64
+	serial   uint64 // the transaction's, for a transactional writer
+	seq      int32  // first sequence number, once encoded
 	maxBytes int  // the topic's MaxMessageBytes when the batch was taken
 	notified bool // AcksNone: the callbacks already ran
 	attempts int  // proposals made, for the retry counter
@@ -369,13 +375,26 @@ func (w *partWriter) build(recs []pending, maxBytes int) (*batchReq, error) {
 		return nil, err
 	}
 	b := &batchReq{recs: recs, pid: pid, maxBytes: maxBytes}
+	if w.p.txn != nil {
+		if b.serial, err = w.p.txn.partitionSerial(ctx, w); err != nil {
+			return nil, err
+		}
+	}
 	return b, w.encode(b)
 }
 
 // encode (re)builds the command of b with the current epoch and the next
-// sequence number, as a batch not yet sent.
+// sequence number, as a batch not yet sent. A transactional writer's
+// batch is transactional, and its command carries the transaction's
+// serial number, so that the partition refuses it if that transaction is
+// over there.
 func (w *partWriter) encode(b *batchReq) error {
+	txn := w.p.txn != nil
+	if txn && !storage.KafkaFits(b.pid, w.epoch) {
+		return fmt.Errorf("%w: producer %d epoch %d does not fit a transactional batch", ErrInvalidConfig, b.pid, w.epoch)
+	}
 	w.builder.SetLegacy(!storage.KafkaFits(b.pid, w.epoch))
+	w.builder.SetTransactional(txn)
 	for _, pd := range b.recs {
 		w.builder.Add(pd.rec)
 	}
@@ -383,24 +402,33 @@ func (w *partWriter) encode(b *batchReq) error {
 	if b.pid != 0 {
 		seq = w.seq
 	}
+	prefix, build := 1, w.builder.BuildWithPrefix
+	if txn {
+		prefix = storage.TxnAppendHeaderSize
+	}
 	codec := storage.Compression(*w.p.opts.Compression)
-	cmd, err := w.builder.BuildWithPrefix(1, codec, b.pid, w.epoch, seq)
-	if err == nil && len(cmd)-1 > b.maxBytes && codec != storage.CompressionNone && storage.HeaderSize+w.builder.RawSize() <= b.maxBytes {
+	cmd, err := build(prefix, codec, b.pid, w.epoch, seq)
+	if err == nil && len(cmd)-prefix > b.maxBytes && codec != storage.CompressionNone && storage.HeaderSize+w.builder.RawSize() <= b.maxBytes {
 		// The codec grew the records (incompressible data) past the
 		// topic's limit; uncompressed they fit, and a batch says its
 		// codec, so consumers read it either way.
-		cmd, err = w.builder.BuildWithPrefix(1, storage.CompressionNone, b.pid, w.epoch, seq)
+		cmd, err = build(prefix, storage.CompressionNone, b.pid, w.epoch, seq)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRecordTooLarge, err)
 	}
-	if n := len(cmd) - 1; n > b.maxBytes {
+	if n := len(cmd) - prefix; n > b.maxBytes {
 		return fmt.Errorf("%w: a batch of %d record(s) takes %d bytes encoded, the topic's MaxMessageBytes is %d", ErrRecordTooLarge, len(b.recs), n, b.maxBytes)
 	}
+	b.seq = seq
 	if b.pid != 0 {
 		w.seq += int32(len(b.recs)) // only once built: a gap would fail every later batch
 	}
-	cmd[0] = storage.CmdAppend
+	if txn {
+		storage.PutTxnAppendHeader(cmd, b.serial)
+	} else {
+		cmd[0] = storage.CmdAppend
+	}
 	b.cmd = cmd
 	b.prop, b.stale, b.unknown, b.err = nil, nil, false, nil
 	return nil
@@ -527,6 +555,10 @@ func (w *partWriter) note(b *batchReq, res storage.Result, err error) {
 		}
 	case res.Status == storage.StatusCorrupt || res.Status == storage.StatusInvalid:
 		b.err = fmt.Errorf("%w: partition refused the batch (%s)", ErrCorrupt, res.Status)
+	case res.Status == storage.StatusFenced && w.p.txn != nil:
+		b.err = fmt.Errorf("%w: the partition knows a newer epoch of the producer", ErrFenced)
+	case res.Status == storage.StatusTxnInvalid:
+		b.err = fmt.Errorf("%w: the partition's transaction of the producer is not the current one", ErrInvalidTxnState)
 	default:
 		b.err = fmt.Errorf("%w: %s", ErrOutOfOrderSequence, res.Status)
 	}
@@ -633,9 +665,13 @@ func (w *partWriter) recover() {
 	}
 	var keep []*batchReq
 	gap := false // an earlier batch is certainly not stored
+	var firstLost *batchReq
 	for _, b := range all {
 		if gap {
 			b.unknown = false
+		}
+		if !b.stored && firstLost == nil {
+			firstLost = b
 		}
 		switch {
 		case b.stored:
@@ -648,6 +684,22 @@ func (w *partWriter) recover() {
 		if !b.stored && !b.unknown {
 			gap = true
 		}
+	}
+	if w.p.txn != nil {
+		// A transactional writer keeps its epoch, the coordinator's: the
+		// transaction cannot commit anyway (its records failed), and the
+		// next one goes on with the sequence where the partition stopped,
+		// if that is known.
+		switch {
+		case firstLost == nil:
+		case firstLost.unknown:
+			w.p.txn.loseSequence(fmt.Errorf("%w: %s/%d: a batch may or may not be stored", ErrAmbiguous, w.p.t.meta.Name, w.idx))
+		default:
+			w.seq = firstLost.seq
+		}
+		w.backoff = 0
+		w.retryAt = time.Now()
+		return
 	}
 	w.epoch++
 	w.seq = 0
@@ -665,7 +717,8 @@ func (w *partWriter) recover() {
 // resendable reports whether b, certainly not stored, may be sent again
 // under a new epoch.
 func (w *partWriter) resendable(b *batchReq) bool {
-	if b.stored || b.unknown || w.p.t.l.isClosed() || w.expired(b) {
+	// A transactional writer cannot start a new epoch: see recover.
+	if b.stored || b.unknown || w.p.txn != nil || w.p.t.l.isClosed() || w.expired(b) {
 		return false
 	}
 	return b.err == nil || replication.IsRetriable(b.err) || errors.Is(b.err, ErrOutOfOrderSequence)

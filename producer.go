@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/replog/replog/storage"
@@ -99,6 +100,15 @@ type ProducerOptions struct {
 	Acks Acks
 	// Hooks watch this producer, after [Options.Hooks] (see [Hook]).
 	Hooks []Hook
+	// Transactional joins the producer to a transactional session: its
+	// records are written in the session's transactions, and Produce fails
+	// with [ErrInvalidTxnState] when no transaction is begun (see
+	// [TransactionalProducer]). Every producer of the session writes
+	// through the same partition writers, configured by
+	// [TransactionalOptions.Producer]: the other fields here must be left
+	// zero ([ErrInvalidConfig] otherwise). Nil (the default): records are
+	// written at once, outside any transaction.
+	Transactional *TransactionalProducer
 }
 
 // Acks is the acknowledgement level of a producer.
@@ -116,6 +126,13 @@ const (
 	// acks=0 does); errors before the hand-off still reach the callback.
 	AcksNone
 )
+
+// onlyTransactional reports whether Transactional is the only option set.
+func (o *ProducerOptions) onlyTransactional() bool {
+	return o.Linger == 0 && o.BatchBytes == 0 && o.MaxRecordBytes == 0 && o.MaxBufferedBytes == 0 &&
+		o.DeliveryTimeout == 0 && o.Compression == nil && !o.DisableIdempotence && o.Partitioner == nil &&
+		o.MaxInFlight == 0 && o.Acks == AcksAll && o.Hooks == nil
+}
 
 func (o *ProducerOptions) withDefaults(t *Topic) (ProducerOptions, error) {
 	var c ProducerOptions
@@ -173,6 +190,10 @@ func (o *ProducerOptions) withDefaults(t *Topic) (ProducerOptions, error) {
 type Producer[T any] struct {
 	p     *producer
 	codec Codec[T]
+	// joined: the producer writes through a transactional session's
+	// writers (p), which it does not own; closed is its own state then.
+	joined bool
+	closed atomic.Bool
 }
 
 // NewProducer returns a producer for topic t using codec to encode values.
@@ -186,11 +207,21 @@ func NewProducer[T any](t *Topic, codec Codec[T], opts *ProducerOptions) (*Produ
 	if err := t.check(); err != nil {
 		return nil, err
 	}
+	if opts != nil && opts.Transactional != nil {
+		if !opts.onlyTransactional() {
+			return nil, fmt.Errorf("%w: a producer joined to a transactional session takes its options from TransactionalOptions.Producer", ErrInvalidConfig)
+		}
+		p, err := opts.Transactional.core(t)
+		if err != nil {
+			return nil, err
+		}
+		return &Producer[T]{p: p, codec: codec, joined: true}, nil
+	}
 	o, err := opts.withDefaults(t)
 	if err != nil {
 		return nil, err
 	}
-	p := newProducer(t, o)
+	p := newProducer(t, o, nil)
 	if err := t.l.track(p); err != nil {
 		p.Close()
 		return nil, err
@@ -244,6 +275,10 @@ func (p *Producer[T]) ProduceAsync(ctx context.Context, m Message[T], fn func(Po
 	}
 	if err := ctx.Err(); err != nil {
 		fn(Position{}, err)
+		return
+	}
+	if p.closed.Load() {
+		fn(Position{}, ErrClosed)
 		return
 	}
 	r := storage.Record{Key: m.Key, Tombstone: m.Tombstone}
@@ -306,11 +341,27 @@ func (p *Producer[T]) ProduceAsync(ctx context.Context, m Message[T], fn func(Po
 // Flush sends every buffered record at once, without waiting out Linger
 // (as Kafka's flush does), and waits until every record buffered before the
 // call is acknowledged or failed.
-func (p *Producer[T]) Flush(ctx context.Context) error { return p.p.flush(ctx) }
+//
+// A producer joined to a transactional session flushes every record the
+// session's producers buffered for its topic.
+func (p *Producer[T]) Flush(ctx context.Context) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	return p.p.flush(ctx)
+}
 
 // Close sends the buffered records (within DeliveryTimeout) and stops the
 // producer. Safe to call twice; afterwards Produce fails with [ErrClosed].
+//
+// A producer joined to a transactional session only stops taking
+// records: those it buffered stay in the session's transaction, which
+// Commit or Abort ends, and the session's Close stops the writers.
 func (p *Producer[T]) Close() error {
+	if p.joined {
+		p.closed.Store(true)
+		return nil
+	}
 	p.p.t.l.untrack(p.p)
 	return p.p.Close()
 }
@@ -322,6 +373,9 @@ type producer struct {
 	parts []*partWriter
 	wg    sync.WaitGroup
 	hooks hookSet
+	// txn is the transactional session whose writers these are; nil
+	// outside transactions.
+	txn *TransactionalProducer
 
 	// pidMu serialises producer id allocation; pid 0 means not yet issued.
 	pidMu sync.Mutex
@@ -337,10 +391,14 @@ type producer struct {
 	closeOnce sync.Once
 }
 
-func newProducer(t *Topic, o ProducerOptions) *producer {
-	p := &producer{t: t, opts: o, bufFree: make(chan struct{}), hooks: newHookSet(t.l.opts.Hooks, o.Hooks)}
+func newProducer(t *Topic, o ProducerOptions, txn *TransactionalProducer) *producer {
+	p := &producer{t: t, opts: o, txn: txn, bufFree: make(chan struct{}), hooks: newHookSet(t.l.opts.Hooks, o.Hooks)}
 	for i := range t.meta.Partitions {
 		w := &partWriter{p: p, idx: i, wake: make(chan struct{}, 1), stop: make(chan struct{}), stats: t.l.counters.part(t.meta.Name, i)}
+		if txn != nil {
+			// The coordinator's epoch, for the session's lifetime.
+			w.epoch = uint32(txn.prod.Epoch)
+		}
 		p.parts = append(p.parts, w)
 		p.wg.Add(1)
 		go w.run()
@@ -351,6 +409,15 @@ func newProducer(t *Topic, o ProducerOptions) *producer {
 // produce buffers r for partition part, or the Partitioner's choice if part
 // is negative.
 func (p *producer) produce(ctx context.Context, r storage.Record, part int, fn func(Position, error)) {
+	if p.txn != nil {
+		// Held until the record is buffered: Commit and Abort flush it.
+		leave, err := p.txn.enter()
+		if err != nil {
+			fn(Position{}, err)
+			return
+		}
+		defer leave()
+	}
 	size := storage.RecordSize(r)
 	if size > p.opts.MaxRecordBytes {
 		fn(Position{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrRecordTooLarge, size, p.opts.MaxRecordBytes))
@@ -392,6 +459,10 @@ func (p *producer) produce(ctx context.Context, r storage.Record, part int, fn f
 		p.release(size)
 		fn(Position{}, ErrClosed)
 		return
+	}
+	if p.txn != nil {
+		// Part of the transaction from here: its failure dooms it.
+		fn = p.txn.watch(fn)
 	}
 	p.parts[part].enqueue(pending{rec: r, size: size, fn: fn, at: time.Now()})
 }
@@ -440,6 +511,9 @@ func (p *producer) release(size int) {
 func (p *producer) producerID(ctx context.Context) (uint64, error) {
 	if p.opts.DisableIdempotence {
 		return 0, nil
+	}
+	if p.txn != nil {
+		return p.txn.prod.ProducerID, nil
 	}
 	p.pidMu.Lock()
 	defer p.pidMu.Unlock()
