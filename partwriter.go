@@ -85,9 +85,9 @@ type batchReq struct {
 	pid      uint64
 	serial   uint64 // the transaction's, for a transactional writer
 	seq      int32  // first sequence number, once encoded
-	maxBytes int  // the topic's MaxMessageBytes when the batch was taken
-	notified bool // AcksNone: the callbacks already ran
-	attempts int  // proposals made, for the retry counter
+	maxBytes int    // the topic's MaxMessageBytes when the batch was taken
+	notified bool   // AcksNone: the callbacks already ran
+	attempts int    // proposals made, for the retry counter
 
 	// prop is the attempt waited on; nil while the batch waits to be sent.
 	prop *replication.Proposal
@@ -694,6 +694,10 @@ func (w *partWriter) recover() {
 		case firstLost == nil:
 		case firstLost.unknown:
 			w.p.txn.loseSequence(fmt.Errorf("%w: %s/%d: a batch may or may not be stored", ErrAmbiguous, w.p.t.meta.Name, w.idx))
+		case errors.Is(firstLost.err, ErrOutOfOrderSequence):
+			// The partition expects another sequence number (it forgot
+			// the producer): only a new epoch starts afresh.
+			w.p.txn.loseSequence(fmt.Errorf("%s/%d: %w", w.p.t.meta.Name, w.idx, firstLost.err))
 		default:
 			w.seq = firstLost.seq
 		}

@@ -79,8 +79,10 @@ type TransactionalProducer struct {
 	// num counts transactions begun; a partition writer that added its
 	// partition to transaction num remembers it (see partitionSerial).
 	num uint64
-	// endCommit is the decision under way in state txnEnding.
-	endCommit bool
+	// endCommit is the decision under way in state txnEnding; decided:
+	// the coordinator took it (EndTxn succeeded), so the other one is
+	// refused.
+	endCommit, decided bool
 	// failed is the first error of a record or of SendOffsets in this
 	// transaction: it cannot commit.
 	failed error
@@ -199,7 +201,7 @@ func (tp *TransactionalProducer) Begin() error {
 		return fmt.Errorf("%w: transaction %q: a transaction is open already", ErrInvalidTxnState, tp.id)
 	}
 	tp.state, tp.num = txnOpen, tp.num+1
-	tp.failed, tp.asked, tp.added, tp.groups = nil, false, false, nil
+	tp.failed, tp.asked, tp.added, tp.groups, tp.decided = nil, false, false, nil, false
 	return nil
 }
 
@@ -225,7 +227,7 @@ func (tp *TransactionalProducer) usable() error {
 	case txnFatal, txnClosed:
 		return tp.fatal
 	case txnEnding:
-		return fmt.Errorf("%w: transaction %q is ending: Begin the next one first", ErrInvalidTxnState, tp.id)
+		return fmt.Errorf("%w: transaction %q is ending: finish its Commit or Abort, then Begin the next one", ErrInvalidTxnState, tp.id)
 	}
 	return fmt.Errorf("%w: no transaction: call Begin first", ErrInvalidTxnState)
 }
@@ -293,9 +295,7 @@ func (tp *TransactionalProducer) partitionSerial(ctx context.Context, w *partWri
 		return err
 	})
 	if err != nil {
-		err = mapTxnErr(err)
-		tp.fail(err)
-		return 0, err
+		return 0, mapTxnErr(err) // its records fail, and so the transaction (see watch)
 	}
 	tp.mu.Lock()
 	tp.added = true
@@ -402,21 +402,8 @@ func (tp *TransactionalProducer) end(ctx context.Context, commit bool) error {
 		return fmt.Errorf("replog: transaction %q cannot commit: %w (abort it)", tp.id, failed)
 	}
 	if asked {
-		err := retryConcurrent(ctx, func(ctx context.Context) error {
-			return tp.l.node.EndTxn(ctx, tp.id, prod, commit)
-		})
-		if !commit && !added && errors.Is(err, replication.ErrInvalidTxnState) {
-			err = nil // nothing was begun on the coordinator: nothing to abort
-		} else if err != nil {
-			err = mapTxnErr(err)
-			tp.fail(err)
+		if err := tp.decide(ctx, commit, prod, added); err != nil {
 			return err
-		} else if st, err := tp.l.node.WaitTxn(ctx, tp.id); err != nil {
-			return mapTxnErr(err)
-		} else if st.ProducerID != prod.ProducerID || st.Epoch != prod.Epoch {
-			// Our transaction ended as decided; then a newer session, or
-			// the coordinator, took the id.
-			tp.fail(fmt.Errorf("%w: transactional id %q has producer %d epoch %d now", ErrFenced, tp.id, st.ProducerID, st.Epoch))
 		}
 	}
 	tp.mu.Lock()
@@ -431,6 +418,38 @@ func (tp *TransactionalProducer) end(ctx context.Context, commit bool) error {
 	return nil
 }
 
+// decide asks the coordinator to end the transaction as decided, and
+// waits until its markers are written (and, for a commit, its offsets).
+// EndTxn may be asked again: the coordinator takes one decision.
+func (tp *TransactionalProducer) decide(ctx context.Context, commit bool, prod replication.TxnProducer, added bool) error {
+	err := retryConcurrent(ctx, func(ctx context.Context) error {
+		return tp.l.node.EndTxn(ctx, tp.id, prod, commit)
+	})
+	switch {
+	case !commit && !added && errors.Is(err, replication.ErrInvalidTxnState):
+		return nil // nothing was begun on the coordinator: nothing to abort
+	case err != nil:
+		err = mapTxnErr(err)
+		if errors.Is(err, ErrFenced) {
+			tp.fail(err)
+		}
+		return err
+	}
+	tp.mu.Lock()
+	tp.decided = true
+	tp.mu.Unlock()
+	st, err := tp.l.node.WaitTxn(ctx, tp.id)
+	if err != nil {
+		return mapTxnErr(err)
+	}
+	if st.ProducerID != prod.ProducerID || st.Epoch != prod.Epoch {
+		// The transaction ended as decided; since, a newer session or
+		// the coordinator took the id.
+		tp.fail(fmt.Errorf("%w: transactional id %q has producer %d epoch %d now", ErrFenced, tp.id, st.ProducerID, st.Epoch))
+	}
+	return nil
+}
+
 // startEnd moves the state to ending with the decision commit. Once it
 // is set, no record is buffered: what was is flushed by end.
 func (tp *TransactionalProducer) startEnd(commit bool) error {
@@ -441,8 +460,12 @@ func (tp *TransactionalProducer) startEnd(commit bool) error {
 	switch tp.state {
 	case txnOpen:
 	case txnEnding:
-		if commit && !tp.endCommit {
-			return fmt.Errorf("%w: transaction %q is aborting", ErrInvalidTxnState, tp.id)
+		if tp.decided && commit != tp.endCommit {
+			d := "abort"
+			if tp.endCommit {
+				d = "commit"
+			}
+			return fmt.Errorf("%w: transaction %q was decided to %s: call that again to finish it", ErrInvalidTxnState, tp.id, d)
 		}
 	case txnFatal, txnClosed:
 		return tp.fatal
@@ -604,8 +627,10 @@ func (tp *TransactionalProducer) Close() error {
 	for _, p := range cores {
 		p.Close()
 	}
-	if errors.Is(err, ErrClosed) || errors.Is(err, ErrFenced) {
-		err = nil // nothing left to abort
+	if errors.Is(err, ErrClosed) || errors.Is(err, ErrFenced) || errors.Is(err, ErrInvalidTxnState) {
+		// Nothing left to abort, or a commit was decided, which the
+		// coordinator completes by itself.
+		err = nil
 	}
 	return err
 }

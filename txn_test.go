@@ -375,3 +375,66 @@ func TestTxnCloseAbortsOpenTransaction(t *testing.T) {
 	require.NoError(t, s2.Commit(ctx))
 	require.Equal(t, []string{"next"}, txnValues(t, ctx, rc, 1))
 }
+
+// TestTxnFailedRecordForcesAbort: a record that fails once buffered (here
+// larger than the topic's MaxMessageBytes) dooms its transaction: Commit
+// refuses, reporting the record's error, and Abort ends it; the next
+// transaction commits.
+func TestTxnFailedRecordForcesAbort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := replog.Open("", &replog.Options{InMemory: true})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, l.Close()) }()
+	out, err := l.CreateTopic(ctx, "small", replog.TopicConfig{Partitions: 1, MaxMessageBytes: 1024})
+	require.NoError(t, err)
+	rc := consumer(t, out, replog.ReadCommitted)
+	s, err := l.NewTransactionalProducer(ctx, "fail", nil)
+	require.NoError(t, err)
+	defer s.Close()
+	p := joined(t, out, s)
+
+	require.NoError(t, s.Begin())
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "ok"})
+	require.NoError(t, err)
+	_, err = p.Produce(ctx, replog.Message[string]{Value: string(make([]byte, 4096))})
+	require.ErrorIs(t, err, replog.ErrRecordTooLarge)
+	err = s.Commit(ctx)
+	require.ErrorIs(t, err, replog.ErrRecordTooLarge)
+	require.ErrorIs(t, s.Commit(ctx), replog.ErrRecordTooLarge, "still refused")
+	require.NoError(t, s.Abort(ctx))
+
+	require.NoError(t, s.Begin())
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "next"})
+	require.NoError(t, err)
+	require.NoError(t, s.Commit(ctx))
+	require.Equal(t, []string{"next"}, txnValues(t, ctx, rc, 1))
+}
+
+// TestTxnSendOffsetsNeedsMembership: a member that lost its partitions
+// (no Poll within MaxPollInterval) cannot send its positions: the error
+// is the group's ErrUnknownMember, and the transaction must abort.
+func TestTxnSendOffsetsNeedsMembership(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, topics := openTxnLog(t, ctx, map[string]int{"in": 1, "out": 1})
+	produceStrings(t, ctx, topics["in"], 3, "in")
+	o := groupOpts("lost")
+	o.MaxPollInterval = 300 * time.Millisecond
+	in, err := replog.NewConsumer(topics["in"], replog.String(), o)
+	require.NoError(t, err)
+	defer in.Close()
+	readN(t, ctx, in, 3)
+	s, err := l.NewTransactionalProducer(ctx, "lost-1", nil)
+	require.NoError(t, err)
+	defer s.Close()
+
+	require.NoError(t, s.Begin())
+	require.Eventually(t, func() bool { return len(in.Assignment()) == 0 }, 10*time.Second, 20*time.Millisecond)
+	require.ErrorIs(t, s.SendOffsets(ctx, in), replog.ErrUnknownMember)
+	require.ErrorIs(t, s.Commit(ctx), replog.ErrUnknownMember)
+	require.NoError(t, s.Abort(ctx))
+	g, err := l.DescribeGroup(ctx, "lost")
+	require.NoError(t, err)
+	require.Equal(t, int64(-1), g.Partitions[0].Committed)
+}
