@@ -100,6 +100,39 @@
 // See [GroupOptions] for strategies, static membership, auto-commit and the
 // OnAssigned/OnRevoked callbacks, and [Log.DescribeGroup] for introspection.
 //
+// # Transactions
+//
+// A [TransactionalProducer] writes records to any topics, and consumer
+// groups' offsets, all or nothing (Kafka's transactions, KIP-98, with
+// KIP-447's group membership check), in Kafka's vocabulary:
+//
+//	s, err := l.NewTransactionalProducer(ctx, "etl-1", nil)    // initTransactions
+//	out, err := replog.NewProducer(t, codec, &replog.ProducerOptions{Transactional: s})
+//	err = s.Begin()                                            // beginTransaction
+//	pos, err := out.Produce(ctx, msg)                          // send
+//	err = s.SendOffsets(ctx, in)                               // sendOffsetsToTransaction
+//	err = s.Commit(ctx)                                        // commitTransaction, or s.Abort(ctx): abortTransaction
+//
+// The transactional id names the application instance across restarts:
+// a new session of an id fences the older ones ([ErrFenced]), and aborts
+// the transaction one of them left open. Each record of a transaction
+// carries the session's producer id and epoch; the transaction coordinator
+// (a Raft group of its own) records which partitions and groups the
+// transaction touches and, at Commit or Abort, writes a marker to each
+// partition and commits the offsets. Commit returns once that is done.
+//
+// [ConsumerOptions.Isolation] is Kafka's isolation.level. [ReadUncommitted]
+// (the default) reads every record as it is written, those of open and
+// aborted transactions included. [ReadCommitted] reads committed records
+// only, and no further than a partition's last stable offset: the first
+// offset of its oldest open transaction. A transaction left open so holds
+// back every later record of its partitions, whoever wrote them, from
+// read-committed consumers, until it ends or the coordinator aborts it
+// when its [TransactionalOptions.Timeout] (1 minute by default, at most
+// 15) has passed. Markers take an offset and are never returned, so
+// offsets read have gaps. Limits: 4096 partitions and groups, and 4096
+// offsets, per transaction; a transactional id of 1 to 1024 bytes.
+//
 // # Clusters and tests
 //
 // Package [github.com/replog/replog/replogtest] starts several nodes in one
@@ -114,7 +147,8 @@
 //
 // Errors match sentinels with [errors.Is] ([ErrClosed], [ErrTopicNotFound],
 // [ErrTopicExists], [ErrRecordTooLarge], [ErrCorrupt], [ErrInvalidConfig],
-// [ErrUnavailable], [ErrAmbiguous], [ErrLocked], ...) or carry data
+// [ErrUnavailable], [ErrAmbiguous], [ErrLocked], [ErrFenced],
+// [ErrInvalidTxnState], ...) or carry data
 // ([*OffsetOutOfRangeError], [*DecodeError]); no error of dragonboat or
 // Pebble reaches the caller unwrapped. [IsRetriable] tells which may
 // succeed when tried again. Bad input is refused before anything is
