@@ -402,17 +402,17 @@ func (w *partWriter) encode(b *batchReq) error {
 	if b.pid != 0 {
 		seq = w.seq
 	}
-	prefix, build := 1, w.builder.BuildWithPrefix
+	prefix := 1
 	if txn {
 		prefix = storage.TxnAppendHeaderSize
 	}
 	codec := storage.Compression(*w.p.opts.Compression)
-	cmd, err := build(prefix, codec, b.pid, w.epoch, seq)
+	cmd, err := w.builder.BuildWithPrefix(prefix, codec, b.pid, w.epoch, seq)
 	if err == nil && len(cmd)-prefix > b.maxBytes && codec != storage.CompressionNone && storage.HeaderSize+w.builder.RawSize() <= b.maxBytes {
 		// The codec grew the records (incompressible data) past the
 		// topic's limit; uncompressed they fit, and a batch says its
 		// codec, so consumers read it either way.
-		cmd, err = build(prefix, storage.CompressionNone, b.pid, w.epoch, seq)
+		cmd, err = w.builder.BuildWithPrefix(prefix, storage.CompressionNone, b.pid, w.epoch, seq)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRecordTooLarge, err)
