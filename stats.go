@@ -43,7 +43,8 @@ type NodeStats struct {
 	// BufferedBytes is the memory held in producers' buffers and
 	// consumers' read-ahead.
 	BufferedBytes int64
-	// Producers and Consumers are the open handles.
+	// Producers and Consumers are the open handles; a transactional
+	// session counts as one producer, with the producers joined to it.
 	Producers, Consumers int
 
 	// Counters since Open, over every partition. Bytes are the records'
@@ -233,6 +234,9 @@ func (l *Log) Stats() Stats {
 			n.BufferedBytes += h.bufferedBytes()
 		case *consumer:
 			n.Consumers++
+			n.BufferedBytes += h.bufferedBytes()
+		case *TransactionalProducer: // one producer, as in Kafka, whatever its topics
+			n.Producers++
 			n.BufferedBytes += h.bufferedBytes()
 		}
 	}

@@ -331,6 +331,17 @@ func (tp *TransactionalProducer) core(t *Topic) (*producer, error) {
 	return p, nil
 }
 
+// bufferedBytes is the memory the session's buffered records take.
+func (tp *TransactionalProducer) bufferedBytes() int64 {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	var n int64
+	for _, p := range tp.cores {
+		n += p.bufferedBytes()
+	}
+	return n
+}
+
 // flushAll waits until every record buffered in the session is
 // acknowledged or failed.
 func (tp *TransactionalProducer) flushAll(ctx context.Context) error {

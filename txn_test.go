@@ -246,6 +246,7 @@ func TestTxnStateErrors(t *testing.T) {
 	off, err := topics["out"].Offsets(ctx, 0)
 	require.NoError(t, err)
 	require.Equal(t, int64(0), off.HighWatermark, "nothing was written")
+	require.Equal(t, 1, l.Stats().Node.Producers, "the session is one producer")
 
 	// SendOffsets needs a group consumer.
 	require.NoError(t, s.Begin())
