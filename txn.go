@@ -25,9 +25,11 @@ type TransactionalOptions struct {
 	Timeout time.Duration
 	// Producer configures the batching of every producer joined to the
 	// session (see [ProducerOptions.Transactional]), as one Kafka
-	// producer's configuration does for all its topics. Idempotence
-	// cannot be turned off and Acks must be [AcksAll]: a transaction
-	// needs both. Its Transactional must be nil.
+	// producer's configuration does for all its topics; the defaults are
+	// [ProducerOptions]'s. The session writes each topic through its own
+	// partition writers, so MaxBufferedBytes and the Partitioner's state
+	// are per topic. Idempotence cannot be turned off and Acks must be
+	// [AcksAll]: a transaction needs both. Its Transactional must be nil.
 	Producer ProducerOptions
 }
 
@@ -150,7 +152,7 @@ func (l *Log) NewTransactionalProducer(ctx context.Context, txnID string, opts *
 		return err
 	})
 	if err != nil {
-		return nil, mapTxnErr(err)
+		return nil, mapErr(err)
 	}
 	tp := &TransactionalProducer{l: l, id: txnID, opts: o, prod: prod, cores: map[string]*producer{}}
 	if err := l.track(tp); err != nil {
@@ -177,9 +179,6 @@ func retryConcurrent(ctx context.Context, f func(context.Context) error) error {
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
-
-// mapTxnErr maps a coordinator error to the public sentinels.
-func mapTxnErr(err error) error { return mapErr(err) }
 
 // TransactionalID returns the session's transactional id.
 func (tp *TransactionalProducer) TransactionalID() string { return tp.id }
@@ -295,7 +294,7 @@ func (tp *TransactionalProducer) partitionSerial(ctx context.Context, w *partWri
 		return err
 	})
 	if err != nil {
-		return 0, mapTxnErr(err) // its records fail, and so the transaction (see watch)
+		return 0, mapErr(err) // its records fail, and so the transaction (see watch)
 	}
 	tp.mu.Lock()
 	tp.added = true
@@ -440,7 +439,7 @@ func (tp *TransactionalProducer) decide(ctx context.Context, commit bool, prod r
 	case !commit && !added && errors.Is(err, replication.ErrInvalidTxnState):
 		return nil // nothing was begun on the coordinator: nothing to abort
 	case err != nil:
-		err = mapTxnErr(err)
+		err = mapErr(err)
 		if errors.Is(err, ErrFenced) {
 			tp.fail(err)
 		}
@@ -451,7 +450,7 @@ func (tp *TransactionalProducer) decide(ctx context.Context, commit bool, prod r
 	tp.mu.Unlock()
 	st, err := tp.l.node.WaitTxn(ctx, tp.id)
 	if err != nil {
-		return mapTxnErr(err)
+		return mapErr(err)
 	}
 	if st.ProducerID != prod.ProducerID || st.Epoch != prod.Epoch {
 		// The transaction ended as decided; since, a newer session or
@@ -510,7 +509,9 @@ func (c *Consumer[T]) groupConsumer() *consumer { return c.c }
 // [ErrUnknownMember], and one whose partitions moved to another member
 // [ErrNotAssigned]; the transaction cannot commit then: abort it, Poll
 // again and redo the work from the group's offsets. If ctx is done before
-// SendOffsets starts, nothing is done.
+// SendOffsets starts, nothing is done; if it ends during SendOffsets, the
+// offsets may or may not be in the transaction: call SendOffsets again
+// before Commit, or abort.
 func (tp *TransactionalProducer) SendOffsets(ctx context.Context, c GroupConsumer) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -593,7 +594,7 @@ func (tp *TransactionalProducer) sendOffsets(ctx context.Context, cc *consumer) 
 			return tp.l.node.AddTxnOffsets(ctx, tp.id, prod, group)
 		})
 		if err != nil {
-			return mapTxnErr(err)
+			return mapErr(err)
 		}
 		tp.mu.Lock()
 		tp.added = true
@@ -606,7 +607,7 @@ func (tp *TransactionalProducer) sendOffsets(ctx context.Context, cc *consumer) 
 	err = retryConcurrent(ctx, func(ctx context.Context) error {
 		return tp.l.node.TxnOffsetCommit(ctx, tp.id, prod, group, map[string]map[int]replication.TxnOffset{cc.t.meta.Name: offsets})
 	})
-	return mapTxnErr(err)
+	return mapErr(err)
 }
 
 // Close ends the session (Kafka's close): a transaction still open is
