@@ -2,8 +2,10 @@ package replog_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -438,4 +440,85 @@ func TestTxnSendOffsetsNeedsMembership(t *testing.T) {
 	g, err := l.DescribeGroup(ctx, "lost")
 	require.NoError(t, err)
 	require.Equal(t, int64(-1), g.Partitions[0].Committed)
+}
+
+// TestTxnConcurrentProduceAndCommit: records produced from many
+// goroutines while transactions begin and commit are each either in a
+// transaction that commits or refused with ErrInvalidTxnState; none is
+// lost or left behind a transaction's end.
+func TestTxnConcurrentProduceAndCommit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	l, topics := openTxnLog(t, ctx, map[string]int{"a": 3, "b": 2})
+	s, err := l.NewTransactionalProducer(ctx, "busy", nil)
+	require.NoError(t, err)
+	defer s.Close()
+	pa, pb := joined(t, topics["a"], s), joined(t, topics["b"], s)
+	pa2 := joined(t, topics["a"], s) // a second producer on the same topic shares its writers
+
+	var mu sync.Mutex
+	acked, refused := 0, 0
+	done := func(pos replog.Position, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			acked++
+		case errors.Is(err, replog.ErrInvalidTxnState):
+			refused++
+		default:
+			t.Errorf("record failed: %v", err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, p := range []*replog.Producer[string]{pa, pb, pa2, pa, pb} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				p.ProduceAsync(ctx, replog.Message[string]{Key: fmt.Appendf(nil, "%d-%d", i, n), Value: "v"}, done)
+				if n%50 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+	}
+	for range 5 {
+		require.NoError(t, s.Begin())
+		time.Sleep(30 * time.Millisecond)
+		require.NoError(t, s.Commit(ctx))
+	}
+	close(stop)
+	wg.Wait()
+	for _, p := range []*replog.Producer[string]{pa, pb} {
+		require.NoError(t, p.Flush(ctx))
+	}
+	mu.Lock()
+	want, refused := acked, refused
+	mu.Unlock()
+	require.Positive(t, want)
+	t.Logf("%d records acknowledged, %d refused", want, refused)
+	got := 0
+	for _, name := range []string{"a", "b"} {
+		rc := consumer(t, topics[name], replog.ReadCommitted)
+		var n int
+		for lag := int64(1); lag > 0; {
+			pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			recs, _ := rc.Poll(pctx)
+			cancel()
+			n += len(recs)
+			lag = 0
+			for _, l := range rc.Lag() {
+				lag += l
+			}
+		}
+		got += n
+	}
+	require.Equal(t, want, got, "every acknowledged record committed, and only those (%d refused)", refused)
 }
