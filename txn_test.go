@@ -115,6 +115,10 @@ func TestTxnCommitAcrossTopicsWithOffsets(t *testing.T) {
 	for _, name := range outs {
 		nothingWithin(t, ctx, rc[name], 200*time.Millisecond)
 	}
+	off, err := topics["out-b"].Offsets(ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, int64(0), off.LastStable, "the open transaction holds the last stable offset")
+	require.Equal(t, int64(len(want)), off.HighWatermark)
 	g, err := l.DescribeGroup(ctx, "etl")
 	require.NoError(t, err)
 	for _, p := range g.Partitions {
