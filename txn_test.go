@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/replog/replog"
+	"github.com/replog/replog/replogtest"
 )
 
 func openTxnLog(t *testing.T, ctx context.Context, topics map[string]int) (*replog.Log, map[string]*replog.Topic) {
@@ -525,4 +526,53 @@ func TestTxnConcurrentProduceAndCommit(t *testing.T) {
 		got += n
 	}
 	require.Equal(t, want, got, "every acknowledged record committed, and only those (%d refused)", refused)
+}
+
+// TestTxnAcrossNodes: on a three-node cluster a session commits from one
+// node, read-committed consumers on another see the records, and a
+// session of the same id on a third node fences the first.
+func TestTxnAcrossNodes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	c := replogtest.NewCluster(t, 3)
+	_, err := c.Log(0).CreateTopic(ctx, "out", replog.TopicConfig{Partitions: 3, Replicas: 3})
+	require.NoError(t, err)
+	topic := func(i int) *replog.Topic {
+		tp, err := c.Log(i).Topic("out")
+		require.NoError(t, err)
+		return tp
+	}
+	rc := consumer(t, topic(1), replog.ReadCommitted)
+
+	s0, err := c.Log(0).NewTransactionalProducer(ctx, "spread", nil)
+	require.NoError(t, err)
+	defer s0.Close()
+	p0 := joined(t, topic(0), s0)
+	require.NoError(t, s0.Begin())
+	var want []string
+	for i := range 9 {
+		v := fmt.Sprintf("v%d", i)
+		want = append(want, v)
+		_, err := p0.Produce(ctx, replog.Message[string]{Key: []byte(v), Value: v})
+		require.NoError(t, err)
+	}
+	slices.Sort(want)
+	nothingWithin(t, ctx, rc, 200*time.Millisecond)
+	require.NoError(t, s0.Commit(ctx))
+	require.Equal(t, want, txnValues(t, ctx, rc, len(want)))
+
+	require.NoError(t, s0.Begin())
+	_, err = p0.Produce(ctx, replog.Message[string]{Key: []byte("zombie"), Value: "zombie"})
+	require.NoError(t, err)
+	s2, err := c.Log(2).NewTransactionalProducer(ctx, "spread", nil)
+	require.NoError(t, err)
+	defer s2.Close()
+	require.ErrorIs(t, s0.Commit(ctx), replog.ErrFenced)
+	p2 := joined(t, topic(2), s2)
+	require.NoError(t, s2.Begin())
+	_, err = p2.Produce(ctx, replog.Message[string]{Key: []byte("k"), Value: "from-2"})
+	require.NoError(t, err)
+	require.NoError(t, s2.Commit(ctx))
+	require.Equal(t, []string{"from-2"}, txnValues(t, ctx, rc, 1))
+	nothingWithin(t, ctx, rc, 200*time.Millisecond)
 }
