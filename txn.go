@@ -492,7 +492,12 @@ type GroupConsumer interface {
 	groupConsumer() *consumer
 }
 
-func (c *Consumer[T]) groupConsumer() *consumer { return c.c }
+func (c *Consumer[T]) groupConsumer() *consumer {
+	if c == nil {
+		return nil
+	}
+	return c.c
+}
 
 // SendOffsets adds the positions of group consumer c (the offsets after
 // the last records its Poll handed out, for every partition it reads) to
@@ -520,6 +525,9 @@ func (tp *TransactionalProducer) SendOffsets(ctx context.Context, c GroupConsume
 		return fmt.Errorf("%w: nil consumer", ErrInvalidConfig)
 	}
 	cc := c.groupConsumer()
+	if cc == nil {
+		return fmt.Errorf("%w: nil consumer", ErrInvalidConfig)
+	}
 	if cc.group == nil {
 		return fmt.Errorf("%w: SendOffsets needs a consumer with ConsumerOptions.Group", ErrInvalidConfig)
 	}

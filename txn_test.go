@@ -259,6 +259,9 @@ func TestTxnStateErrors(t *testing.T) {
 	require.NoError(t, s.Begin())
 	plain := consumer(t, topics["out"], replog.ReadUncommitted)
 	require.ErrorIs(t, s.SendOffsets(ctx, plain), replog.ErrInvalidConfig)
+	var none *replog.Consumer[string]
+	require.ErrorIs(t, s.SendOffsets(ctx, none), replog.ErrInvalidConfig)
+	require.ErrorIs(t, s.SendOffsets(ctx, nil), replog.ErrInvalidConfig)
 	require.NoError(t, s.Abort(ctx))
 }
 
