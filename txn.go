@@ -307,6 +307,10 @@ func (tp *TransactionalProducer) partitionSerial(ctx context.Context, w *partWri
 // on first use: every producer of the session on t shares them, so that
 // the partition sees one producer id with one sequence per partition.
 func (tp *TransactionalProducer) core(t *Topic) (*producer, error) {
+	if t.l != tp.l {
+		// Its writers would outlive the session's Log, or the other way.
+		return nil, fmt.Errorf("%w: topic %s is another Log's than the transactional producer's", ErrInvalidConfig, t.meta.Name)
+	}
 	tp.gate.RLock()
 	defer tp.gate.RUnlock()
 	tp.mu.Lock()

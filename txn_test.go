@@ -571,6 +571,8 @@ func TestTxnAcrossNodes(t *testing.T) {
 	require.NoError(t, err)
 	defer s2.Close()
 	require.ErrorIs(t, s0.Commit(ctx), replog.ErrFenced)
+	_, err = replog.NewProducer(topic(0), replog.String(), &replog.ProducerOptions{Transactional: s2})
+	require.ErrorIs(t, err, replog.ErrInvalidConfig, "a topic of another node's Log")
 	p2 := joined(t, topic(2), s2)
 	require.NoError(t, s2.Begin())
 	_, err = p2.Produce(ctx, replog.Message[string]{Key: []byte("k"), Value: "from-2"})
