@@ -106,8 +106,9 @@ type ProducerOptions struct {
 	// [TransactionalProducer]). Every producer of the session writes
 	// through the same partition writers, configured by
 	// [TransactionalOptions.Producer]: the other fields here must be left
-	// zero ([ErrInvalidConfig] otherwise). Nil (the default): records are
-	// written at once, outside any transaction.
+	// zero, and the topic must be of the session's Log ([ErrInvalidConfig]
+	// otherwise). Nil (the default): records are written at once, outside
+	// any transaction.
 	Transactional *TransactionalProducer
 }
 
