@@ -384,16 +384,16 @@ func (b *nemesis) replace(victim int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	fresh := c.AddNode(via)
-	tp, err := c.Log(via).Topic("t")
-	require.NoError(t, err)
-	for p, reps := range tp.Info().PartitionReplicas {
-		next := slices.Clone(reps)
-		for i, r := range next {
-			if r == uint64(victim+1) {
-				next[i] = uint64(fresh + 1)
+	for _, info := range c.Log(via).Topics() {
+		for p, reps := range info.PartitionReplicas {
+			next := slices.Clone(reps)
+			for i, r := range next {
+				if r == uint64(victim+1) {
+					next[i] = uint64(fresh + 1)
+				}
 			}
+			require.NoError(t, c.Log(via).ReassignPartition(ctx, info.Name, p, next))
 		}
-		require.NoError(t, c.Log(via).ReassignPartition(ctx, "t", p, next))
 	}
 	c.RemoveNode(victim, via)
 	b.mu.Lock()
