@@ -136,6 +136,8 @@ func main() {
 		"without and with Log.Compact looping, in alternating windows (-records, -acks, -latency-records, -topics, -payload, -idle, -consume-cpuprofile and -memprofile are then unused; -cpuprofile covers the windows)")
 	compactWindow := flag.Duration("compact-window", 5*time.Second, "with -compact-keys: the length of one window")
 	compactRounds := flag.Int("compact-rounds", 2, "with -compact-keys: pairs of windows (without, then with compaction)")
+	txnSizes := flag.String("txn", "", "if set (e.g. 1,10,100): measure transactional sessions committing this many records per transaction, beside idempotent producers flushing as often, over -txn-window each, with -producers sessions")
+	txnWindow := flag.Duration("txn-window", 5*time.Second, "with -txn: the length of each window")
 	reopenDir := flag.String("reopen", "", "internal: reopen the nodes in this directory, measure the -idle phase, print it as JSON")
 	reopenPeers := flag.String("reopen-peers", "", "internal: with -reopen, the nodes' in-process addresses as JSON")
 	flag.Parse()
@@ -143,6 +145,22 @@ func main() {
 		if err := reopenChild(c, *reopenDir, *reopenPeers); err != nil {
 			log.Fatal(err)
 		}
+		return
+	}
+	if *txnSizes != "" {
+		sizes, err := parseSizes(*txnSizes)
+		if err != nil {
+			log.Fatal(err)
+		}
+		r, err := runTxn(sizes, c.size, c.partitions, c.replicas, c.producers, *txnWindow)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if *asJSON {
+			json.NewEncoder(os.Stdout).Encode(r)
+			return
+		}
+		printTxn(r)
 		return
 	}
 	if *compactKeys > 0 {
