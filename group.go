@@ -404,9 +404,17 @@ func (g *groupMember) sync(ctx context.Context) error {
 	// partition behind; the caller's (possibly short) Poll ctx is not used.
 	octx, cancel := context.WithTimeout(g.c.ctx, defaultTimeout)
 	defer cancel()
+	offsets := st.Offsets
+	if g.c.opts.Isolation == ReadCommitted {
+		stable, ok, err := g.stableOffsets(ctx)
+		if err != nil || !ok {
+			return err // still pending: the next Poll tries again
+		}
+		offsets = stable
+	}
 	var parts []*consumerPart
 	for _, p := range add {
-		off, ok := st.Offsets[p]
+		off, ok := offsets[p]
 		if !ok {
 			off = -1
 		}
@@ -429,6 +437,44 @@ func (g *groupMember) sync(ctx context.Context) error {
 		f(add)
 	}
 	return nil
+}
+
+// stableOffsets waits until no transaction that is not complete commits
+// offsets of the group, and returns the group's committed offsets then
+// (Kafka's stable offsets, KIP-447, which a read_committed consumer asks
+// for): a member that takes a partition over while another member's
+// transaction sends its offsets starts after them once it commits, rather
+// than at the older ones, reading again what the transaction consumed. ok
+// is false if ctx ended first.
+func (g *groupMember) stableOffsets(ctx context.Context) (offsets map[int]int64, ok bool, err error) {
+	node := g.c.t.l.node
+	backoff := 2 * time.Millisecond
+	for {
+		pending, err := node.PendingTxnOffsets(ctx, g.c.opts.Group)
+		if ctx.Err() != nil {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, mapErr(err)
+		}
+		if !pending {
+			break
+		}
+		select {
+		case <-time.After(backoff):
+			backoff = min(2*backoff, 100*time.Millisecond)
+		case <-ctx.Done():
+			return nil, false, nil
+		}
+	}
+	gs, err := node.Groups(ctx, g.c.opts.Group)
+	if ctx.Err() != nil {
+		return nil, false, nil
+	}
+	if err != nil || len(gs) != 1 {
+		return nil, false, mapErr(err)
+	}
+	return gs[0].Offsets, true, nil
 }
 
 // logChange logs, at Info, a change of the partitions this member reads:

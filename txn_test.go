@@ -581,3 +581,48 @@ func TestTxnAcrossNodes(t *testing.T) {
 	require.Equal(t, []string{"from-2"}, txnValues(t, ctx, rc, 1))
 	nothingWithin(t, ctx, rc, 200*time.Millisecond)
 }
+
+// TestTxnGroupWaitsForPendingOffsets: a read-committed member that takes
+// over a partition while a transaction commits offsets of its group waits
+// for that transaction to end, then starts at the offsets it committed
+// (KIP-447's stable offsets), rather than at the older ones and read again
+// what the transaction consumed.
+func TestTxnGroupWaitsForPendingOffsets(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	l, topics := openTxnLog(t, ctx, map[string]int{"in": 1, "out": 1})
+	produceStrings(t, ctx, topics["in"], 6, "in")
+	opts := groupOpts("etl")
+	opts.Isolation = replog.ReadCommitted
+	a, err := replog.NewConsumer(topics["in"], replog.String(), opts)
+	require.NoError(t, err)
+	readN(t, ctx, a, 6)
+
+	s, err := l.NewTransactionalProducer(ctx, "etl-a", nil)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Close()) }()
+	p := joined(t, topics["out"], s)
+	require.NoError(t, s.Begin())
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "out"})
+	require.NoError(t, err)
+	require.NoError(t, s.SendOffsets(ctx, a))
+	// The member leaves mid-transaction (a rebalance); another takes the
+	// partition over while the offsets are pending.
+	require.NoError(t, a.Close())
+	b, err := replog.NewConsumer(topics["in"], replog.String(), opts)
+	require.NoError(t, err)
+	defer b.Close()
+	first := make(chan int64, 1)
+	go func() {
+		recs, err := b.Poll(ctx)
+		if err != nil || len(recs) == 0 {
+			first <- -1
+			return
+		}
+		first <- recs[0].Offset
+	}()
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, s.Commit(ctx))
+	produceStrings(t, ctx, topics["in"], 1, "more")
+	require.Equal(t, int64(6), <-first, "the new member starts after what the transaction consumed")
+}
