@@ -130,8 +130,16 @@
 // read-committed consumers, until it ends or the coordinator aborts it
 // when its [TransactionalOptions.Timeout] (1 minute by default, at most
 // 15) has passed. Markers take an offset and are never returned, so
-// offsets read have gaps. Limits: 4096 partitions and groups, and 4096
-// offsets, per transaction; a transactional id of 1 to 1024 bytes.
+// offsets read have gaps. A read-committed group member that takes a
+// partition over while a transaction sends offsets of its group waits for
+// that transaction to end and starts after them (KIP-447's stable
+// offsets). An aborted transaction's entry in the index read-committed
+// consumers skip its records by goes only once retention's log start has
+// passed its marker, and so every record of it; key compaction leaves
+// transactional batches and markers as they are, so it never removes a
+// committed value in favour of an aborted one. Limits: 4096 partitions
+// and groups, and 4096 offsets, per transaction; a transactional id of 1
+// to 1024 bytes.
 //
 // # Clusters and tests
 //
