@@ -139,6 +139,7 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 		maxBytes = 1<<31 - 1
 	}
 	maxBytes = min(maxBytes, int(s.opts.MaxFetchBytes))
+	committed := req.Version >= 4 && req.IsolationLevel == 1
 	var recs []storage.Record
 	for i := range parts {
 		fp := &parts[i]
@@ -149,6 +150,9 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 		}
 		p := fp.resp
 		from := fp.req.FetchOffset
+		// The last stable offset first: the partition publishes its high
+		// watermark before it, so that lso <= hw as read here.
+		lso := fp.rp.LastStable()
 		start, hw := fp.rp.LogStart(), fp.rp.HighWatermark()
 		if from > hw && !fp.caughtUp {
 			// A leader just elected may not have applied all that its
@@ -161,32 +165,48 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 			err := fp.rp.CatchUp(cctx)
 			cancel()
 			if err == nil {
+				lso = fp.rp.LastStable()
 				start, hw = fp.rp.LogStart(), fp.rp.HighWatermark()
 			}
 		}
-		p.HighWatermark, p.LastStableOffset, p.LogStartOffset = hw, hw, start
-		p.ErrorCode, p.RecordBatches = 0, nil
+		lso = min(lso, hw)
+		// Kafka reports the last stable offset whatever the isolation
+		// level; a read-committed fetch reads no further.
+		p.HighWatermark, p.LastStableOffset, p.LogStartOffset = hw, lso, start
+		p.ErrorCode, p.RecordBatches, p.AbortedTransactions = 0, nil, nil
 		if from < start || from > hw {
 			p.ErrorCode = kerr.OffsetOutOfRange.Code
 			failed = true
 			continue
 		}
+		end := hw
+		if committed {
+			end = lso
+		}
 		limit := min(int(fp.req.PartitionMaxBytes), maxBytes-total)
-		if from == hw || limit <= 0 && total > 0 {
+		if from >= end || limit <= 0 && total > 0 {
 			continue
 		}
 		var buf []byte
 		var derr error
+		read := from // past the last batch read
 		err := fp.rp.ReadBatches(ctx, from, max(limit, 1), func(b []byte) bool {
 			// A Kafka batch is sent as stored, compressed as its producer
 			// compressed it, after its CRC is checked (a damaged store
 			// must fail the fetch, not hand the client bad records). A
 			// batch that starts before the fetch offset is sent whole,
 			// as Kafka does: clients skip the records before it.
+			// Control batches (transaction markers) go as they are
+			// stored: clients skip them too.
 			var h storage.BatchHeader
 			h, derr = storage.ParseHeader(b)
 			if derr != nil || h.LastOffset() < from {
 				return derr == nil
+			}
+			if h.BaseOffset >= end {
+				// Past the last stable offset, which is a batch
+				// boundary: the first batch of an open transaction.
+				return false
 			}
 			before := len(buf)
 			records, bytes := 0, 0
@@ -211,10 +231,21 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 			}
 			fp.records += records
 			fp.bytes += bytes
+			read = h.LastOffset() + 1
 			return len(buf) < limit
 		})
 		if err == nil {
 			err = derr
+		}
+		if committed && len(buf) > 0 {
+			// The aborted transactions the client must skip in what it
+			// got (KIP-98); an empty list, never null, when there are
+			// none, as Kafka answers a read-committed fetch. Without
+			// them the batches cannot be sent.
+			var aerr error
+			if p.AbortedTransactions, aerr = abortedTxns(ctx, fp.rp, from, read); aerr != nil {
+				buf, err = nil, aerr
+			}
 		}
 		if err != nil && len(buf) == 0 {
 			if errors.Is(err, storage.ErrCorrupt) {
@@ -228,6 +259,22 @@ func (s *Server) readFetch(ctx context.Context, req *kmsg.FetchRequest, parts []
 		total += len(buf)
 	}
 	return total, failed
+}
+
+// abortedTxns lists the aborted transactions of rp overlapping offsets
+// [from, to), as a Fetch response carries them.
+func abortedTxns(ctx context.Context, rp *replication.Partition, from, to int64) ([]kmsg.FetchResponseTopicPartitionAbortedTransaction, error) {
+	ats, err := rp.AbortedTxns(ctx, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]kmsg.FetchResponseTopicPartitionAbortedTransaction, 0, len(ats))
+	for _, a := range ats {
+		at := kmsg.NewFetchResponseTopicPartitionAbortedTransaction()
+		at.ProducerID, at.FirstOffset = int64(a.ProducerID), a.FirstOffset
+		out = append(out, at)
+	}
+	return out, nil
 }
 
 // fetchedRecords is how many records of the batch h a fetch from offset
@@ -255,7 +302,7 @@ func (s *Server) listOffsets(ctx context.Context, req *kmsg.ListOffsetsRequest) 
 			p.Partition = rp.Partition
 			err := terr
 			if err == nil {
-				p.Offset, p.Timestamp, err = s.listOffset(ctx, topic, rp.Partition, rp.Timestamp)
+				p.Offset, p.Timestamp, err = s.listOffset(ctx, topic, rp.Partition, rp.Timestamp, req.Version >= 2 && req.IsolationLevel == 1)
 			}
 			if err != nil {
 				p.ErrorCode, p.Offset, p.Timestamp = errorCode(err), -1, -1
@@ -275,7 +322,9 @@ const (
 
 // listOffset returns the offset and timestamp (-1 when not known) that a
 // ListOffsets request asks for; a time after every record gives -1, -1.
-func (s *Server) listOffset(ctx context.Context, topic *replog.Topic, part int32, ts int64) (int64, int64, error) {
+// For a read-committed client (committed), the latest offset is the last
+// stable one, as in Kafka.
+func (s *Server) listOffset(ctx context.Context, topic *replog.Topic, part int32, ts int64, committed bool) (int64, int64, error) {
 	rp, err := kafkabridge.Partition(ctx, topic, int(part))
 	if err != nil {
 		return 0, 0, err
@@ -289,6 +338,8 @@ func (s *Server) listOffset(ctx context.Context, topic *replog.Topic, part int32
 	switch {
 	case ts == earliestOffset:
 		return rp.LogStart(), -1, nil
+	case ts == latestOffset && committed:
+		return rp.LastStable(), -1, nil
 	case ts == latestOffset:
 		return rp.HighWatermark(), -1, nil
 	case ts < 0 || ts > maxMillis:
