@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -41,7 +42,7 @@ func servedAPIs() []servedAPI {
 		{kmsg.CreatePartitions.Int16(), versionRange{0, 3}},
 		{kmsg.DeleteRecords.Int16(), versionRange{0, 2}},
 		{kmsg.DescribeCluster.Int16(), versionRange{0, 2}},
-	}, append(groupAPIs(), saslAPIs()...)...)
+	}, slices.Concat(groupAPIs(), txnAPIs(), saslAPIs())...)
 }
 
 // served returns the versions of API key that the listener answers.
@@ -158,7 +159,7 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 	case *kmsg.ListOffsetsRequest:
 		return ready(s.listOffsets(c.ctx, req)), nil
 	case *kmsg.InitProducerIDRequest:
-		return ready(s.initProducerID(c.ctx, req)), nil
+		return func(ctx context.Context) kmsg.Response { return s.initProducerID(ctx, req) }, nil
 	case *kmsg.DescribeConfigsRequest:
 		return ready(s.describeConfigs(req)), nil
 	case *kmsg.IncrementalAlterConfigsRequest:
@@ -175,6 +176,9 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 		return ready(s.saslAuthenticate(c, req)), nil
 	}
 	if rep, ok := s.handleGroup(c, req); ok {
+		return rep, nil
+	}
+	if rep, ok := s.handleTxn(req); ok {
 		return rep, nil
 	}
 	// Only if apiVersions lists a request that has no case above.

@@ -80,7 +80,7 @@ func FuzzCheckProduced(f *testing.F) {
 	}
 	now := time.UnixMilli(1_800_000_000_000)
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		pb, err := checkProduced(raw, now)
+		pb, err := checkProduced(raw, now, false)
 		if err != nil && len(raw) >= batchHeaderLen {
 			// Fix the length and CRC so the fuzzer reaches the
 			// records, the attributes and the codecs.
@@ -88,7 +88,7 @@ func FuzzCheckProduced(f *testing.F) {
 			binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-batchLengthEnd))
 			raw[16] = 2
 			binary.BigEndian.PutUint32(raw[batchCRCStart:], crc32.Checksum(raw[batchCRCCovered:], castagnoli))
-			pb, err = checkProduced(raw, now)
+			pb, err = checkProduced(raw, now, false)
 		}
 		if err != nil {
 			return
@@ -106,7 +106,7 @@ func FuzzCheckProduced(f *testing.F) {
 		if len(got) == 0 || len(got) != pb.stats.Records || h.Flags != 0 {
 			t.Fatalf("accepted %d records, %+v, header %+v", len(got), pb.stats, h)
 		}
-		again, err := checkProduced(appendFetched(nil, h, got), now)
+		again, err := checkProduced(appendFetched(nil, h, got), now, false)
 		if err != nil {
 			t.Fatalf("converted batch refused: %v", err)
 		}

@@ -188,17 +188,20 @@ func groupErrorCode(err error) int16 {
 	return errorCode(err)
 }
 
-// findCoordinator names the coordinator of every group: the node leading
-// the groups Raft group (see coordinatorNode), the same answer on every
-// node. While none is known, or it runs no listener, the answer is
+// findCoordinator names the coordinator of every group, and of every
+// transactional id (key type 1, see txn.go): the node leading the groups
+// Raft group (see coordinatorNode), the same answer on every node. While
+// none is known, or it runs no listener, the answer is
 // COORDINATOR_NOT_AVAILABLE, which clients retry.
 func (s *Server) findCoordinator(req *kmsg.FindCoordinatorRequest) *kmsg.FindCoordinatorResponse {
 	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	coord, found := findBroker(s.brokers(), s.coordinatorNode())
 	answer := func(key string) (code int16, msg *string) {
 		switch {
-		case req.CoordinatorType != 0:
-			return kerr.InvalidRequest.Code, kmsg.StringPtr("replog coordinates consumer groups only")
+		case req.CoordinatorType != 0 && req.CoordinatorType != 1:
+			return kerr.InvalidRequest.Code, kmsg.StringPtr("replog coordinates consumer groups and transactions only")
+		case key == "" && req.CoordinatorType == 1:
+			return kerr.InvalidRequest.Code, kmsg.StringPtr("empty transactional id")
 		case key == "":
 			return kerr.InvalidGroupID.Code, nil
 		case !found:
@@ -380,21 +383,40 @@ type offsetFetchPart struct {
 	partition int32
 	offset    int64
 	metadata  string
+	code      int16 // UNSTABLE_OFFSET_COMMIT, with offset -1
 }
 
 // fetchOffsets answers one group of an OffsetFetch: the topics asked for
-// (nil: every topic with an offset), -1 for partitions without one.
-func (s *Server) fetchOffsets(ctx context.Context, group string, topics map[string][]int32, all bool) (map[string][]offsetFetchPart, int16) {
+// (nil: every topic with an offset), -1 for partitions without one. With
+// requireStable (KIP-447), partitions whose offsets a transaction has
+// pending get UNSTABLE_OFFSET_COMMIT (see txn_offsets.go).
+func (s *Server) fetchOffsets(ctx context.Context, group string, topics map[string][]int32, all, requireStable bool) (map[string][]offsetFetchPart, int16) {
+	var unstable map[string]map[int]bool
+	if requireStable {
+		var err error
+		if unstable, err = s.unstable(ctx, group); err != nil {
+			return nil, groupErrorCode(err)
+		}
+	}
 	g, err := s.readGroup(ctx, group)
 	if err != nil {
 		return nil, groupErrorCode(err)
 	}
 	offsets := committed(g)
 	out := map[string][]offsetFetchPart{}
+	part := func(topic string, p int32) offsetFetchPart {
+		fp := offsetFetchPart{partition: p, offset: -1}
+		if unstable[topic][int(p)] {
+			fp.code = kerr.UnstableOffsetCommit.Code
+		} else if co, ok := offsets[topic][int(p)]; ok {
+			fp.offset, fp.metadata = co.Offset, co.Metadata
+		}
+		return fp
+	}
 	if all {
 		for topic, ps := range offsets {
 			for _, p := range slices.Sorted(maps.Keys(ps)) {
-				out[topic] = append(out[topic], offsetFetchPart{int32(p), ps[p].Offset, ps[p].Metadata})
+				out[topic] = append(out[topic], part(topic, int32(p)))
 			}
 		}
 		return out, 0
@@ -402,11 +424,7 @@ func (s *Server) fetchOffsets(ctx context.Context, group string, topics map[stri
 	for topic, ps := range topics {
 		out[topic] = []offsetFetchPart{}
 		for _, p := range ps {
-			fp := offsetFetchPart{partition: p, offset: -1}
-			if co, ok := offsets[topic][int(p)]; ok {
-				fp.offset, fp.metadata = co.Offset, co.Metadata
-			}
-			out[topic] = append(out[topic], fp)
+			out[topic] = append(out[topic], part(topic, p))
 		}
 	}
 	return out, 0
@@ -424,7 +442,7 @@ func (s *Server) offsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequest) 
 			topics[t.Topic] = append(topics[t.Topic], t.Partitions...)
 		}
 		all := req.Topics == nil && req.Version >= 2
-		got, code := s.fetchOffsets(ctx, req.Group, topics, all)
+		got, code := s.fetchOffsets(ctx, req.Group, topics, all, req.Version >= 7 && req.RequireStable)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -439,6 +457,9 @@ func (s *Server) offsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequest) 
 				p := kmsg.NewOffsetFetchResponseTopicPartition()
 				p.Partition, p.Offset, p.Metadata, p.LeaderEpoch = fp.partition, fp.offset, kmsg.StringPtr(fp.metadata), -1
 				p.ErrorCode = code
+				if code == 0 {
+					p.ErrorCode = fp.code
+				}
 				t.Partitions = append(t.Partitions, p)
 			}
 			resp.Topics = append(resp.Topics, t)
@@ -456,7 +477,7 @@ func (s *Server) offsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequest) 
 			}
 			topics[t.Topic] = append(topics[t.Topic], t.Partitions...)
 		}
-		got, code := s.fetchOffsets(ctx, rg.Group, topics, rg.Topics == nil)
+		got, code := s.fetchOffsets(ctx, rg.Group, topics, rg.Topics == nil, req.RequireStable)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -470,6 +491,7 @@ func (s *Server) offsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequest) 
 			for _, fp := range got[topic] {
 				p := kmsg.NewOffsetFetchResponseGroupTopicPartition()
 				p.Partition, p.Offset, p.Metadata, p.LeaderEpoch = fp.partition, fp.offset, kmsg.StringPtr(fp.metadata), -1
+				p.ErrorCode = fp.code
 				t.Partitions = append(t.Partitions, p)
 			}
 			g.Topics = append(g.Topics, t)

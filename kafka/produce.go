@@ -23,6 +23,10 @@ type producing struct {
 	rp             *replication.Partition
 	prop           *replication.Proposal
 	records, bytes int // for the Log's counters
+	// cmd and txn, for a transactional batch: proposed again when its
+	// transaction's view was stale (see txn_produce.go).
+	cmd []byte
+	txn *txnBatch
 }
 
 // produce proposes every partition's batch at once, in request order (so
@@ -52,12 +56,8 @@ func (s *Server) produce(ctx context.Context, req *kmsg.ProduceRequest) reply {
 			p := &t.Partitions[i]
 			err := terr
 			var w producing
-			switch {
-			case err != nil:
-			case req.TransactionID != nil:
-				err = fmt.Errorf("%w: transactions are not supported yet", errInvalidRecord)
-			default:
-				w, err = s.startProduce(ctx, topic, rp.Partition, rp.Records)
+			if err == nil {
+				w, err = s.startProduce(ctx, topic, rp.Partition, rp.Records, req.TransactionID)
 			}
 			if err != nil {
 				if topic != nil {
@@ -86,6 +86,9 @@ func (s *Server) produce(ctx context.Context, req *kmsg.ProduceRequest) reply {
 		defer cancel()
 		for _, w := range work {
 			res, err := waitProposal(ctx, w.prop)
+			if err == nil && w.txn != nil && txnInvalid(res) {
+				res, err = s.retryTxn(ctx, &w)
+			}
 			if err == nil {
 				err = resultErr(res)
 			}
@@ -113,6 +116,14 @@ func (s *Server) fail(p *kmsg.ProduceResponseTopicPartition, version int16, err 
 		p.ErrorCode = kerr.CorruptMessage.Code
 	case errors.Is(err, errFenced):
 		p.ErrorCode = kerr.InvalidProducerEpoch.Code
+	case errors.Is(err, errTxnState):
+		p.ErrorCode = kerr.InvalidTxnState.Code
+	case errors.Is(err, errTxnUnknown):
+		p.ErrorCode = kerr.InvalidProducerIDMapping.Code
+	case errors.Is(err, errTxnAuth):
+		p.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
+	case errors.Is(err, errTxnCoordinator):
+		p.ErrorCode = kerr.NotEnoughReplicas.Code
 	default:
 		p.ErrorCode = errorCode(err)
 	}
@@ -143,15 +154,17 @@ func resultErr(res storage.Result) error {
 // startProduce checks a partition's batch and proposes it as it came,
 // under the client's producer id, epoch and sequence (see checkProduced).
 // The client's codec is kept: a topic's Compression is what replog's own
-// producers use, as Kafka's compression.type=producer.
-func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int32, raw []byte) (producing, error) {
+// producers use, as Kafka's compression.type=producer. With a
+// transactional id (txnID not nil) the batch must be transactional and
+// part of the id's ongoing transaction (see txn_produce.go).
+func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int32, raw []byte, txnID *string) (producing, error) {
 	info := topic.Info()
 	// raw is one batch: its size is what Kafka compares, before
 	// decompressing anything.
 	if len(raw) > info.MaxMessageBytes {
 		return producing{}, fmt.Errorf("%w: a record batch of %d bytes, the topic's max.message.bytes is %d", replog.ErrRecordTooLarge, len(raw), info.MaxMessageBytes)
 	}
-	pb, err := checkProduced(raw, time.Now())
+	pb, err := checkProduced(raw, time.Now(), txnID != nil)
 	if err != nil {
 		return producing{}, err
 	}
@@ -176,11 +189,51 @@ func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int
 		// can match to its requests.
 		return producing{}, err
 	}
-	pr, err := rp.ProposeAsync(cmd, attempt)
-	if err != nil {
+	w := producing{topic: topic, rp: rp, records: pb.stats.Records, bytes: pb.stats.PayloadBytes}
+	if txnID != nil {
+		w.cmd = cmd
+		w.txn = &txnBatch{id: *txnID, topic: topic.Name(), part: int(part),
+			producer: replication.TxnProducer{ProducerID: pb.header.ProducerID, Epoch: int16(pb.header.ProducerEpoch)}}
+		if w.txn.serial, err = s.verifyTxn(ctx, w.txn, false); err != nil {
+			return producing{}, err
+		}
+		putTxnHeader(cmd, w.txn.serial)
+	}
+	if w.prop, err = rp.ProposeAsync(cmd, attempt); err != nil {
 		return producing{}, kafkabridge.MapErr(err)
 	}
-	return producing{topic: topic, rp: rp, prop: pr, records: pb.stats.Records, bytes: pb.stats.PayloadBytes}, nil
+	return w, nil
+}
+
+// retryTxn proposes a transactional batch again after its partition
+// refused it as not part of its producer's current transaction there:
+// the view it was checked against may have been stale. The batch is
+// checked against the coordinator's current view and, if it belongs to
+// another transaction than the one it was proposed in, proposed in that
+// one and waited for; else it is refused with INVALID_TXN_STATE.
+func (s *Server) retryTxn(ctx context.Context, w *producing) (storage.Result, error) {
+	serial, err := s.verifyTxn(ctx, w.txn, true)
+	if err != nil {
+		return storage.Result{}, err
+	}
+	if serial == w.txn.serial {
+		return storage.Result{}, fmt.Errorf("%w: the partition ended the transaction", errTxnState)
+	}
+	w.txn.serial = serial
+	putTxnHeader(w.cmd, serial)
+	if err := s.checkLeader(w.topic.Name(), w.resp.Partition, w.rp); err != nil {
+		return storage.Result{}, err
+	}
+	pr, err := w.rp.ProposeAsync(w.cmd, s.node.AttemptTimeout())
+	if err != nil {
+		return storage.Result{}, kafkabridge.MapErr(err)
+	}
+	w.prop = pr
+	res, err := waitProposal(ctx, pr)
+	if err == nil && txnInvalid(res) {
+		err = fmt.Errorf("%w: the partition ended the transaction", errTxnState)
+	}
+	return res, err
 }
 
 // payloadBytes is what replog's counters count of a record: its key, value
@@ -214,14 +267,16 @@ func waitProposal(ctx context.Context, pr *replication.Proposal) (storage.Result
 
 // initProducerID issues an idempotent producer id from replog's own
 // counter (the one its Go producers use), epoch 0. A client that asks to
-// bump its epoch (KIP-360, after an error) gets the next one.
-// Transactional ids wait for the transactions issue.
-func (s *Server) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequest) *kmsg.InitProducerIDResponse {
+// bump its epoch (KIP-360, after an error) gets the next one. With a
+// transactional id, the transaction coordinator answers (see
+// initTxnProducerID).
+func (s *Server) initProducerID(ctx context.Context, req *kmsg.InitProducerIDRequest) kmsg.Response {
+	if req.TransactionalID != nil {
+		return s.initTxnProducerID(ctx, req)
+	}
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
 	switch {
-	case req.TransactionalID != nil:
-		resp.ErrorCode = kerr.InvalidRequest.Code // no transactions yet
 	case req.ProducerID >= 0 && req.ProducerEpoch >= 0 && req.ProducerEpoch < math.MaxInt16-1:
 		resp.ProducerID, resp.ProducerEpoch = req.ProducerID, req.ProducerEpoch+1
 	default:

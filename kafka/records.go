@@ -36,24 +36,34 @@ const (
 // produced is a client's record batch, checked, in a command ready to
 // propose.
 type produced struct {
-	cmd    []byte // storage.CmdAppend, then the batch
+	// cmd is storage.CmdAppend then the batch; for a transactional
+	// batch, txnHeaderSize bytes for putTxnHeader, then the batch.
+	cmd    []byte
 	header storage.BatchHeader
 	stats  storage.BatchStats
 }
 
 // checkProduced checks one partition's records of a Produce request and
 // returns them in a command that stores them as they came: exactly one
-// magic v2 batch, neither transactional nor control, with as many records
-// as offsets, that passes the storage's full validation (the CRC32C, every
+// magic v2 batch, not a control batch, transactional if and only if the
+// request named a transactional id (txn), with as many records as
+// offsets, that passes the storage's full validation (the CRC32C, every
 // record, decompression bounded by [storage.MaxRawBytes]) and has no
 // keyless null value (replog's tombstone always deletes a key).
+//
+// A non-transactional batch with a transactional id is refused
+// (INVALID_TXN_STATE): Kafka refuses it when its producer has a
+// transaction open in the partition, which the listener cannot tell
+// before proposing; a transactional client sends none. A transactional
+// batch without one is refused as Kafka refuses it
+// (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
 //
 // A batch of LogAppendTime type, or one without timestamps (a negative
 // base timestamp), gets now as Kafka gives it the append time: the
 // attribute set and both timestamps now, signed again. Every other batch is
 // stored byte for byte, but for its base offset and partition leader epoch,
 // which the partition sets and the CRC does not cover.
-func checkProduced(raw []byte, now time.Time) (produced, error) {
+func checkProduced(raw []byte, now time.Time, txn bool) (produced, error) {
 	be := binary.BigEndian
 	switch {
 	case len(raw) > storage.MaxBatchBytes:
@@ -72,17 +82,27 @@ func checkProduced(raw []byte, now time.Time) (produced, error) {
 	lastDelta, records := int32(be.Uint32(raw[23:])), int32(be.Uint32(raw[57:]))
 	pid, epoch, seq := int64(be.Uint64(raw[43:])), int16(be.Uint16(raw[51:])), int32(be.Uint32(raw[53:]))
 	switch {
-	case attrs&(attrTransactional|attrControl) != 0:
-		return produced{}, fmt.Errorf("%w: transactional and control batches are not supported", errInvalidRecord)
+	case attrs&attrControl != 0:
+		return produced{}, fmt.Errorf("%w: a control batch from a client", errInvalidRecord)
+	case txn && attrs&attrTransactional == 0:
+		return produced{}, fmt.Errorf("%w: a non-transactional batch with a transactional id", errTxnState)
+	case !txn && attrs&attrTransactional != 0:
+		return produced{}, errTxnAuth
+	case txn && pid <= 0:
+		return produced{}, fmt.Errorf("%w: a transactional batch without producer id", errInvalidRecord)
 	case records <= 0 || lastDelta != records-1:
 		return produced{}, fmt.Errorf("%w: %d records, last offset delta %d", errInvalidRecord, records, lastDelta)
 	case pid == 0 || pid > 0 && (epoch < 0 || seq < 0):
 		return produced{}, fmt.Errorf("%w: producer %d with epoch %d and sequence %d", errInvalidRecord, pid, epoch, seq)
 	}
 
-	cmd := make([]byte, 1+len(raw))
+	hdr := 1
+	if txn {
+		hdr = txnHeaderSize
+	}
+	cmd := make([]byte, hdr+len(raw))
 	cmd[0] = storage.CmdAppend
-	b := cmd[1:]
+	b := cmd[hdr:]
 	copy(b, raw)
 	if attrs&attrLogAppendTime != 0 || int64(be.Uint64(raw[27:])) < 0 {
 		ms := uint64(now.UnixMilli())

@@ -173,6 +173,12 @@ type Server struct {
 
 	// groups holds the Kafka consumer groups (see groups.go).
 	groups *coordinator
+	// txns caches the transaction coordinator's view of transactional
+	// ids for produce checks (see txn_produce.go); pendingOffsets
+	// remembers transactions with offsets pending per group (see
+	// txn_offsets.go).
+	txns           *txnCache
+	pendingOffsets pendingOffsets
 	// queued holds MaxQueuedBytes: each request read takes its size
 	// until its response is written; queuedBytes mirrors what is held.
 	queued      *semaphore.Weighted
@@ -233,7 +239,7 @@ func Listen(l *replog.Log, addr string, opts *Options) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("%w: advertised address %q is not host:port", replog.ErrInvalidConfig, adv)
 	}
-	s := &Server{l: l, node: node, opts: o, log: logger, ln: ln, host: host, port: int32(port), groups: newCoordinator(), fakeKey: make([]byte, 32),
+	s := &Server{l: l, node: node, opts: o, log: logger, ln: ln, host: host, port: int32(port), groups: newCoordinator(), txns: newTxnCache(), fakeKey: make([]byte, 32),
 		queued: semaphore.NewWeighted(o.MaxQueuedBytes)}
 	rand.Read(s.fakeKey)
 	s.mu.conns = map[*conn]struct{}{}
