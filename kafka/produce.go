@@ -86,7 +86,7 @@ func (s *Server) produce(ctx context.Context, req *kmsg.ProduceRequest) reply {
 		defer cancel()
 		for _, w := range work {
 			res, err := waitProposal(ctx, w.prop)
-			if err == nil && w.txn != nil && txnInvalid(res) {
+			if err == nil && w.txn != nil && res.Status == storage.StatusTxnInvalid {
 				res, err = s.retryTxn(ctx, &w)
 			}
 			if err == nil {
@@ -145,6 +145,8 @@ func resultErr(res storage.Result) error {
 		return fmt.Errorf("%w: %s", replog.ErrOutOfOrderSequence, res.Status)
 	case storage.StatusFenced:
 		return errFenced
+	case storage.StatusTxnInvalid:
+		return fmt.Errorf("%w: the partition refused the batch (%s)", errTxnState, res.Status)
 	case storage.StatusInvalid:
 		return fmt.Errorf("%w: the partition refused the batch (%s)", errInvalidRecord, res.Status)
 	}
@@ -197,7 +199,7 @@ func (s *Server) startProduce(ctx context.Context, topic *replog.Topic, part int
 		if w.txn.serial, err = s.verifyTxn(ctx, w.txn, false); err != nil {
 			return producing{}, err
 		}
-		putTxnHeader(cmd, w.txn.serial)
+		storage.PutTxnAppendHeader(cmd, w.txn.serial)
 	}
 	if w.prop, err = rp.ProposeAsync(cmd, attempt); err != nil {
 		return producing{}, kafkabridge.MapErr(err)
@@ -220,7 +222,7 @@ func (s *Server) retryTxn(ctx context.Context, w *producing) (storage.Result, er
 		return storage.Result{}, fmt.Errorf("%w: the partition ended the transaction", errTxnState)
 	}
 	w.txn.serial = serial
-	putTxnHeader(w.cmd, serial)
+	storage.PutTxnAppendHeader(w.cmd, serial)
 	if err := s.checkLeader(w.topic.Name(), w.resp.Partition, w.rp); err != nil {
 		return storage.Result{}, err
 	}
@@ -230,7 +232,7 @@ func (s *Server) retryTxn(ctx context.Context, w *producing) (storage.Result, er
 	}
 	w.prop = pr
 	res, err := waitProposal(ctx, pr)
-	if err == nil && txnInvalid(res) {
+	if err == nil && res.Status == storage.StatusTxnInvalid {
 		err = fmt.Errorf("%w: the partition ended the transaction", errTxnState)
 	}
 	return res, err

@@ -37,7 +37,9 @@ const (
 // propose.
 type produced struct {
 	// cmd is storage.CmdAppend then the batch; for a transactional
-	// batch, txnHeaderSize bytes for putTxnHeader, then the batch.
+	// batch, room for storage.PutTxnAppendHeader's header (the
+	// transaction's serial is known once the batch is checked against
+	// the coordinator), then the batch.
 	cmd    []byte
 	header storage.BatchHeader
 	stats  storage.BatchStats
@@ -98,10 +100,12 @@ func checkProduced(raw []byte, now time.Time, txn bool) (produced, error) {
 
 	hdr := 1
 	if txn {
-		hdr = txnHeaderSize
+		hdr = storage.TxnAppendHeaderSize
 	}
 	cmd := make([]byte, hdr+len(raw))
-	cmd[0] = storage.CmdAppend
+	if !txn {
+		cmd[0] = storage.CmdAppend
+	}
 	b := cmd[hdr:]
 	copy(b, raw)
 	if attrs&attrLogAppendTime != 0 || int64(be.Uint64(raw[27:])) < 0 {

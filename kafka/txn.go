@@ -219,7 +219,7 @@ func (s *Server) addPartitionsToTxn(ctx context.Context, req *kmsg.AddPartitions
 	}
 	cctx, cancel := s.txnCtx(ctx)
 	defer cancel()
-	serial, err := s.addTxnPartitions(cctx, req.TransactionalID, p, parts)
+	serial, err := s.node.AddTxnPartitions(cctx, req.TransactionalID, p, parts)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -232,13 +232,6 @@ func (s *Server) addPartitionsToTxn(ctx context.Context, req *kmsg.AddPartitions
 	}
 	s.txns.added(req.TransactionalID, p, serial, parts)
 	return resp
-}
-
-// addTxnPartitions adds partitions to a transaction and returns the
-// coordinator's serial number of the transaction, which the produced
-// batches carry to their partitions (see txn_produce.go).
-func (s *Server) addTxnPartitions(ctx context.Context, id string, p replication.TxnProducer, parts map[string][]int) (uint64, error) {
-	return 0, s.node.AddTxnPartitions(ctx, id, p, parts)
 }
 
 // addOffsetsToTxn adds a group to the producer's transaction: its

@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/replog/replog/replication"
-	"github.com/replog/replog/storage"
 )
 
 // Transactional batches on their way to their partitions.
@@ -137,7 +136,7 @@ func (c *txnCache) added(id string, p replication.TxnProducer, serial uint64, pa
 
 // viewOf is the view of a coordinator's state.
 func viewOf(t *replication.TxnState) *txnView {
-	return &txnView{producer: t.TxnProducer, status: t.Status, serial: txnSerial(t), partitions: t.Partitions}
+	return &txnView{producer: t.TxnProducer, status: t.Status, serial: t.Serial, partitions: t.Partitions}
 }
 
 // readTxn reads id's transaction from the coordinator into the cache.
@@ -199,20 +198,3 @@ var (
 	// verification could not reach the coordinator).
 	errTxnCoordinator = errors.New("replogkafka: transaction coordinator not available")
 )
-
-// The storage's framing of transactional batches.
-
-// txnSerial is the coordinator's serial number of t's transaction.
-func txnSerial(t *replication.TxnState) uint64 { return 0 }
-
-// txnHeaderSize is the size of the command header before a transactional
-// batch.
-const txnHeaderSize = 1
-
-// putTxnHeader fills the command header of a transactional batch of the
-// transaction serial.
-func putTxnHeader(cmd []byte, serial uint64) { cmd[0] = storage.CmdAppend }
-
-// txnInvalid reports whether the partition refused a transactional batch
-// as not part of its producer's current transaction there.
-func txnInvalid(res storage.Result) bool { return false }
