@@ -25,12 +25,14 @@ import (
 // (pendingOffsets), and asks the transaction coordinator about them when
 // a fetch requires stable offsets.
 //
-// What the listener remembers is lost when the group coordinator moves to
-// another node; a transaction that committed offsets through the old one
-// and is still open then goes unseen by fetches at the new one. Clients
-// also fence such a consumer (its generation ends with the move), and
-// the coordinator's own view would close the gap: see the report of
-// issue 13 part 7.
+// The coordinator answers whether any transaction has offsets of a group
+// pending (replication.Node.PendingTxnOffsets), not which partitions: in
+// a busy group some member nearly always has, and answering every
+// partition unstable then would keep a consumer taking over partitions
+// waiting. So the partitions come from the transactions the listener
+// saw. What it remembers is lost when the group coordinator moves to
+// another node: a transaction that committed offsets through the old one
+// and is still open goes unseen by fetches at the new one.
 
 // txnCommitAllowed checks a TxnOffsetCommit's member, instance and
 // generation, as Kafka's validateOffsetCommit does for transactional
@@ -144,8 +146,26 @@ func (p *pendingOffsets) done(group, txnID string, n uint64) {
 // coordinator could not tell; the caller answers every partition as
 // unstable then, which clients retry.
 func (s *Server) unstable(ctx context.Context, group string) (map[string]map[int]bool, error) {
+	ids := s.pendingOffsets.ids(group)
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	// One read answers the common case, nothing pending, however many
+	// transactional ids are remembered.
+	cctx, cancel := s.txnCtx(ctx)
+	pending, err := s.node.PendingTxnOffsets(cctx, group)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if !pending {
+		for id, n := range ids {
+			s.pendingOffsets.done(group, id, n)
+		}
+		return nil, nil
+	}
 	var out map[string]map[int]bool
-	for id, n := range s.pendingOffsets.ids(group) {
+	for id, n := range ids {
 		cctx, cancel := s.txnCtx(ctx)
 		t, err := s.node.Transaction(cctx, id)
 		cancel()
