@@ -539,10 +539,23 @@ func TestTxnZombieFenced(t *testing.T) {
 
 	err := zombie.ProduceSync(ctx, &kgo.Record{Value: []byte("late")}).FirstErr()
 	require.True(t, errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.ProducerFenced), "zombie's produce: %v", err)
-	err = zombie.EndTransaction(ctx, kgo.TryCommit)
-	require.True(t, errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.ProducerFenced), "zombie's commit: %v", err)
+	// franz-go does not attempt the commit of a transaction whose
+	// produce failed; its abort recovers the producer (KIP-360), at
+	// once or with its next transaction, which the coordinator refuses:
+	// the epoch it names is not the id's.
+	require.Error(t, zombie.EndTransaction(ctx, kgo.TryCommit), "zombie's commit")
+	err = zombie.EndTransaction(ctx, kgo.TryAbort)
+	if err == nil {
+		err = zombie.BeginTransaction()
+	}
+	if err == nil {
+		err = zombie.ProduceSync(ctx, &kgo.Record{Value: []byte("zombie again")}).FirstErr()
+	}
+	require.True(t, errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.ProducerFenced), "zombie's recovery: %v", err)
 
-	require.Equal(t, []string{"successor"}, consumeValues(t, srv, "z", true, 1))
+	// The successor was not fenced by the zombie's attempts.
+	produceInTxn(t, successor, true, "successor 2")
+	require.Equal(t, []string{"successor", "successor 2"}, consumeValues(t, srv, "z", true, 2))
 }
 
 // TestGroupTransactSession: consume-transform-produce with franz-go's
@@ -603,4 +616,56 @@ func TestGroupTransactSession(t *testing.T) {
 		o, _ := offs.Lookup("in", p)
 		require.Equal(t, int64(n/2), o.At, "partition %d", p)
 	}
+}
+
+// rawProduce sends a Produce request on its own connection to srv: not
+// through a client, which may follow the cluster's metadata to another
+// listener.
+func rawProduce(t *testing.T, srv *replogkafka.Server, txnID *string, topic string, batch []byte) kmsg.ProduceResponseTopicPartition {
+	t.Helper()
+	c := dial(t, srv)
+	req := kmsg.NewPtrProduceRequest()
+	req.Version, req.Acks, req.TimeoutMillis, req.TransactionID = 9, -1, 10000, txnID
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = batch
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	c.Write(frame(req, 1))
+	_, body := readResponse(t, c)
+	resp := kmsg.NewPtrProduceResponse()
+	resp.Version = 9
+	require.NoError(t, resp.ReadFrom(body[1:])) // after the header's tags
+	return resp.Topics[0].Partitions[0]
+}
+
+// TestTxnStaleViewRetried: a listener whose view of a transactional id
+// names a transaction that ended (it learned of the next one through
+// another listener) proposes the next transaction's batch under the old
+// serial; the partition refuses it, and the listener reads the
+// coordinator again and stores the batch in the right transaction.
+func TestTxnStaleViewRetried(t *testing.T) {
+	l := openLog(t)
+	coord, other := listen(t, l, nil), listen(t, l, nil)
+	cl := newClient(t, coord)
+	createTopic(t, cl, "s", 1)
+	id := "stale"
+	pid, epoch := initTxn(t, cl, id)
+
+	require.NoError(t, addPartition(t, cl, id, pid, epoch, "s"))
+	p := rawProduce(t, other, &id, "s", txnBatch(pid, epoch, 0, "first"))
+	require.Zero(t, p.ErrorCode, "%v", kerr.ErrorForCode(p.ErrorCode))
+	require.NoError(t, endTxn(t, cl, id, pid, epoch, true))
+
+	require.NoError(t, addPartition(t, cl, id, pid, epoch, "s"))
+	p = rawProduce(t, other, &id, "s", txnBatch(pid, epoch, 1, "second"))
+	require.Zero(t, p.ErrorCode, "through the stale view: %v", kerr.ErrorForCode(p.ErrorCode))
+	require.NoError(t, endTxn(t, cl, id, pid, epoch, true))
+
+	// A late copy of the first transaction's batch, with a sequence
+	// past the last, names no open transaction: refused.
+	p = rawProduce(t, other, &id, "s", txnBatch(pid, epoch, 2, "late"))
+	require.ErrorIs(t, kerr.ErrorForCode(p.ErrorCode), kerr.InvalidTxnState)
+	require.Equal(t, []string{"first", "second"}, consumeValues(t, coord, "s", true, 2))
 }
