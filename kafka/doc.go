@@ -36,8 +36,8 @@
 //
 // replog stores Kafka's record batches (magic v2). A produced batch is
 // checked in full (its CRC32C, every record, decompression bounded by
-// [storage.MaxRawBytes], no transactional or control batch, a key for every
-// null value) and stored as it came, compressed as the client compressed
+// [storage.MaxRawBytes], no control batch, a transactional batch only in
+// a request with a transactional id, a key for every null value) and stored as it came, compressed as the client compressed
 // it: the topic's Compression applies to replog's Go producers only, as
 // Kafka's compression.type=producer. A batch without timestamps, or of
 // LogAppendTime type, gets the time it was received. Fetch sends stored
@@ -114,6 +114,29 @@
 // so that clients which skip internal topics (consumers of a regular
 // expression) find it as they would in Kafka; it cannot be created,
 // produced to or read.
+//
+// # Transactions
+//
+// Kafka's transactions (KIP-98) and exactly-once consume-transform-produce
+// (KIP-447) are served over replog's transaction coordinator:
+// InitProducerId with a transactional id, AddPartitionsToTxn (v0 to v3),
+// AddOffsetsToTxn, EndTxn (v0 to v4) and TxnOffsetCommit (v0 to v4), with
+// FindCoordinator for transactional ids naming the group coordinator.
+// Ending a transaction writes its markers (control batches, sent to
+// consumers as stored) to its partitions and commits its offsets to their
+// group. A transactional batch is stored only as part of its producer's
+// ongoing transaction, in a partition added to it: a late one is refused
+// (INVALID_TXN_STATE) instead of opening a transaction that nothing ends
+// (KIP-890 part 1). KIP-890 part 2 (a new epoch per transaction) is not
+// offered: clients keep their epoch across transactions.
+//
+// A read_committed Fetch reads up to the last stable offset (the first
+// offset of the oldest open transaction) and names the aborted
+// transactions in what it returns; ListOffsets' latest offset is then the
+// last stable one. A TxnOffsetCommit is checked against the group's
+// membership (generation, member, instance) when it arrives, and an
+// OffsetFetch that requires stable offsets gets UNSTABLE_OFFSET_COMMIT for
+// partitions whose offsets a transaction has pending.
 //
 // # Clusters
 //
