@@ -3,6 +3,7 @@ package replogkafka
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"math"
 	"testing"
 	"time"
 
@@ -77,9 +78,25 @@ func FuzzCheckProduced(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(b)
+		bb.SetTransactional(true)
+		if b, err = bb.Build(c, 3, 1, 7); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
 	}
 	now := time.UnixMilli(1_800_000_000_000)
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		// A transactional batch is checked alike, and goes in a command
+		// with room for its transaction's serial.
+		if pt, err := checkProduced(raw, now, true); err == nil {
+			b := pt.cmd[storage.TxnAppendHeaderSize:]
+			if _, err := storage.Validate(b); err != nil {
+				t.Fatalf("accepted a transactional batch the storage refuses: %v", err)
+			}
+			if !pt.header.Transactional || pt.header.ProducerID == 0 {
+				t.Fatalf("accepted as transactional: %+v", pt.header)
+			}
+		}
 		pb, err := checkProduced(raw, now, false)
 		if err != nil && len(raw) >= batchHeaderLen {
 			// Fix the length and CRC so the fuzzer reaches the
@@ -99,7 +116,9 @@ func FuzzCheckProduced(f *testing.F) {
 		if _, err := storage.Validate(pb.cmd[1:]); err != nil {
 			t.Fatalf("accepted a batch the storage refuses: %v", err)
 		}
-		h, got, err := storage.DecodeRecords(pb.cmd[1:], 0, nil)
+		// From the batch's own base offset, whatever the client set
+		// there (the partition sets its own).
+		h, got, err := storage.DecodeRecords(pb.cmd[1:], math.MinInt64, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +129,7 @@ func FuzzCheckProduced(f *testing.F) {
 		if err != nil {
 			t.Fatalf("converted batch refused: %v", err)
 		}
-		_, recs2, err := storage.DecodeRecords(again.cmd[1:], 0, nil)
+		_, recs2, err := storage.DecodeRecords(again.cmd[1:], math.MinInt64, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
