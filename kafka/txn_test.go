@@ -669,3 +669,87 @@ func TestTxnStaleViewRetried(t *testing.T) {
 	require.ErrorIs(t, kerr.ErrorForCode(p.ErrorCode), kerr.InvalidTxnState)
 	require.Equal(t, []string{"first", "second"}, consumeValues(t, coord, "s", true, 2))
 }
+
+// TestClusterTransactions: transactions over a 3-node cluster, whose
+// partitions' leaders and coordinator may be three different nodes, and
+// through a crash of the coordinator with a transaction open: its
+// successor (the producer restarted elsewhere) aborts it and goes on, and
+// a read_committed consumer reads the committed records once and the
+// aborted ones never.
+//
+// The producer that saw the coordinator crash is replaced, not kept:
+// franz-go v1.22.3 sends AddPartitionsToTxn to its cached coordinator
+// until the broker leaves the cluster's metadata, and replog lists a
+// crashed node until it is removed (see the package doc's Clusters).
+func TestClusterTransactions(t *testing.T) {
+	kc := newKafkaCluster(t, 3)
+	kc.createTopic("tx")
+	ctx := testCtx(t)
+	producer := func(seeds ...string) *kgo.Client {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.TransactionalID("cluster"), kgo.DefaultProduceTopic("tx"),
+			kgo.TransactionTimeout(time.Minute), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		require.NoError(t, err)
+		t.Cleanup(cl.Close)
+		return cl
+	}
+	produce := func(p *kgo.Client, values ...string) {
+		t.Helper()
+		require.NoError(t, p.BeginTransaction())
+		for i, v := range values {
+			require.NoError(t, p.ProduceSync(ctx, &kgo.Record{Partition: int32(i % 2), Value: []byte(v)}).FirstErr())
+		}
+	}
+	end := func(p *kgo.Client, commit bool) {
+		t.Helper()
+		require.NoError(t, p.EndTransaction(ctx, kgo.TransactionEndTry(commit)))
+	}
+	p := producer(kc.addrs...)
+	produce(p, "c1", "c2")
+	end(p, true)
+	produce(p, "a1", "a2")
+	end(p, false)
+	produce(p, "a3", "a4") // left open by the crash
+
+	var coordinator int32
+	kc.eventually(func() bool {
+		req := kmsg.NewPtrFindCoordinatorRequest()
+		req.Version, req.CoordinatorKey, req.CoordinatorType = 2, "cluster", 1
+		resp := kmsg.NewPtrFindCoordinatorResponse()
+		kc.request(0, req, resp)
+		coordinator = resp.NodeID
+		return resp.ErrorCode == 0
+	}, "a transaction coordinator")
+	dead := int(coordinator) - 1
+	kc.crash(dead)
+	var live []string
+	for i, a := range kc.addrs {
+		if i != dead {
+			live = append(live, a)
+		}
+	}
+	p.Close()
+	p = producer(live...)
+	produce(p, "c3", "c4")
+	end(p, true)
+	kc.restart(dead)
+	produce(p, "a5")
+	end(p, false)
+	produce(p, "c5")
+	end(p, true)
+
+	c, err := kgo.NewClient(kgo.SeedBrokers(kc.addrs...), kgo.ConsumeTopics("tx"), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
+	require.NoError(t, err)
+	defer c.Close()
+	var got []string
+	for _, r := range consumeN(t, c, 5) {
+		got = append(got, string(r.Value))
+	}
+	pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	for _, r := range c.PollFetches(pctx).Records() {
+		got = append(got, string(r.Value))
+	}
+	slices.Sort(got)
+	require.Equal(t, []string{"c1", "c2", "c3", "c4", "c5"}, got)
+}
