@@ -123,12 +123,15 @@ func txnProducer(id int64, epoch int16, fenced int16) (p replication.TxnProducer
 //
 // A client recovering from an error (KIP-360) names its current producer
 // id and epoch: they must be the transactional id's current ones, or the
-// one before the coordinator fenced them when it aborted a timed-out
-// transaction; another producer's are PRODUCER_FENCED, so that a zombie
-// cannot fence its successor by asking again. The check reads the
-// coordinator before the InitProducerID proposal, which is not atomic
-// with it: a zombie racing its successor's own InitProducerID still
-// fences it, as a fresh InitProducerID would.
+// epoch before them if the id's last transaction was aborted (the
+// coordinator bumps the epoch when it aborts a transaction that timed
+// out); others are PRODUCER_FENCED, so that a zombie cannot fence its
+// successor by asking again. Kafka remembers the epoch its coordinator
+// fenced; replog's coordinator does not, so a zombie one epoch behind
+// still passes after its successor aborted a transaction. The check
+// reads the coordinator before the InitProducerID proposal, which is not
+// atomic with it: a zombie racing its successor's own InitProducerID
+// still fences it, as a fresh InitProducerID would.
 func (s *Server) initTxnProducerID(ctx context.Context, req *kmsg.InitProducerIDRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
@@ -150,7 +153,7 @@ func (s *Server) initTxnProducerID(ctx context.Context, req *kmsg.InitProducerID
 		case err != nil:
 			resp.ErrorCode = txnErrorCode(err, fenced)
 			return resp
-		case uint64(req.ProducerID) != t.ProducerID || req.ProducerEpoch != t.Epoch && req.ProducerEpoch != t.Epoch-1:
+		case uint64(req.ProducerID) != t.ProducerID || req.ProducerEpoch != t.Epoch && !(req.ProducerEpoch == t.Epoch-1 && aborted(t.Status)):
 			resp.ErrorCode = fenced
 			return resp
 		}
@@ -168,6 +171,11 @@ func (s *Server) initTxnProducerID(ctx context.Context, req *kmsg.InitProducerID
 	}
 	s.txns.forget(id)
 	return resp
+}
+
+// aborted reports whether a transaction in state st was aborted.
+func aborted(st replication.TxnStatus) bool {
+	return st == replication.TxnPrepareAbort || st == replication.TxnCompleteAbort
 }
 
 // addPartitionsToTxn adds partitions to the producer's transaction, as

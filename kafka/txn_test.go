@@ -272,13 +272,6 @@ func TestTxnZombieFencedRaw(t *testing.T) {
 	require.Equal(t, pid, pid2)
 	require.Equal(t, old+1, epoch)
 
-	require.ErrorIs(t, addPartition(t, cl, id, pid, old, "z"), kerr.ProducerFenced)
-	p := produceTxnRaw(t, cl, &id, "z", txnBatch(pid, old, 0, "zombie"))
-	require.ErrorIs(t, kerr.ErrorForCode(p.ErrorCode), kerr.InvalidProducerEpoch)
-	require.ErrorIs(t, endTxn(t, cl, id, pid, old, true), kerr.ProducerFenced)
-
-	// KIP-360: a producer recovering names its epoch, and gets the next
-	// one; a zombie naming an older one fences nobody.
 	kip360 := func(epoch int16) *kmsg.InitProducerIDResponse {
 		req := kmsg.NewPtrInitProducerIDRequest()
 		req.TransactionalID, req.TransactionTimeoutMillis = kmsg.StringPtr(id), 60000
@@ -287,7 +280,18 @@ func TestTxnZombieFencedRaw(t *testing.T) {
 		require.NoError(t, err)
 		return resp
 	}
-	resp := kip360(epoch)
+	// KIP-360: a zombie asking again with its epoch fences nobody.
+	resp := kip360(old)
+	require.ErrorIs(t, kerr.ErrorForCode(resp.ErrorCode), kerr.ProducerFenced, "the zombie's KIP-360 InitProducerId")
+
+	require.ErrorIs(t, addPartition(t, cl, id, pid, old, "z"), kerr.ProducerFenced)
+	p := produceTxnRaw(t, cl, &id, "z", txnBatch(pid, old, 0, "zombie"))
+	require.ErrorIs(t, kerr.ErrorForCode(p.ErrorCode), kerr.InvalidProducerEpoch)
+	require.ErrorIs(t, endTxn(t, cl, id, pid, old, true), kerr.ProducerFenced)
+
+	// A producer recovering names its epoch, and gets the next one; the
+	// zombie is two behind now.
+	resp = kip360(epoch)
 	require.Zero(t, resp.ErrorCode, "%v", kerr.ErrorForCode(resp.ErrorCode))
 	require.Equal(t, epoch+1, resp.ProducerEpoch)
 	epoch = resp.ProducerEpoch
