@@ -31,8 +31,10 @@ import (
 // partition unstable then would keep a consumer taking over partitions
 // waiting. So the partitions come from the transactions the listener
 // saw. What it remembers is lost when the group coordinator moves to
-// another node: a transaction that committed offsets through the old one
-// and is still open goes unseen by fetches at the new one.
+// another node: while only transactions that committed offsets through
+// the old one have offsets pending, the new one answers every partition
+// of the group unstable; once it saw one of its own, it answers the
+// partitions of those it saw, and the old ones go unseen.
 
 // txnCommitAllowed checks a TxnOffsetCommit's member, instance and
 // generation, as Kafka's validateOffsetCommit does for transactional
@@ -140,29 +142,26 @@ func (p *pendingOffsets) done(group, txnID string, n uint64) {
 
 // unstable returns the partitions of group, by topic, whose offsets a
 // transaction has pending: recorded by TxnOffsetCommit and neither
-// committed to the group nor dropped yet. It asks the transaction
-// coordinator about each transactional id remembered for the group, and
-// forgets those without pending offsets of it. An error means the
-// coordinator could not tell; the caller answers every partition as
-// unstable then, which clients retry.
-func (s *Server) unstable(ctx context.Context, group string) (map[string]map[int]bool, error) {
+// committed to the group nor dropped yet; all is set when a transaction
+// the listener did not see has some (see below). It asks the
+// coordinator whether the group has any, then about each transactional
+// id remembered for the group, and forgets those without pending offsets
+// of it. An error means the coordinator could not tell.
+func (s *Server) unstable(ctx context.Context, group string) (parts map[string]map[int]bool, all bool, err error) {
 	ids := s.pendingOffsets.ids(group)
-	if len(ids) == 0 {
-		return nil, nil
-	}
 	// One read answers the common case, nothing pending, however many
 	// transactional ids are remembered.
 	cctx, cancel := s.txnCtx(ctx)
 	pending, err := s.node.PendingTxnOffsets(cctx, group)
 	cancel()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !pending {
 		for id, n := range ids {
 			s.pendingOffsets.done(group, id, n)
 		}
-		return nil, nil
+		return nil, false, nil
 	}
 	var out map[string]map[int]bool
 	for id, n := range ids {
@@ -174,7 +173,7 @@ func (s *Server) unstable(ctx context.Context, group string) (map[string]map[int
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		pending := t.Offsets[group]
 		if len(pending) == 0 || t.Status != replication.TxnOngoing && !t.Status.Prepared() {
@@ -193,5 +192,9 @@ func (s *Server) unstable(ctx context.Context, group string) (map[string]map[int
 			}
 		}
 	}
-	return out, nil
+	// Offsets pending, and none from the transactions remembered: they
+	// came through another node that coordinated the group before this
+	// one. Which partitions is not known, so none is stable until they
+	// end.
+	return out, out == nil, nil
 }

@@ -67,23 +67,31 @@ func initTxn(t *testing.T, cl *kgo.Client, id string) (int64, int16) {
 // the answer's error.
 func addPartition(t *testing.T, cl *kgo.Client, id string, pid int64, epoch int16, topic string) error {
 	t.Helper()
-	req := kmsg.NewPtrAddPartitionsToTxnRequest()
-	req.TransactionalID, req.ProducerID, req.ProducerEpoch = id, pid, epoch
-	rt := kmsg.NewAddPartitionsToTxnRequestTopic()
-	rt.Topic, rt.Partitions = topic, []int32{0}
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(testCtx(t), cl)
+	resp, err := addPartitionReq(id, pid, epoch, topic).RequestWith(testCtx(t), cl)
 	require.NoError(t, err)
 	return kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode)
 }
 
+func addPartitionReq(id string, pid int64, epoch int16, topic string) *kmsg.AddPartitionsToTxnRequest {
+	req := kmsg.NewPtrAddPartitionsToTxnRequest()
+	req.Version, req.TransactionalID, req.ProducerID, req.ProducerEpoch = 3, id, pid, epoch
+	rt := kmsg.NewAddPartitionsToTxnRequestTopic()
+	rt.Topic, rt.Partitions = topic, []int32{0}
+	req.Topics = append(req.Topics, rt)
+	return req
+}
+
 func endTxn(t *testing.T, cl *kgo.Client, id string, pid int64, epoch int16, commit bool) error {
 	t.Helper()
-	req := kmsg.NewPtrEndTxnRequest()
-	req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Commit = id, pid, epoch, commit
-	resp, err := req.RequestWith(testCtx(t), cl)
+	resp, err := endTxnReq(id, pid, epoch, commit).RequestWith(testCtx(t), cl)
 	require.NoError(t, err)
 	return kerr.ErrorForCode(resp.ErrorCode)
+}
+
+func endTxnReq(id string, pid int64, epoch int16, commit bool) *kmsg.EndTxnRequest {
+	req := kmsg.NewPtrEndTxnRequest()
+	req.Version, req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Commit = 4, id, pid, epoch, commit
+	return req
 }
 
 // fetchIsolated fetches partition 0 of topic from offset 0 at isolation
@@ -334,8 +342,14 @@ func joinGroup(t *testing.T, cl *kgo.Client, group string, instance *string) (st
 // txnCommit sends TxnOffsetCommit of partition 0 of topic at offset.
 func txnCommit(t *testing.T, cl *kgo.Client, id string, pid int64, epoch int16, group, member string, instance *string, generation int32, topic string, offset int64) error {
 	t.Helper()
+	resp, err := txnCommitReq(id, pid, epoch, group, member, instance, generation, topic, offset).RequestWith(testCtx(t), cl)
+	require.NoError(t, err)
+	return kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode)
+}
+
+func txnCommitReq(id string, pid int64, epoch int16, group, member string, instance *string, generation int32, topic string, offset int64) *kmsg.TxnOffsetCommitRequest {
 	req := kmsg.NewPtrTxnOffsetCommitRequest()
-	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = id, group, pid, epoch
+	req.Version, req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = 4, id, group, pid, epoch
 	req.Generation, req.MemberID, req.InstanceID = generation, member, instance
 	rt := kmsg.NewTxnOffsetCommitRequestTopic()
 	rt.Topic = topic
@@ -343,9 +357,7 @@ func txnCommit(t *testing.T, cl *kgo.Client, id string, pid int64, epoch int16, 
 	rp.Offset = offset
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(testCtx(t), cl)
-	require.NoError(t, err)
-	return kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode)
+	return req
 }
 
 // fetchStable fetches group's committed offset of partition 0 of topic
@@ -622,12 +634,24 @@ func TestGroupTransactSession(t *testing.T) {
 	}
 }
 
-// rawProduce sends a Produce request on its own connection to srv: not
-// through a client, which may follow the cluster's metadata to another
-// listener.
-func rawProduce(t *testing.T, srv *replogkafka.Server, txnID *string, topic string, batch []byte) kmsg.ProduceResponseTopicPartition {
+// rawRequest sends req on a connection of its own to srv, not through a
+// client, which may follow the cluster's metadata to another listener of
+// the node, and decodes the response into resp.
+func rawRequest(t *testing.T, srv *replogkafka.Server, req kmsg.Request, resp kmsg.Response) {
 	t.Helper()
 	c := dial(t, srv)
+	c.Write(frame(req, 1))
+	_, body := readResponse(t, c)
+	if req.IsFlexible() {
+		body = body[1:] // the header's tags
+	}
+	resp.SetVersion(req.GetVersion())
+	require.NoError(t, resp.ReadFrom(body))
+}
+
+// rawProduce produces batch to partition 0 of topic through srv only.
+func rawProduce(t *testing.T, srv *replogkafka.Server, txnID *string, topic string, batch []byte) kmsg.ProduceResponseTopicPartition {
+	t.Helper()
 	req := kmsg.NewPtrProduceRequest()
 	req.Version, req.Acks, req.TimeoutMillis, req.TransactionID = 9, -1, 10000, txnID
 	rt := kmsg.NewProduceRequestTopic()
@@ -636,11 +660,8 @@ func rawProduce(t *testing.T, srv *replogkafka.Server, txnID *string, topic stri
 	rp.Records = batch
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
-	c.Write(frame(req, 1))
-	_, body := readResponse(t, c)
 	resp := kmsg.NewPtrProduceResponse()
-	resp.Version = 9
-	require.NoError(t, resp.ReadFrom(body[1:])) // after the header's tags
+	rawRequest(t, srv, req, resp)
 	return resp.Topics[0].Partitions[0]
 }
 
@@ -657,15 +678,26 @@ func TestTxnStaleViewRetried(t *testing.T) {
 	id := "stale"
 	pid, epoch := initTxn(t, cl, id)
 
-	require.NoError(t, addPartition(t, cl, id, pid, epoch, "s"))
+	// The coordinator's requests go to coord only.
+	add := func() {
+		resp := kmsg.NewPtrAddPartitionsToTxnResponse()
+		rawRequest(t, coord, addPartitionReq(id, pid, epoch, "s"), resp)
+		require.Zero(t, resp.Topics[0].Partitions[0].ErrorCode)
+	}
+	commit := func() {
+		resp := kmsg.NewPtrEndTxnResponse()
+		rawRequest(t, coord, endTxnReq(id, pid, epoch, true), resp)
+		require.Zero(t, resp.ErrorCode)
+	}
+	add()
 	p := rawProduce(t, other, &id, "s", txnBatch(pid, epoch, 0, "first"))
 	require.Zero(t, p.ErrorCode, "%v", kerr.ErrorForCode(p.ErrorCode))
-	require.NoError(t, endTxn(t, cl, id, pid, epoch, true))
+	commit()
 
-	require.NoError(t, addPartition(t, cl, id, pid, epoch, "s"))
+	add()
 	p = rawProduce(t, other, &id, "s", txnBatch(pid, epoch, 1, "second"))
 	require.Zero(t, p.ErrorCode, "through the stale view: %v", kerr.ErrorForCode(p.ErrorCode))
-	require.NoError(t, endTxn(t, cl, id, pid, epoch, true))
+	commit()
 
 	// A late copy of the first transaction's batch, with a sequence
 	// past the last, names no open transaction: refused.
@@ -756,4 +788,57 @@ func TestClusterTransactions(t *testing.T) {
 	}
 	slices.Sort(got)
 	require.Equal(t, []string{"c1", "c2", "c3", "c4", "c5"}, got)
+}
+
+// rawOffsetFetch fetches group's offsets of partitions of topic with
+// RequireStable, on a connection of its own to srv, and returns each
+// partition's error.
+func rawOffsetFetch(t *testing.T, srv *replogkafka.Server, group, topic string, partitions ...int32) []error {
+	t.Helper()
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Version, req.RequireStable = 8, true
+	rg := kmsg.NewOffsetFetchRequestGroup()
+	rg.Group = group
+	rt := kmsg.NewOffsetFetchRequestGroupTopic()
+	rt.Topic, rt.Partitions = topic, partitions
+	rg.Topics = append(rg.Topics, rt)
+	req.Groups = append(req.Groups, rg)
+	resp := kmsg.NewPtrOffsetFetchResponse()
+	rawRequest(t, srv, req, resp)
+	require.Zero(t, resp.Groups[0].ErrorCode)
+	var errs []error
+	for _, p := range resp.Groups[0].Topics[0].Partitions {
+		errs = append(errs, kerr.ErrorForCode(p.ErrorCode))
+	}
+	return errs
+}
+
+// TestTxnUnstableOffsetsUnseen: a listener that did not see the
+// TxnOffsetCommit of a transaction with offsets pending (it came through
+// the group's previous coordinator) cannot tell which partitions they
+// are for, and answers every partition of the group unstable; the one
+// that saw it names the partition.
+func TestTxnUnstableOffsetsUnseen(t *testing.T) {
+	l := openLog(t)
+	seen, unseen := listen(t, l, nil), listen(t, l, nil)
+	cl := newClient(t, seen)
+	createTopic(t, cl, "in", 2)
+	id, group := "unseen", "g"
+	member, gen := joinGroup(t, cl, group, nil)
+	pid, epoch := initTxn(t, cl, id)
+	add := kmsg.NewPtrAddOffsetsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = id, pid, epoch, group
+	aresp, err := add.RequestWith(testCtx(t), cl)
+	require.NoError(t, err)
+	require.NoError(t, kerr.ErrorForCode(aresp.ErrorCode))
+
+	require.Equal(t, []error{nil, nil}, rawOffsetFetch(t, unseen, group, "in", 0, 1), "nothing pending")
+	cresp := kmsg.NewPtrTxnOffsetCommitResponse()
+	rawRequest(t, seen, txnCommitReq(id, pid, epoch, group, member, nil, gen, "in", 3), cresp)
+	require.Zero(t, cresp.Topics[0].Partitions[0].ErrorCode)
+	require.Equal(t, []error{kerr.UnstableOffsetCommit, nil}, rawOffsetFetch(t, seen, group, "in", 0, 1))
+	require.Equal(t, []error{kerr.UnstableOffsetCommit, kerr.UnstableOffsetCommit}, rawOffsetFetch(t, unseen, group, "in", 0, 1))
+
+	require.NoError(t, endTxn(t, cl, id, pid, epoch, true))
+	require.Equal(t, []error{nil, nil}, rawOffsetFetch(t, unseen, group, "in", 0, 1), "after the transaction")
 }
