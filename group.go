@@ -406,7 +406,7 @@ func (g *groupMember) sync(ctx context.Context) error {
 	defer cancel()
 	offsets := st.Offsets
 	if g.c.opts.Isolation == ReadCommitted {
-		stable, ok, err := g.stableOffsets(ctx)
+		stable, ok, err := g.stableOffsets(ctx, add)
 		if err != nil || !ok {
 			return err // still pending: the next Poll tries again
 		}
@@ -440,13 +440,13 @@ func (g *groupMember) sync(ctx context.Context) error {
 }
 
 // stableOffsets waits until no transaction that is not complete commits
-// offsets of the group, and returns the group's committed offsets then
-// (Kafka's stable offsets, KIP-447, which a read_committed consumer asks
-// for): a member that takes a partition over while another member's
-// transaction sends its offsets starts after them once it commits, rather
-// than at the older ones, reading again what the transaction consumed. ok
-// is false if ctx ended first.
-func (g *groupMember) stableOffsets(ctx context.Context) (offsets map[int]int64, ok bool, err error) {
+// offsets of the group for the partitions parts, and returns the group's
+// committed offsets then (Kafka's stable offsets, KIP-447, which a
+// read_committed consumer asks for): a member that takes a partition over
+// while another member's transaction sends its offset starts after it
+// once the transaction commits, rather than at the older one, reading
+// again what the transaction consumed. ok is false if ctx ended first.
+func (g *groupMember) stableOffsets(ctx context.Context, parts []int) (offsets map[int]int64, ok bool, err error) {
 	node := g.c.t.l.node
 	backoff := 2 * time.Millisecond
 	for {
@@ -457,7 +457,7 @@ func (g *groupMember) stableOffsets(ctx context.Context) (offsets map[int]int64,
 		if err != nil {
 			return nil, false, mapErr(err)
 		}
-		if !pending {
+		if !slices.ContainsFunc(pending[g.c.t.Name()], func(p int) bool { return slices.Contains(parts, p) }) {
 			break
 		}
 		select {

@@ -392,10 +392,9 @@ type offsetFetchPart struct {
 // pending get UNSTABLE_OFFSET_COMMIT (see txn_offsets.go).
 func (s *Server) fetchOffsets(ctx context.Context, group string, topics map[string][]int32, all, requireStable bool) (map[string][]offsetFetchPart, int16) {
 	var unstable map[string]map[int]bool
-	allUnstable := false
 	if requireStable {
 		var err error
-		if unstable, allUnstable, err = s.unstable(ctx, group); err != nil {
+		if unstable, err = s.unstable(ctx, group); err != nil {
 			return nil, groupErrorCode(err)
 		}
 	}
@@ -407,7 +406,7 @@ func (s *Server) fetchOffsets(ctx context.Context, group string, topics map[stri
 	out := map[string][]offsetFetchPart{}
 	part := func(topic string, p int32) offsetFetchPart {
 		fp := offsetFetchPart{partition: p, offset: -1}
-		if allUnstable || unstable[topic][int(p)] {
+		if unstable[topic][int(p)] {
 			fp.code = kerr.UnstableOffsetCommit.Code
 		} else if co, ok := offsets[topic][int(p)]; ok {
 			fp.offset, fp.metadata = co.Offset, co.Metadata

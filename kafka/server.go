@@ -174,11 +174,8 @@ type Server struct {
 	// groups holds the Kafka consumer groups (see groups.go).
 	groups *coordinator
 	// txns caches the transaction coordinator's view of transactional
-	// ids for produce checks (see txn_produce.go); pendingOffsets
-	// remembers transactions with offsets pending per group (see
-	// txn_offsets.go).
-	txns           *txnCache
-	pendingOffsets pendingOffsets
+	// ids for produce checks (see txn_produce.go).
+	txns *txnCache
 	// queued holds MaxQueuedBytes: each request read takes its size
 	// until its response is written; queuedBytes mirrors what is held.
 	queued      *semaphore.Weighted

@@ -371,6 +371,5 @@ func (s *Server) txnOffsetCommit(ctx context.Context, req *kmsg.TxnOffsetCommitR
 		}
 		return resp
 	}
-	s.pendingOffsets.add(req.Group, req.TransactionalID)
 	return resp
 }

@@ -650,8 +650,9 @@ type (
 	// txnExpirableQuery asks whether an expire command would change
 	// anything, so that the leader proposes one only then.
 	txnExpirableQuery struct{ now, idExpiration int64 }
-	// txnPendingOffsetsQuery asks whether a transaction not yet complete
-	// commits offsets of the group (KIP-447's unstable offsets).
+	// txnPendingOffsetsQuery asks which partitions of the group's offsets,
+	// by topic, transactions not yet complete commit (KIP-447's unstable
+	// offsets).
 	txnPendingOffsetsQuery struct{ group string }
 )
 
@@ -673,12 +674,25 @@ func (s *txnSM) Lookup(q any) (any, error) {
 	case txnExpirableQuery:
 		return s.expirable(q.now, q.idExpiration), nil
 	case txnPendingOffsetsQuery:
+		var out map[string][]int
 		for _, t := range s.txns {
-			if (t.Status == TxnOngoing || t.Status.Prepared()) && len(t.Offsets[q.group]) > 0 {
-				return true, nil
+			if t.Status != TxnOngoing && !t.Status.Prepared() {
+				continue
+			}
+			for topic, ps := range t.Offsets[q.group] {
+				if out == nil {
+					out = map[string][]int{}
+				}
+				for p := range ps {
+					out[topic] = append(out[topic], p)
+				}
 			}
 		}
-		return false, nil
+		for topic, ps := range out {
+			slices.Sort(ps)
+			out[topic] = slices.Compact(ps)
+		}
+		return out, nil
 	}
 	return nil, fmt.Errorf("%w: transaction query %T", ErrInvalid, q)
 }

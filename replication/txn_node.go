@@ -223,19 +223,20 @@ func (n *Node) WaitTxn(ctx context.Context, txnID string) (*TxnState, error) {
 	}
 }
 
-// PendingTxnOffsets reports, linearizably, whether a transaction that is
-// not complete commits offsets of group: Kafka's answer to an offset fetch
-// that requires stable offsets is then UNSTABLE_OFFSET_COMMIT (KIP-447),
-// so that a consumer taking over a partition does not start from an
-// offset a transaction is about to move.
-func (n *Node) PendingTxnOffsets(ctx context.Context, group string) (bool, error) {
+// PendingTxnOffsets returns, linearizably, the partitions by topic whose
+// offsets of group transactions that are not complete commit (nil if
+// none): Kafka answers an offset fetch that requires stable offsets with
+// UNSTABLE_OFFSET_COMMIT for them (KIP-447), so that a consumer taking
+// over a partition does not start from an offset a transaction is about
+// to move.
+func (n *Node) PendingTxnOffsets(ctx context.Context, group string) (map[string][]int, error) {
 	v, err := n.syncRead(ctx, TxnShardID, txnPendingOffsetsQuery{group: group})
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	pending, ok := v.(bool)
+	pending, ok := v.(map[string][]int)
 	if !ok {
-		return false, ErrInvalid
+		return nil, ErrInvalid
 	}
 	return pending, nil
 }
