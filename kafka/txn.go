@@ -356,12 +356,24 @@ func (s *Server) txnOffsetCommit(ctx context.Context, req *kmsg.TxnOffsetCommitR
 	}
 	cctx, cancel := s.txnCtx(ctx)
 	defer cancel()
-	err := s.node.TxnOffsetCommit(cctx, req.TransactionalID, p, req.Group, offsets)
+	var err error
+	if !s.groups.formed(req.Group) {
+		// Claimed as a Kafka group (JoinGroup did it for a group that
+		// formed here), so that the offsets cannot go to replog
+		// consumers' group of that name.
+		_, err = s.node.ClaimKafkaGroup(cctx, req.Group)
+	}
+	if err == nil {
+		err = s.node.TxnOffsetCommit(cctx, req.TransactionalID, p, req.Group, offsets)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
 	if err != nil {
 		code := txnErrorCode(err, fenced)
+		if errors.Is(err, replication.ErrGroupKind) {
+			code = groupErrorCode(err)
+		}
 		for i := range resp.Topics {
 			for j := range resp.Topics[i].Partitions {
 				if rp := &resp.Topics[i].Partitions[j]; rp.ErrorCode == 0 {

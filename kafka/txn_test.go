@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/replog/replog"
 	replogkafka "github.com/replog/replog/kafka"
 )
 
@@ -840,4 +841,33 @@ func TestTxnUnstableOffsetsUnseen(t *testing.T) {
 
 	require.NoError(t, endTxn(t, cl, id, pid, epoch, true))
 	require.Equal(t, []error{nil, nil}, rawOffsetFetch(t, unseen, group, "in", 0, 1), "after the transaction")
+}
+
+// TestTxnOffsetCommitReplogGroup: a transaction may not commit offsets
+// to a group of replog consumers: the name is theirs, and their offsets
+// mean one topic's. The commit is refused as a plain OffsetCommit is.
+func TestTxnOffsetCommitReplogGroup(t *testing.T) {
+	l := openLog(t)
+	srv := listen(t, l, nil)
+	cl := newClient(t, srv)
+	createTopic(t, cl, "in", 1)
+	tp, err := l.Topic("in")
+	require.NoError(t, err)
+	c, err := replog.NewConsumer(tp, replog.String(), &replog.ConsumerOptions{Group: "replog-group"})
+	require.NoError(t, err)
+	defer c.Close()
+	pctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+	_, _ = c.Poll(pctx) // joins
+	cancel()
+
+	id := "to-replog-group"
+	pid, epoch := initTxn(t, cl, id)
+	add := kmsg.NewPtrAddOffsetsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = id, pid, epoch, "replog-group"
+	aresp, err := add.RequestWith(testCtx(t), cl)
+	require.NoError(t, err)
+	require.NoError(t, kerr.ErrorForCode(aresp.ErrorCode))
+	cresp := kmsg.NewPtrTxnOffsetCommitResponse()
+	rawRequest(t, srv, txnCommitReq(id, pid, epoch, "replog-group", "", nil, -1, "in", 3), cresp)
+	require.Equal(t, kerr.InconsistentGroupProtocol, kerr.ErrorForCode(cresp.Topics[0].Partitions[0].ErrorCode))
 }
