@@ -243,8 +243,12 @@ func TestRequireAPIs(t *testing.T) {
 	if err := requireAPIs(t.Context(), adm, "consumer groups", groupAPIs...); err != nil {
 		t.Fatal(err)
 	}
-	err = requireAPIs(t.Context(), adm, "transactions", kmsg.FindCoordinator, kmsg.AddPartitionsToTxn)
-	if err == nil || !strings.Contains(err.Error(), "does not support transactions: it lacks the Kafka APIs AddPartitionsToTxn") {
+	// Transactions are served, their admin APIs are not.
+	if err := requireAPIs(t.Context(), adm, "transactions", kmsg.FindCoordinator, kmsg.AddPartitionsToTxn, kmsg.EndTxn); err != nil {
+		t.Fatal(err)
+	}
+	err = requireAPIs(t.Context(), adm, "transaction admin", kmsg.FindCoordinator, kmsg.DescribeTransactions, kmsg.ListTransactions)
+	if err == nil || !strings.Contains(err.Error(), "does not support transaction admin: it lacks the Kafka APIs DescribeTransactions, ListTransactions") {
 		t.Fatalf("err %v", err)
 	}
 }
