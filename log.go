@@ -418,6 +418,7 @@ func Open(dir string, opts *Options) (*Log, error) {
 		Logger:          o.Logger,
 
 		RetentionInterval: o.expert.RetentionInterval,
+		AfterTxnDecision:  o.expert.AfterTxnDecision,
 		CompactionMemory:  o.CompactionMemory,
 		MemoryBytes:       o.MemoryBytes,
 	})

@@ -85,6 +85,13 @@ type Config struct {
 	MemoryBytes int64
 	Logger      *slog.Logger
 
+	// AfterTxnDecision, a test hook (see replogtest), is called on this
+	// node right after EndTxn recorded a transaction's decision and
+	// before the node writes its markers: a crash while it blocks leaves
+	// the transaction decided and incomplete, for another node to
+	// complete.
+	AfterTxnDecision func(txnID string)
+
 	// withoutTxnGroup, set by tests, runs the node as one of a version
 	// before the transaction coordinator: it does not start that group.
 	withoutTxnGroup bool

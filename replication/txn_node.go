@@ -189,6 +189,9 @@ func (n *Node) EndTxn(ctx context.Context, txnID string, p TxnProducer, commit b
 	if _, err := n.proposeTxnOnce(ctx, txnCmd{Op: txopEnd, ID: txnID, TxnProducer: p, Commit: commit}); err != nil {
 		return err
 	}
+	if h := n.cfg.AfterTxnDecision; h != nil {
+		h(txnID)
+	}
 	if !n.cfg.withoutTxnDriver {
 		if err := n.finishPrepared(ctx, txnID); err != nil {
 			n.log.Debug("transaction left to the coordinator's leader to complete", "transactional_id", txnID, "err", err)

@@ -31,6 +31,14 @@ type Options struct {
 	// Base is applied to every node (Logger, SnapshotEntries, ...); the
 	// cluster sets InMemory, NodeID, Peers and the in-process transport.
 	Base replog.Options
+	// AfterTxnDecision, if set, is called on node when it has recorded
+	// the decision (commit or abort) of transactional id txnID's
+	// transaction and before it writes the transaction's markers: a fault
+	// injected while it blocks leaves the transaction decided and
+	// incomplete, which the transaction coordinator's leader must then
+	// complete. It must return once the node crashed (see
+	// [Cluster.Crash]).
+	AfterTxnDecision func(node int, txnID string)
 }
 
 // Cluster is n replog nodes in one process. Its methods are safe for
@@ -116,7 +124,11 @@ func (c *Cluster) open(i int) (*replog.Log, error) {
 	}
 	no.ElectionTicks = c.opts.ElectionTicks
 	no.HeartbeatTicks = c.opts.HeartbeatTicks
-	expert.Attach(&no, expert.Options{InProcessTransport: true, Network: c.net, Storage: storage, RetentionInterval: c.opts.RetentionInterval})
+	x := expert.Options{InProcessTransport: true, Network: c.net, Storage: storage, RetentionInterval: c.opts.RetentionInterval}
+	if h := c.opts.AfterTxnDecision; h != nil {
+		x.AfterTxnDecision = func(txnID string) { h(i, txnID) }
+	}
+	expert.Attach(&no, x)
 	if no.StartTimeout == 0 {
 		no.StartTimeout = 30 * time.Second
 	}

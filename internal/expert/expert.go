@@ -29,6 +29,10 @@ type Options struct {
 	// RetentionInterval is how often partition leaders check retention
 	// limits. Zero: [replication.DefaultRetentionInterval] (5s).
 	RetentionInterval time.Duration
+	// AfterTxnDecision is called on the node right after it recorded a
+	// transaction's decision, before it writes the markers (see
+	// replication.Config.AfterTxnDecision).
+	AfterTxnDecision func(txnID string)
 }
 
 var (
