@@ -581,17 +581,24 @@ func TestTxnReplayAfterCrash(t *testing.T) {
 	require.NoError(t, err)
 	defer func() { require.NoError(t, s2.Close()) }()
 	p2 := openPartition(t, s2, 1)
-	require.Equal(t, uint64(2), p2.Meta().AppliedIndex)
-	require.Equal(t, int64(0), p2.Meta().LastStable, "both transactions open again")
-	aborted, err := p2.AbortedTxns(0, 10)
-	require.NoError(t, err)
-	require.Empty(t, aborted)
+	// The trim (entry 6) queues a flush of the memtable in the background
+	// to reclaim space, which persists what was applied by then if it
+	// runs before the crash: the store then comes back at 6 or 7, a state
+	// it was in.
+	applied := p2.Meta().AppliedIndex
+	require.Contains(t, []uint64{2, 6, 7}, applied)
+	if applied == 2 {
+		require.Equal(t, int64(0), p2.Meta().LastStable, "both transactions open again")
+		aborted, err := p2.AbortedTxns(0, 10)
+		require.NoError(t, err)
+		require.Empty(t, aborted)
+	}
 
 	got := applyEntries(t, p2, entries...)
 	skipped := Result{BaseOffset: -1, Status: StatusDuplicate}
-	require.Equal(t, append([]Result{skipped, skipped}, want[2:]...), got)
+	require.Equal(t, append(slices.Repeat([]Result{skipped}, int(applied)), want[applied:]...), got)
 	require.Equal(t, wantMeta, p2.Meta())
-	aborted, err = p2.AbortedTxns(0, wantMeta.NextOffset)
+	aborted, err := p2.AbortedTxns(0, wantMeta.NextOffset)
 	require.NoError(t, err)
 	require.Equal(t, wantAborted, aborted)
 }
