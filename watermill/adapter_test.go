@@ -502,3 +502,67 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// Two subscriptions of one group share a topic's partitions: each message
+// is delivered once, to one of them.
+func TestGroupMembersSharePartitions(t *testing.T) {
+	l := openLog(t)
+	four := replog.TopicConfig{Partitions: 4}
+	p := newPublisher(t, l, replogwatermill.PublisherConfig{
+		Topic: four,
+		Key:   func(_ string, msg *message.Message) []byte { return []byte(msg.UUID) },
+	})
+	cfg := replogwatermill.SubscriberConfig{ConsumerGroup: "g", Topic: four}
+	chans := []<-chan *message.Message{}
+	for range 2 {
+		ch, err := newSubscriber(t, l, cfg).Subscribe(context.Background(), "shared")
+		if err != nil {
+			t.Fatal(err)
+		}
+		chans = append(chans, ch)
+	}
+	// Wait until each member reads some partitions.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := l.DescribeGroup(context.Background(), "g/shared")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(info.Members) == 2 && len(info.Members[0].Owned) > 0 && len(info.Members[1].Owned) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partitions not shared: %+v", info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	ids := publishN(t, p, "shared", 40)
+	got := map[string]int{}
+	perMember := [2]int{}
+	for len(got) < len(ids) {
+		select {
+		case msg := <-chans[0]:
+			got[msg.UUID]++
+			perMember[0]++
+			msg.Ack()
+		case msg := <-chans[1]:
+			got[msg.UUID]++
+			perMember[1]++
+			msg.Ack()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %d of %d messages", len(got), len(ids))
+		}
+	}
+	for _, ch := range chans {
+		nothing(t, ch)
+	}
+	for id, n := range got {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", id, n)
+		}
+	}
+	if perMember[0] == 0 || perMember[1] == 0 {
+		t.Errorf("messages per member: %v", perMember)
+	}
+}
