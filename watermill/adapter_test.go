@@ -566,3 +566,40 @@ func TestGroupMembersSharePartitions(t *testing.T) {
 		t.Errorf("messages per member: %v", perMember)
 	}
 }
+
+// Closing the Log under the adapter ends its subscriptions and fails its
+// publishes with ErrClosed; the handles still close cleanly.
+func TestLogClosedUnderneath(t *testing.T) {
+	l, err := replog.Open("", &replog.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, l, replogwatermill.PublisherConfig{})
+	s := newSubscriber(t, l, replogwatermill.SubscriberConfig{ConsumerGroup: "g"})
+	publishN(t, p, "gone", 1)
+	ch, err := s.Subscribe(context.Background(), "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive(t, ch).Ack()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case msg, ok := <-ch:
+		if ok {
+			t.Fatalf("message %s after the Log closed", msg.UUID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("channel still open 10s after the Log closed")
+	}
+	if err := p.Publish("gone", message.NewMessage("x", nil)); !errors.Is(err, replog.ErrClosed) {
+		t.Fatalf("Publish on a closed Log: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
