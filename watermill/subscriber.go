@@ -54,11 +54,11 @@ const DefaultNackResendSleep = 100 * time.Millisecond
 // delivers one message at a time: the next message comes once the
 // previous one is acknowledged. Messages of a partition come in offset
 // order. Nack delivers the same message again (after NackResendSleep),
-// and holds back the messages after it, of every partition the
-// subscription reads, until it is acknowledged; with consumer groups, a
-// partition is never handed to another member for being held back.
-// (Share groups, once replog has them, will let a nacked message wait
-// without holding back the rest.)
+// and until it is acknowledged it holds back the messages after it: not
+// only those of its partition but those of every partition the
+// subscription reads (one partition, with the default topic config).
+// Share groups, once replog has them, will let a nacked message wait
+// without holding back the rest.
 //
 // With a ConsumerGroup, Ack commits the offset after the message before
 // the next message is delivered (one commit through the group's Raft
