@@ -479,6 +479,14 @@ func TestConfigErrors(t *testing.T) {
 				GroupOptions: replog.GroupOptions{InstanceID: "i"}}, nil)
 			return err
 		},
+		"commit interval without group": func() error {
+			_, err := replogwatermill.NewSubscriber(l, replogwatermill.SubscriberConfig{CommitInterval: time.Second}, nil)
+			return err
+		},
+		"negative commit interval": func() error {
+			_, err := replogwatermill.NewSubscriber(l, replogwatermill.SubscriberConfig{ConsumerGroup: "g", CommitInterval: -1}, nil)
+			return err
+		},
 		"group name too long": func() error {
 			s, err := replogwatermill.NewSubscriber(l, replogwatermill.SubscriberConfig{ConsumerGroup: strings.Repeat("g", 249)}, nil)
 			if err != nil {
@@ -601,5 +609,75 @@ func TestLogClosedUnderneath(t *testing.T) {
 	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// committed returns the group's committed offset of partition 0.
+func committed(t *testing.T, l *replog.Log, group string) int64 {
+	t.Helper()
+	info, err := l.DescribeGroup(context.Background(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range info.Partitions {
+		if p.Partition == 0 {
+			return p.Committed
+		}
+	}
+	t.Fatalf("group %s has no partition 0: %+v", group, info)
+	return 0
+}
+
+// With a CommitInterval, acknowledgements are committed when due, and at
+// the latest when the subscription ends.
+func TestCommitInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+	}{
+		{"due while a message is held", 50 * time.Millisecond},
+		{"not due before Close", time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := openLog(t)
+			ids := publishN(t, newPublisher(t, l, replogwatermill.PublisherConfig{}), "ci", 5)
+			cfg := replogwatermill.SubscriberConfig{ConsumerGroup: "g", CommitInterval: tc.interval}
+			s := newSubscriber(t, l, cfg)
+			ch, err := s.Subscribe(context.Background(), "ci")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				receive(t, ch).Ack()
+			}
+			receive(t, ch) // held
+			if tc.interval == time.Hour {
+				time.Sleep(200 * time.Millisecond)
+				if got := committed(t, l, "g/ci"); got != -1 {
+					t.Fatalf("committed %d before the interval and before Close", got)
+				}
+			} else {
+				deadline := time.Now().Add(10 * time.Second)
+				for committed(t, l, "g/ci") != 3 {
+					if time.Now().After(deadline) {
+						t.Fatalf("committed %d, want 3 while the 4th message is held", committed(t, l, "g/ci"))
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := committed(t, l, "g/ci"); got != 3 {
+				t.Fatalf("committed %d after Close, want 3", got)
+			}
+			ch, err = newSubscriber(t, l, cfg).Subscribe(context.Background(), "ci")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg := receive(t, ch); msg.UUID != ids[3] {
+				t.Fatalf("resumed at %s, want %s", msg.UUID, ids[3])
+			}
+		})
 	}
 }

@@ -30,7 +30,8 @@
 //     acknowledged (see [Subscriber]).
 //   - With a ConsumerGroup, a subscription joins a replog group per topic,
 //     named ConsumerGroup + "/" + topic (see [SubscriberConfig]).
-//   - Each Ack of a group subscription costs one commit through Raft.
+//   - Each Ack of a group subscription costs one commit through Raft,
+//     unless [SubscriberConfig.CommitInterval] batches them.
 //   - Messages are not published atomically, and Watermill's message
 //     context is not carried from publisher to subscriber.
 package replogwatermill

@@ -41,6 +41,18 @@ type SubscriberConfig struct {
 	// NackResendSleep is how long a subscription waits before delivering
 	// a nacked message again. Default 100ms; negative means no wait.
 	NackResendSleep time.Duration
+	// CommitInterval, with a ConsumerGroup, lets acknowledgements wait to
+	// be committed together. Zero (the default): each Ack is committed
+	// before the next message is delivered, one commit through Raft per
+	// message (1.3ms each on a single node on disk in our tests: some 750
+	// messages a second per subscription, where one without a group
+	// delivers hundreds of thousands). Positive: acknowledged offsets
+	// are committed at most CommitInterval after the first of them, and
+	// always before the subscription fetches more records (so before a
+	// rebalance can hand their partitions to another member) and when it
+	// ends; a crash loses at most that long of acknowledgements, whose
+	// messages are delivered again.
+	CommitInterval time.Duration
 }
 
 // DefaultNackResendSleep is the default of
@@ -62,8 +74,8 @@ const DefaultNackResendSleep = 100 * time.Millisecond
 //
 // With a ConsumerGroup, Ack commits the offset after the message before
 // the next message is delivered (one commit through the group's Raft
-// group per message). A commit that fails is logged, and covered by the
-// next one that succeeds; the messages it covered are delivered again
+// group per message), or within [SubscriberConfig.CommitInterval]. A
+// commit that fails is logged, and covered by the next one that succeeds; the messages it covered are delivered again
 // after a restart or rebalance. Delivery is at least once: a message
 // delivered and not acknowledged before Close, a crash or the loss of
 // its partition is delivered again, and a member that holds a message
@@ -98,8 +110,11 @@ func NewSubscriber(l *replog.Log, cfg SubscriberConfig, logger watermill.LoggerA
 		return nil, fmt.Errorf("%w: SubscriberConfig.GroupOptions.AutoCommitInterval must be zero: acknowledgements commit", replog.ErrInvalidConfig)
 	}
 	if g := cfg.GroupOptions; cfg.ConsumerGroup == "" && (g.InstanceID != "" || g.Strategy != "" || g.SessionTimeout != 0 ||
-		g.HeartbeatInterval != 0 || g.MaxPollInterval != 0 || g.OnAssigned != nil || g.OnRevoked != nil) {
-		return nil, fmt.Errorf("%w: SubscriberConfig.GroupOptions need a ConsumerGroup", replog.ErrInvalidConfig)
+		g.HeartbeatInterval != 0 || g.MaxPollInterval != 0 || g.OnAssigned != nil || g.OnRevoked != nil || cfg.CommitInterval != 0) {
+		return nil, fmt.Errorf("%w: SubscriberConfig.GroupOptions and CommitInterval need a ConsumerGroup", replog.ErrInvalidConfig)
+	}
+	if cfg.CommitInterval < 0 {
+		return nil, fmt.Errorf("%w: negative SubscriberConfig.CommitInterval", replog.ErrInvalidConfig)
 	}
 	if cfg.NackResendSleep == 0 {
 		cfg.NackResendSleep = DefaultNackResendSleep
@@ -214,6 +229,10 @@ type subscription struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	logger watermill.LoggerAdapter
+	// pending are acknowledged offsets not yet committed (with a
+	// CommitInterval), and timer fires when they are due; nil when none.
+	pending map[int]int64
+	timer   *time.Timer
 }
 
 // commitTimeout bounds one commit of an acknowledged offset.
@@ -222,6 +241,7 @@ const commitTimeout = 10 * time.Second
 func (sub *subscription) run() {
 	defer func() {
 		sub.cancel()
+		sub.flush()
 		if err := sub.c.Close(); err != nil {
 			sub.logger.Error("replogwatermill: close consumer", err, nil)
 		}
@@ -233,6 +253,8 @@ func (sub *subscription) run() {
 	}()
 	backoff := 10 * time.Millisecond
 	for {
+		// Commit before Poll: it may give partitions up to other members.
+		sub.flush()
 		recs, err := sub.c.Poll(sub.ctx)
 		switch {
 		case sub.ctx.Err() != nil || errors.Is(err, replog.ErrClosed):
@@ -271,34 +293,72 @@ func (sub *subscription) deliver(rec replog.Record[[]byte]) bool {
 			cancel()
 			return false
 		}
-		select {
-		case <-msg.Acked():
-			cancel()
-			sub.commit(rec)
-			return true
-		case <-msg.Nacked():
-			cancel()
-			if !sub.sleep(sub.s.cfg.NackResendSleep) {
+	waiting:
+		for {
+			select {
+			case <-msg.Acked():
+				cancel()
+				sub.acked(rec)
+				return true
+			case <-msg.Nacked():
+				cancel()
+				if !sub.sleep(sub.s.cfg.NackResendSleep) {
+					return false
+				}
+				break waiting // deliver it again
+			case <-sub.due():
+				sub.flush()
+			case <-sub.ctx.Done():
+				cancel()
 				return false
 			}
-		case <-sub.ctx.Done():
-			cancel()
-			return false
 		}
 	}
 }
 
-// commit commits the offset after rec for a group. It outlives the
-// subscription's ctx by up to commitTimeout, so that an Ack just before
-// Close is not lost.
-func (sub *subscription) commit(rec replog.Record[[]byte]) {
+// acked records rec's acknowledgement for a group: the offset after it is
+// committed now, or with a CommitInterval when due.
+func (sub *subscription) acked(rec replog.Record[[]byte]) {
 	if sub.s.cfg.ConsumerGroup == "" {
 		return
 	}
+	if sub.pending == nil {
+		sub.pending = map[int]int64{}
+	}
+	sub.pending[rec.Partition] = rec.Offset + 1
+	if sub.s.cfg.CommitInterval == 0 {
+		sub.flush()
+	} else if sub.timer == nil {
+		sub.timer = time.NewTimer(sub.s.cfg.CommitInterval)
+	}
+}
+
+// due fires when pending offsets are due; nil (never) when none are.
+func (sub *subscription) due() <-chan time.Time {
+	if sub.timer == nil {
+		return nil
+	}
+	return sub.timer.C
+}
+
+// flush commits the pending offsets. It outlives the subscription's ctx by
+// up to commitTimeout, so that an Ack just before Close is not lost. A
+// failed commit is logged and not retried: a later one covers it, and if
+// the partition has moved on, its new reader redelivers.
+func (sub *subscription) flush() {
+	if sub.timer != nil {
+		sub.timer.Stop()
+		sub.timer = nil
+	}
+	if len(sub.pending) == 0 {
+		return
+	}
+	offsets := sub.pending
+	sub.pending = nil
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(sub.ctx), commitTimeout)
 	defer cancel()
-	if err := sub.c.CommitOffsets(ctx, map[int]int64{rec.Partition: rec.Offset + 1}); err != nil {
-		sub.logger.Error("replogwatermill: commit", err, watermill.LogFields{"partition": rec.Partition, "offset": rec.Offset})
+	if err := sub.c.CommitOffsets(ctx, offsets); err != nil {
+		sub.logger.Error("replogwatermill: commit", err, watermill.LogFields{"offsets": fmt.Sprint(offsets)})
 	}
 }
 
