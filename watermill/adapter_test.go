@@ -681,3 +681,26 @@ func TestCommitInterval(t *testing.T) {
 		})
 	}
 }
+
+// An Ack just before Close is committed: the next subscriber of the group
+// does not get that message again.
+func TestAckThenClose(t *testing.T) {
+	l := openLog(t)
+	const n = 20
+	ids := publishN(t, newPublisher(t, l, replogwatermill.PublisherConfig{}), "atc", n)
+	for i := range n {
+		s := newSubscriber(t, l, replogwatermill.SubscriberConfig{ConsumerGroup: "g"})
+		ch, err := s.Subscribe(context.Background(), "atc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := receive(t, ch)
+		if msg.UUID != ids[i] {
+			t.Fatalf("subscriber %d got %s, want %s: an acknowledged message came again", i, msg.UUID, ids[i])
+		}
+		msg.Ack()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

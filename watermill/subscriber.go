@@ -310,6 +310,13 @@ func (sub *subscription) deliver(rec replog.Record[[]byte]) bool {
 				sub.flush()
 			case <-sub.ctx.Done():
 				cancel()
+				// An Ack racing with Close still counts: run's
+				// deferred flush commits it.
+				select {
+				case <-msg.Acked():
+					sub.acked(rec)
+				default:
+				}
 				return false
 			}
 		}
