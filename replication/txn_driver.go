@@ -36,8 +36,14 @@ import (
 // caller that gave up or a node that crashed, and those its timeouts
 // aborted.
 
-// maxMarkerWrites bounds the markers one transaction writes at once.
-const maxMarkerWrites = 16
+// maxMarkerWrites bounds the markers one transaction writes at once, and
+// maxDriven the transactions the coordinator's leader completes at once
+// (the others wait for the next second's pass): a burst of timeouts must
+// not start a goroutine per transaction.
+const (
+	maxMarkerWrites = 16
+	maxDriven       = 16
+)
 
 // txnDriver tracks the transactions this node's leader loop is completing.
 type txnDriver struct {
@@ -216,6 +222,9 @@ func (n *Node) driveTxns() {
 		d.busy = map[string]bool{}
 	}
 	for _, t := range ts {
+		if len(d.busy) >= maxDriven {
+			break
+		}
 		if d.busy[t.ID] {
 			continue
 		}
