@@ -21,7 +21,7 @@ func (n *Node) Leader(shard uint64) uint64 {
 // LeaderState returns the known leader of a shard's group (a Raft replica
 // id, 0 while none is known) and a channel closed at the next leader change
 // of any group on this node. In the cluster-wide groups (MetaShardID,
-// GroupsShardID, TxnShardID) replica ids are node ids.
+// GroupsShardID, TxnShardID, ShareShardID) replica ids are node ids.
 func (n *Node) LeaderState(shard uint64) (uint64, <-chan struct{}) { return n.leaderState(shard) }
 
 // LeaderNode returns the node leading a partition's group (0 if none known).
@@ -156,6 +156,8 @@ func (n *Node) logLeader(info raftio.LeaderInfo) {
 		attrs = append(attrs, slog.String("group", "groups"))
 	case TxnShardID:
 		attrs = append(attrs, slog.String("group", "transactions"))
+	case ShareShardID:
+		attrs = append(attrs, slog.String("group", "shares"))
 	default:
 		if name, idx, pm, ok := n.Metadata().partitionOf(info.ShardID); ok {
 			attrs = append(attrs, slog.String("topic", name), slog.Int("partition", idx))

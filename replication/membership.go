@@ -9,8 +9,8 @@ import (
 )
 
 // AddNode adds a node to the cluster: to the metadata (so placement and
-// partition groups can use it) and to the metadata, groups and transaction
-// coordinator Raft groups.
+// partition groups can use it) and to the metadata, groups, transaction
+// coordinator and share coordinator Raft groups.
 // The node is started with Join; it catches up through Raft.
 func (n *Node) AddNode(ctx context.Context, id uint64, addr string) error {
 	r, _, err := n.proposeMeta(ctx, metaCmd{Op: opAddNode, Node: id, Address: addr})
@@ -20,7 +20,7 @@ func (n *Node) AddNode(ctx context.Context, id uint64, addr string) error {
 	if r.Value != metaOK {
 		return ErrInvalid
 	}
-	for _, shard := range []uint64{MetaShardID, GroupsShardID, TxnShardID} {
+	for _, shard := range []uint64{MetaShardID, GroupsShardID, TxnShardID, ShareShardID} {
 		if err := n.changeMember(ctx, shard, id, addr, true); err != nil {
 			return err
 		}
@@ -43,7 +43,7 @@ func (n *Node) RemoveNode(ctx context.Context, id uint64) error {
 	default:
 		return ErrInvalid
 	}
-	for _, shard := range []uint64{TxnShardID, GroupsShardID, MetaShardID} {
+	for _, shard := range []uint64{ShareShardID, TxnShardID, GroupsShardID, MetaShardID} {
 		if err := n.changeMember(ctx, shard, id, "", false); err != nil {
 			return err
 		}

@@ -95,6 +95,9 @@ type Config struct {
 	// withoutTxnGroup, set by tests, runs the node as one of a version
 	// before the transaction coordinator: it does not start that group.
 	withoutTxnGroup bool
+	// withoutShareGroup, set by tests, runs the node as one of a version
+	// before the share coordinator: it does not start that group.
+	withoutShareGroup bool
 	// withoutTxnDriver, set by tests of the coordinator's state, leaves
 	// decided transactions incomplete: no node writes their markers.
 	withoutTxnDriver bool
@@ -343,6 +346,14 @@ func Open(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	// So did the share coordinator, after the transaction coordinator.
+	upgradeShare := hadMeta && !nh.HasNodeInfo(ShareShardID, cfg.NodeID) && !cfg.withoutShareGroup
+	if !upgradeShare && !cfg.withoutShareGroup {
+		if err := n.startShareGroup(members, cfg.Join); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	n.wg.Add(4)
 	go n.reconcileLoop()
 	go n.expireLoop()
@@ -357,6 +368,12 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if upgrade {
 		if err := n.startUpgradedTxnGroup(ctx); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	if upgradeShare {
+		if err := n.startUpgradedShareGroup(ctx); err != nil {
 			n.Close()
 			return nil, err
 		}

@@ -1,0 +1,170 @@
+package replication
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/replog/replog/storage"
+)
+
+// The share coordinator's API on a node: each request is one command to
+// the coordinator's Raft group (ShareShardID), proposed through
+// syncPropose, which retries through leader changes. The time of every
+// command is this node's clock when it proposes: lock deadlines and
+// delays are measured on the proposers' clocks, which should agree to
+// well within a lock duration.
+
+// ShareAcquireRequest asks for records of a share partition.
+type ShareAcquireRequest struct {
+	SharePartitionKey
+	Member string
+	// Max records, in (0, ShareRecordLimit].
+	Max int
+	// HighWatermark and LogStart are the bounds of the member's replica
+	// of the partition, as it read them: nothing at or after the high
+	// watermark is handed out, and records before the log start are gone.
+	HighWatermark, LogStart int64
+	Lock                    time.Duration
+	MaxDeliveries           int
+}
+
+func (r *ShareAcquireRequest) cmd() shareCmd {
+	return shareCmd{Op: shopAcquire, SharePartitionKey: r.SharePartitionKey, Member: r.Member, Max: r.Max,
+		HighWatermark: r.HighWatermark, LogStart: r.LogStart, Lock: int64(r.Lock), MaxDeliveries: r.MaxDeliveries}
+}
+
+// ShareAcquire acquires up to r.Max available records of a share partition
+// for r.Member. A command retried through a leader change may have
+// acquired records whose answer was lost: they come back when their lock
+// expires.
+func (n *Node) ShareAcquire(ctx context.Context, r ShareAcquireRequest) (ShareAcquireResult, error) {
+	res, _, err := n.proposeShare(ctx, r.cmd())
+	return res, err
+}
+
+// ShareAvailable reports, from this node's replica of the coordinator
+// without a round trip (it may lag), whether ShareAcquire would hand out
+// anything: a hint to poll with.
+func (n *Node) ShareAvailable(r ShareAcquireRequest) bool {
+	q := shareAvailableQuery{key: r.SharePartitionKey, now: time.Now().UnixNano(), hw: r.HighWatermark,
+		logStart: r.LogStart, maxDeliveries: r.MaxDeliveries}
+	v, err := n.nh.StaleRead(ShareShardID, q)
+	ok, _ := v.(bool)
+	return err != nil || ok // unknown: ask the coordinator
+}
+
+// ShareAck acknowledges deliveries the member holds, all or none:
+// ErrShareNotAcquired if one's lock expired or another member holds it,
+// ErrShareAcknowledged if one was acknowledged already. delay, for a
+// release, is how long before the records may be delivered again.
+func (n *Node) ShareAck(ctx context.Context, key SharePartitionKey, member string, ds []ShareDelivery, ack ShareAck, delay time.Duration) error {
+	if delay < 0 || delay > MaxShareLock {
+		return fmt.Errorf("%w: release delay %v (0 to %v)", ErrInvalid, delay, MaxShareLock)
+	}
+	_, attempts, err := n.proposeShare(ctx, shareCmd{Op: shopAck, SharePartitionKey: key, Member: member,
+		Records: ds, Ack: ack, Delay: int64(delay)})
+	if attempts > 1 && (errors.Is(err, ErrShareAcknowledged) || (ack == ShareRelease && errors.Is(err, ErrShareNotAcquired))) {
+		// An earlier attempt applied, and this one found its work done.
+		// (It may also be another's, if the lock expired in between and
+		// the record went to another member: the outcome the caller asked
+		// for, or a redelivery, holds either way.)
+		return nil
+	}
+	return err
+}
+
+// ShareRenew extends the locks of deliveries the member holds to lock from
+// now, all or none, and returns the new deadline.
+func (n *Node) ShareRenew(ctx context.Context, key SharePartitionKey, member string, ds []ShareDelivery, lock time.Duration) (time.Time, error) {
+	res, _, err := n.proposeShare(ctx, shareCmd{Op: shopRenew, SharePartitionKey: key, Member: member,
+		Records: ds, Lock: int64(lock)})
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(0, res.Deadline), nil
+}
+
+// ShareLeave releases every record the member holds in the partition.
+func (n *Node) ShareLeave(ctx context.Context, key SharePartitionKey, member string) error {
+	_, _, err := n.proposeShare(ctx, shareCmd{Op: shopLeave, SharePartitionKey: key, Member: member})
+	if errors.Is(err, ErrShareNotAcquired) {
+		return nil // no state: nothing held
+	}
+	return err
+}
+
+// SharePartition reads a share partition's state, linearizably; nil if the
+// coordinator holds none.
+func (n *Node) SharePartition(ctx context.Context, key SharePartitionKey) (*SharePartitionState, error) {
+	v, err := n.syncRead(ctx, ShareShardID, key)
+	if err != nil {
+		return nil, err
+	}
+	p, ok := v.(*SharePartitionState)
+	if !ok {
+		return nil, ErrInvalid
+	}
+	return p, nil
+}
+
+func (n *Node) proposeShare(ctx context.Context, c shareCmd) (ShareAcquireResult, int, error) {
+	c.Now = time.Now().UnixNano()
+	if code := c.check(); code != sOK {
+		return ShareAcquireResult{}, 0, fmt.Errorf("%w: share %s command", ErrInvalid, c.Op)
+	}
+	cmd, err := json.Marshal(c)
+	if err != nil {
+		return ShareAcquireResult{}, 0, err
+	}
+	r, attempts, err := n.syncPropose(ctx, ShareShardID, cmd)
+	if err != nil {
+		return ShareAcquireResult{}, attempts, err
+	}
+	if err := shareError(r.Value); err != nil {
+		return ShareAcquireResult{}, attempts, err
+	}
+	var res ShareAcquireResult
+	if err := json.Unmarshal(r.Data, &res); err != nil {
+		return ShareAcquireResult{}, attempts, fmt.Errorf("%w: share result: %w", storage.ErrCorrupt, err)
+	}
+	return res, attempts, nil
+}
+
+// startShareGroup starts this node's replica of the share coordinator,
+// bootstrapping the group with members if it is new (none: the group
+// exists, or the node joins it).
+func (n *Node) startShareGroup(members map[uint64]string, join bool) error {
+	err := n.nh.StartReplica(members, join, func(uint64, uint64) sm.IStateMachine {
+		return newShareSM()
+	}, n.raftConfig(ShareShardID, n.cfg.NodeID))
+	if err != nil {
+		return fmt.Errorf("replog: start share coordinator group: %w", err)
+	}
+	return nil
+}
+
+// startUpgradedShareGroup starts the share coordinator on a node of a
+// cluster that ran without one, as startUpgradedTxnGroup does the
+// transaction coordinator (see there why from the metadata group's
+// members).
+func (n *Node) startUpgradedShareGroup(ctx context.Context) error {
+	var m *dragonboat.Membership
+	err := n.request(ctx, MetaShardID, func(actx context.Context) error {
+		var err error
+		m, err = n.nh.SyncGetShardMembership(actx, MetaShardID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("replog: read the cluster's members to start the share coordinator: %w", err)
+	}
+	if _, ok := m.Nodes[n.cfg.NodeID]; !ok {
+		return n.startShareGroup(nil, true)
+	}
+	return n.startShareGroup(m.Nodes, false)
+}

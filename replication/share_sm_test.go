@@ -1,0 +1,309 @@
+package replication
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/stretchr/testify/require"
+
+	"github.com/replog/replog/storage"
+)
+
+var shKey = SharePartitionKey{Group: "g", Topic: "t", TopicID: 7, Partition: 0}
+
+const sec = int64(time.Second)
+
+func shAcquire(member string, max int, hw, now int64) shareCmd {
+	return shareCmd{Op: shopAcquire, SharePartitionKey: shKey, Member: member, Max: max, HighWatermark: hw,
+		Lock: 30 * sec, MaxDeliveries: 3, Now: now}
+}
+
+func shAck(member string, ack ShareAck, now int64, ds ...ShareDelivery) shareCmd {
+	return shareCmd{Op: shopAck, SharePartitionKey: shKey, Member: member, Ack: ack, Records: ds, Now: now}
+}
+
+func shDo(t *testing.T, s *shareSM, c shareCmd) (uint64, ShareAcquireResult) {
+	t.Helper()
+	b, err := json.Marshal(c)
+	require.NoError(t, err)
+	r, err := s.Update(sm.Entry{Cmd: b})
+	require.NoError(t, err)
+	var res ShareAcquireResult
+	if r.Value == sOK {
+		require.NoError(t, json.Unmarshal(r.Data, &res))
+	}
+	return r.Value, res
+}
+
+func shMust(t *testing.T, s *shareSM, c shareCmd) ShareAcquireResult {
+	t.Helper()
+	code, res := shDo(t, s, c)
+	require.Equal(t, sOK, code, "%+v", c)
+	return res
+}
+
+func offsets(res ShareAcquireResult) []int64 {
+	var out []int64
+	for _, r := range res.Records {
+		out = append(out, r.Offset)
+	}
+	return out
+}
+
+func dl(off int64, d int) ShareDelivery { return ShareDelivery{Offset: off, Deliveries: d} }
+
+func shState(t *testing.T, s *shareSM) *SharePartitionState {
+	t.Helper()
+	v, err := s.Lookup(shKey)
+	require.NoError(t, err)
+	return v.(*SharePartitionState)
+}
+
+// TestShareSMAcquireDistinct: members acquiring at once get distinct
+// records, none past the high watermark.
+func TestShareSMAcquireDistinct(t *testing.T) {
+	s := newShareSM()
+	a := shMust(t, s, shAcquire("a", 3, 10, sec))
+	b := shMust(t, s, shAcquire("b", 3, 10, sec))
+	c := shMust(t, s, shAcquire("c", 10, 10, sec))
+	require.Equal(t, []int64{0, 1, 2}, offsets(a))
+	require.Equal(t, []int64{3, 4, 5}, offsets(b))
+	require.Equal(t, []int64{6, 7, 8, 9}, offsets(c))
+	require.Equal(t, 31*sec, a.Deadline)
+	require.Empty(t, shMust(t, s, shAcquire("d", 5, 10, 2*sec)).Records)
+	for _, r := range a.Records {
+		require.Equal(t, 1, r.Deliveries)
+		require.False(t, r.DeadLetter)
+	}
+}
+
+// TestShareSMAckCompacts: acknowledged records at the head move the start
+// offset; one behind an unacknowledged one stays in the window.
+func TestShareSMAckCompacts(t *testing.T) {
+	s := newShareSM()
+	shMust(t, s, shAcquire("a", 4, 4, sec))
+	shMust(t, s, shAck("a", ShareAccept, 2*sec, dl(1, 1), dl(2, 1)))
+	p := shState(t, s)
+	require.Equal(t, int64(0), p.Start)
+	require.Len(t, p.InFlight, 4)
+	shMust(t, s, shAck("a", ShareReject, 2*sec, dl(0, 1)))
+	p = shState(t, s)
+	require.Equal(t, int64(3), p.Start)
+	require.Len(t, p.InFlight, 1)
+	shMust(t, s, shAck("a", ShareAccept, 2*sec, dl(3, 1)))
+	p = shState(t, s)
+	require.Equal(t, int64(4), p.Start)
+	require.Empty(t, p.InFlight)
+}
+
+// TestShareSMAckErrors: acknowledging twice, after the lock expired, from
+// another member, or an earlier delivery, is refused, and a refused
+// command changes nothing (all or none).
+func TestShareSMAckErrors(t *testing.T) {
+	s := newShareSM()
+	shMust(t, s, shAcquire("a", 3, 3, sec))
+	shMust(t, s, shAck("a", ShareAccept, 2*sec, dl(1, 1)))
+
+	code, _ := shDo(t, s, shAck("a", ShareAccept, 2*sec, dl(1, 1)))
+	require.Equal(t, sAcknowledged, code, "twice")
+	code, _ = shDo(t, s, shAck("b", ShareAccept, 2*sec, dl(0, 1)))
+	require.Equal(t, sNotAcquired, code, "another member")
+	code, _ = shDo(t, s, shAck("a", ShareAccept, 2*sec, dl(0, 2)))
+	require.Equal(t, sNotAcquired, code, "another delivery")
+	code, _ = shDo(t, s, shAck("a", ShareAccept, 2*sec, dl(0, 1), dl(9, 1)))
+	require.Equal(t, sNotAcquired, code, "never acquired")
+	require.Equal(t, ShareAcquired, shState(t, s).InFlight[0].State, "all or none")
+	code, _ = shDo(t, s, shAck("a", ShareAccept, 31*sec, dl(0, 1)))
+	require.Equal(t, sNotAcquired, code, "lock expired")
+
+	// The expired record goes to the next member, delivered twice.
+	b := shMust(t, s, shAcquire("b", 5, 3, 31*sec))
+	require.Equal(t, []ShareAcquiredRecord{{ShareDelivery: dl(0, 2)}, {ShareDelivery: dl(2, 2)}}, b.Records)
+	code, _ = shDo(t, s, shAck("a", ShareAccept, 32*sec, dl(0, 1)))
+	require.Equal(t, sNotAcquired, code, "late ack of an earlier delivery")
+	shMust(t, s, shAck("b", ShareAccept, 32*sec, dl(0, 2), dl(2, 2)))
+	require.Equal(t, int64(3), shState(t, s).Start)
+	code, _ = shDo(t, s, shAck("b", ShareAccept, 32*sec, dl(0, 2)))
+	require.Equal(t, sAcknowledged, code, "compacted away")
+}
+
+// TestShareSMReleaseDelay: a released record is delivered again, after
+// its delay, with its delivery count kept.
+func TestShareSMReleaseDelay(t *testing.T) {
+	s := newShareSM()
+	shMust(t, s, shAcquire("a", 1, 1, sec))
+	c := shAck("a", ShareRelease, 2*sec, dl(0, 1))
+	c.Delay = 5 * sec
+	shMust(t, s, c)
+	require.Empty(t, shMust(t, s, shAcquire("b", 1, 1, 6*sec)).Records)
+	b := shMust(t, s, shAcquire("b", 1, 1, 7*sec))
+	require.Equal(t, []ShareAcquiredRecord{{ShareDelivery: dl(0, 2)}}, b.Records)
+}
+
+// TestShareSMDeadLetter: a record delivered MaxDeliveries times is handed
+// out once more as a dead letter, its count unchanged, and rejecting it
+// archives it; a dead letter whose holder dies goes to the next.
+func TestShareSMDeadLetter(t *testing.T) {
+	s := newShareSM()
+	now := sec
+	for d := 1; d <= 3; d++ {
+		r := shMust(t, s, shAcquire("a", 1, 1, now))
+		require.Equal(t, []ShareAcquiredRecord{{ShareDelivery: dl(0, d)}}, r.Records)
+		shMust(t, s, shAck("a", ShareRelease, now, dl(0, d)))
+		now += sec
+	}
+	r := shMust(t, s, shAcquire("a", 1, 1, now))
+	require.Equal(t, []ShareAcquiredRecord{{ShareDelivery: dl(0, 3), DeadLetter: true}}, r.Records)
+	now += 31 * sec // a dies holding it
+	r = shMust(t, s, shAcquire("b", 1, 1, now))
+	require.Equal(t, []ShareAcquiredRecord{{ShareDelivery: dl(0, 3), DeadLetter: true}}, r.Records)
+	code, _ := shDo(t, s, shAck("a", ShareReject, now, dl(0, 3)))
+	require.Equal(t, sNotAcquired, code)
+	shMust(t, s, shAck("b", ShareReject, now, dl(0, 3)))
+	require.Equal(t, int64(1), shState(t, s).Start)
+}
+
+// TestShareSMWindowLimit: no more than ShareRecordLimit records are in
+// flight past the start offset.
+func TestShareSMWindowLimit(t *testing.T) {
+	s := newShareSM()
+	shMust(t, s, shAcquire("a", 1, 1000, sec)) // offset 0, held
+	var got int
+	for range 3 {
+		got += len(shMust(t, s, shAcquire("b", ShareRecordLimit, 1000, sec)).Records)
+	}
+	require.Equal(t, ShareRecordLimit-1, got)
+	require.Len(t, shState(t, s).InFlight, ShareRecordLimit)
+	require.Empty(t, shMust(t, s, shAcquire("b", 10, 1000, 2*sec)).Records)
+	// Accepting the head moves the window by one.
+	shMust(t, s, shAck("a", ShareAccept, 2*sec, dl(0, 1)))
+	require.Equal(t, []int64{200}, offsets(shMust(t, s, shAcquire("c", 5, 1000, 2*sec))))
+}
+
+// TestShareSMRenewLeaveLogStart: renewal keeps a lock past its deadline;
+// leaving releases what a member holds; a log start past the start
+// offset skips what retention removed.
+func TestShareSMRenewLeaveLogStart(t *testing.T) {
+	s := newShareSM()
+	shMust(t, s, shAcquire("a", 2, 4, sec))
+	renew := shareCmd{Op: shopRenew, SharePartitionKey: shKey, Member: "a", Records: []ShareDelivery{dl(0, 1)}, Lock: 30 * sec, Now: 20 * sec}
+	require.Equal(t, 50*sec, shMust(t, s, renew).Deadline)
+	require.Equal(t, []int64{1, 2, 3}, offsets(shMust(t, s, shAcquire("b", 5, 4, 40*sec))))
+	renew.Now = 60 * sec
+	code, _ := shDo(t, s, renew)
+	require.Equal(t, sNotAcquired, code, "renewing an expired lock")
+
+	shMust(t, s, shareCmd{Op: shopLeave, SharePartitionKey: shKey, Member: "b", Now: 41 * sec})
+	require.Equal(t, []int64{1, 2, 3}, offsets(shMust(t, s, shAcquire("c", 5, 4, 41*sec))))
+
+	c := shAcquire("d", 5, 10, 42*sec)
+	c.LogStart = 6
+	require.Equal(t, []int64{6, 7, 8, 9}, offsets(shMust(t, s, c)))
+	require.Equal(t, int64(6), shState(t, s).Start)
+}
+
+// TestShareSMBadCommands: bad input answers a code and changes nothing.
+func TestShareSMBadCommands(t *testing.T) {
+	s := newShareSM()
+	shMust(t, s, shAcquire("a", 1, 1, sec))
+	before := shareSnap(t, s)
+	long := strings.Repeat("x", MaxShareNameLength+1)
+	for name, cmd := range map[string]string{
+		"not json":       `{`,
+		"unknown op":     `{"op":"x","group":"g","topic":"t","now":1}`,
+		"no group":       `{"op":"acquire","topic":"t","member":"m","max":1,"hw":1,"lock":1,"max_deliveries":1,"now":1}`,
+		"long group":     `{"op":"acquire","group":"` + long + `","topic":"t","member":"m","max":1,"hw":1,"lock":1,"max_deliveries":1,"now":1}`,
+		"no member":      `{"op":"acquire","group":"g","topic":"t","max":1,"hw":1,"lock":1,"max_deliveries":1,"now":1}`,
+		"max 0":          `{"op":"acquire","group":"g","topic":"t","member":"m","max":0,"hw":1,"lock":1,"max_deliveries":1,"now":1}`,
+		"max too big":    `{"op":"acquire","group":"g","topic":"t","member":"m","max":201,"hw":1,"lock":1,"max_deliveries":1,"now":1}`,
+		"negative hw":    `{"op":"acquire","group":"g","topic":"t","member":"m","max":1,"hw":-1,"lock":1,"max_deliveries":1,"now":1}`,
+		"start past hw":  `{"op":"acquire","group":"g","topic":"t","member":"m","max":1,"hw":1,"log_start":2,"lock":1,"max_deliveries":1,"now":1}`,
+		"no lock":        `{"op":"acquire","group":"g","topic":"t","member":"m","max":1,"hw":1,"max_deliveries":1,"now":1}`,
+		"no deliveries":  `{"op":"acquire","group":"g","topic":"t","member":"m","max":1,"hw":1,"lock":1,"now":1}`,
+		"bad partition":  `{"op":"acquire","group":"g","topic":"t","partition":-1,"member":"m","max":1,"hw":1,"lock":1,"max_deliveries":1,"now":1}`,
+		"ack kind":       `{"op":"ack","group":"g","topic":"t","member":"a","ack":9,"records":[{"o":0,"d":1}],"now":1}`,
+		"negative delay": `{"op":"ack","group":"g","topic":"t","topic_id":7,"member":"a","ack":2,"delay":-1,"records":[{"o":0,"d":1}],"now":1}`,
+		"no records":     `{"op":"ack","group":"g","topic":"t","topic_id":7,"member":"a","ack":1,"now":1}`,
+		"negative off":   `{"op":"ack","group":"g","topic":"t","topic_id":7,"member":"a","ack":1,"records":[{"o":-1,"d":1}],"now":1}`,
+		"renew no lock":  `{"op":"renew","group":"g","topic":"t","topic_id":7,"member":"a","records":[{"o":0,"d":1}],"now":1}`,
+		"no time":        `{"op":"leave","group":"g","topic":"t","topic_id":7,"member":"a"}`,
+		"null":           `null`,
+	} {
+		b := []byte(cmd)
+		r, err := s.Update(sm.Entry{Cmd: b})
+		require.NoError(t, err, name)
+		require.Equal(t, sInvalid, r.Value, name)
+	}
+	require.Equal(t, before, shareSnap(t, s))
+}
+
+func shareSnap(t *testing.T, s *shareSM) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	require.NoError(t, s.SaveSnapshot(&buf, nil, nil))
+	return buf.Bytes()
+}
+
+// TestShareSMSnapshot: a snapshot restores the state; a damaged one is
+// refused with ErrCorrupt and the state kept.
+func TestShareSMSnapshot(t *testing.T) {
+	s := newShareSM()
+	shMust(t, s, shAcquire("a", 3, 5, sec))
+	shMust(t, s, shAck("a", ShareAccept, sec, dl(1, 1)))
+	snap := shareSnap(t, s)
+	r := newShareSM()
+	require.NoError(t, r.RecoverFromSnapshot(bytes.NewReader(snap), nil, nil))
+	require.Equal(t, shState(t, s), shState(t, r))
+	require.Equal(t, snap, shareSnap(t, r))
+
+	for name, bad := range map[string]string{
+		"garbage":      `{`,
+		"null":         `null`,
+		"null part":    `{"partitions":[null]}`,
+		"bad key":      `{"partitions":[{"group":"","topic":"t","start":0}]}`,
+		"negative":     `{"partitions":[{"group":"g","topic":"t","start":-1}]}`,
+		"uncompacted":  `{"partitions":[{"group":"g","topic":"t","start":0,"in_flight":[{"s":2}]}]}`,
+		"bad state":    `{"partitions":[{"group":"g","topic":"t","start":0,"in_flight":[{"s":9}]}]}`,
+		"no holder":    `{"partitions":[{"group":"g","topic":"t","start":0,"in_flight":[{"s":1}]}]}`,
+		"twice":        `{"partitions":[{"group":"g","topic":"t","start":0},{"group":"g","topic":"t","start":1}]}`,
+		"too many":     `{"partitions":[{"group":"g","topic":"t","start":0,"in_flight":[` + strings.Repeat(`{"s":0},`, ShareRecordLimit) + `{"s":0}]}]}`,
+		"negative cnt": `{"partitions":[{"group":"g","topic":"t","start":0,"in_flight":[{"s":0,"d":-1}]}]}`,
+	} {
+		err := r.RecoverFromSnapshot(strings.NewReader(bad), nil, nil)
+		require.ErrorIs(t, err, storage.ErrCorrupt, name)
+		require.Equal(t, snap, shareSnap(t, r), name)
+	}
+}
+
+func FuzzShareSMUpdate(f *testing.F) {
+	rel := shAck("a", ShareRelease, 2*sec, dl(1, 1))
+	rel.Delay = sec
+	for _, c := range []shareCmd{
+		shAcquire("a", 3, 10, sec), shAcquire("b", 200, 1000, 40*sec),
+		shAck("a", ShareAccept, 2*sec, dl(0, 1)), shAck("a", ShareReject, 2*sec, dl(2, 1)), rel,
+		{Op: shopRenew, SharePartitionKey: shKey, Member: "a", Records: []ShareDelivery{dl(0, 1)}, Lock: sec, Now: 2 * sec},
+		{Op: shopLeave, SharePartitionKey: shKey, Member: "a", Now: 2 * sec},
+		{Op: shopDelete, SharePartitionKey: shKey, Now: 2 * sec},
+	} {
+		b, _ := json.Marshal(c)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, cmd []byte) {
+		s := newShareSM()
+		shMust(t, s, shAcquire("a", 3, 10, sec))
+		shMust(t, s, shAck("a", ShareAccept, sec, dl(1, 1)))
+		for range 2 { // twice: proposals may apply twice
+			r, err := s.Update(sm.Entry{Cmd: cmd})
+			require.NoError(t, err)
+			require.LessOrEqual(t, r.Value, sTooMany)
+		}
+		snap := shareSnap(t, s)
+		r := newShareSM()
+		require.NoError(t, r.RecoverFromSnapshot(bytes.NewReader(snap), nil, nil))
+		require.Equal(t, snap, shareSnap(t, r))
+	})
+}
