@@ -1,0 +1,81 @@
+package replication
+
+import (
+	"context"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// TestShareCoordinatorUpgrade: nodes of a cluster that ran without the
+// share coordinator start it when they restart, with the cluster's
+// members, and it serves share groups.
+func TestShareCoordinatorUpgrade(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newTestClusterWith(t, 3, 0, func(cfg *Config) { cfg.withoutShareGroup = true })
+	_, err := c.nodes[1].CreateTopic(ctx, "t", 1, 3, TopicSettings{})
+	require.NoError(t, err)
+	for id := range c.nodes {
+		require.False(t, c.nodes[id].nh.HasNodeInfo(ShareShardID, id))
+		c.stop(id)
+	}
+	c.startAll(func(cfg *Config) {
+		cfg.Members = maps.Clone(c.peers)
+		cfg.Members[9] = NewInProcessAddress()
+	})
+
+	n := c.nodes[2]
+	key := SharePartitionKey{Group: "g", Topic: "t", TopicID: 1, Partition: 0}
+	res, err := n.ShareAcquire(ctx, ShareAcquireRequest{SharePartitionKey: key, Member: "m", Max: 5,
+		HighWatermark: 3, Lock: time.Minute, MaxDeliveries: 5})
+	require.NoError(t, err)
+	require.Len(t, res.Records, 3)
+	for id, n := range c.nodes {
+		require.True(t, n.nh.HasNodeInfo(ShareShardID, id))
+		var m *dragonboat.Membership
+		require.NoError(t, n.request(ctx, ShareShardID, func(actx context.Context) error {
+			m, err = n.nh.SyncGetShardMembership(actx, ShareShardID)
+			return err
+		}))
+		require.Equal(t, c.peers, m.Nodes)
+	}
+	c.stop(3)
+	c.restart(3)
+	eventually(t, "node 3 serving the share coordinator again", func() bool {
+		p, err := c.nodes[3].SharePartition(ctx, key)
+		return err == nil && p != nil && len(p.InFlight) == 3
+	})
+}
+
+// TestShareNodeErrors: the node's share API refuses bad input before
+// proposing, and answers the coordinator's codes as typed errors.
+func TestShareNodeErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := newTestClusterWith(t, 1, 0, nil)
+	n := c.nodes[1]
+	key := SharePartitionKey{Group: "g", Topic: "t", Partition: 0}
+	_, err := n.ShareAcquire(ctx, ShareAcquireRequest{SharePartitionKey: key, Member: "m", Max: 0,
+		HighWatermark: 3, Lock: time.Minute, MaxDeliveries: 5})
+	require.ErrorIs(t, err, ErrInvalid)
+	res, err := n.ShareAcquire(ctx, ShareAcquireRequest{SharePartitionKey: key, Member: "m", Max: 2,
+		HighWatermark: 3, Lock: time.Minute, MaxDeliveries: 5})
+	require.NoError(t, err)
+	ds := []ShareDelivery{res.Records[0].ShareDelivery}
+	require.ErrorIs(t, n.ShareAck(ctx, key, "m", ds, ShareRelease, -time.Second), ErrInvalid)
+	require.ErrorIs(t, n.ShareAck(ctx, key, "other", ds, ShareAccept, 0), ErrShareNotAcquired)
+	require.NoError(t, n.ShareAck(ctx, key, "m", ds, ShareAccept, 0))
+	require.ErrorIs(t, n.ShareAck(ctx, key, "m", ds, ShareAccept, 0), ErrShareAcknowledged)
+	require.NoError(t, n.ShareLeave(ctx, key, "m"))
+	p, err := n.SharePartition(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), p.Start)
+	require.Equal(t, ShareAvailable, p.InFlight[0].State)
+}
