@@ -1,8 +1,14 @@
-// Command workqueue is a durable in-process work queue: jobs are records
-// of a topic, and several workers in one consumer group share them. The
-// program stops half way (as a restart would) and opens the same directory
-// again: the workers resume after the last job they committed, and every
-// job is done.
+// Command workqueue is a durable in-process work queue on a share group
+// (Kafka's share groups, KIP-932): jobs are records of a topic with two
+// partitions, and six workers, more than the partitions, take jobs from
+// both at once, each job locked to one worker until it accepts it. One
+// job always fails: each worker that gets it releases it, to be tried
+// again after a delay, until it has been delivered MaxDeliveries times
+// and lands in a dead-letter topic with headers saying why.
+//
+// The program stops half way (as a restart would) and opens the same
+// directory again: the share group's state survives, the workers go on
+// with the jobs left, and the failing job's delivery count carries over.
 //
 //	go run ./examples/workqueue
 package main
@@ -24,7 +30,17 @@ type Job struct {
 	Task string `json:"task"`
 }
 
-const jobs = 30
+const (
+	jobs   = 30
+	poison = 13 // the job that always fails
+)
+
+var shareOpts = &replog.ShareConsumerOptions{
+	LockDuration:    10 * time.Second,
+	MaxDeliveries:   3,
+	DeadLetterTopic: "jobs.dead",
+	MaxRecords:      2,
+}
 
 func main() {
 	if err := run(); err != nil {
@@ -38,7 +54,7 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	done := map[int]int{} // job -> times done
+	done := map[int]int{} // job -> times accepted
 	var mu sync.Mutex
 
 	// First run: enqueue every job, work until half are done, stop.
@@ -47,7 +63,7 @@ func run() error {
 	}
 	fmt.Printf("first run: %d jobs done, program stops\n", len(done))
 	// Second run on the same directory: the rest.
-	if err := session(dir, false, jobs, done, &mu); err != nil {
+	if err := session(dir, false, jobs-1, done, &mu); err != nil {
 		return err
 	}
 	twice := 0
@@ -56,9 +72,9 @@ func run() error {
 			twice++
 		}
 	}
-	fmt.Printf("second run: all %d jobs done, %d done twice, none lost\n", len(done), twice)
-	if len(done) != jobs {
-		return errors.New("workqueue: jobs lost")
+	fmt.Printf("second run: %d jobs done, %d done twice, none lost\n", len(done), twice)
+	if len(done) != jobs-1 || twice > 0 {
+		return errors.New("workqueue: jobs lost or done twice")
 	}
 	return nil
 }
@@ -73,7 +89,10 @@ func session(dir string, enqueue bool, until int, done map[int]int, mu *sync.Mut
 	defer l.Close()
 	var topic *replog.Topic
 	if enqueue {
-		if topic, err = l.CreateTopic(ctx, "jobs", replog.TopicConfig{Partitions: 3}); err != nil {
+		if _, err := l.CreateTopic(ctx, "jobs.dead", replog.TopicConfig{Partitions: 1}); err != nil {
+			return err
+		}
+		if topic, err = l.CreateTopic(ctx, "jobs", replog.TopicConfig{Partitions: 2}); err != nil {
 			return err
 		}
 		p, err := replog.NewProducer(topic, replog.JSON[Job](), nil)
@@ -93,8 +112,8 @@ func session(dir string, enqueue bool, until int, done map[int]int, mu *sync.Mut
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	for w := range 3 {
-		c, err := replog.NewConsumer(topic, replog.JSON[Job](), &replog.ConsumerOptions{Group: "workers", MaxPollRecords: 1})
+	for w := range 6 {
+		c, err := replog.NewShareConsumer(topic, "workers", replog.JSON[Job](), shareOpts)
 		if err != nil {
 			stop()
 			return err
@@ -102,14 +121,28 @@ func session(dir string, enqueue bool, until int, done map[int]int, mu *sync.Mut
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer c.Close() // leaves the group; the others take its partitions
+			defer c.Close() // releases the jobs it holds: the others get them
 			for {
 				recs, err := c.Poll(wctx)
 				if err != nil {
 					return
 				}
 				for _, r := range recs {
+					if wctx.Err() != nil {
+						break // not started: Close releases it
+					}
+					if r.Value.ID == poison {
+						fmt.Printf("worker %d failed job %2d (delivery %d): try again later\n", w, r.Value.ID, r.Deliveries)
+						if err := r.Release(ctx, 100*time.Millisecond); err != nil {
+							log.Print(err)
+						}
+						continue
+					}
 					time.Sleep(5 * time.Millisecond) // the work
+					if err := r.Ack(ctx); err != nil {
+						log.Print(err) // the lock expired: it will be done again
+						continue
+					}
 					mu.Lock()
 					done[r.Value.ID]++
 					n := len(done)
@@ -119,15 +152,62 @@ func session(dir string, enqueue bool, until int, done map[int]int, mu *sync.Mut
 						stop()
 					}
 				}
-				// Commit after the work: a job is done at least once, and
-				// only a job in progress at a crash is done again.
-				if err := c.Commit(ctx); err != nil && !errors.Is(err, replog.ErrClosed) {
-					log.Print(err)
-				}
 			}
 		}()
 	}
 	<-wctx.Done()
 	wg.Wait()
-	return nil
+	if enqueue {
+		return nil
+	}
+	return readDeadLetters(ctx, l)
+}
+
+// readDeadLetters waits for the failing job in the dead-letter topic.
+func readDeadLetters(ctx context.Context, l *replog.Log) error {
+	dead, err := l.Topic("jobs.dead")
+	if err != nil {
+		return err
+	}
+	workers, err := l.Topic("jobs")
+	if err != nil {
+		return err
+	}
+	// A worker to drive the failing job to its last delivery, if the
+	// others stopped first.
+	c, err := replog.NewShareConsumer(workers, "workers", replog.JSON[Job](), shareOpts)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	dc, err := replog.NewConsumer(dead, replog.JSON[Job](), nil)
+	if err != nil {
+		return err
+	}
+	defer dc.Close()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		recs, err := dc.Poll(pctx)
+		cancel()
+		for _, r := range recs {
+			fmt.Printf("dead letter: job %d,", r.Value.ID)
+			for _, h := range r.Headers {
+				fmt.Printf(" %s=%s", h.Key, h.Value)
+			}
+			fmt.Println()
+			return nil
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		pctx, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
+		jobs, _ := c.Poll(pctx)
+		cancel()
+		for _, r := range jobs {
+			fmt.Printf("failed job %2d again (delivery %d)\n", r.Value.ID, r.Deliveries)
+			if err := r.Release(ctx, 100*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	}
 }
