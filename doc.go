@@ -100,6 +100,45 @@
 // See [GroupOptions] for strategies, static membership, auto-commit and the
 // OnAssigned/OnRevoked callbacks, and [Log.DescribeGroup] for introspection.
 //
+// # Share groups
+//
+// A share group (Kafka's share groups, KIP-932; a work queue) lets any
+// number of members read the same partitions at once: each record is
+// acquired by one member at a time, under a lock, and acknowledged one by
+// one. More members than partitions all work; records come in no order
+// across members.
+//
+//	c, err := replog.NewShareConsumer(t, "workers", codec, &replog.ShareConsumerOptions{
+//		LockDuration: 30 * time.Second, MaxDeliveries: 5, DeadLetterTopic: "jobs.dead"})
+//	recs, err := c.Poll(ctx)          // each record locked to this member
+//	err = recs[0].Ack(ctx)            // KIP-932 ACCEPT; JetStream Ack
+//	err = recs[1].Release(ctx, delay) // RELEASE: deliver again after delay; JetStream Nak(WithDelay)
+//	err = recs[2].Reject(ctx)         // REJECT: give up; JetStream Term
+//	err = recs[3].Renew(ctx)          // lock extended; JetStream InProgress (KIP-932 has none)
+//
+// A record whose lock expires, or whose member dies, is delivered again;
+// [ShareConsumer.Close] releases what its member holds at once. Each
+// delivery counts: a record delivered MaxDeliveries times (5 by default,
+// Kafka's group.share.delivery.count.limit) is written to the
+// DeadLetterTopic, with the HeaderDLQ* headers saying why, and rejected
+// (without a DeadLetterTopic, rejected only); so is a record the codec
+// cannot decode. An acknowledgement too late fails with [ErrNotAcquired],
+// a second one with [ErrAlreadyAcknowledged].
+//
+// The share state (per group and partition: a start offset before which
+// every record is done, and the records in flight after it: who holds
+// each until when, its delivery count, when it may be delivered again) is
+// kept by the share coordinator, a Raft group of its own, and survives any
+// minority of nodes failing. Members read the records themselves from
+// their node's replica; the coordinator deals in offsets. Limits: at most
+// [MaxShareInFlight] (200) records in flight per share partition, Kafka's
+// group.share.record.lock.partition.limit: one record held for long holds
+// the partition's group back by that many; locks up to an hour, measured
+// on the members' nodes' clocks; a share group starts at the log start
+// (share.auto.offset.reset=earliest), reads uncommitted (records of open
+// and aborted transactions included), and its name is unrelated to a
+// consumer group's.
+//
 // # Transactions
 //
 // A [TransactionalProducer] writes records to any topics, and consumer
