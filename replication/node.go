@@ -359,6 +359,8 @@ func Open(cfg Config) (*Node, error) {
 	go n.expireLoop()
 	go n.retentionLoop()
 	go n.compactionLoop()
+	n.wg.Add(1)
+	go n.shareLoop()
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
 	defer cancel()

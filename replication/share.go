@@ -517,8 +517,13 @@ type shareAvailableQuery struct {
 	maxDeliveries int
 }
 
+// shareKeysQuery lists the share partitions the coordinator holds.
+type shareKeysQuery struct{}
+
 func (s *shareSM) Lookup(q any) (any, error) {
 	switch q := q.(type) {
+	case shareKeysQuery:
+		return slices.Collect(maps.Keys(s.parts)), nil
 	case SharePartitionKey:
 		if p := s.parts[q]; p != nil {
 			return p.clone(), nil

@@ -168,3 +168,62 @@ func (n *Node) startUpgradedShareGroup(ctx context.Context) error {
 	}
 	return n.startShareGroup(m.Nodes, false)
 }
+
+// shareSweepInterval is how often the share coordinator's leader forgets
+// the share partitions of deleted topics.
+const shareSweepInterval = 10 * time.Second
+
+// shareLoop runs sweepShares while the node runs.
+func (n *Node) shareLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(shareSweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		n.sweepShares()
+	}
+}
+
+// sweepShares forgets, if this node leads the share coordinator, the share
+// partitions of topics deleted (a topic re-created under the same name is
+// another, with another id), so that they do not count against
+// MaxSharePartitions forever. It reads its own replica first, so that an
+// idle coordinator's log does not grow; the metadata is this node's, which
+// never lists a deleted topic again once it has applied the delete.
+func (n *Node) sweepShares() {
+	if l, _ := n.leaderState(ShareShardID); l != n.cfg.NodeID {
+		return
+	}
+	v, err := n.nh.StaleRead(ShareShardID, shareKeysQuery{})
+	keys, _ := v.([]SharePartitionKey)
+	if err != nil || len(keys) == 0 {
+		return
+	}
+	meta := n.Metadata()
+	for _, k := range keys {
+		if tm := meta.Topics[k.Topic]; tm != nil && tm.ID == k.TopicID {
+			continue
+		}
+		if !n.topicGone(meta, k) { // created since this node last heard
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.AttemptTimeout)
+		_, _, err := n.proposeShare(ctx, shareCmd{Op: shopDelete, SharePartitionKey: k})
+		cancel()
+		if err != nil {
+			return // the next sweep tries again
+		}
+	}
+}
+
+// topicGone reports whether the metadata shows k's topic deleted, its
+// topic being another or none: its id (a shard number, see TopicMeta.ID)
+// is below the metadata's next, so it is not one this node has yet to
+// learn of.
+func (n *Node) topicGone(meta *Metadata, k SharePartitionKey) bool {
+	return k.TopicID < meta.NextShard
+}

@@ -20,7 +20,7 @@ func TestShareCoordinatorUpgrade(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := newTestClusterWith(t, 3, 0, func(cfg *Config) { cfg.withoutShareGroup = true })
-	_, err := c.nodes[1].CreateTopic(ctx, "t", 1, 3, TopicSettings{})
+	tm, err := c.nodes[1].CreateTopic(ctx, "t", 1, 3, TopicSettings{})
 	require.NoError(t, err)
 	for id := range c.nodes {
 		require.False(t, c.nodes[id].nh.HasNodeInfo(ShareShardID, id))
@@ -32,7 +32,7 @@ func TestShareCoordinatorUpgrade(t *testing.T) {
 	})
 
 	n := c.nodes[2]
-	key := SharePartitionKey{Group: "g", Topic: "t", TopicID: 1, Partition: 0}
+	key := SharePartitionKey{Group: "g", Topic: "t", TopicID: tm.ID, Partition: 0}
 	res, err := n.ShareAcquire(ctx, ShareAcquireRequest{SharePartitionKey: key, Member: "m", Max: 5,
 		HighWatermark: 3, Lock: time.Minute, MaxDeliveries: 5})
 	require.NoError(t, err)
@@ -61,8 +61,10 @@ func TestShareNodeErrors(t *testing.T) {
 	defer cancel()
 	c := newTestClusterWith(t, 1, 0, nil)
 	n := c.nodes[1]
-	key := SharePartitionKey{Group: "g", Topic: "t", Partition: 0}
-	_, err := n.ShareAcquire(ctx, ShareAcquireRequest{SharePartitionKey: key, Member: "m", Max: 0,
+	tm, err := n.CreateTopic(ctx, "t", 1, 1, TopicSettings{})
+	require.NoError(t, err)
+	key := SharePartitionKey{Group: "g", Topic: "t", TopicID: tm.ID, Partition: 0}
+	_, err = n.ShareAcquire(ctx, ShareAcquireRequest{SharePartitionKey: key, Member: "m", Max: 0,
 		HighWatermark: 3, Lock: time.Minute, MaxDeliveries: 5})
 	require.ErrorIs(t, err, ErrInvalid)
 	res, err := n.ShareAcquire(ctx, ShareAcquireRequest{SharePartitionKey: key, Member: "m", Max: 2,
@@ -78,4 +80,37 @@ func TestShareNodeErrors(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(1), p.Start)
 	require.Equal(t, ShareAvailable, p.InFlight[0].State)
+}
+
+// TestShareSweep: the share partitions of a deleted topic are forgotten,
+// and those of a live topic, or of a topic re-created under the name, kept.
+func TestShareSweep(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := newTestClusterWith(t, 1, 0, nil)
+	n := c.nodes[1]
+	acquire := func(key SharePartitionKey) {
+		t.Helper()
+		_, err := n.ShareAcquire(ctx, ShareAcquireRequest{SharePartitionKey: key, Member: "m", Max: 1,
+			HighWatermark: 1, Lock: time.Minute, MaxDeliveries: 5})
+		require.NoError(t, err)
+	}
+	old, err := n.CreateTopic(ctx, "t", 1, 1, TopicSettings{})
+	require.NoError(t, err)
+	oldKey := SharePartitionKey{Group: "g", Topic: "t", TopicID: old.ID}
+	acquire(oldKey)
+	require.NoError(t, n.DeleteTopic(ctx, "t"))
+	cur, err := n.CreateTopic(ctx, "t", 1, 1, TopicSettings{})
+	require.NoError(t, err)
+	curKey := SharePartitionKey{Group: "g", Topic: "t", TopicID: cur.ID}
+	acquire(curKey)
+	future := SharePartitionKey{Group: "g", Topic: "t", TopicID: cur.ID + 1000}
+	acquire(future) // a topic this node has not heard of yet
+	eventually(t, "leader", func() bool { l, _ := n.leaderState(ShareShardID); return l == n.ID() })
+	n.sweepShares()
+	for key, kept := range map[SharePartitionKey]bool{oldKey: false, curKey: true, future: true} {
+		p, err := n.SharePartition(ctx, key)
+		require.NoError(t, err)
+		require.Equal(t, kept, p != nil, "%+v", key)
+	}
 }
