@@ -161,7 +161,7 @@ type shareConsumer struct {
 
 type sharePart struct {
 	idx int
-	rp  *replication.Partition
+	rp  *replication.Partition // replaced by Poll (see reresolve)
 	key replication.SharePartitionKey
 }
 
@@ -493,6 +493,9 @@ func (c *ShareConsumer[T]) Poll(ctx context.Context) ([]ShareRecord[T], error) {
 // pollPart acquires up to room records of p and reads them.
 func (c *ShareConsumer[T]) pollPart(ctx context.Context, p *sharePart, room int) ([]ShareRecord[T], error) {
 	sc := c.c
+	if running, _ := sc.t.l.node.Running(p.rp); !running && !sc.reresolve(ctx, p) {
+		return nil, nil // tried again at the next round
+	}
 	start := p.rp.LogStart()
 	hw := p.rp.HighWatermark()
 	req := replication.ShareAcquireRequest{SharePartitionKey: p.key, Member: sc.member, Max: room,
@@ -572,6 +575,24 @@ func (c *ShareConsumer[T]) pollPart(ctx context.Context, p *sharePart, room int)
 		}
 	}
 	return out, derr
+}
+
+// reresolve gives p this node's current replica of the partition after the
+// one it read from stopped (the partition's replicas moved off this node,
+// which then serves it through a non-voting replica), caught up with the
+// partition's group, as the consumer's reresolve does.
+func (sc *shareConsumer) reresolve(ctx context.Context, p *sharePart) bool {
+	ctx, cancel := context.WithTimeout(ctx, sc.t.l.node.AttemptTimeout())
+	defer cancel()
+	rp, err := sc.t.partition(ctx, p.idx)
+	if err == nil {
+		err = rp.CatchUp(ctx)
+	}
+	if err != nil {
+		return false
+	}
+	p.rp = rp // only Poll, under pollMu, uses p.rp
+	return true
 }
 
 // giveBack releases acquired records the member cannot hand out.

@@ -284,3 +284,43 @@ func TestShareStateThroughSnapshotAndCrash(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	c.Restart(0)
 }
+
+// TestShareMemberFollowsReassignment: a member whose node's replica of
+// the partition moves away goes on reading through the replica the node
+// serves instead.
+func TestShareMemberFollowsReassignment(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := replogtest.NewCluster(t, 2)
+	tp, err := c.Log(0).CreateTopic(ctx, "jobs", replog.TopicConfig{Partitions: 1, Replicas: 1})
+	require.NoError(t, err)
+	here := int(tp.Info().PartitionReplicas[0][0]) - 1
+	tp, err = c.Log(here).Topic("jobs")
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	produce := func(from, to int) {
+		for i := from; i < to; i++ {
+			_, err := p.Produce(ctx, replog.Message[string]{Value: fmt.Sprint("job-", i)})
+			require.NoError(t, err)
+		}
+	}
+	produce(0, 5)
+	sc, err := replog.NewShareConsumer(tp, "g", replog.String(), nil)
+	require.NoError(t, err)
+	defer sc.Close()
+	take := func(n int) {
+		t.Helper()
+		for got := 0; got < n; {
+			recs, err := sc.Poll(ctx)
+			require.NoError(t, err)
+			require.NoError(t, sc.AckAll(ctx, recs))
+			got += len(recs)
+		}
+	}
+	take(5)
+	require.NoError(t, c.Log(0).ReassignPartition(ctx, "jobs", 0, []uint64{uint64(2 - here)}))
+	produce(5, 10)
+	take(5)
+}
