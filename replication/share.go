@@ -107,6 +107,10 @@ type ShareInFlight struct {
 	// delivered again (a release with a delay).
 	Deadline    int64 `json:"dl,omitempty"`
 	AvailableAt int64 `json:"at,omitempty"`
+	// Req is the acquisition that handed the record out, and Dead whether
+	// as a dead letter: what a repeated acquisition answers again.
+	Req  uint64 `json:"r,omitempty"`
+	Dead bool   `json:"x,omitempty"`
 }
 
 // available reports whether the record may be acquired at now: an expired
@@ -258,11 +262,16 @@ type shareCmd struct {
 	// as it read it), locked for Lock ns; LogStart is its replica's first
 	// offset; records delivered MaxDeliveries times already are handed out
 	// as DeadLetter.
-	Max           int   `json:"max,omitempty"`
-	HighWatermark int64 `json:"hw,omitempty"`
-	LogStart      int64 `json:"log_start,omitempty"`
-	Lock          int64 `json:"lock,omitempty"`
-	MaxDeliveries int   `json:"max_deliveries,omitempty"`
+	// Req, chosen at random by the proposer, names the acquisition: a
+	// proposal applied twice (syncPropose retries through leader changes)
+	// answers the records the first application handed out, rather than
+	// hand out more that nobody would see until their lock expired.
+	Req           uint64 `json:"req,omitempty"`
+	Max           int    `json:"max,omitempty"`
+	HighWatermark int64  `json:"hw,omitempty"`
+	LogStart      int64  `json:"log_start,omitempty"`
+	Lock          int64  `json:"lock,omitempty"`
+	MaxDeliveries int    `json:"max_deliveries,omitempty"`
 	// Ack and renew: the deliveries acknowledged or renewed (for Lock);
 	// Delay, of a release, before the records may be delivered again.
 	Records []ShareDelivery `json:"records,omitempty"`
@@ -418,6 +427,9 @@ func (s *shareSM) apply(c shareCmd) (uint64, ShareAcquireResult) {
 // and the window's limit, in offset order.
 func (p *SharePartitionState) acquire(c shareCmd) ShareAcquireResult {
 	p.skipTo(c.LogStart)
+	if res, ok := p.again(c); ok {
+		return res
+	}
 	res := ShareAcquireResult{Deadline: c.Now + c.Lock}
 	end := min(c.HighWatermark, p.Start+ShareRecordLimit)
 	for off := p.Start; off < end && len(res.Records) < c.Max; off++ {
@@ -434,11 +446,30 @@ func (p *SharePartitionState) acquire(c shareCmd) ShareAcquireResult {
 			r.Deliveries++
 		}
 		r.State, r.Member, r.Deadline, r.AvailableAt = ShareAcquired, c.Member, res.Deadline, 0
+		r.Req, r.Dead = c.Req, a.DeadLetter
 		a.ShareDelivery = ShareDelivery{Offset: off, Deliveries: r.Deliveries}
 		res.Records = append(res.Records, a)
 	}
 	res.Start = p.Start
 	return res
+}
+
+// again answers an acquisition applied before (the same member and Req)
+// with the records it handed out that the member still holds, if any.
+func (p *SharePartitionState) again(c shareCmd) (ShareAcquireResult, bool) {
+	if c.Req == 0 {
+		return ShareAcquireResult{}, false
+	}
+	var res ShareAcquireResult
+	for i, r := range p.InFlight {
+		if r.State == ShareAcquired && r.Member == c.Member && r.Req == c.Req && r.Deadline > c.Now {
+			res.Records = append(res.Records, ShareAcquiredRecord{DeadLetter: r.Dead,
+				ShareDelivery: ShareDelivery{Offset: p.Start + int64(i), Deliveries: r.Deliveries}})
+			res.Deadline = max(res.Deadline, r.Deadline)
+		}
+	}
+	res.Start = p.Start
+	return res, len(res.Records) > 0
 }
 
 // held returns the window index of a delivery the member holds at now, or

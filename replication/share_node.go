@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -40,11 +41,14 @@ func (r *ShareAcquireRequest) cmd() shareCmd {
 }
 
 // ShareAcquire acquires up to r.Max available records of a share partition
-// for r.Member. A command retried through a leader change may have
-// acquired records whose answer was lost: they come back when their lock
-// expires.
+// for r.Member. The command carries a random id, so that one applied twice
+// (retried through a leader change) answers the same records.
 func (n *Node) ShareAcquire(ctx context.Context, r ShareAcquireRequest) (ShareAcquireResult, error) {
-	res, _, err := n.proposeShare(ctx, r.cmd())
+	c := r.cmd()
+	for c.Req == 0 {
+		c.Req = rand.Uint64()
+	}
+	res, _, err := n.proposeShare(ctx, c)
 	return res, err
 }
 

@@ -282,8 +282,10 @@ func TestShareSMSnapshot(t *testing.T) {
 func FuzzShareSMUpdate(f *testing.F) {
 	rel := shAck("a", ShareRelease, 2*sec, dl(1, 1))
 	rel.Delay = sec
+	withReq := shAcquire("a", 2, 10, sec)
+	withReq.Req = 9
 	for _, c := range []shareCmd{
-		shAcquire("a", 3, 10, sec), shAcquire("b", 200, 1000, 40*sec),
+		shAcquire("a", 3, 10, sec), shAcquire("b", 200, 1000, 40*sec), withReq,
 		shAck("a", ShareAccept, 2*sec, dl(0, 1)), shAck("a", ShareReject, 2*sec, dl(2, 1)), rel,
 		{Op: shopRenew, SharePartitionKey: shKey, Member: "a", Records: []ShareDelivery{dl(0, 1)}, Lock: sec, Now: 2 * sec},
 		{Op: shopLeave, SharePartitionKey: shKey, Member: "a", Now: 2 * sec},
@@ -294,7 +296,9 @@ func FuzzShareSMUpdate(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, cmd []byte) {
 		s := newShareSM()
-		shMust(t, s, shAcquire("a", 3, 10, sec))
+		first := shAcquire("a", 3, 10, sec)
+		first.Req = 9
+		shMust(t, s, first)
 		shMust(t, s, shAck("a", ShareAccept, sec, dl(1, 1)))
 		for range 2 { // twice: proposals may apply twice
 			r, err := s.Update(sm.Entry{Cmd: cmd})
@@ -306,4 +310,22 @@ func FuzzShareSMUpdate(f *testing.F) {
 		require.NoError(t, r.RecoverFromSnapshot(bytes.NewReader(snap), nil, nil))
 		require.Equal(t, snap, shareSnap(t, r))
 	})
+}
+
+// TestShareSMAcquireTwice: an acquisition applied twice (a proposal
+// retried through a leader change) answers the same records, as long as
+// the member holds them, and acquires nothing more.
+func TestShareSMAcquireTwice(t *testing.T) {
+	s := newShareSM()
+	c := shAcquire("a", 2, 10, sec)
+	c.Req = 42
+	first := shMust(t, s, c)
+	require.Equal(t, []int64{0, 1}, offsets(first))
+	c.Now = 2 * sec
+	require.Equal(t, first, shMust(t, s, c))
+	require.Equal(t, []int64{2, 3}, offsets(shMust(t, s, shAcquire("b", 2, 10, 2*sec))))
+	// Once the member let them go, the same id acquires afresh.
+	shMust(t, s, shAck("a", ShareAccept, 3*sec, dl(0, 1), dl(1, 1)))
+	c.Now = 3 * sec
+	require.Equal(t, []int64{4, 5}, offsets(shMust(t, s, c)))
 }
