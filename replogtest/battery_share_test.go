@@ -244,9 +244,9 @@ func drainDeadLetters(t *testing.T, c *replogtest.Cluster, n int) []string {
 }
 
 type shareAnomalies struct {
-	accepted, deadLettered, redelivered                        int
+	accepted, deadLettered, redelivered                       int
 	lost, acceptedTwice, poisonAccepted, overlapping, phantom int
-	examples                                                   []string
+	examples                                                  []string
 }
 
 func (a *shareAnomalies) add(n *int, format string, args ...any) {
