@@ -45,8 +45,11 @@ type shareEvent struct {
 	member    string
 	value     string
 	got, lock time.Time // when Poll returned it, and its lock deadline
-	outcome   string    // accepted, released, rejected, failed (the ack failed), dropped
+	outcome   string    // accepted, released, or failed: the error
 	ackedAt   time.Time
+	// ambiguous: the acknowledgement failed without an answer from the
+	// coordinator, so it may have been applied.
+	ambiguous bool
 }
 
 func runShareBattery(t *testing.T, seed uint64, duration time.Duration) {
@@ -209,6 +212,7 @@ func shareMember(c *replogtest.Cluster, node int, name string, stop <-chan struc
 			e.ackedAt = time.Now()
 			if err != nil {
 				e.outcome = "failed: " + err.Error()
+				e.ambiguous = !errors.Is(err, replog.ErrNotAcquired) && !errors.Is(err, replog.ErrAlreadyAcknowledged)
 			} else if e.outcome == "accepted" {
 				lastAck.Store(time.Now().UnixNano())
 			}
@@ -295,14 +299,18 @@ func checkShare(ops []op, events []shareEvent, dead []string) shareAnomalies {
 		// While a delivery's lock holds, and its member has not given it
 		// back, no other delivery of the record may start.
 		for i, e := range es {
+			// A release or accept ends the hold, and so may one whose
+			// answer was lost (the node crashed or the request timed out:
+			// it may have been applied).
 			held := e.lock
-			if (e.outcome == "released" || e.outcome == "accepted") && e.ackedAt.Before(held) {
+			if (e.outcome == "released" || e.outcome == "accepted" || e.ambiguous) && e.ackedAt.Before(held) {
 				held = e.ackedAt
 			}
 			for j, f := range es {
 				if i != j && f.got.After(e.got) && f.got.Before(held.Add(-50*time.Millisecond)) {
-					a.add(&a.overlapping, "%q: %s got it at %v, locked until %v; %s got it at %v", v,
-						e.member, e.got.Format("15:04:05.000"), held.Format("15:04:05.000"), f.member, f.got.Format("15:04:05.000"))
+					a.add(&a.overlapping, "%q: %s got it at %v, locked until %v (%s at %v); %s got it at %v", v,
+						e.member, e.got.Format("15:04:05.000"), held.Format("15:04:05.000"), e.outcome, e.ackedAt.Format("15:04:05.000"),
+						f.member, f.got.Format("15:04:05.000"))
 				}
 			}
 		}
