@@ -7,6 +7,7 @@ import (
 	"iter"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,8 +75,8 @@ func (l IsolationLevel) String() string {
 	return fmt.Sprintf("IsolationLevel(%d)", int(l))
 }
 
-// ConsumerOptions configures [NewConsumer]. The zero value (or nil) reads
-// every partition from the earliest offset.
+// ConsumerOptions configures [NewConsumer] and [NewMultiTopicConsumer]. The
+// zero value (or nil) reads every partition from the earliest offset.
 type ConsumerOptions struct {
 	// Start is where each partition begins. Default [Earliest].
 	Start StartPosition
@@ -98,18 +99,23 @@ type ConsumerOptions struct {
 	Isolation IsolationLevel
 
 	// Group makes the consumer a member of a consumer group: every group
-	// reads every record of the topic, and inside a group each partition is
-	// read by one member at a time. Empty (the default): no group, and
-	// Partitions (or all partitions) are read. See [GroupOptions].
+	// reads every record of the topics its members read, and inside a
+	// group each partition is read by one member at a time. A group's
+	// members may read different topics ([NewMultiTopicConsumer] reads
+	// several): each is given partitions of its own topics only, and the
+	// group commits offsets by topic and partition. Empty (the default):
+	// no group, and Partitions (or all partitions) are read. See
+	// [GroupOptions].
 	Group string
 	GroupOptions
 	// Hooks watch this consumer, after [Options.Hooks] (see [Hook]).
 	Hooks []Hook
 }
 
-// Consumer reads records of type T from a topic's partitions in offset
-// order per partition. It is not safe for concurrent use, except Close,
-// which may be called from any goroutine, twice.
+// Consumer reads records of type T from the partitions of a topic (or of
+// several: [NewMultiTopicConsumer]) in offset order per partition. It is
+// not safe for concurrent use, except Close, which may be called from any
+// goroutine, twice.
 type Consumer[T any] struct {
 	c     *consumer
 	codec Codec[T]
@@ -125,14 +131,54 @@ func NewConsumer[T any](t *Topic, codec Codec[T], opts *ConsumerOptions) (*Consu
 	if codec == nil {
 		return nil, fmt.Errorf("%w: nil codec", ErrInvalidConfig)
 	}
-	c, err := newConsumer(t, opts)
+	return newTypedConsumer([]*Topic{t}, codec, opts)
+}
+
+// NewMultiTopicConsumer returns a consumer of several topics of one [Log]
+// that decodes values with codec; each [Record] names its topic. With
+// [ConsumerOptions.Group] it joins the group reading these topics: the
+// group assigns it partitions of these topics only, and other members of
+// the group may read other topics (Kafka's subscriptions). Without a
+// group it reads every partition of every topic, and
+// [ConsumerOptions.Partitions] must be nil.
+//
+// The methods that name a partition without a topic ([Consumer.Seek],
+// [Consumer.Position], [Consumer.CommitOffsets], [Consumer.Lag],
+// [Consumer.Assignment], and the callbacks OnAssigned and OnRevoked)
+// serve a consumer of one topic: with several, use SeekTopic,
+// PositionTopic, CommitTopicOffsets, TopicLag, TopicAssignment,
+// OnAssignedTopics and OnRevokedTopics. A group member reads at most
+// [MaxGroupTopics] topics.
+func NewMultiTopicConsumer[T any](topics []*Topic, codec Codec[T], opts *ConsumerOptions) (*Consumer[T], error) {
+	if len(topics) == 0 {
+		return nil, fmt.Errorf("%w: no topics", ErrInvalidConfig)
+	}
+	for _, t := range topics {
+		if t == nil {
+			return nil, fmt.Errorf("%w: nil topic", ErrInvalidConfig)
+		}
+	}
+	if codec == nil {
+		return nil, fmt.Errorf("%w: nil codec", ErrInvalidConfig)
+	}
+	return newTypedConsumer(topics, codec, opts)
+}
+
+func newTypedConsumer[T any](topics []*Topic, codec Codec[T], opts *ConsumerOptions) (*Consumer[T], error) {
+	c, err := newConsumer(topics, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := t.l.track(c); err != nil {
+	if err := c.l.track(c); err != nil {
 		return nil, err
 	}
 	return &Consumer[T]{c: c, codec: codec}, nil
+}
+
+// TopicPartition names a partition of a topic.
+type TopicPartition struct {
+	Topic     string
+	Partition int
 }
 
 // Poll waits until records are available or ctx ends, and returns at most
@@ -141,8 +187,8 @@ func NewConsumer[T any](t *Topic, codec Codec[T], opts *ConsumerOptions) (*Consu
 func (c *Consumer[T]) Poll(ctx context.Context) ([]Record[T], error) {
 	var out []Record[T]
 	var derr error
-	name := c.c.t.meta.Name
-	err := c.c.poll(ctx, func(part int, avail int, r *storage.Record) bool {
+	err := c.c.poll(ctx, func(cp *consumerPart, avail int, r *storage.Record) bool {
+		name, part := cp.t.meta.Name, cp.idx
 		if out == nil {
 			out = make([]Record[T], 0, avail)
 		}
@@ -213,15 +259,27 @@ func (c *Consumer[T]) Records(ctx context.Context) iter.Seq2[Record[T], error] {
 // at offset, or, if key compaction removed it, the next one after it that
 // is stored. An offset outside [log start, high watermark] is refused with
 // an [*OffsetOutOfRangeError] carrying the bounds, and the position is kept.
+// A consumer of several topics gets [ErrInvalidConfig]: see
+// [Consumer.SeekTopic].
 func (c *Consumer[T]) Seek(partition int, offset int64) error {
-	cp, err := c.c.part(partition)
+	topic, err := c.c.onlyTopic("Seek", "SeekTopic")
+	if err != nil {
+		return err
+	}
+	return c.SeekTopic(topic, partition, offset)
+}
+
+// SeekTopic is [Consumer.Seek] for a partition of topic, one of the
+// consumer's topics.
+func (c *Consumer[T]) SeekTopic(topic string, partition int, offset int64) error {
+	cp, err := c.c.part(topic, partition)
 	if err != nil {
 		return err
 	}
 	rp := cp.replica()
 	start, hw := rp.LogStart(), rp.HighWatermark()
 	if offset < start || offset > hw {
-		return &OffsetOutOfRangeError{Topic: c.c.t.meta.Name, Partition: partition, Offset: offset, Earliest: start, Latest: hw}
+		return &OffsetOutOfRangeError{Topic: topic, Partition: partition, Offset: offset, Earliest: start, Latest: hw}
 	}
 	c.c.seekTo(cp, offset)
 	return nil
@@ -244,15 +302,29 @@ func (c *Consumer[T]) SeekTime(ctx context.Context, t time.Time) error {
 // Lag returns, per assigned partition, how many offsets the consumer has
 // not yet read up to the end it may read: the high watermark, or with
 // [ReadCommitted] the last stable offset. Offsets, not records: markers
-// and the records of aborted transactions count too.
+// and the records of aborted transactions count too. A consumer of several
+// topics gets nil: see [Consumer.TopicLag].
 func (c *Consumer[T]) Lag() map[int]int64 {
+	if len(c.c.topics) != 1 {
+		return nil
+	}
+	lag := map[int]int64{}
+	for tp, n := range c.TopicLag() {
+		lag[tp.Partition] = n
+	}
+	return lag
+}
+
+// TopicLag is [Consumer.Lag] by topic and partition, for a consumer of
+// one topic or several.
+func (c *Consumer[T]) TopicLag() map[TopicPartition]int64 {
 	parts := c.c.partList()
-	lag := make(map[int]int64, len(parts))
+	lag := make(map[TopicPartition]int64, len(parts))
 	for _, cp := range parts {
 		cp.mu.Lock()
 		off, rp := cp.offset, cp.rp
 		cp.mu.Unlock()
-		lag[cp.idx] = max(0, c.c.readEnd(rp)-off)
+		lag[cp.tp()] = max(0, c.c.readEnd(rp)-off)
 	}
 	return lag
 }
@@ -266,9 +338,20 @@ func (c *consumer) readEnd(rp *replication.Partition) int64 {
 	return rp.HighWatermark()
 }
 
-// Position returns the next offset the consumer reads from partition.
+// Position returns the next offset the consumer reads from partition. A
+// consumer of several topics gets [ErrInvalidConfig]: see
+// [Consumer.PositionTopic].
 func (c *Consumer[T]) Position(partition int) (int64, error) {
-	cp, err := c.c.part(partition)
+	topic, err := c.c.onlyTopic("Position", "PositionTopic")
+	if err != nil {
+		return 0, err
+	}
+	return c.PositionTopic(topic, partition)
+}
+
+// PositionTopic is [Consumer.Position] for a partition of topic.
+func (c *Consumer[T]) PositionTopic(topic string, partition int) (int64, error) {
+	cp, err := c.c.part(topic, partition)
 	if err != nil {
 		return 0, err
 	}
@@ -277,19 +360,30 @@ func (c *Consumer[T]) Position(partition int) (int64, error) {
 	return cp.offset, nil
 }
 
-func (c *consumer) part(partition int) (*consumerPart, error) {
+// part returns the consumer's partition of topic.
+func (c *consumer) part(topic string, partition int) (*consumerPart, error) {
 	for _, cp := range c.partList() {
-		if cp.idx == partition {
+		if cp.idx == partition && cp.t.meta.Name == topic {
 			return cp, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: %s/%d is not assigned to this consumer", ErrPartitionNotFound, c.t.meta.Name, partition)
+	return nil, fmt.Errorf("%w: %s/%d is not assigned to this consumer", ErrPartitionNotFound, topic, partition)
+}
+
+// onlyTopic returns the name of the consumer's topic, or, for a consumer
+// of several, an error saying that method needs one and naming the method
+// that takes a topic.
+func (c *consumer) onlyTopic(method, instead string) (string, error) {
+	if len(c.topics) != 1 {
+		return "", fmt.Errorf("%w: %s on a consumer of %d topics: call %s", ErrInvalidConfig, method, len(c.topics), instead)
+	}
+	return c.topics[0].meta.Name, nil
 }
 
 // Close releases the consumer. Safe to call twice, from any goroutine; a
 // blocked Poll returns [ErrClosed].
 func (c *Consumer[T]) Close() error {
-	c.c.t.l.untrack(c.c)
+	c.c.l.untrack(c.c)
 	return c.c.Close()
 }
 
@@ -301,10 +395,12 @@ func (c *Consumer[T]) Close() error {
 // decoded while the next ones are decoded on another core. Seeking bumps the
 // partition's generation, which discards what was read ahead.
 type consumer struct {
-	t     *Topic
-	opts  ConsumerOptions
-	hooks hookSet
-	next  int // round-robin start, owned by the Poll caller
+	l *Log
+	// topics are the topics read, sorted by name; at least one, all of l.
+	topics []*Topic
+	opts   ConsumerOptions
+	hooks  hookSet
+	next   int // round-robin start, owned by the Poll caller
 
 	// partsMu guards parts, the assigned partitions: fixed without a group,
 	// changed by Poll on rebalances with one. Lock order: partsMu before a
@@ -326,6 +422,7 @@ type consumer struct {
 }
 
 type consumerPart struct {
+	t     *Topic
 	idx   int
 	stats *partCounters
 
@@ -342,6 +439,10 @@ type consumerPart struct {
 	chunks     [][]storage.Record
 	readyBytes int   // decoded bytes waiting in chunks
 	err        error // fetch error at fetchOff, until the next seek
+}
+
+func (cp *consumerPart) tp() TopicPartition {
+	return TopicPartition{Topic: cp.t.meta.Name, Partition: cp.idx}
 }
 
 // replica returns this node's replica of the partition, as the fetcher
@@ -369,7 +470,18 @@ func (c *consumer) wakeFetcher() {
 	}
 }
 
-func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
+func newConsumer(topics []*Topic, opts *ConsumerOptions) (*consumer, error) {
+	topics = slices.Clone(topics)
+	slices.SortFunc(topics, func(a, b *Topic) int { return strings.Compare(a.meta.Name, b.meta.Name) })
+	t := topics[0]
+	for i, u := range topics[1:] {
+		switch {
+		case u.l != t.l:
+			return nil, fmt.Errorf("%w: topics %q and %q of different Logs", ErrInvalidConfig, t.meta.Name, u.meta.Name)
+		case u.meta.Name == topics[i].meta.Name:
+			return nil, fmt.Errorf("%w: topic %q given twice", ErrInvalidConfig, u.meta.Name)
+		}
+	}
 	var o ConsumerOptions
 	if opts != nil {
 		o = *opts
@@ -387,33 +499,43 @@ func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
 		(o.Isolation != ReadUncommitted && o.Isolation != ReadCommitted) {
 		return nil, fmt.Errorf("%w: consumer options %+v", ErrInvalidConfig, o)
 	}
-	if err := t.check(); err != nil {
-		return nil, err
-	}
-	parts := o.Partitions
-	if o.Group != "" {
-		if parts != nil {
-			return nil, fmt.Errorf("%w: Partitions and Group exclude each other", ErrInvalidConfig)
-		}
-		if err := o.groupDefaults(); err != nil {
+	for _, t := range topics {
+		if err := t.check(); err != nil {
 			return nil, err
 		}
-	} else if parts == nil {
-		for i := range t.Partitions() {
-			parts = append(parts, i)
+	}
+	if o.Partitions != nil && len(topics) > 1 {
+		return nil, fmt.Errorf("%w: Partitions with several topics", ErrInvalidConfig)
+	}
+	var parts []TopicPartition
+	for _, i := range o.Partitions {
+		parts = append(parts, TopicPartition{t.meta.Name, i})
+	}
+	if o.Group != "" {
+		if o.Partitions != nil {
+			return nil, fmt.Errorf("%w: Partitions and Group exclude each other", ErrInvalidConfig)
+		}
+		if err := o.groupDefaults(len(topics)); err != nil {
+			return nil, err
+		}
+	} else if o.Partitions == nil {
+		for _, u := range topics {
+			for i := range u.Partitions() {
+				parts = append(parts, TopicPartition{u.meta.Name, i})
+			}
 		}
 	}
-	c := &consumer{t: t, opts: o, closed: make(chan struct{}), ready: make(chan struct{}), kick: make(chan struct{}, 1),
+	c := &consumer{l: t.l, topics: topics, opts: o, closed: make(chan struct{}), ready: make(chan struct{}), kick: make(chan struct{}, 1),
 		hooks: newHookSet(t.l.opts.Hooks, o.Hooks)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	seen := map[int]bool{}
-	for _, i := range parts {
-		if seen[i] {
-			return nil, fmt.Errorf("%w: partition %d assigned twice", ErrInvalidConfig, i)
+	seen := map[TopicPartition]bool{}
+	for _, tp := range parts {
+		if seen[tp] {
+			return nil, fmt.Errorf("%w: partition %d assigned twice", ErrInvalidConfig, tp.Partition)
 		}
-		seen[i] = true
-		cp, err := c.newPart(ctx, i, -1)
+		seen[tp] = true
+		cp, err := c.newPart(ctx, c.topic(tp.Topic), tp.Partition, -1)
 		if err != nil {
 			return nil, err
 		}
@@ -435,17 +557,27 @@ func newConsumer(t *Topic, opts *ConsumerOptions) (*consumer, error) {
 	return c, nil
 }
 
-// newPart opens partition i for reading from offset, or from Start when
-// offset is negative.
-func (c *consumer) newPart(ctx context.Context, i int, offset int64) (*consumerPart, error) {
-	rp, err := c.t.partition(ctx, i)
+// topic returns the consumer's topic of that name, nil if none.
+func (c *consumer) topic(name string) *Topic {
+	for _, t := range c.topics {
+		if t.meta.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// newPart opens partition i of t for reading from offset, or from Start
+// when offset is negative.
+func (c *consumer) newPart(ctx context.Context, t *Topic, i int, offset int64) (*consumerPart, error) {
+	rp, err := t.partition(ctx, i)
 	if err != nil {
 		return nil, err
 	}
 	if err := rp.WaitOpen(ctx); err != nil {
 		return nil, mapErr(err)
 	}
-	cp := &consumerPart{idx: i, rp: rp, offset: offset, stats: c.t.l.counters.part(c.t.meta.Name, i)}
+	cp := &consumerPart{t: t, idx: i, rp: rp, offset: offset, stats: c.l.counters.part(t.meta.Name, i)}
 	switch {
 	case offset >= 0:
 	case c.opts.Start == Latest:
@@ -473,19 +605,20 @@ func (c *consumer) Close() error {
 // positions maps each partition to its first record in recs: where to go
 // back to when recs were fetched but not handed to the caller. Records of one
 // Poll are in offset order per partition.
-func positions[T any](recs []Record[T]) map[int]int64 {
-	first := map[int]int64{}
+func positions[T any](recs []Record[T]) map[TopicPartition]int64 {
+	first := map[TopicPartition]int64{}
 	for _, r := range recs {
-		if _, ok := first[r.Partition]; !ok {
-			first[r.Partition] = r.Offset
+		tp := TopicPartition{r.Topic, r.Partition}
+		if _, ok := first[tp]; !ok {
+			first[tp] = r.Offset
 		}
 	}
 	return first
 }
 
-func (c *consumer) rewind(first map[int]int64) {
+func (c *consumer) rewind(first map[TopicPartition]int64) {
 	for _, cp := range c.partList() {
-		if off, ok := first[cp.idx]; ok {
+		if off, ok := first[cp.tp()]; ok {
 			c.seekTo(cp, off)
 		}
 	}
@@ -509,7 +642,7 @@ func (c *consumer) signalReady() {
 // avail is a hint for preallocation. When fn returns false the record it
 // was given counts as consumed and poll stops. A partition's fetch error is
 // returned once the records before it are handed out.
-func (c *consumer) poll(ctx context.Context, fn func(part, avail int, r *storage.Record) bool) error {
+func (c *consumer) poll(ctx context.Context, fn func(cp *consumerPart, avail int, r *storage.Record) bool) error {
 	if c.group != nil {
 		defer c.group.polling()() // for MaxPollInterval
 	}
@@ -519,8 +652,10 @@ func (c *consumer) poll(ctx context.Context, fn func(part, avail int, r *storage
 			return ErrClosed
 		default:
 		}
-		if err := c.t.check(); err != nil {
-			return err
+		for _, t := range c.topics {
+			if err := t.check(); err != nil {
+				return err
+			}
 		}
 		// Take the channel before looking, so records added in between
 		// still wake us.
@@ -540,13 +675,13 @@ func (c *consumer) poll(ctx context.Context, fn func(part, avail int, r *storage
 			return ctx.Err()
 		case <-c.closed:
 			return ErrClosed
-		case <-c.t.l.closed:
+		case <-c.l.closed:
 			return ErrClosed
 		}
 	}
 }
 
-func (c *consumer) take(fn func(part, avail int, r *storage.Record) bool) (int, error) {
+func (c *consumer) take(fn func(cp *consumerPart, avail int, r *storage.Record) bool) (int, error) {
 	all := c.partList()
 	n, parts, limit := 0, len(all), c.opts.MaxPollRecords
 	if parts == 0 {
@@ -577,7 +712,7 @@ func (c *consumer) take(fn func(part, avail int, r *storage.Record) bool) (int, 
 			m, bytes, stop := 0, 0, false
 			for m < len(ch) && n < limit && !stop {
 				r := &ch[m]
-				stop = !fn(cp.idx, min(limit, len(ch)), r)
+				stop = !fn(cp, min(limit, len(ch)), r)
 				bytes += recordBytes(*r)
 				m++
 				n++
@@ -630,7 +765,7 @@ func (c *consumer) fetchLoop() {
 			full := cp.err != nil || cp.readyBytes >= c.opts.ReadAheadBytes
 			from, gen, rp := cp.fetchOff, cp.gen, cp.rp
 			cp.mu.Unlock()
-			running, replicas := c.t.l.node.Running(rp)
+			running, replicas := c.l.node.Running(rp)
 			if !running {
 				if c.reresolve(cp) {
 					again = true
@@ -650,7 +785,7 @@ func (c *consumer) fetchLoop() {
 			if c.ctx.Err() != nil {
 				return
 			}
-			if running, _ := c.t.l.node.Running(rp); !running {
+			if running, _ := c.l.node.Running(rp); !running {
 				again = true // the replica stopped under the read: what it read is no answer
 				continue
 			}
@@ -713,8 +848,8 @@ func (c *consumer) skipToLogStart(cp *consumerPart, gen uint64, from, start int6
 		return from // a seek meanwhile: the next round looks again
 	}
 	cp.fetchOff = start
-	c.t.l.node.Logger().Warn("replog: group member resumes at the log start; the records before it were deleted before it read them",
-		"topic", c.t.meta.Name, "partition", cp.idx, "position", from, "log_start", start, "skipped", start-from)
+	c.l.node.Logger().Warn("replog: group member resumes at the log start; the records before it were deleted before it read them",
+		"topic", cp.t.meta.Name, "partition", cp.idx, "position", from, "log_start", start, "skipped", start-from)
 	return start
 }
 
@@ -727,9 +862,9 @@ func (c *consumer) skipToLogStart(cp *consumerPart, gen uint64, from, start int6
 // attempt, the topic is gone, the node is closing) the fetcher tries again
 // later, and Poll reports a deleted topic or a closed node itself.
 func (c *consumer) reresolve(cp *consumerPart) bool {
-	ctx, cancel := context.WithTimeout(c.ctx, c.t.l.node.AttemptTimeout())
+	ctx, cancel := context.WithTimeout(c.ctx, c.l.node.AttemptTimeout())
 	defer cancel()
-	rp, err := c.t.partition(ctx, cp.idx)
+	rp, err := cp.t.partition(ctx, cp.idx)
 	if err == nil {
 		err = rp.CatchUp(ctx)
 	}
@@ -760,7 +895,7 @@ func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64)
 	lso := rp.LastStable() // before the high watermark: never above it
 	start, hw := rp.LogStart(), rp.HighWatermark()
 	if from < start || from > hw {
-		return nil, 0, from, &OffsetOutOfRangeError{Topic: c.t.meta.Name, Partition: cp.idx, Offset: from, Earliest: start, Latest: hw}
+		return nil, 0, from, &OffsetOutOfRangeError{Topic: cp.t.meta.Name, Partition: cp.idx, Offset: from, Earliest: start, Latest: hw}
 	}
 	if committed && from >= lso {
 		return nil, 0, from, nil // wait for the open transaction to end
@@ -820,7 +955,7 @@ func (c *consumer) read(cp *consumerPart, rp *replication.Partition, from int64)
 		return recs, recordsSize(recs), recs[len(recs)-1].Offset + 1, nil
 	}
 	if derr != nil {
-		return nil, 0, from, fmt.Errorf("replog: %s/%d at offset %d: %w", c.t.meta.Name, cp.idx, from, derr)
+		return nil, 0, from, fmt.Errorf("replog: %s/%d at offset %d: %w", cp.t.meta.Name, cp.idx, from, derr)
 	}
 	if err != nil {
 		return nil, 0, from, mapErr(err)
@@ -866,7 +1001,7 @@ func (c *consumer) fetched(cp *consumerPart, recs []storage.Record) {
 	cp.stats.fetchedRecords.Add(uint64(len(recs)))
 	cp.stats.fetchedBytes.Add(uint64(size))
 	if hs := c.hooks.fetched; len(hs) > 0 {
-		bf := BatchFetched{Topic: c.t.meta.Name, Partition: cp.idx, Group: c.opts.Group,
+		bf := BatchFetched{Topic: cp.t.meta.Name, Partition: cp.idx, Group: c.opts.Group,
 			FirstOffset: recs[0].Offset, LastOffset: recs[len(recs)-1].Offset, Records: len(recs), Bytes: size}
 		for _, h := range hs {
 			h.OnBatchFetched(bf)

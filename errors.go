@@ -43,7 +43,11 @@ var (
 	ErrGroupNotFound = errors.New("replog: group not found")
 	// ErrGroupNotEmpty: the operation needs a group without members.
 	ErrGroupNotEmpty = errors.New("replog: group has members")
-	// ErrGroupTopic: the group's members read another topic.
+	// ErrGroupTopic: a consumer joins a group with a topic that other
+	// members of the group read under an older id: the topic was deleted
+	// and created again, and the members of the old one must leave first.
+	// (A group's members may read different topics: joining a group whose
+	// members read other topics is no longer an error.)
 	ErrGroupTopic = errors.New("replog: group reads another topic")
 	// ErrGroupKind: the group is used by the other kind of consumers: a
 	// group of Kafka clients (through a listener of package kafka) and a
@@ -164,6 +168,8 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrGroupNotEmpty, err)
 	case errors.Is(err, replication.ErrGroupTopic):
 		return fmt.Errorf("%w: %w", ErrGroupTopic, err)
+	case errors.Is(err, replication.ErrGroupTooLarge):
+		return fmt.Errorf("%w: %w (at most %d topics, %d partitions)", ErrInvalidConfig, err, MaxGroupTopics, MaxGroupPartitions)
 	case errors.Is(err, replication.ErrNotAssigned):
 		return fmt.Errorf("%w: %w", ErrNotAssigned, err)
 	case errors.Is(err, replication.ErrGroupKind):

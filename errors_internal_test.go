@@ -28,6 +28,7 @@ func TestMapErrReachesPublicSentinels(t *testing.T) {
 		{replication.ErrGroupNotFound, ErrGroupNotFound},
 		{replication.ErrGroupNotEmpty, ErrGroupNotEmpty},
 		{replication.ErrGroupTopic, ErrGroupTopic},
+		{replication.ErrGroupTooLarge, ErrInvalidConfig},
 		{replication.ErrNotAssigned, ErrNotAssigned},
 		{replication.ErrUnknownMember, ErrUnknownMember},
 		{replication.ErrUnavailable, ErrUnavailable},

@@ -1,6 +1,7 @@
 package replog
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -80,12 +81,19 @@ type GroupOptions struct {
 	// member can commit them, except for partitions lost when the member
 	// left for want of Poll (see MaxPollInterval) or its session expired:
 	// those are gone already, and cannot be committed. They must not call
-	// Poll.
+	// Poll. They name partitions of the consumer's one topic: a consumer of
+	// several topics ([NewMultiTopicConsumer]) may not set them, and sets
+	// OnAssignedTopics and OnRevokedTopics instead.
 	OnAssigned func(partitions []int)
 	OnRevoked  func(partitions []int)
+	// OnAssignedTopics and OnRevokedTopics are OnAssigned and OnRevoked
+	// by topic and partition, for a consumer of one topic or several; they
+	// run after OnAssigned and OnRevoked, if both are set.
+	OnAssignedTopics func(partitions []TopicPartition)
+	OnRevokedTopics  func(partitions []TopicPartition)
 }
 
-func (o *ConsumerOptions) groupDefaults() error {
+func (o *ConsumerOptions) groupDefaults(topics int) error {
 	if o.Strategy == "" {
 		o.Strategy = StrategyCooperativeSticky
 	}
@@ -109,9 +117,22 @@ func (o *ConsumerOptions) groupDefaults() error {
 		return fmt.Errorf("%w: negative AutoCommitInterval", ErrInvalidConfig)
 	case len(o.Group) > 249:
 		return fmt.Errorf("%w: group name of %d characters", ErrInvalidConfig, len(o.Group))
+	case topics > 1 && (o.OnAssigned != nil || o.OnRevoked != nil):
+		return fmt.Errorf("%w: OnAssigned and OnRevoked name partitions of one topic: a consumer of %d topics sets OnAssignedTopics and OnRevokedTopics", ErrInvalidConfig, topics)
+	case topics > MaxGroupTopics:
+		return fmt.Errorf("%w: a group member reads at most %d topics, not %d", ErrInvalidConfig, MaxGroupTopics, topics)
 	}
 	return nil
 }
+
+// Bounds of a consumer group, which every node applies each change of on
+// its own: a group's topics (those its members read, and those it keeps
+// offsets of) and their partitions, together. A join past them fails with
+// [ErrInvalidConfig].
+const (
+	MaxGroupTopics     = replication.MaxGroupTopics
+	MaxGroupPartitions = replication.MaxGroupPartitions
+)
 
 // groupMember is a consumer's membership. Its goroutine sends heartbeats,
 // auto-commits and leaves the group when Poll is not called for
@@ -128,7 +149,7 @@ type groupMember struct {
 
 	mu    sync.Mutex
 	state *replication.GroupState // latest state seen; nil after leaving
-	owned []int                   // partitions in c.parts; written by Poll
+	owned []TopicPartition        // partitions in c.parts, sorted; written by Poll
 	// inPoll is set while Poll runs, lastPoll when it last returned (or the
 	// member joined): run leaves the group when it has been out of Poll for
 	// MaxPollInterval.
@@ -147,7 +168,7 @@ func joinGroup(ctx context.Context, c *consumer) (*groupMember, error) {
 	if g.id == "" {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
-		g.id = fmt.Sprintf("member-%d-%s", c.t.l.opts.NodeID, hex.EncodeToString(b[:]))
+		g.id = fmt.Sprintf("member-%d-%s", c.l.opts.NodeID, hex.EncodeToString(b[:]))
 	}
 	if err := g.join(ctx); err != nil {
 		return nil, err
@@ -157,10 +178,13 @@ func joinGroup(ctx context.Context, c *consumer) (*groupMember, error) {
 
 func (g *groupMember) join(ctx context.Context) error {
 	o := g.c.opts
-	st, err := g.c.t.l.node.Group(ctx, replication.GroupRequest{
-		Op: "join", Group: o.Group, Topic: g.c.t.meta.Name, TopicID: g.c.t.meta.ID,
-		Partitions: g.c.t.Partitions(), Strategy: o.Strategy, Member: g.id, Static: g.static,
-		SessionTimeout: o.SessionTimeout,
+	var topics []replication.TopicRef
+	for _, t := range g.c.topics {
+		topics = append(topics, replication.TopicRef{Name: t.meta.Name, ID: t.meta.ID, Partitions: t.Partitions()})
+	}
+	st, err := g.c.l.node.Group(ctx, replication.GroupRequest{
+		Op: replication.GroupOpJoin, Group: o.Group, Topics: topics, Strategy: o.Strategy, Member: g.id,
+		Static: g.static, SessionTimeout: o.SessionTimeout,
 	})
 	if err != nil {
 		return mapErr(err)
@@ -184,6 +208,33 @@ func (g *groupMember) heartbeatNow() {
 	case g.kick <- struct{}{}:
 	default:
 	}
+}
+
+// flat turns partitions by topic into a sorted list.
+func flat(ps map[string][]int) []TopicPartition {
+	var out []TopicPartition
+	for topic, parts := range ps {
+		for _, p := range parts {
+			out = append(out, TopicPartition{topic, p})
+		}
+	}
+	sortTPs(out)
+	return out
+}
+
+func sortTPs(tps []TopicPartition) {
+	slices.SortFunc(tps, func(a, b TopicPartition) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+}
+
+// byTopic turns a list of partitions into partitions by topic.
+func byTopic(tps []TopicPartition) map[string][]int {
+	out := map[string][]int{}
+	for _, tp := range tps {
+		out[tp.Topic] = append(out[tp.Topic], tp.Partition)
+	}
+	return out
 }
 
 // run sends heartbeats (reporting the partitions this member owns) and
@@ -226,7 +277,7 @@ func (g *groupMember) run() {
 				// move now rather than never. Should this fail, the session
 				// expires instead, as no heartbeat follows.
 				rctx, cancel := context.WithTimeout(ctx, g.c.opts.SessionTimeout)
-				_, _ = g.c.t.l.node.Group(rctx, replication.GroupRequest{Op: "leave", Group: g.c.opts.Group, Member: g.id})
+				_, _ = g.c.l.node.Group(rctx, replication.GroupRequest{Op: replication.GroupOpLeave, Group: g.c.opts.Group, Member: g.id})
 				cancel()
 			}
 			continue
@@ -237,12 +288,14 @@ func (g *groupMember) run() {
 		// it; Poll starts reading a partition only once the claim holds.
 		g.mu.Lock()
 		left, rejoin := g.left, g.rejoin
-		var claim []int
+		claim := map[string][]int{}
 		if !g.lost {
-			claim = slices.Clone(g.owned)
+			claim = byTopic(g.owned)
 		}
 		if g.state != nil {
-			claim = append(claim, g.state.Granted(g.id)...)
+			for topic, ps := range g.state.Granted(g.id) {
+				claim[topic] = append(claim[topic], ps...)
+			}
 		}
 		g.mu.Unlock()
 		if left {
@@ -254,8 +307,8 @@ func (g *groupMember) run() {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, g.c.opts.SessionTimeout)
-		st, err := g.c.t.l.node.Group(rctx, replication.GroupRequest{
-			Op: "heartbeat", Group: g.c.opts.Group, Member: g.id, Owned: claim,
+		st, err := g.c.l.node.Group(rctx, replication.GroupRequest{
+			Op: replication.GroupOpHeartbeat, Group: g.c.opts.Group, Member: g.id, Claims: claim,
 		})
 		cancel()
 		if errors.Is(err, replication.ErrUnknownMember) {
@@ -326,75 +379,84 @@ func (g *groupMember) gone() error {
 	return nil
 }
 
+// callback runs OnAssigned or OnRevoked (one, for partitions of the
+// consumer's one topic) and then byTopic (the other), if set.
+func callback(one func([]int), byTopic func([]TopicPartition), tps []TopicPartition) {
+	if one != nil {
+		ps := make([]int, len(tps))
+		for i, tp := range tps {
+			ps[i] = tp.Partition
+		}
+		one(ps)
+	}
+	if byTopic != nil {
+		byTopic(slices.Clone(tps))
+	}
+}
+
 // sync applies the latest assignment on the Poll goroutine: it drops the
 // partitions lost when the member left or its session expired, revokes
 // partitions this member must give up (after OnRevoked and, with
 // auto-commit, a commit), then takes the partitions granted to it, each
 // from its committed offset or from Start.
 func (g *groupMember) sync(ctx context.Context) error {
+	o := g.c.opts
 	g.mu.Lock()
-	var lost []int
+	var lost []TopicPartition
 	if g.lost {
 		lost, g.owned, g.lost = g.owned, nil, false
 	}
 	st, owned := g.state, slices.Clone(g.owned)
 	g.mu.Unlock()
-	var added, revoke []int
+	var added, revoke []TopicPartition
 	defer func() { g.logChange(st, added, revoke, lost) }()
 	if len(lost) > 0 {
 		// Another member may read these already: they go without a commit,
 		// and before OnRevoked, so that a Commit there cannot send their
 		// stale positions; what was read ahead of them is never returned.
-		g.c.partsMu.Lock()
-		g.c.parts = slices.DeleteFunc(g.c.parts, func(cp *consumerPart) bool { return slices.Contains(lost, cp.idx) })
-		g.c.partsMu.Unlock()
-		if f := g.c.opts.OnRevoked; f != nil {
-			f(lost)
-		}
+		g.c.dropParts(lost)
+		callback(o.OnRevoked, o.OnRevokedTopics, lost)
 	}
 	if st == nil {
 		return nil
 	}
 	// granted: partitions the group records as this member's (claimed by
 	// a heartbeat) that the strategy still gives it.
-	var target, granted []int
+	var target, granted []TopicPartition
 	if m := st.Members[g.id]; m != nil {
-		target = m.Target
-		for _, p := range m.Owned {
-			if slices.Contains(target, p) {
-				granted = append(granted, p)
+		target = flat(m.Target)
+		for _, tp := range flat(m.Owned) {
+			if slices.Contains(target, tp) {
+				granted = append(granted, tp)
 			}
 		}
-		for _, p := range st.Granted(g.id) {
-			if !slices.Contains(m.Owned, p) {
+		mine := flat(m.Owned)
+		for _, tp := range flat(st.Granted(g.id)) {
+			if !slices.Contains(mine, tp) {
 				g.heartbeatNow() // free partitions to claim
 				break
 			}
 		}
 	}
-	for _, p := range owned {
-		if !slices.Contains(target, p) {
-			revoke = append(revoke, p)
+	for _, tp := range owned {
+		if !slices.Contains(target, tp) {
+			revoke = append(revoke, tp)
 		}
 	}
 	if len(revoke) > 0 {
-		if g.c.opts.AutoCommitInterval > 0 {
+		if o.AutoCommitInterval > 0 {
 			_ = g.commit(ctx, revoke)
 		}
-		if f := g.c.opts.OnRevoked; f != nil {
-			f(revoke)
-		}
-		g.c.partsMu.Lock()
-		g.c.parts = slices.DeleteFunc(g.c.parts, func(cp *consumerPart) bool { return slices.Contains(revoke, cp.idx) })
-		g.c.partsMu.Unlock()
-		owned = slices.DeleteFunc(owned, func(p int) bool { return slices.Contains(revoke, p) })
+		callback(o.OnRevoked, o.OnRevokedTopics, revoke)
+		g.c.dropParts(revoke)
+		owned = slices.DeleteFunc(owned, func(tp TopicPartition) bool { return slices.Contains(revoke, tp) })
 		g.setOwned(owned)
 		g.heartbeatNow() // tell the group, so the partitions move on
 	}
-	var add []int
-	for _, p := range granted {
-		if !slices.Contains(owned, p) {
-			add = append(add, p)
+	var add []TopicPartition
+	for _, tp := range granted {
+		if !slices.Contains(owned, tp) && g.c.topic(tp.Topic) != nil {
+			add = append(add, tp)
 		}
 	}
 	if len(add) == 0 {
@@ -404,21 +466,21 @@ func (g *groupMember) sync(ctx context.Context) error {
 	// partition behind; the caller's (possibly short) Poll ctx is not used.
 	octx, cancel := context.WithTimeout(g.c.ctx, defaultTimeout)
 	defer cancel()
-	offsets := st.Offsets
-	if g.c.opts.Isolation == ReadCommitted {
+	offset := st.Offset
+	if o.Isolation == ReadCommitted {
 		stable, ok, err := g.stableOffsets(ctx, add)
 		if err != nil || !ok {
 			return err // still pending: the next Poll tries again
 		}
-		offsets = stable
+		offset = stable.Offset
 	}
 	var parts []*consumerPart
-	for _, p := range add {
-		off, ok := offsets[p]
+	for _, tp := range add {
+		off, ok := offset(tp.Topic, tp.Partition)
 		if !ok {
 			off = -1
 		}
-		cp, err := g.c.newPart(octx, p, off)
+		cp, err := g.c.newPart(octx, g.c.topic(tp.Topic), tp.Partition, off)
 		if err != nil {
 			return err
 		}
@@ -428,26 +490,32 @@ func (g *groupMember) sync(ctx context.Context) error {
 	g.c.parts = append(g.c.parts, parts...)
 	g.c.partsMu.Unlock()
 	owned = append(owned, add...)
-	slices.Sort(owned)
+	sortTPs(owned)
 	g.setOwned(owned)
 	g.heartbeatNow()
 	g.c.wakeFetcher()
 	added = add
-	if f := g.c.opts.OnAssigned; f != nil {
-		f(add)
-	}
+	callback(o.OnAssigned, o.OnAssignedTopics, add)
 	return nil
+}
+
+// dropParts stops reading the partitions tps.
+func (c *consumer) dropParts(tps []TopicPartition) {
+	c.partsMu.Lock()
+	c.parts = slices.DeleteFunc(c.parts, func(cp *consumerPart) bool { return slices.Contains(tps, cp.tp()) })
+	c.partsMu.Unlock()
 }
 
 // stableOffsets waits until no transaction that is not complete commits
 // offsets of the group for the partitions parts, and returns the group's
-// committed offsets then (Kafka's stable offsets, KIP-447, which a
-// read_committed consumer asks for): a member that takes a partition over
-// while another member's transaction sends its offset starts after it
-// once the transaction commits, rather than at the older one, reading
-// again what the transaction consumed. ok is false if ctx ended first.
-func (g *groupMember) stableOffsets(ctx context.Context, parts []int) (offsets map[int]int64, ok bool, err error) {
-	node := g.c.t.l.node
+// state then, with its committed offsets (Kafka's stable offsets, KIP-447,
+// which a read_committed consumer asks for): a member that takes a
+// partition over while another member's transaction sends its offset
+// starts after it once the transaction commits, rather than at the older
+// one, reading again what the transaction consumed. ok is false if ctx
+// ended first.
+func (g *groupMember) stableOffsets(ctx context.Context, parts []TopicPartition) (st *replication.GroupState, ok bool, err error) {
+	node := g.c.l.node
 	backoff := 2 * time.Millisecond
 	for {
 		pending, err := node.PendingTxnOffsets(ctx, g.c.opts.Group)
@@ -457,7 +525,7 @@ func (g *groupMember) stableOffsets(ctx context.Context, parts []int) (offsets m
 		if err != nil {
 			return nil, false, mapErr(err)
 		}
-		if !slices.ContainsFunc(pending[g.c.t.Name()], func(p int) bool { return slices.Contains(parts, p) }) {
+		if !slices.ContainsFunc(parts, func(tp TopicPartition) bool { return slices.Contains(pending[tp.Topic], tp.Partition) }) {
 			break
 		}
 		select {
@@ -474,20 +542,39 @@ func (g *groupMember) stableOffsets(ctx context.Context, parts []int) (offsets m
 	if err != nil || len(gs) != 1 {
 		return nil, false, mapErr(err)
 	}
-	return gs[0].Offsets, true, nil
+	return gs[0], true, nil
 }
 
 // logChange logs, at Info, a change of the partitions this member reads:
 // those added, revoked, or lost (the member left for want of Poll, or its
-// session expired). st is the group state the change follows, if any.
-func (g *groupMember) logChange(st *replication.GroupState, added, revoked, lost []int) {
+// session expired). st is the group state the change follows, if any. A
+// consumer of one topic names it ("topic") and lists partition numbers; a
+// consumer of several names them ("topics") and lists partitions by topic.
+func (g *groupMember) logChange(st *replication.GroupState, added, revoked, lost []TopicPartition) {
 	if len(added) == 0 && len(revoked) == 0 && len(lost) == 0 {
 		return
 	}
-	args := []any{"group", g.c.opts.Group, "member", g.id, "topic", g.c.t.meta.Name,
-		"added", added, "revoked", revoked}
+	list := func(tps []TopicPartition) any { return byTopic(tps) }
+	args := []any{"group", g.c.opts.Group, "member", g.id}
+	if len(g.c.topics) == 1 {
+		list = func(tps []TopicPartition) any {
+			ps := []int{}
+			for _, tp := range tps {
+				ps = append(ps, tp.Partition)
+			}
+			return ps
+		}
+		args = append(args, "topic", g.c.topics[0].meta.Name)
+	} else {
+		var topics []string
+		for _, t := range g.c.topics {
+			topics = append(topics, t.meta.Name)
+		}
+		args = append(args, "topics", topics)
+	}
+	args = append(args, "added", list(added), "revoked", list(revoked))
 	if len(lost) > 0 {
-		args = append(args, "lost", lost)
+		args = append(args, "lost", list(lost))
 	}
 	if st != nil {
 		args = append(args, "generation", st.Generation)
@@ -495,30 +582,34 @@ func (g *groupMember) logChange(st *replication.GroupState, added, revoked, lost
 	g.mu.Lock()
 	owned := slices.Clone(g.owned)
 	g.mu.Unlock()
-	args = append(args, "partitions", owned, "node", g.c.t.l.opts.NodeID)
-	g.c.t.l.node.Logger().Info("replog: group member's partitions changed", args...)
+	args = append(args, "partitions", list(owned), "node", g.c.l.opts.NodeID)
+	g.c.l.node.Logger().Info("replog: group member's partitions changed", args...)
 }
 
-func (g *groupMember) setOwned(owned []int) {
+func (g *groupMember) setOwned(owned []TopicPartition) {
 	g.mu.Lock()
 	g.owned = owned
 	g.mu.Unlock()
 }
 
 // commit commits the positions of the given partitions (nil: all owned).
-func (g *groupMember) commit(ctx context.Context, parts []int) error {
-	offsets := map[int]int64{}
+func (g *groupMember) commit(ctx context.Context, parts []TopicPartition) error {
+	offsets := map[string]map[int]int64{}
 	for _, cp := range g.c.partList() {
-		if parts == nil || slices.Contains(parts, cp.idx) {
+		tp := cp.tp()
+		if parts == nil || slices.Contains(parts, tp) {
+			if offsets[tp.Topic] == nil {
+				offsets[tp.Topic] = map[int]int64{}
+			}
 			cp.mu.Lock()
-			offsets[cp.idx] = cp.offset
+			offsets[tp.Topic][tp.Partition] = cp.offset
 			cp.mu.Unlock()
 		}
 	}
 	return g.commitOffsets(ctx, offsets)
 }
 
-func (g *groupMember) commitOffsets(ctx context.Context, offsets map[int]int64) error {
+func (g *groupMember) commitOffsets(ctx context.Context, offsets map[string]map[int]int64) error {
 	if err := g.gone(); err != nil {
 		return err
 	}
@@ -527,8 +618,8 @@ func (g *groupMember) commitOffsets(ctx context.Context, offsets map[int]int64) 
 	}
 	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
 	defer cancel()
-	_, err := g.c.t.l.node.Group(ctx, replication.GroupRequest{
-		Op: "commit", Group: g.c.opts.Group, Member: g.id, Offsets: offsets,
+	_, err := g.c.l.node.Group(ctx, replication.GroupRequest{
+		Op: replication.GroupOpCommit, Group: g.c.opts.Group, Member: g.id, TopicCommits: offsets,
 	})
 	return mapErr(err)
 }
@@ -539,7 +630,7 @@ func (g *groupMember) commitOffsets(ctx context.Context, offsets map[int]int64) 
 func (g *groupMember) leave() error {
 	close(g.stop)
 	<-g.done
-	if g.c.t.l.ctx.Err() != nil {
+	if g.c.l.ctx.Err() != nil {
 		return nil // the Log crashed (in a test): a crashed member just stops
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -548,10 +639,10 @@ func (g *groupMember) leave() error {
 	if g.c.opts.AutoCommitInterval > 0 && g.gone() == nil {
 		err = g.commit(ctx, nil)
 	}
-	if g.static || g.c.t.l.isClosed() {
+	if g.static || g.c.l.isClosed() {
 		return err
 	}
-	_, lerr := g.c.t.l.node.Group(ctx, replication.GroupRequest{Op: "leave", Group: g.c.opts.Group, Member: g.id})
+	_, lerr := g.c.l.node.Group(ctx, replication.GroupRequest{Op: replication.GroupOpLeave, Group: g.c.opts.Group, Member: g.id})
 	if lerr != nil && !errors.Is(lerr, replication.ErrUnknownMember) {
 		err = errors.Join(err, mapErr(lerr))
 	}
@@ -573,33 +664,59 @@ func (c *Consumer[T]) Commit(ctx context.Context) error {
 // CommitOffsets commits explicit offsets (the next offset to read) for
 // partitions this member owns. An offset outside [log start, high
 // watermark] is an [*OffsetOutOfRangeError]; a partition not assigned to
-// this member is [ErrNotAssigned]. Nothing is committed on error.
+// this member is [ErrNotAssigned]. Nothing is committed on error. A
+// consumer of several topics gets [ErrInvalidConfig]: see
+// [Consumer.CommitTopicOffsets].
 func (c *Consumer[T]) CommitOffsets(ctx context.Context, offsets map[int]int64) error {
+	topic, err := c.c.onlyTopic("CommitOffsets", "CommitTopicOffsets")
+	if err != nil {
+		return err
+	}
+	return c.CommitTopicOffsets(ctx, topic, offsets)
+}
+
+// CommitTopicOffsets is [Consumer.CommitOffsets] for partitions of topic,
+// one of the consumer's topics.
+func (c *Consumer[T]) CommitTopicOffsets(ctx context.Context, topic string, offsets map[int]int64) error {
 	if c.c.group == nil {
 		return fmt.Errorf("%w: CommitOffsets needs ConsumerOptions.Group", ErrInvalidConfig)
 	}
 	for p, off := range offsets {
-		cp, err := c.c.part(p)
+		cp, err := c.c.part(topic, p)
 		if err != nil {
-			return fmt.Errorf("%w: %s/%d", ErrNotAssigned, c.c.t.meta.Name, p)
+			return fmt.Errorf("%w: %s/%d", ErrNotAssigned, topic, p)
 		}
 		if start, hw := cp.replica().LogStart(), cp.replica().HighWatermark(); off < start || off > hw {
-			return &OffsetOutOfRangeError{Topic: c.c.t.meta.Name, Partition: p, Offset: off, Earliest: start, Latest: hw}
+			return &OffsetOutOfRangeError{Topic: topic, Partition: p, Offset: off, Earliest: start, Latest: hw}
 		}
 	}
-	return c.c.group.commitOffsets(ctx, maps.Clone(offsets))
+	return c.c.group.commitOffsets(ctx, map[string]map[int]int64{topic: maps.Clone(offsets)})
 }
 
 // Assignment returns the partitions this consumer reads now, sorted: none
-// after it lost them (see [Consumer.Commit]), until the next Poll.
+// after it lost them (see [Consumer.Commit]), until the next Poll. A
+// consumer of several topics gets nil: see [Consumer.TopicAssignment].
 func (c *Consumer[T]) Assignment() []int {
-	if g := c.c.group; g != nil && g.gone() != nil {
+	if len(c.c.topics) != 1 {
 		return nil
 	}
 	var out []int
-	for _, cp := range c.c.partList() {
-		out = append(out, cp.idx)
+	for _, tp := range c.TopicAssignment() {
+		out = append(out, tp.Partition)
 	}
-	slices.Sort(out)
+	return out
+}
+
+// TopicAssignment is [Consumer.Assignment] by topic and partition, sorted,
+// for a consumer of one topic or several.
+func (c *Consumer[T]) TopicAssignment() []TopicPartition {
+	if g := c.c.group; g != nil && g.gone() != nil {
+		return nil
+	}
+	var out []TopicPartition
+	for _, cp := range c.c.partList() {
+		out = append(out, cp.tp())
+	}
+	sortTPs(out)
 	return out
 }

@@ -18,21 +18,37 @@ type GroupInfo struct {
 	// topics (Topic is then empty, and each partition names its topic);
 	// its members and their assignment are the listener's, which Kafka's
 	// DescribeGroups shows.
-	Kafka      bool
-	Topic      string
+	Kafka bool
+	// Topic is the group's topic if it has one; empty if it has several
+	// (see Topics).
+	Topic string
+	// Topics are a replog group's topics, sorted: those its members read,
+	// and those it keeps committed offsets of.
+	Topics     []string
 	Strategy   string
 	Generation int64 // bumped at every rebalance
 	Members    []GroupMemberInfo
+	// Partitions are the partitions of the group's topics, by topic and
+	// partition.
 	Partitions []GroupPartitionInfo
 }
 
 // GroupMemberInfo describes one member.
 type GroupMemberInfo struct {
-	ID       string
-	Static   bool
-	Assigned []int // partitions the strategy gives it
-	Owned    []int // partitions it reported reading
-	LastSeen time.Time
+	ID     string
+	Static bool
+	// Topics are the topics the member reads.
+	Topics []string
+	// Assigned and Owned are the partitions the strategy gives it and
+	// those it reported reading, in a group of one topic; nil in a group
+	// of several (see AssignedTopics and OwnedTopics).
+	Assigned []int
+	Owned    []int
+	// AssignedTopics and OwnedTopics are Assigned and Owned by topic and
+	// partition, in any group.
+	AssignedTopics []TopicPartition
+	OwnedTopics    []TopicPartition
+	LastSeen       time.Time
 }
 
 // GroupPartitionInfo is one partition as the group sees it.
@@ -43,7 +59,8 @@ type GroupPartitionInfo struct {
 	Committed int64  // next offset to read, -1 if nothing was committed
 	// HighWatermark and Lag (HighWatermark - Committed, or the whole log
 	// when nothing was committed) are as this node sees them; -1 when it
-	// hosts no replica.
+	// hosts no replica, or the topic was deleted (or deleted and created
+	// again: the group's offsets are of the old one).
 	HighWatermark int64
 	Lag           int64
 }
@@ -52,29 +69,42 @@ func (l *Log) groupInfo(ctx context.Context, g *replication.GroupState) GroupInf
 	if g.Kind == replication.GroupKindKafka {
 		return l.kafkaGroupInfo(ctx, g)
 	}
-	info := GroupInfo{Name: g.Name, Topic: g.Topic, Strategy: g.Strategy, Generation: g.Generation}
-	owner := map[int]string{}
+	info := GroupInfo{Name: g.Name, Topics: slices.Sorted(maps.Keys(g.Topics)), Strategy: g.Strategy, Generation: g.Generation}
+	one, _, single := g.Topic()
+	if single {
+		info.Topic = one
+	}
+	owner := map[TopicPartition]string{}
 	for _, id := range slices.Sorted(maps.Keys(g.Members)) {
 		m := g.Members[id]
-		info.Members = append(info.Members, GroupMemberInfo{
-			ID: id, Static: m.Static, Assigned: slices.Clone(m.Target), Owned: slices.Clone(m.Owned),
-			LastSeen: time.Unix(0, m.LastSeen),
-		})
-		for _, p := range m.Owned {
-			owner[p] = id
+		mi := GroupMemberInfo{ID: id, Static: m.Static, Topics: slices.Clone(m.Topics),
+			AssignedTopics: flat(m.Target), OwnedTopics: flat(m.Owned), LastSeen: time.Unix(0, m.LastSeen)}
+		if single {
+			mi.Assigned, mi.Owned = slices.Clone(m.Target[one]), slices.Clone(m.Owned[one])
+		}
+		info.Members = append(info.Members, mi)
+		for _, tp := range mi.OwnedTopics {
+			owner[tp] = id
 		}
 	}
-	var t *Topic
-	if tm := l.node.Metadata().Topics[g.Topic]; tm != nil && tm.ID == g.TopicID {
-		t = &Topic{l: l, meta: tm}
-	}
-	for p := range g.Partitions {
-		pi := GroupPartitionInfo{Topic: g.Topic, Partition: p, Member: owner[p], Committed: -1, HighWatermark: -1, Lag: -1}
-		if off, ok := g.Offsets[p]; ok {
-			pi.Committed = off
+	md := l.node.Metadata()
+	for _, name := range info.Topics {
+		gt := g.Topics[name]
+		var t *Topic
+		if tm := md.Topics[name]; tm != nil && tm.ID == gt.ID {
+			t = &Topic{l: l, meta: tm}
 		}
-		pi.lag(ctx, t)
-		info.Partitions = append(info.Partitions, pi)
+		for p := range gt.Partitions {
+			pi := GroupPartitionInfo{Topic: name, Partition: p, Member: owner[TopicPartition{name, p}],
+				Committed: -1, HighWatermark: -1, Lag: -1}
+			if off, ok := gt.Offsets[p]; ok {
+				pi.Committed = off
+			}
+			if t != nil && p < t.Partitions() {
+				pi.lag(ctx, t)
+			}
+			info.Partitions = append(info.Partitions, pi)
+		}
 	}
 	return info
 }
@@ -162,18 +192,25 @@ func (l *Log) DeleteGroup(ctx context.Context, name string) error {
 	return mapErr(err)
 }
 
-// OffsetReset says where [Log.ResetGroupOffsets] moves a group: to explicit
-// Offsets if set, else to the first record at or after Time if set, else to
-// Start (Earliest or Latest).
+// OffsetReset says where [Log.ResetGroupOffsets] moves a group's offsets
+// of Topic: to explicit Offsets if set, else to the first record at or
+// after Time if set, else to Start (Earliest or Latest).
 type OffsetReset struct {
+	// Topic is the topic whose offsets move; the group's others keep
+	// theirs. Empty: the group's topic, if it has just one. A topic the
+	// group has no offsets of yet gets these, for members that will read
+	// it.
+	Topic   string
 	Start   StartPosition
 	Time    time.Time
 	Offsets map[int]int64
 }
 
-// ResetGroupOffsets sets the committed offsets of a group without members
-// (stop its consumers first, as Kafka requires). Computing earliest, latest
-// or time offsets needs a replica of every partition on this node.
+// ResetGroupOffsets sets the committed offsets of one topic of a group
+// without members (stop its consumers first, as Kafka requires), replacing
+// those the group had for that topic. Computing earliest, latest or time
+// offsets needs a replica of every partition on this node. A group of
+// several topics needs [OffsetReset.Topic].
 func (l *Log) ResetGroupOffsets(ctx context.Context, name string, r OffsetReset) error {
 	if l.isClosed() {
 		return ErrClosed
@@ -188,9 +225,17 @@ func (l *Log) ResetGroupOffsets(ctx context.Context, name string, r OffsetReset)
 	if g.Kind == replication.GroupKindKafka {
 		return fmt.Errorf("%w: %q is a Kafka group: reset its offsets with a Kafka client's OffsetCommit", ErrGroupKind, name)
 	}
-	tm := l.node.Metadata().Topics[g.Topic]
-	if tm == nil || tm.ID != g.TopicID {
-		return fmt.Errorf("%w: %q of group %q", ErrTopicNotFound, g.Topic, name)
+	topic := r.Topic
+	if topic == "" {
+		one, _, single := g.Topic()
+		if !single {
+			return fmt.Errorf("%w: group %q reads %d topics: OffsetReset.Topic names the one to reset", ErrInvalidConfig, name, len(g.Topics))
+		}
+		topic = one
+	}
+	tm := l.node.Metadata().Topics[topic]
+	if gt := g.Topics[topic]; tm == nil || (r.Topic == "" && gt != nil && tm.ID != gt.ID) {
+		return fmt.Errorf("%w: %q of group %q", ErrTopicNotFound, topic, name)
 	}
 	t := &Topic{l: l, meta: tm}
 	offsets := maps.Clone(r.Offsets)
@@ -220,12 +265,13 @@ func (l *Log) ResetGroupOffsets(ctx context.Context, name string, r OffsetReset)
 	}
 	for p, off := range offsets {
 		if p < 0 || p >= t.Partitions() {
-			return fmt.Errorf("%w: %s/%d", ErrPartitionNotFound, g.Topic, p)
+			return fmt.Errorf("%w: %s/%d", ErrPartitionNotFound, topic, p)
 		}
 		if off < 0 {
 			return fmt.Errorf("%w: offset %d for partition %d", ErrInvalidConfig, off, p)
 		}
 	}
-	_, err = l.node.Group(ctx, replication.GroupRequest{Op: "reset", Group: name, Offsets: offsets})
+	_, err = l.node.Group(ctx, replication.GroupRequest{Op: replication.GroupOpReset, Group: name,
+		Topic: topic, TopicID: tm.ID, Partitions: t.Partitions(), Offsets: offsets})
 	return mapErr(err)
 }

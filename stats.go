@@ -3,6 +3,7 @@ package replog
 import (
 	"cmp"
 	"io/fs"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -115,8 +116,11 @@ type PartitionStats struct {
 	FetchedRecords, FetchedBytes                    uint64
 }
 
-// GroupStats describes a consumer group.
+// GroupStats describes a consumer group, with the partitions of its
+// topics that exist (a group whose topics were all deleted is left out).
 type GroupStats struct {
+	// Topic is the group's topic, empty if it has several (each partition
+	// then names its topic).
 	Group, Topic string
 	Generation   int64
 	Members      int
@@ -127,6 +131,7 @@ type GroupStats struct {
 
 // GroupPartitionStats is one partition of a group.
 type GroupPartitionStats struct {
+	Topic     string
 	Partition int
 	// Committed is the next offset the group reads, -1 if it committed
 	// nothing.
@@ -305,26 +310,36 @@ func (l *Log) Stats() Stats {
 		return s
 	}
 	for _, g := range groups {
-		gs := GroupStats{Group: g.Name, Topic: g.Topic, Generation: g.Generation, Members: len(g.Members)}
-		if tm := meta.Topics[g.Topic]; tm == nil || tm.ID != g.TopicID {
-			continue // its topic was deleted
+		gs := GroupStats{Group: g.Name, Generation: g.Generation, Members: len(g.Members)}
+		if one, _, single := g.Topic(); single {
+			gs.Topic = one
 		}
-		for p := range g.Partitions {
-			gp := GroupPartitionStats{Partition: p, Committed: -1, Lag: -1}
-			if off, ok := g.Offsets[p]; ok {
-				gp.Committed = off
+		live := false
+		for _, topic := range slices.Sorted(maps.Keys(g.Topics)) {
+			gt := g.Topics[topic]
+			if tm := meta.Topics[topic]; tm == nil || tm.ID != gt.ID {
+				continue // deleted (or deleted and created again)
 			}
-			if ps, ok := hws[partKey{g.Topic, p}]; ok {
-				from := gp.Committed
-				if from < 0 {
-					from = ps.LogStart
+			live = true
+			for p := range gt.Partitions {
+				gp := GroupPartitionStats{Topic: topic, Partition: p, Committed: -1, Lag: -1}
+				if off, ok := gt.Offsets[p]; ok {
+					gp.Committed = off
 				}
-				gp.Lag = max(0, ps.HighWatermark-max(from, ps.LogStart))
-				gs.Lag += gp.Lag
+				if ps, ok := hws[partKey{topic, p}]; ok {
+					from := gp.Committed
+					if from < 0 {
+						from = ps.LogStart
+					}
+					gp.Lag = max(0, ps.HighWatermark-max(from, ps.LogStart))
+					gs.Lag += gp.Lag
+				}
+				gs.Partitions = append(gs.Partitions, gp)
 			}
-			gs.Partitions = append(gs.Partitions, gp)
 		}
-		s.Groups = append(s.Groups, gs)
+		if live {
+			s.Groups = append(s.Groups, gs)
+		}
 	}
 	slices.SortFunc(s.Groups, func(a, b GroupStats) int { return cmp.Compare(a.Group, b.Group) })
 	return s

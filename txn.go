@@ -560,10 +560,14 @@ func (tp *TransactionalProducer) sendOffsets(ctx context.Context, cc *consumer) 
 	if err := g.gone(); err != nil {
 		return err
 	}
-	offsets := map[int]replication.TxnOffset{}
+	offsets := map[string]map[int]replication.TxnOffset{}
 	for _, cp := range cc.partList() {
+		topic := cp.t.meta.Name
+		if offsets[topic] == nil {
+			offsets[topic] = map[int]replication.TxnOffset{}
+		}
 		cp.mu.Lock()
-		offsets[cp.idx] = replication.TxnOffset{Offset: cp.offset, Member: g.id, Instance: cc.opts.InstanceID}
+		offsets[topic][cp.idx] = replication.TxnOffset{Offset: cp.offset, Member: g.id, Instance: cc.opts.InstanceID}
 		cp.mu.Unlock()
 	}
 	if len(offsets) == 0 {
@@ -590,12 +594,14 @@ func (tp *TransactionalProducer) sendOffsets(ctx context.Context, cc *consumer) 
 	if st.Generation <= math.MaxInt32 {
 		gen = int32(st.Generation)
 	}
-	for p, o := range offsets {
-		if !slices.Contains(m.Owned, p) && !slices.Contains(granted, p) {
-			return fmt.Errorf("%w: %s/%d moved to another member of group %q", ErrNotAssigned, cc.t.meta.Name, p, group)
+	for topic, ps := range offsets {
+		for p, o := range ps {
+			if !slices.Contains(m.Owned[topic], p) && !slices.Contains(granted[topic], p) {
+				return fmt.Errorf("%w: %s/%d moved to another member of group %q", ErrNotAssigned, topic, p, group)
+			}
+			o.Generation = gen
+			ps[p] = o
 		}
-		o.Generation = gen
-		offsets[p] = o
 	}
 	tp.mu.Lock()
 	prod, known := tp.prod, tp.groups[group]
@@ -617,7 +623,7 @@ func (tp *TransactionalProducer) sendOffsets(ctx context.Context, cc *consumer) 
 		tp.mu.Unlock()
 	}
 	err = retryConcurrent(ctx, func(ctx context.Context) error {
-		return tp.l.node.TxnOffsetCommit(ctx, tp.id, prod, group, map[string]map[int]replication.TxnOffset{cc.t.meta.Name: offsets})
+		return tp.l.node.TxnOffsetCommit(ctx, tp.id, prod, group, offsets)
 	})
 	return mapErr(err)
 }

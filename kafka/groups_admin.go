@@ -35,9 +35,13 @@ func storedView(g *replication.GroupState) groupView {
 		if m.Static {
 			dm.InstanceID = kmsg.StringPtr(id)
 		}
-		a := kmsg.ConsumerMemberAssignment{Topics: []kmsg.ConsumerMemberAssignmentTopic{{Topic: g.Topic}}}
-		for _, p := range m.Target {
-			a.Topics[0].Partitions = append(a.Topics[0].Partitions, int32(p))
+		var a kmsg.ConsumerMemberAssignment
+		for _, topic := range slices.Sorted(maps.Keys(m.Target)) {
+			at := kmsg.ConsumerMemberAssignmentTopic{Topic: topic}
+			for _, p := range m.Target[topic] {
+				at.Partitions = append(at.Partitions, int32(p))
+			}
+			a.Topics = append(a.Topics, at)
 		}
 		dm.MemberAssignment = a.AppendTo(nil)
 		v.members = append(v.members, dm)

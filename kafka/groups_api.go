@@ -362,8 +362,8 @@ func (s *Server) readGroup(ctx context.Context, name string) (*replication.Group
 }
 
 // committed is the offsets of a group, by topic and partition: a Kafka
-// group's, or a replog group's for its one topic (so Kafka tools show
-// them too).
+// group's, or a replog group's for its topics (so Kafka tools show them
+// too).
 func committed(g *replication.GroupState) map[string]map[int]replication.CommittedOffset {
 	if g == nil {
 		return nil
@@ -371,11 +371,14 @@ func committed(g *replication.GroupState) map[string]map[int]replication.Committ
 	if g.Kind == replication.GroupKindKafka {
 		return g.TopicOffsets
 	}
-	out := map[int]replication.CommittedOffset{}
-	for p, off := range g.Offsets {
-		out[p] = replication.CommittedOffset{Offset: off}
+	out := map[string]map[int]replication.CommittedOffset{}
+	for topic, t := range g.Topics {
+		out[topic] = map[int]replication.CommittedOffset{}
+		for p, off := range t.Offsets {
+			out[topic][p] = replication.CommittedOffset{Offset: off}
+		}
 	}
-	return map[string]map[int]replication.CommittedOffset{g.Topic: out}
+	return out
 }
 
 // offsetFetchPart is one partition of an OffsetFetch answer.

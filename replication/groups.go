@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"sort"
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -35,10 +34,17 @@ func validStrategy(s string) bool {
 
 // Group errors; the root package maps them to its sentinels.
 var (
-	ErrUnknownMember   = errors.New("unknown group member")
-	ErrNotAssigned     = errors.New("partition not assigned to this member")
-	ErrGroupNotFound   = errors.New("group not found")
-	ErrGroupTopic      = errors.New("group consumes another topic")
+	ErrUnknownMember = errors.New("unknown group member")
+	ErrNotAssigned   = errors.New("partition not assigned to this member")
+	ErrGroupNotFound = errors.New("group not found")
+	// ErrGroupTopic: a member joins with a topic that the group's other
+	// members read under another id (deleted and created again), or a
+	// command of an earlier version names partitions of one topic in a
+	// group reading several.
+	ErrGroupTopic = errors.New("group consumes another topic")
+	// ErrGroupTooLarge: the group would pass MaxGroupTopics or
+	// MaxGroupPartitions.
+	ErrGroupTooLarge   = errors.New("group too large")
 	ErrGroupNotEmpty   = errors.New("group has members")
 	ErrInvalidStrategy = errors.New("invalid assignment strategy")
 	// ErrGroupKind: a Kafka group and a replog group cannot share a name:
@@ -67,157 +73,6 @@ type CommittedOffset struct {
 	Metadata string `json:"metadata,omitempty"`
 }
 
-// GroupState is one consumer group. Values handed out are copies.
-type GroupState struct {
-	Name       string                  `json:"name"`
-	Topic      string                  `json:"topic"`
-	TopicID    uint64                  `json:"topic_id"`
-	Partitions int                     `json:"partitions"`
-	Strategy   string                  `json:"strategy"`
-	Generation int64                   `json:"generation"`
-	Members    map[string]*MemberState `json:"members"`
-	Offsets    map[int]int64           `json:"offsets"` // committed: the next offset to read
-	// Kind is "" for a group of replog consumers, GroupKindKafka for a
-	// group of Kafka clients. Absent from states written before Kafka
-	// groups existed, which are all replog groups.
-	Kind string `json:"kind,omitempty"`
-	// TopicOffsets are a Kafka group's committed offsets by topic and
-	// partition (a replog group uses Offsets, for its one Topic).
-	TopicOffsets map[string]map[int]CommittedOffset `json:"topic_offsets,omitempty"`
-}
-
-// MemberState is one member of a group.
-type MemberState struct {
-	ID             string `json:"id"`
-	Static         bool   `json:"static"`
-	SessionTimeout int64  `json:"session_timeout"` // ns
-	LastSeen       int64  `json:"last_seen"`       // unix ns, from the proposer's clock
-	Target         []int  `json:"target"`          // partitions the strategy gives it
-	Owned          []int  `json:"owned"`           // partitions it reports consuming
-}
-
-func (g *GroupState) clone() *GroupState {
-	c := *g
-	c.Members = map[string]*MemberState{}
-	for k, m := range g.Members {
-		mc := *m
-		mc.Target = slices.Clone(m.Target)
-		mc.Owned = slices.Clone(m.Owned)
-		c.Members[k] = &mc
-	}
-	c.Offsets = maps.Clone(g.Offsets)
-	if g.TopicOffsets != nil {
-		c.TopicOffsets = make(map[string]map[int]CommittedOffset, len(g.TopicOffsets))
-		for t, ps := range g.TopicOffsets {
-			c.TopicOffsets[t] = maps.Clone(ps)
-		}
-	}
-	return &c
-}
-
-// Granted is what a member may claim now: its target partitions that no
-// other member still owns. A partition moving between members is handed
-// over only after the old owner reports it revoked (cooperative
-// rebalancing).
-func (g *GroupState) Granted(member string) []int {
-	m := g.Members[member]
-	if m == nil {
-		return nil
-	}
-	var out []int
-	for _, p := range m.Target {
-		if !g.ownedByOther(member, p) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func (g *GroupState) ownedByOther(member string, p int) bool {
-	for id, o := range g.Members {
-		if id != member && slices.Contains(o.Owned, p) {
-			return true
-		}
-	}
-	return false
-}
-
-// ownedByOthers is the set of partitions members other than member own.
-func (g *GroupState) ownedByOthers(member string) map[int]bool {
-	out := map[int]bool{}
-	for id, o := range g.Members {
-		if id != member {
-			for _, p := range o.Owned {
-				out[p] = true
-			}
-		}
-	}
-	return out
-}
-
-// inRange reports whether every partition of offsets is one of the group's.
-func (g *GroupState) inRange(offsets map[int]int64) bool {
-	for p := range offsets {
-		if p >= g.Partitions {
-			return false
-		}
-	}
-	return true
-}
-
-// check validates a group read from a snapshot, filling in missing maps:
-// commands assume a well-formed state, and a snapshot we did not write
-// could otherwise make them panic or run for ever.
-func (g *GroupState) check(name string) error {
-	switch {
-	case g == nil:
-		return errors.New("null group")
-	case g.Name != name:
-		return fmt.Errorf("group named %q under %q", g.Name, name)
-	case g.Partitions < 0 || g.Partitions > MaxPartitions:
-		return fmt.Errorf("%d partitions", g.Partitions)
-	case g.Strategy != "" && !validStrategy(g.Strategy):
-		return fmt.Errorf("strategy %q", g.Strategy)
-	case g.Kind != "" && g.Kind != GroupKindKafka:
-		return fmt.Errorf("kind %q", g.Kind)
-	case g.Kind == "" && len(g.TopicOffsets) > 0:
-		return errors.New("a replog group with Kafka offsets")
-	case g.Kind == GroupKindKafka && (len(g.Members) > 0 || len(g.Offsets) > 0):
-		return errors.New("a Kafka group with replog members or offsets")
-	}
-	for topic, ps := range g.TopicOffsets {
-		if !validKafkaOffsets(topic, ps) {
-			return fmt.Errorf("offsets of topic %q", topic)
-		}
-	}
-	if g.Members == nil {
-		g.Members = map[string]*MemberState{}
-	}
-	if g.Offsets == nil {
-		g.Offsets = map[int]int64{}
-	}
-	// Partitions are checked against the bound, not against g.Partitions:
-	// a join may lower the count while members still own partitions above
-	// it, and a snapshot must accept every state the commands can reach.
-	bad := func(p int) bool { return p < 0 || p >= MaxPartitions }
-	for id, m := range g.Members {
-		switch {
-		case m == nil:
-			return fmt.Errorf("null member %q", id)
-		case m.ID != id:
-			return fmt.Errorf("member %q under %q", m.ID, id)
-		case slices.ContainsFunc(m.Target, bad) || slices.ContainsFunc(m.Owned, bad):
-			return fmt.Errorf("member %q: partitions %v, %v out of range", id, m.Target, m.Owned)
-		}
-	}
-	for p, off := range g.Offsets {
-		if bad(p) || off < 0 {
-			return fmt.Errorf("offset %d for partition %d", off, p)
-		}
-	}
-	return nil
-}
-
 func set(ps []int) map[int]bool {
 	out := make(map[int]bool, len(ps))
 	for _, p := range ps {
@@ -244,7 +99,47 @@ type groupCmd struct {
 	// (gopKafkaDeleteOffsets).
 	Commits map[string]map[int]CommittedOffset `json:"commits,omitempty"`
 	Drop    map[string][]int                   `json:"drop,omitempty"`
+	// Topics: the topics a member reads (GroupOpJoin). Claims: what a
+	// member reads and claims, by topic (GroupOpHeartbeat). TopicCommits:
+	// offsets by topic and partition (GroupOpCommit).
+	Topics       []TopicRef               `json:"topics,omitempty"`
+	Claims       map[string][]int         `json:"claims,omitempty"`
+	TopicCommits map[string]map[int]int64 `json:"topic_commits,omitempty"`
 }
+
+// TopicRef names a topic a group member reads: its name, id and
+// partition count as the member sees them.
+type TopicRef struct {
+	Name       string `json:"name"`
+	ID         uint64 `json:"id"`
+	Partitions int    `json:"partitions"`
+}
+
+// Commands of replog groups whose members may read several topics. The
+// commands of the versions before (gopJoin, gopHeartbeat, gopCommit,
+// gopReset: partitions as bare numbers, of the group's one topic) still
+// apply exactly as those versions applied them, for their entries in
+// Raft logs; they are refused with gGroupTopic where they cannot mean
+// one topic. Versions before these commands refuse them as invalid: every
+// node of a cluster must run this version before its consumers join
+// groups.
+const (
+	// GroupOpJoin joins a member reading Topics (Kafka's subscription).
+	GroupOpJoin = "join-topics"
+	// GroupOpHeartbeat reports what a member reads and claims, by topic
+	// (Claims).
+	GroupOpHeartbeat = "heartbeat-topics"
+	// GroupOpCommit commits offsets by topic and partition (TopicCommits):
+	// a member's of partitions it owns or is granted, or, without a
+	// member, any of the group's topics' (a transaction's offsets).
+	GroupOpCommit = "commit-topics"
+	// GroupOpReset sets the offsets of one topic (Topic, TopicID,
+	// Partitions) of a group without members, replacing those it had.
+	GroupOpReset = "reset-topics"
+	// GroupOpLeave and GroupOpDelete are as they were.
+	GroupOpLeave  = gopLeave
+	GroupOpDelete = gopDelete
+)
 
 const (
 	gopJoin      = "join"
@@ -275,6 +170,7 @@ const (
 	gGroupNotEmpty
 	gInvalid
 	gGroupKind
+	gGroupTooLarge
 )
 
 type groupsSM struct {
@@ -299,8 +195,8 @@ func (s *groupsSM) Update(e sm.Entry) (sm.Result, error) {
 
 // valid reports whether c is well formed, before it touches any state. The
 // root package never proposes anything else, so replaying an existing log
-// refuses no command that was accepted before these checks. A group reads
-// one topic, so it has at most MaxPartitions: the bound keeps a rebalance
+// refuses no command that was accepted before these checks. A group's
+// topics have at most MaxGroupPartitions: the bound keeps a rebalance
 // (linear in the count) cheap, since every replica applies each command,
 // and one that ran for ever would stall the groups Raft group on all of
 // them.
@@ -311,22 +207,53 @@ func (c *groupCmd) valid() bool {
 	case gopJoin:
 		return c.Group != "" && c.Member != "" && c.Partitions >= 0 && c.Partitions <= MaxPartitions &&
 			c.SessionTimeout > 0 && (c.Strategy == "" || validStrategy(c.Strategy))
+	case GroupOpJoin:
+		if c.Group == "" || c.Member == "" || c.SessionTimeout <= 0 || (c.Strategy != "" && !validStrategy(c.Strategy)) ||
+			len(c.Topics) == 0 || len(c.Topics) > MaxGroupTopics {
+			return false
+		}
+		seen, total := map[string]bool{}, 0
+		for _, t := range c.Topics {
+			if !validTopicName(t.Name) || seen[t.Name] || t.Partitions < 0 || t.Partitions > MaxPartitions {
+				return false
+			}
+			seen[t.Name] = true
+			total += t.Partitions
+		}
+		return total <= MaxGroupPartitions
 	case gopHeartbeat:
 		// Owned is what the member reads plus what it claims: at most
 		// twice the partitions.
 		return c.Group != "" && len(c.Owned) <= 2*MaxPartitions
+	case GroupOpHeartbeat:
+		if c.Group == "" || len(c.Claims) > MaxGroupTopics {
+			return false
+		}
+		n := 0
+		for topic, ps := range c.Claims {
+			if !validTopicName(topic) {
+				return false
+			}
+			n += len(ps)
+		}
+		return n <= 2*MaxGroupPartitions
 	case gopLeave, gopDelete:
 		return c.Group != ""
 	case gopCommit, gopReset:
-		if c.Group == "" {
+		return c.Group != "" && validOffsets(c.Offsets)
+	case GroupOpCommit:
+		if c.Group == "" || len(c.TopicCommits) > MaxGroupTopics {
 			return false
 		}
-		for p, off := range c.Offsets {
-			if p < 0 || p >= MaxPartitions || off < 0 {
+		for topic, ps := range c.TopicCommits {
+			if !validTopicName(topic) || !validOffsets(ps) {
 				return false
 			}
 		}
 		return true
+	case GroupOpReset:
+		return c.Group != "" && validTopicName(c.Topic) && c.Partitions >= 0 && c.Partitions <= MaxPartitions &&
+			validOffsets(c.Offsets)
 	case gopKafkaClaim:
 		return c.Group != ""
 	case gopKafkaCommit:
@@ -354,6 +281,17 @@ func (c *groupCmd) valid() bool {
 	return false
 }
 
+func validTopicName(name string) bool { return name != "" && len(name) <= maxTopicName }
+
+func validOffsets(offsets map[int]int64) bool {
+	for p, off := range offsets {
+		if p < 0 || p >= MaxPartitions || off < 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // validKafkaOffsets reports whether a Kafka group's offsets for topic are
 // well formed.
 func validKafkaOffsets(topic string, ps map[int]CommittedOffset) bool {
@@ -377,7 +315,7 @@ func (s *groupsSM) applyKafka(c groupCmd) (uint64, *GroupState) {
 	switch c.Op {
 	case gopKafkaClaim, gopKafkaCommit:
 		if g == nil {
-			g = &GroupState{Name: c.Group, Kind: GroupKindKafka, Members: map[string]*MemberState{}, Offsets: map[int]int64{}}
+			g = &GroupState{Name: c.Group, Kind: GroupKindKafka, Members: map[string]*MemberState{}}
 			s.groups[c.Group] = g
 		}
 		for topic, ps := range c.Commits {
@@ -432,38 +370,16 @@ func (s *groupsSM) apply(c groupCmd) (uint64, *GroupState) {
 	g := s.groups[c.Group]
 	if g != nil && g.Kind == GroupKindKafka {
 		switch c.Op {
-		case gopJoin, gopCommit, gopReset:
+		case gopJoin, gopCommit, gopReset, GroupOpJoin, GroupOpCommit, GroupOpReset:
 			return gGroupKind, nil
 		}
 	}
 	switch c.Op {
 	case gopJoin:
-		if g == nil {
-			g = &GroupState{Name: c.Group, Topic: c.Topic, TopicID: c.TopicID, Partitions: c.Partitions,
-				Strategy: c.Strategy, Members: map[string]*MemberState{}, Offsets: map[int]int64{}}
-			s.groups[c.Group] = g
-		}
-		if g.TopicID != c.TopicID {
-			if len(g.Members) > 0 {
-				return gGroupTopic, nil
-			}
-			// An empty group moves to the new topic; its offsets meant the old one.
-			g.Topic, g.TopicID, g.Offsets = c.Topic, c.TopicID, map[int]int64{}
-		}
-		g.Partitions = c.Partitions
-		if c.Strategy != "" {
-			g.Strategy = c.Strategy
-		}
-		m, ok := g.Members[c.Member]
-		if ok && m.Static {
-			// A static member coming back keeps its partitions: no rebalance.
-			m.LastSeen, m.SessionTimeout, m.Owned = c.Now, c.SessionTimeout, nil
-			return gOK, g
-		}
-		g.Members[c.Member] = &MemberState{ID: c.Member, Static: c.Static, SessionTimeout: c.SessionTimeout, LastSeen: c.Now}
-		g.rebalance()
-		return gOK, g
-	case gopHeartbeat:
+		return s.joinV1(c)
+	case GroupOpJoin:
+		return s.join(c)
+	case gopHeartbeat, GroupOpHeartbeat:
 		if g == nil {
 			return gUnknownMember, nil
 		}
@@ -471,23 +387,41 @@ func (s *groupsSM) apply(c groupCmd) (uint64, *GroupState) {
 		if m == nil {
 			return gUnknownMember, nil
 		}
+		claims := c.Claims
+		if c.Op == gopHeartbeat {
+			// Bare partitions: of the member's one topic.
+			if len(m.Topics) != 1 {
+				return gGroupTopic, nil
+			}
+			claims = map[string][]int{m.Topics[0]: c.Owned}
+		}
 		m.LastSeen = c.Now
-		// c.Owned is what the member reads plus what it claims. It keeps
+		// A claim is what the member reads plus what it claims. It keeps
 		// what it already owned (a partition it must give up stays its own
 		// until it says so) and gets a claimed partition only if the
 		// strategy gives it that partition and no other member owns it: a
 		// member reads only what it owns here, so no partition is ever read
 		// by two members of a group at once.
 		// Sets, so that a long claim costs linear time.
-		mine, target, others := set(m.Owned), set(m.Target), g.ownedByOthers(c.Member)
-		var owned []int
-		for _, p := range c.Owned {
-			if mine[p] || (target[p] && !others[p]) {
-				owned = append(owned, p)
+		var owned map[string][]int
+		for _, topic := range slices.Sorted(maps.Keys(claims)) {
+			mine, target, others := set(m.Owned[topic]), set(m.Target[topic]), g.ownedByOthers(c.Member, topic)
+			var ps []int
+			for _, p := range claims[topic] {
+				if mine[p] || (target[p] && !others[p]) {
+					ps = append(ps, p)
+				}
 			}
+			if len(ps) == 0 {
+				continue
+			}
+			slices.Sort(ps)
+			if owned == nil {
+				owned = map[string][]int{}
+			}
+			owned[topic] = slices.Compact(ps)
 		}
-		slices.Sort(owned)
-		m.Owned = slices.Compact(owned)
+		m.Owned = owned
 		return gOK, g
 	case gopLeave:
 		if g == nil || g.Members[c.Member] == nil {
@@ -496,27 +430,63 @@ func (s *groupsSM) apply(c groupCmd) (uint64, *GroupState) {
 		delete(g.Members, c.Member)
 		g.rebalance()
 		return gOK, g
-	case gopCommit:
+	case gopCommit, GroupOpCommit:
 		if g == nil {
 			return gGroupNotFound, nil
 		}
+		commits := c.TopicCommits
+		var m *MemberState
 		if c.Member != "" {
-			m := g.Members[c.Member]
-			if m == nil {
+			if m = g.Members[c.Member]; m == nil {
 				return gUnknownMember, nil
 			}
-			mine, granted := set(m.Owned), set(g.Granted(c.Member))
-			for p := range c.Offsets {
-				if !mine[p] && !granted[p] {
+		}
+		if c.Op == gopCommit {
+			// Bare partitions: of the member's one topic, or without a
+			// member, of the group's.
+			topic, _, one := g.Topic()
+			if m != nil {
+				one = len(m.Topics) == 1
+				if one {
+					topic = m.Topics[0]
+				}
+			}
+			if !one {
+				return gGroupTopic, nil
+			}
+			commits = map[string]map[int]int64{topic: c.Offsets}
+		}
+		if m != nil {
+			for topic := range commits {
+				if g.Topics[topic] == nil {
 					return gNotAssigned, nil
 				}
 			}
+			granted := g.Granted(c.Member)
+			for topic, ps := range commits {
+				mine, ok := set(m.Owned[topic]), set(granted[topic])
+				for p := range ps {
+					if !mine[p] && !ok[p] {
+						return gNotAssigned, nil
+					}
+				}
+			}
 			m.LastSeen = max(m.LastSeen, c.Now)
-		} else if !g.inRange(c.Offsets) {
-			return gInvalid, nil
+		} else {
+			for topic, ps := range commits {
+				t := g.Topics[topic]
+				if t == nil {
+					return gInvalid, nil
+				}
+				for p := range ps {
+					if p >= t.Partitions {
+						return gInvalid, nil
+					}
+				}
+			}
 		}
-		for p, off := range c.Offsets {
-			g.Offsets[p] = off
+		for topic, ps := range commits {
+			maps.Copy(g.Topics[topic].Offsets, ps)
 		}
 		return gOK, g
 	case gopReset:
@@ -526,12 +496,46 @@ func (s *groupsSM) apply(c groupCmd) (uint64, *GroupState) {
 		if len(g.Members) > 0 {
 			return gGroupNotEmpty, nil
 		}
-		if !g.inRange(c.Offsets) {
-			return gInvalid, nil
+		_, t, one := g.Topic()
+		if !one {
+			return gGroupTopic, nil
 		}
-		g.Offsets = maps.Clone(c.Offsets)
-		if g.Offsets == nil {
-			g.Offsets = map[int]int64{}
+		for p := range c.Offsets {
+			if p >= t.Partitions {
+				return gInvalid, nil
+			}
+		}
+		t.Offsets = maps.Clone(c.Offsets)
+		if t.Offsets == nil {
+			t.Offsets = map[int]int64{}
+		}
+		return gOK, g
+	case GroupOpReset:
+		if g == nil {
+			return gGroupNotFound, nil
+		}
+		if len(g.Members) > 0 {
+			return gGroupNotEmpty, nil
+		}
+		for p := range c.Offsets {
+			if p >= c.Partitions {
+				return gInvalid, nil
+			}
+		}
+		t := g.Topics[c.Topic]
+		if t == nil {
+			if len(g.Topics) >= MaxGroupTopics || g.partitionCount()+c.Partitions > MaxGroupPartitions {
+				return gGroupTooLarge, nil
+			}
+			t = &GroupTopic{}
+			g.Topics[c.Topic] = t
+		} else if g.partitionCount()-t.Partitions+c.Partitions > MaxGroupPartitions {
+			return gGroupTooLarge, nil
+		}
+		t.ID, t.Partitions = c.TopicID, c.Partitions
+		t.Offsets = maps.Clone(c.Offsets)
+		if t.Offsets == nil {
+			t.Offsets = map[int]int64{}
 		}
 		return gOK, g
 	case gopDelete:
@@ -547,75 +551,111 @@ func (s *groupsSM) apply(c groupCmd) (uint64, *GroupState) {
 	return gInvalid, nil
 }
 
-// rebalance recomputes every member's target partitions with the group's
-// strategy and starts a new generation.
-func (g *GroupState) rebalance() {
-	g.Generation++
-	ids := slices.Sorted(maps.Keys(g.Members))
-	if len(ids) == 0 {
-		return
+// joinV1 applies a join of the versions before groups spanned topics, as
+// they did: the group reads c.Topic; one with members reading another
+// topic refuses it, and an empty one moves to it, dropping its offsets. A
+// group reading several topics refuses it.
+func (s *groupsSM) joinV1(c groupCmd) (uint64, *GroupState) {
+	g := s.groups[c.Group]
+	if g == nil {
+		g = &GroupState{Name: c.Group, Strategy: c.Strategy, Members: map[string]*MemberState{},
+			Topics: map[string]*GroupTopic{c.Topic: {ID: c.TopicID, Partitions: c.Partitions, Offsets: map[int]int64{}}}}
+		s.groups[c.Group] = g
 	}
-	targets := map[string][]int{}
-	switch g.Strategy {
-	case StrategyRange:
-		per, extra := g.Partitions/len(ids), g.Partitions%len(ids)
-		p := 0
-		for i, id := range ids {
-			n := per
-			if i < extra {
-				n++
-			}
-			for range n {
-				targets[id] = append(targets[id], p)
-				p++
-			}
+	name, t, one := g.Topic()
+	if !one {
+		return gGroupTopic, nil
+	}
+	if t.ID != c.TopicID {
+		if len(g.Members) > 0 {
+			return gGroupTopic, nil
 		}
-	case StrategyRoundRobin:
-		for p := range g.Partitions {
-			id := ids[p%len(ids)]
-			targets[id] = append(targets[id], p)
-		}
-	default: // cooperative-sticky: keep what stays balanced, move the rest
-		quota := func(i int) int {
-			n := g.Partitions / len(ids)
-			if i < g.Partitions%len(ids) {
-				n++
-			}
-			return n
-		}
-		// Members that already hold more partitions get the larger quotas,
-		// so fewer partitions move.
-		order := slices.Clone(ids)
-		sort.SliceStable(order, func(a, b int) bool {
-			return len(g.Members[order[a]].Target) > len(g.Members[order[b]].Target)
-		})
-		taken := map[int]bool{}
-		for i, id := range order {
-			for _, p := range g.Members[id].Target {
-				if p < g.Partitions && !taken[p] && len(targets[id]) < quota(i) {
-					targets[id] = append(targets[id], p)
-					taken[p] = true
-				}
-			}
-		}
-		for p := range g.Partitions {
-			if taken[p] {
-				continue
-			}
-			for i, id := range order {
-				if len(targets[id]) < quota(i) {
-					targets[id] = append(targets[id], p)
-					taken[p] = true
-					break
-				}
+		// An empty group moves to the new topic; its offsets meant the old one.
+		name, t = c.Topic, &GroupTopic{ID: c.TopicID, Offsets: map[int]int64{}}
+		g.Topics = map[string]*GroupTopic{name: t}
+	}
+	t.Partitions = c.Partitions
+	if c.Strategy != "" {
+		g.Strategy = c.Strategy
+	}
+	m, ok := g.Members[c.Member]
+	if ok && m.Static {
+		// A static member coming back keeps its partitions: no rebalance.
+		m.LastSeen, m.SessionTimeout, m.Owned = c.Now, c.SessionTimeout, nil
+		return gOK, g
+	}
+	g.Members[c.Member] = &MemberState{ID: c.Member, Static: c.Static, SessionTimeout: c.SessionTimeout,
+		LastSeen: c.Now, Topics: []string{name}}
+	g.rebalance()
+	return gOK, g
+}
+
+// join applies GroupOpJoin: the member reads c.Topics, which join the
+// group's topics. A topic the group knows under another id (deleted and
+// created again) is refused with gGroupTopic while another member reads
+// it; else it takes the new id, and the group's offsets of the old topic
+// go.
+func (s *groupsSM) join(c groupCmd) (uint64, *GroupState) {
+	g := s.groups[c.Group]
+	if g != nil {
+		for _, t := range c.Topics {
+			if gt := g.Topics[t.Name]; gt != nil && gt.ID != t.ID && g.subscribed(t.Name, c.Member) {
+				return gGroupTopic, nil
 			}
 		}
 	}
-	for _, id := range ids {
-		t := targets[id]
-		slices.Sort(t)
-		g.Members[id].Target = t
+	names := make([]string, 0, len(c.Topics))
+	for _, t := range c.Topics {
+		names = append(names, t.Name)
 	}
+	slices.Sort(names)
+	// The group's topics after the join, checked against the bounds before
+	// anything changes: topics no member reads and without offsets go.
+	topics := map[string]*GroupTopic{}
+	if g != nil {
+		for name, t := range g.Topics {
+			if len(t.Offsets) > 0 || g.subscribed(name, c.Member) {
+				topics[name] = t
+			}
+		}
+	}
+	for _, t := range c.Topics {
+		gt := topics[t.Name]
+		if gt == nil || gt.ID != t.ID {
+			gt = &GroupTopic{ID: t.ID, Offsets: map[int]int64{}}
+		} else {
+			gt = &GroupTopic{ID: t.ID, Offsets: gt.Offsets}
+		}
+		gt.Partitions = t.Partitions
+		topics[t.Name] = gt
+	}
+	total := 0
+	for _, t := range topics {
+		total += t.Partitions
+	}
+	if len(topics) > MaxGroupTopics || total > MaxGroupPartitions {
+		return gGroupTooLarge, nil
+	}
+	if g == nil {
+		g = &GroupState{Name: c.Group, Strategy: c.Strategy, Members: map[string]*MemberState{}}
+		s.groups[c.Group] = g
+	}
+	// Members that stay keep their partitions of topics that went: none
+	// reads such a topic, as only topics no other member reads go.
+	g.Topics = topics
+	if c.Strategy != "" {
+		g.Strategy = c.Strategy
+	}
+	m, ok := g.Members[c.Member]
+	if ok && m.Static && slices.Equal(m.Topics, names) {
+		// A static member coming back keeps its partitions: no rebalance.
+		m.LastSeen, m.SessionTimeout, m.Owned = c.Now, c.SessionTimeout, nil
+		return gOK, g
+	}
+	g.Members[c.Member] = &MemberState{ID: c.Member, Static: c.Static, SessionTimeout: c.SessionTimeout,
+		LastSeen: c.Now, Topics: names}
+	g.rebalance()
+	return gOK, g
 }
 
 func (s *groupsSM) Lookup(q any) (any, error) {
@@ -675,6 +715,11 @@ type GroupRequest struct {
 	// by topic.
 	Commits map[string]map[int]CommittedOffset
 	Drop    map[string][]int
+	// Topics, Claims and TopicCommits: see GroupOpJoin, GroupOpHeartbeat
+	// and GroupOpCommit.
+	Topics       []TopicRef
+	Claims       map[string][]int
+	TopicCommits map[string]map[int]int64
 }
 
 // Group proposes a group command and returns the group's state after it.
@@ -683,6 +728,7 @@ func (n *Node) Group(ctx context.Context, r GroupRequest) (*GroupState, error) {
 		Op: r.Op, Group: r.Group, Topic: r.Topic, TopicID: r.TopicID, Partitions: r.Partitions,
 		Strategy: r.Strategy, Member: r.Member, Static: r.Static, SessionTimeout: int64(r.SessionTimeout),
 		Owned: r.Owned, Offsets: r.Offsets, Commits: r.Commits, Drop: r.Drop, Now: time.Now().UnixNano(),
+		Topics: r.Topics, Claims: r.Claims, TopicCommits: r.TopicCommits,
 	})
 	if err != nil {
 		return nil, err
@@ -705,6 +751,8 @@ func (n *Node) Group(ctx context.Context, r GroupRequest) (*GroupState, error) {
 		return nil, ErrGroupNotEmpty
 	case gGroupKind:
 		return nil, ErrGroupKind
+	case gGroupTooLarge:
+		return nil, ErrGroupTooLarge
 	default:
 		return nil, ErrInvalid
 	}

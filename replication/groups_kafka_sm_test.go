@@ -97,11 +97,11 @@ func TestGroupsSMKafkaSnapshotCompat(t *testing.T) {
 	require.NoError(t, s.RecoverFromSnapshot(strings.NewReader(old), nil, nil))
 	g := s.groups["g"]
 	require.Empty(t, g.Kind)
-	require.Equal(t, map[int]int64{0: 4, 1: 8}, g.Offsets)
+	require.Equal(t, map[int]int64{0: 4, 1: 8}, g.Topics["t"].Offsets)
 	require.Equal(t, old, string(snapshot(t, s)), "a replog group's snapshot keeps its format")
 	code, g := update(t, s, groupCmd{Op: gopCommit, Group: "g", Member: "a", Offsets: map[int]int64{1: 9}})
 	require.Equal(t, gOK, code)
-	require.Equal(t, map[int]int64{0: 4, 1: 9}, g.Offsets)
+	require.Equal(t, map[int]int64{0: 4, 1: 9}, g.Topics["t"].Offsets)
 	// An old command (no new fields) still applies.
 	code, _ = updateRaw(t, s, []byte(`{"op":"join","group":"g","topic":"t","topic_id":7,"partitions":2,"member":"b","session_timeout":1000,"now":1}`))
 	require.Equal(t, gOK, code)

@@ -66,13 +66,13 @@ func TestGroupsSMMembership(t *testing.T) {
 	code, g := update(t, s, join("g", "a", 4, StrategyCooperativeSticky, 1))
 	require.Equal(t, gOK, code)
 	require.Equal(t, int64(1), g.Generation)
-	require.Equal(t, []int{0, 1, 2, 3}, g.Members["a"].Target)
-	require.Equal(t, []int{0, 1, 2, 3}, g.Granted("a"))
+	require.Equal(t, []int{0, 1, 2, 3}, g.Members["a"].Target["t"])
+	require.Equal(t, []int{0, 1, 2, 3}, g.Granted("a")["t"])
 
 	// a claims what it was granted; a claim outside its target is dropped.
 	code, g = update(t, s, heartbeat("g", "a", []int{0, 1, 2, 3, 9, -1}, 2))
 	require.Equal(t, gOK, code)
-	require.Equal(t, []int{0, 1, 2, 3}, g.Members["a"].Owned)
+	require.Equal(t, []int{0, 1, 2, 3}, g.Members["a"].Owned["t"])
 	require.Equal(t, int64(2), g.Members["a"].LastSeen)
 
 	// b joins: half of a's partitions move, but b gets them only once a
@@ -80,24 +80,24 @@ func TestGroupsSMMembership(t *testing.T) {
 	code, g = update(t, s, join("g", "b", 4, StrategyCooperativeSticky, 3))
 	require.Equal(t, gOK, code)
 	require.Equal(t, int64(2), g.Generation)
-	require.Equal(t, []int{0, 1}, g.Members["a"].Target)
-	require.Equal(t, []int{2, 3}, g.Members["b"].Target)
+	require.Equal(t, []int{0, 1}, g.Members["a"].Target["t"])
+	require.Equal(t, []int{2, 3}, g.Members["b"].Target["t"])
 	require.Empty(t, g.Granted("b"), "a still owns 2 and 3")
 	code, g = update(t, s, heartbeat("g", "b", []int{2, 3}, 4))
 	require.Equal(t, gOK, code)
 	require.Empty(t, g.Members["b"].Owned, "a claim on a partition another member owns is refused")
 	// a keeps what it owns until it says so, even outside its target.
 	_, g = update(t, s, heartbeat("g", "a", []int{0, 1, 2, 3}, 5))
-	require.Equal(t, []int{0, 1, 2, 3}, g.Members["a"].Owned)
+	require.Equal(t, []int{0, 1, 2, 3}, g.Members["a"].Owned["t"])
 	_, g = update(t, s, heartbeat("g", "a", []int{0, 1}, 6))
-	require.Equal(t, []int{2, 3}, g.Granted("b"))
+	require.Equal(t, []int{2, 3}, g.Granted("b")["t"])
 	_, g = update(t, s, heartbeat("g", "b", []int{2, 3, 3}, 7))
-	require.Equal(t, []int{2, 3}, g.Members["b"].Owned)
+	require.Equal(t, []int{2, 3}, g.Members["b"].Owned["t"])
 
 	// Commits: only for partitions the member owns or is granted.
 	code, g = update(t, s, groupCmd{Op: gopCommit, Group: "g", Member: "a", Offsets: map[int]int64{0: 10, 1: 11}, Now: 8})
 	require.Equal(t, gOK, code)
-	require.Equal(t, map[int]int64{0: 10, 1: 11}, g.Offsets)
+	require.Equal(t, map[int]int64{0: 10, 1: 11}, g.Topics["t"].Offsets)
 	code, _ = update(t, s, groupCmd{Op: gopCommit, Group: "g", Member: "a", Offsets: map[int]int64{0: 12, 2: 5}, Now: 9})
 	require.Equal(t, gNotAssigned, code)
 	code, _ = update(t, s, groupCmd{Op: gopCommit, Group: "g", Member: "zz", Offsets: map[int]int64{0: 1}, Now: 9})
@@ -105,7 +105,7 @@ func TestGroupsSMMembership(t *testing.T) {
 	code, _ = update(t, s, groupCmd{Op: gopCommit, Group: "nope", Member: "a", Offsets: map[int]int64{0: 1}, Now: 9})
 	require.Equal(t, gGroupNotFound, code)
 	_, g = update(t, s, groupCmd{Op: gopCommit, Group: "g", Member: "a", Offsets: map[int]int64{}, Now: 9})
-	require.Equal(t, map[int]int64{0: 10, 1: 11}, g.Offsets, "a refused commit changed nothing")
+	require.Equal(t, map[int]int64{0: 10, 1: 11}, g.Topics["t"].Offsets, "a refused commit changed nothing")
 
 	// Unknown members and groups.
 	code, _ = update(t, s, heartbeat("g", "zz", nil, 9))
@@ -123,8 +123,8 @@ func TestGroupsSMMembership(t *testing.T) {
 	code, g = update(t, s, groupCmd{Op: gopLeave, Group: "g", Member: "a"})
 	require.Equal(t, gOK, code)
 	require.Equal(t, int64(3), g.Generation)
-	require.Equal(t, []int{0, 1, 2, 3}, g.Members["b"].Target)
-	require.Equal(t, []int{0, 1, 2, 3}, g.Granted("b"))
+	require.Equal(t, []int{0, 1, 2, 3}, g.Members["b"].Target["t"])
+	require.Equal(t, []int{0, 1, 2, 3}, g.Granted("b")["t"])
 	code, _ = update(t, s, groupCmd{Op: gopLeave, Group: "g", Member: "a"})
 	require.Equal(t, gUnknownMember, code)
 	code, _ = update(t, s, groupCmd{Op: gopLeave, Group: "g", Member: "b"})
@@ -132,7 +132,7 @@ func TestGroupsSMMembership(t *testing.T) {
 
 	code, g = update(t, s, groupCmd{Op: gopReset, Group: "g", Offsets: map[int]int64{0: 1, 3: 4}})
 	require.Equal(t, gOK, code)
-	require.Equal(t, map[int]int64{0: 1, 3: 4}, g.Offsets)
+	require.Equal(t, map[int]int64{0: 1, 3: 4}, g.Topics["t"].Offsets)
 	code, _ = update(t, s, groupCmd{Op: gopReset, Group: "nope"})
 	require.Equal(t, gGroupNotFound, code)
 	code, _ = update(t, s, groupCmd{Op: gopDelete, Group: "g"})
@@ -163,7 +163,7 @@ func TestGroupsSMExpire(t *testing.T) {
 	g = s.groups["g"]
 	require.Equal(t, []string{"a"}, slices.Sorted(maps.Keys(g.Members)))
 	require.Equal(t, int64(3), g.Generation)
-	require.Equal(t, []int{0, 1}, g.Members["a"].Target)
+	require.Equal(t, []int{0, 1}, g.Members["a"].Target["t"])
 	require.Empty(t, s.groups["h"].Members)
 	require.Equal(t, int64(2), s.groups["h"].Generation)
 
@@ -192,8 +192,8 @@ func TestGroupsSMStaticMemberRejoins(t *testing.T) {
 	code, g := update(t, s, a)
 	require.Equal(t, gOK, code)
 	require.Equal(t, before.Generation, g.Generation)
-	require.Equal(t, before.Members["a"].Target, g.Members["a"].Target)
-	require.Empty(t, g.Members["a"].Owned)
+	require.Equal(t, before.Members["a"].Target["t"], g.Members["a"].Target["t"])
+	require.Empty(t, g.Members["a"].Owned["t"])
 	require.Equal(t, int64(5), g.Members["a"].LastSeen)
 	require.Equal(t, int64(2*time.Second), g.Members["a"].SessionTimeout)
 	require.Equal(t, before.Members["b"], g.Members["b"])
@@ -221,17 +221,14 @@ func TestGroupsSMTopicChange(t *testing.T) {
 	update(t, s, groupCmd{Op: gopLeave, Group: "g", Member: "a"})
 	code, g := update(t, s, other)
 	require.Equal(t, gOK, code)
-	require.Equal(t, "u", g.Topic)
-	require.Equal(t, uint64(8), g.TopicID)
-	require.Equal(t, 3, g.Partitions)
-	require.Empty(t, g.Offsets)
+	require.Equal(t, map[string]*GroupTopic{"u": {ID: 8, Partitions: 3, Offsets: map[int]int64{}}}, g.Topics)
 }
 
 // assignment returns each member's target partitions.
 func assignment(g *GroupState) map[string][]int {
 	out := map[string][]int{}
 	for id, m := range g.Members {
-		out[id] = m.Target
+		out[id] = m.Target["t"]
 	}
 	return out
 }
@@ -301,12 +298,12 @@ func TestGroupsSMRebalanceProperties(t *testing.T) {
 					seen := map[int]string{}
 					lo, hi := partitions, 0
 					for id, m := range g.Members {
-						for _, p := range m.Target {
+						for _, p := range m.Target["t"] {
 							require.True(t, p >= 0 && p < partitions, "partition %d out of range", p)
 							require.Empty(t, seen[p], "partition %d given to %s and %s", p, seen[p], id)
 							seen[p] = id
 						}
-						lo, hi = min(lo, len(m.Target)), max(hi, len(m.Target))
+						lo, hi = min(lo, len(m.Target["t"])), max(hi, len(m.Target["t"]))
 					}
 					require.Len(t, seen, partitions)
 					require.LessOrEqual(t, hi-lo, 1, "unbalanced: %v", assignment(g))
@@ -318,12 +315,12 @@ func TestGroupsSMRebalanceProperties(t *testing.T) {
 					for id, m := range g.Members {
 						kept := 0
 						for _, p := range before[id] {
-							if slices.Contains(m.Target, p) {
+							if slices.Contains(m.Target["t"], p) {
 								kept++
 							}
 						}
-						require.Equal(t, min(len(before[id]), len(m.Target)), kept,
-							"%s had %v, now %v", id, before[id], m.Target)
+						require.Equal(t, min(len(before[id]), len(m.Target["t"])), kept,
+							"%s had %v, now %v", id, before[id], m.Target["t"])
 					}
 				}
 			}
@@ -367,7 +364,7 @@ func TestGroupsSMSnapshotRoundTrip(t *testing.T) {
 	// A join may lower the partition count under members that own more
 	// (the root package never sends one): the snapshot still recovers.
 	_, g := update(t, s, join("g", "e", 1, StrategyRange, int64(time.Hour)))
-	require.Equal(t, 1, g.Partitions)
+	require.Equal(t, 1, g.Topics["t"].Partitions)
 	require.NoError(t, newGroupsSM().RecoverFromSnapshot(bytes.NewReader(snapshot(t, s)), nil, nil))
 
 	// An empty state machine round-trips too.
@@ -489,11 +486,25 @@ var badCommands = []struct {
 	{"kafka commit long metadata", `{"op":"kafka-commit","group":"k","commits":{"t":{"0":{"offset":1,"metadata":"` + strings.Repeat("m", MaxOffsetMetadata+1) + `"}}}}`, gInvalid},
 	{"kafka delete offsets of a replog group", `{"op":"kafka-delete-offsets","group":"empty","drop":{"t":[0]}}`, gGroupKind},
 	{"kafka delete offsets negative partition", `{"op":"kafka-delete-offsets","group":"k","drop":{"t":[-1]}}`, gInvalid},
+	{"join-topics without topics", `{"op":"join-topics","group":"g","member":"x","session_timeout":1000}`, gInvalid},
+	{"join-topics empty topic", `{"op":"join-topics","group":"g","member":"x","session_timeout":1000,"topics":[{"name":"","partitions":1}]}`, gInvalid},
+	{"join-topics twice a topic", `{"op":"join-topics","group":"g","member":"x","session_timeout":1000,"topics":[{"name":"a","partitions":1},{"name":"a","partitions":1}]}`, gInvalid},
+	{"join-topics huge partitions", `{"op":"join-topics","group":"g","member":"x","session_timeout":1000,"topics":[{"name":"a","partitions":4097}]}`, gInvalid},
+	{"join-topics recreated topic", `{"op":"join-topics","group":"g","member":"x","session_timeout":1000,"topics":[{"name":"t","id":8,"partitions":4}]}`, gGroupTopic},
+	{"join-topics of a Kafka group", `{"op":"join-topics","group":"k","member":"x","session_timeout":1000,"topics":[{"name":"t","id":7,"partitions":4}]}`, gGroupKind},
+	{"heartbeat-topics empty topic", `{"op":"heartbeat-topics","group":"g","member":"a","claims":{"":[0]}}`, gInvalid},
+	{"commit-topics negative offset", `{"op":"commit-topics","group":"g","member":"a","topic_commits":{"t":{"0":-1}}}`, gInvalid},
+	{"commit-topics unknown topic", `{"op":"commit-topics","group":"g","topic_commits":{"u":{"0":1}}}`, gInvalid},
+	{"commit-topics not assigned", `{"op":"commit-topics","group":"g","member":"a","topic_commits":{"t":{"3":1}}}`, gNotAssigned},
+	{"reset-topics of a group with members", `{"op":"reset-topics","group":"g","topic":"t","topic_id":7,"partitions":4}`, gGroupNotEmpty},
+	{"reset-topics partition out of range", `{"op":"reset-topics","group":"empty","topic":"t","topic_id":7,"partitions":1,"offsets":{"1":0}}`, gInvalid},
+	{"reset-topics without topic", `{"op":"reset-topics","group":"empty","partitions":1}`, gInvalid},
 	{"kafka delete offsets of no group", `{"op":"kafka-delete-offsets","group":"nope","drop":{"t":[0]}}`, gGroupNotFound},
 }
 
 // groupsFixture is a state machine with a group "g" of members a and b on
-// four partitions, and an empty group "empty".
+// topic t (four partitions), a group "multi" whose members read topics a
+// and b, a Kafka group "k", and an empty group "empty".
 func groupsFixture(t testing.TB) *groupsSM {
 	s := newGroupsSM()
 	for _, c := range []groupCmd{
@@ -504,6 +515,9 @@ func groupsFixture(t testing.TB) *groupsSM {
 		heartbeat("g", "b", []int{2, 3}, 0),
 		join("empty", "c", 1, StrategyRange, 0),
 		{Op: gopLeave, Group: "empty", Member: "c"},
+		{Op: gopKafkaClaim, Group: "k"},
+		joinTopics("multi", "m", "", 0, "a:2", "b:3"),
+		joinTopics("multi", "n", "", 0, "b:3"),
 	} {
 		b, _ := json.Marshal(c)
 		code, _ := updateRaw(t, s, b)
@@ -541,6 +555,12 @@ func FuzzGroupsSMUpdate(f *testing.F) {
 		{Op: gopKafkaClaim, Group: "k"},
 		{Op: gopKafkaCommit, Group: "k", Commits: map[string]map[int]CommittedOffset{"t": {0: {Offset: 3, Metadata: "m"}}}},
 		{Op: gopKafkaDeleteOffsets, Group: "k", Drop: map[string][]int{"t": {0}}},
+		joinTopics("multi", "x", StrategyRoundRobin, 1, "a:2", "c:1"),
+		joinTopics("g", "y", "", 1, "t:4", "a:1"),
+		claim("multi", "m", map[string][]int{"a": {0, 1}, "b": {0, 1, 2}}, 1),
+		{Op: GroupOpCommit, Group: "multi", Member: "m", TopicCommits: map[string]map[int]int64{"a": {0: 4}}},
+		{Op: GroupOpCommit, Group: "multi", TopicCommits: map[string]map[int]int64{"b": {2: 4}}},
+		{Op: GroupOpReset, Group: "empty", Topic: "u", TopicID: 3, Partitions: 2, Offsets: map[int]int64{1: 1}},
 	} {
 		b, _ := json.Marshal(c)
 		f.Add(b)

@@ -141,10 +141,10 @@ func (p *Partition) writeMarker(ctx context.Context, cmd []byte) error {
 }
 
 // commitTxnOffsets commits the offsets t commits to their groups: a group
-// of replog consumers gets those of its topic, any other (a Kafka group,
-// or none yet, as a Kafka commit creates one) all of them. A group that
-// cannot take them (a replog group now reading another topic) is skipped
-// and logged: the transaction's decision stands.
+// of replog consumers gets those of its topics, any other (a Kafka group,
+// or none yet, as a Kafka commit creates one) all of them. Offsets a group
+// cannot take (of a topic it no longer has) are skipped and logged: the
+// transaction's decision stands.
 func (n *Node) commitTxnOffsets(ctx context.Context, t *TxnState) error {
 	for _, group := range slices.Sorted(maps.Keys(t.Offsets)) {
 		offsets := t.Offsets[group]
@@ -159,18 +159,30 @@ func (n *Node) commitTxnOffsets(ctx context.Context, t *TxnState) error {
 		}
 		if err == nil && len(gs) == 1 && gs[0].Kind == "" {
 			g := gs[0]
-			own := map[int]int64{}
-			for p, o := range offsets[g.Topic] {
-				own[p] = o.Offset
+			own, count := map[string]map[int]int64{}, 0
+			for topic, ps := range offsets {
+				gt := g.Topics[topic]
+				if gt == nil {
+					continue
+				}
+				for p, o := range ps {
+					if p < gt.Partitions {
+						if own[topic] == nil {
+							own[topic] = map[int]int64{}
+						}
+						own[topic][p] = o.Offset
+						count++
+					}
+				}
 			}
-			if len(own) < countTxnOffsets(offsets) {
-				n.log.Warn("transaction commits offsets of topics its replog group does not read; they are dropped",
-					"transactional_id", t.ID, "group", group, "topic", g.Topic)
+			if count < countTxnOffsets(offsets) {
+				n.log.Warn("transaction commits offsets of topics or partitions its replog group does not have; they are dropped",
+					"transactional_id", t.ID, "group", group)
 			}
-			if len(own) == 0 {
+			if count == 0 {
 				continue
 			}
-			_, err := n.Group(ctx, GroupRequest{Op: gopCommit, Group: group, Offsets: own})
+			_, err := n.Group(ctx, GroupRequest{Op: GroupOpCommit, Group: group, TopicCommits: own})
 			if err != nil && !errors.Is(err, ErrGroupNotFound) {
 				if !IsRetriable(err) && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
 					n.log.Warn("transaction's offsets refused by their group; they are dropped",

@@ -178,7 +178,7 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(m.groupMembers, int64(g.Members), attrs)
 		o.ObserveInt64(m.groupGeneration, g.Generation, attrs)
 		for _, p := range g.Partitions {
-			pattrs := metric.WithAttributeSet(attribute.NewSet(node, group, dest,
+			pattrs := metric.WithAttributeSet(attribute.NewSet(node, group, semconv.MessagingDestinationName(p.Topic),
 				semconv.MessagingDestinationPartitionID(strconv.Itoa(p.Partition))))
 			if p.Lag >= 0 { // -1: this node hosts no replica to measure it
 				o.ObserveInt64(m.groupLag, p.Lag, pattrs)

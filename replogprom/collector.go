@@ -43,12 +43,14 @@
 // coarser figures, while the reverse is impossible. They are exported for
 // the partitions this node hosts, like the rest of the partition metrics.
 //
-// Per consumer group, with labels group and topic:
+// Per consumer group, with labels group and topic (empty for a group of
+// several topics):
 //
 //	replog_group_members                 gauge      members in the group
 //	replog_group_generation              gauge      the group's generation
 //
-// and per partition of the group, with labels group, topic and partition:
+// and per partition of the group's topics, with labels group, topic (the
+// partition's) and partition:
 //
 //	replog_group_lag                     gauge      records between the committed offset and the high watermark
 //	replog_group_committed_offset        gauge      the next offset the group reads
@@ -220,10 +222,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			// -1 means unknown (no replica here) or nothing committed: an
 			// absent series says so, where -1 would spoil sums and rates.
 			if p.Lag >= 0 {
-				gauge(c.groupLag, float64(p.Lag), name, g.Topic, part)
+				gauge(c.groupLag, float64(p.Lag), name, p.Topic, part)
 			}
 			if p.Committed >= 0 {
-				gauge(c.groupCommitted, float64(p.Committed), name, g.Topic, part)
+				gauge(c.groupCommitted, float64(p.Committed), name, p.Topic, part)
 			}
 		}
 	}
