@@ -95,10 +95,13 @@
 // # Consumer groups
 //
 // With [ConsumerOptions.Group] a consumer joins a group: each group reads
-// every record, and inside a group each partition is read by one member at a
-// time, with committed offsets ([Consumer.Commit]) replicated through Raft.
-// See [GroupOptions] for strategies, static membership, auto-commit and the
-// OnAssigned/OnRevoked callbacks, and [Log.DescribeGroup] for introspection.
+// every record of its members' topics, and inside a group each partition is
+// read by one member at a time, with committed offsets ([Consumer.Commit])
+// replicated through Raft by topic and partition. A group's members may
+// read different topics, and [NewMultiTopicConsumer] reads several; each
+// member is given partitions of its own topics only. See [GroupOptions] for
+// strategies, static membership, auto-commit and the callbacks, and
+// [Log.DescribeGroup] for introspection.
 //
 // # Share groups
 //
