@@ -197,9 +197,12 @@ func (l *Log) DeleteGroup(ctx context.Context, name string) error {
 // after Time if set, else to Start (Earliest or Latest).
 type OffsetReset struct {
 	// Topic is the topic whose offsets move; the group's others keep
-	// theirs. Empty: the group's topic, if it has just one. A topic the
+	// theirs. Empty: the group's topic, if it has just one, and
+	// [ErrTopicNotFound] if that topic was deleted (or deleted and created
+	// again). A topic named here is taken as it exists now: a topic the
 	// group has no offsets of yet gets these, for members that will read
-	// it.
+	// it, and one the group knew under an older id (deleted and created
+	// again) gets these in place of the old topic's.
 	Topic   string
 	Start   StartPosition
 	Time    time.Time
