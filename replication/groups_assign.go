@@ -168,29 +168,37 @@ func (g *GroupState) stickySame(ids []string, all []topicPartition, targets map[
 }
 
 // stickyMixed is cooperative-sticky for members that read different
-// topics, greedily: partitions are placed from those of the topics the
+// topics. Partitions are placed greedily, from those of the topics the
 // fewest members read, each with the least loaded member that reads its
-// topic, its present member if that member is one of the least loaded.
-// Each member so ends within one partition of every other member that
-// could take its partitions, short of what the subscriptions force, and
-// it keeps its share of what it had.
+// topic, its present member if that member is one of the least loaded;
+// then balanced: a partition moves from a member to one with at least two
+// fewer that reads its topic (one the member just got before one it
+// had), until none can. Each member so ends within one partition of every
+// other member that could take one of its partitions; the balancing is
+// cut short after a bounded amount of work (maxBalanceSteps), which only
+// groups far larger than their bounds allow could need.
 func (g *GroupState) stickyMixed(ids []string, all []topicPartition, reads func(string, topicPartition) bool,
 	targets map[string][]topicPartition) {
-	prev := map[topicPartition]string{}
-	for _, id := range ids {
+	// Members by index, so that the loops below index slices, not maps.
+	index := make(map[string]int, len(ids))
+	for i, id := range ids {
+		index[id] = i
+	}
+	prev := map[topicPartition]int{}
+	for i, id := range ids {
 		for _, tp := range g.Members[id].flatTarget() {
-			prev[tp] = id
+			prev[tp] = i + 1 // 0: none
 		}
 	}
-	readers := map[string][]string{}
+	readers := map[string][]int{}
 	for _, tp := range all {
 		if _, ok := readers[tp.topic]; ok {
 			continue
 		}
-		readers[tp.topic] = []string{}
-		for _, id := range ids {
+		readers[tp.topic] = []int{}
+		for i, id := range ids {
 			if reads(id, tp) {
-				readers[tp.topic] = append(readers[tp.topic], id)
+				readers[tp.topic] = append(readers[tp.topic], i)
 			}
 		}
 	}
@@ -198,17 +206,73 @@ func (g *GroupState) stickyMixed(ids []string, all []topicPartition, reads func(
 	slices.SortStableFunc(order, func(a, b topicPartition) int {
 		return cmp.Compare(len(readers[a.topic]), len(readers[b.topic]))
 	})
+	got := make([][]topicPartition, len(ids))
 	for _, tp := range order {
 		rs := readers[tp.topic]
 		best := rs[0]
-		for _, id := range rs[1:] {
-			if len(targets[id]) < len(targets[best]) {
-				best = id
+		for _, i := range rs[1:] {
+			if len(got[i]) < len(got[best]) {
+				best = i
 			}
 		}
-		if p := prev[tp]; p != "" && p != best && slices.Contains(rs, p) && len(targets[p]) == len(targets[best]) {
+		if p := prev[tp] - 1; p >= 0 && p != best && slices.Contains(rs, p) && len(got[p]) == len(got[best]) {
 			best = p
 		}
-		targets[best] = append(targets[best], tp)
+		got[best] = append(got[best], tp)
+	}
+	balance(got, readers, prev)
+	for i, id := range ids {
+		targets[id] = got[i]
+	}
+}
+
+// maxBalanceSteps bounds the work of balance, which every replica does.
+const maxBalanceSteps = 1 << 24
+
+// balance moves partitions from a member to a member with at least two
+// fewer that reads the partition's topic, the most loaded members' first,
+// and of those the partitions they did not have before (prev, the index
+// of their previous member plus one) first, until no such move is left or
+// maxBalanceSteps are spent. Each move lowers the sum of the squares of
+// the counts, so it ends.
+func balance(got [][]topicPartition, readers map[string][]int, prev map[topicPartition]int) {
+	order := make([]int, len(got))
+	for i := range order {
+		order[i] = i
+	}
+	for steps := 0; steps < maxBalanceSteps; {
+		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(len(got[b]), len(got[a])) })
+		moved := false
+	search:
+		for _, a := range order {
+			if len(got[a]) <= len(got[order[len(order)-1]])+1 {
+				break // no member has two fewer than a, or than any after it
+			}
+			for _, had := range []bool{false, true} {
+				for i, tp := range got[a] {
+					steps++
+					if (prev[tp]-1 == a) != had {
+						continue
+					}
+					rs := readers[tp.topic]
+					steps += len(rs)
+					best := -1
+					for _, b := range rs {
+						if b != a && (best < 0 || len(got[b]) < len(got[best])) {
+							best = b
+						}
+					}
+					if best >= 0 && len(got[a]) > len(got[best])+1 {
+						got[a] = slices.Delete(got[a], i, i+1)
+						got[best] = append(got[best], tp)
+						moved = true
+						break search
+					}
+				}
+			}
+		}
+		if !moved {
+			return
+		}
 	}
 }

@@ -171,8 +171,9 @@ func TestGroupsSMTopicBounds(t *testing.T) {
 
 // With members of different subscriptions, every strategy assigns each
 // partition of a topic some member reads to exactly one member that reads
-// it; range and round-robin as Kafka's; cooperative-sticky keeps members
-// within one partition of each other where every member reads the same.
+// it; range and round-robin as Kafka's; cooperative-sticky keeps each
+// member within one partition of every member that could take one of its
+// partitions.
 func TestGroupsSMTopicsRebalanceProperties(t *testing.T) {
 	topics := []string{"a:3", "b:5", "c:1", "d:0"}
 	for _, strategy := range []string{StrategyRange, StrategyRoundRobin, StrategyCooperativeSticky} {
@@ -221,8 +222,43 @@ func TestGroupsSMTopicsRebalanceProperties(t *testing.T) {
 						}
 					}
 					require.Len(t, seen, want)
+					if strategy != StrategyCooperativeSticky {
+						continue
+					}
+					// Balanced: no member holds two more than another
+					// that reads one of its partitions' topics.
+					count := func(m *MemberState) int { return len(m.flatTarget()) }
+					for ida, ma := range g.Members {
+						for idb, mb := range g.Members {
+							for topic := range ma.Target {
+								if ida != idb && slices.Contains(mb.Topics, topic) {
+									require.LessOrEqual(t, count(ma), count(mb)+1, "%s %v, %s %v", ida, ma.Target, idb, mb.Target)
+								}
+							}
+						}
+					}
 				}
 			}
 		})
 	}
+}
+
+// A rebalance of a group at its bounds, with members of different
+// subscriptions, stays cheap: every replica runs it as it applies a join.
+func TestGroupsSMTopicsRebalanceAtBounds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	s := newGroupsSM()
+	all := []string{"a:4096", "b:4096", "c:4096", "d:4096"}
+	start := time.Now()
+	for i := range 200 {
+		sub := all[i%4 : i%4+1]
+		if i%3 == 0 {
+			sub = all[:1+i%4]
+		}
+		code, _ := update(t, s, joinTopics("g", fmt.Sprintf("m%03d", i), StrategyCooperativeSticky, 0, sub...))
+		require.Equal(t, gOK, code)
+	}
+	t.Logf("200 joins of a group of %d partitions: %v", MaxGroupPartitions, time.Since(start))
 }
