@@ -276,6 +276,9 @@ func (r *ShareRecord[T]) Deadline() time.Time {
 }
 
 // Ack accepts the record: it was processed and is done for the group.
+// An error matching [ErrAmbiguous] means the coordinator's answer was lost
+// and a retry found the record accepted: by this call, or by another
+// member the record went to after this member's lock expired.
 func (r *ShareRecord[T]) Ack(ctx context.Context) error {
 	return r.ack(ctx, replication.ShareAccept, 0)
 }

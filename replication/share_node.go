@@ -73,11 +73,19 @@ func (n *Node) ShareAck(ctx context.Context, key SharePartitionKey, member strin
 	}
 	_, attempts, err := n.proposeShare(ctx, shareCmd{Op: shopAck, SharePartitionKey: key, Member: member,
 		Records: ds, Ack: ack, Delay: int64(delay)})
+	if attempts > 1 && ack == ShareAccept && errors.Is(err, ErrShareAcknowledged) {
+		// An earlier attempt may have applied, or the lock expired in
+		// between and another member accepted the record: which, the
+		// state does not tell. The caller must not count the record as
+		// processed by it alone.
+		return fmt.Errorf("%w: a retried accept found the record accepted, by an earlier attempt or by another member after this one's lock expired", ErrAmbiguous)
+	}
 	if attempts > 1 && (errors.Is(err, ErrShareAcknowledged) || (ack == ShareRelease && errors.Is(err, ErrShareNotAcquired))) {
 		// An earlier attempt applied, and this one found its work done.
 		// (It may also be another's, if the lock expired in between and
-		// the record went to another member: the outcome the caller asked
-		// for, or a redelivery, holds either way.)
+		// the record went to another member: for a release or a reject,
+		// the outcome the caller asked for, or a redelivery, holds
+		// either way.)
 		return nil
 	}
 	return err

@@ -46,10 +46,8 @@ type shareEvent struct {
 	value     string
 	got, lock time.Time // when Poll returned it, and its lock deadline
 	outcome   string    // accepted, released, or failed: the error
+	ackStart  time.Time // when the member began to acknowledge it
 	ackedAt   time.Time
-	// ambiguous: the acknowledgement failed without an answer from the
-	// coordinator, so it may have been applied.
-	ambiguous bool
 }
 
 func runShareBattery(t *testing.T, seed uint64, duration time.Duration) {
@@ -194,7 +192,7 @@ func shareMember(c *replogtest.Cluster, node int, name string, stop <-chan struc
 			}
 		}
 		for _, r := range recs {
-			e := shareEvent{member: name, value: r.Value, got: got, lock: r.Deadline()}
+			e := shareEvent{member: name, value: r.Value, got: got, lock: r.Deadline(), ackStart: time.Now()}
 			actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
 			var err error
 			switch {
@@ -212,7 +210,6 @@ func shareMember(c *replogtest.Cluster, node int, name string, stop <-chan struc
 			e.ackedAt = time.Now()
 			if err != nil {
 				e.outcome = "failed: " + err.Error()
-				e.ambiguous = !errors.Is(err, replog.ErrNotAcquired) && !errors.Is(err, replog.ErrAlreadyAcknowledged)
 			} else if e.outcome == "accepted" {
 				lastAck.Store(time.Now().UnixNano())
 			}
@@ -296,20 +293,19 @@ func checkShare(ops []op, events []shareEvent, dead []string) shareAnomalies {
 		if len(es) > 1 {
 			a.redelivered++
 		}
-		// While a delivery's lock holds, and its member has not given it
-		// back, no other delivery of the record may start.
-		for i, e := range es {
-			// A release or accept ends the hold, and so may one whose
-			// answer was lost (the node crashed or the request timed out:
-			// it may have been applied).
-			held := e.lock
-			if (e.outcome == "released" || e.outcome == "accepted" || e.ambiguous) && e.ackedAt.Before(held) {
-				held = e.ackedAt
-			}
-			for j, f := range es {
-				if i != j && f.got.After(e.got) && f.got.Before(held.Add(-50*time.Millisecond)) {
-					a.add(&a.overlapping, "%q: %s got it at %v, locked until %v (%s at %v); %s got it at %v", v,
-						e.member, e.got.Format("15:04:05.000"), held.Format("15:04:05.000"), e.outcome, e.ackedAt.Format("15:04:05.000"),
+		// Two deliveries overlap if, when the later one's Poll returned
+		// with a lock still valid, the earlier one's lock was valid too
+		// and its member had not begun to acknowledge it. Both
+		// acquisitions were applied by then, and the coordinator hands a
+		// record out again only once the holder's lock expired (by the
+		// acquiring command's time, at most the Poll's return) or its
+		// acknowledgement was applied (after it began). A delivery whose
+		// lock had expired when Poll returned it holds nothing.
+		for _, e := range es {
+			for _, f := range es {
+				if e.got.Before(f.got) && f.lock.After(f.got) && f.got.Before(e.lock) && f.got.Before(e.ackStart) {
+					a.add(&a.overlapping, "%q: %s got it at %v, lock until %v, acknowledging from %v (%s); %s got it at %v", v,
+						e.member, e.got.Format("15:04:05.000"), e.lock.Format("15:04:05.000"), e.ackStart.Format("15:04:05.000"), e.outcome,
 						f.member, f.got.Format("15:04:05.000"))
 				}
 			}
