@@ -277,6 +277,15 @@ type shareCmd struct {
 	Records []ShareDelivery `json:"records,omitempty"`
 	Ack     ShareAck        `json:"ack,omitempty"`
 	Delay   int64           `json:"delay,omitempty"`
+	// Reset: the new start offsets of partitions of the key's topic
+	// (TopicID included; the key's Partition is unused).
+	Resets []ShareResetOffset `json:"resets,omitempty"`
+}
+
+// ShareResetOffset is a partition's new share-partition start offset.
+type ShareResetOffset struct {
+	Partition int   `json:"p"`
+	Offset    int64 `json:"o"`
 }
 
 const (
@@ -286,8 +295,16 @@ const (
 	// shopLeave releases every record the member holds in the partition
 	// (a member that closes).
 	shopLeave = "leave"
-	// shopDelete forgets a share partition (its group's offsets reset).
+	// shopDelete forgets a share partition (its topic was deleted).
 	shopDelete = "delete"
+	// shopReset sets start offsets of a topic's partitions of a group and
+	// empties their windows, and shopDeleteGroup forgets every share
+	// partition of a group: both only while no member of the group holds
+	// an unexpired lock (Kafka's AlterShareGroupOffsets and
+	// DeleteShareGroups, which require an empty group). Group-wide ops:
+	// the key's Group (and, for a reset, Topic and TopicID) matter.
+	shopReset       = "reset"
+	shopDeleteGroup = "delete_group"
 )
 
 // Result codes of share commands (sm.Result.Value). On sOK, Data is a
@@ -298,6 +315,10 @@ const (
 	sNotAcquired
 	sAcknowledged
 	sTooMany
+	// sNotEmpty: a member of the group holds an unexpired lock.
+	sNotEmpty
+	// sNoGroup: the coordinator holds no share partition of the group.
+	sNoGroup
 )
 
 func shareError(code uint64) error {
@@ -310,13 +331,34 @@ func shareError(code uint64) error {
 		return ErrShareAcknowledged
 	case sTooMany:
 		return ErrShareTooMany
+	case sNotEmpty:
+		return ErrGroupNotEmpty
+	case sNoGroup:
+		return ErrGroupNotFound
 	}
 	return ErrInvalid
 }
 
 // check validates c before it touches any state.
 func (c *shareCmd) check() uint64 {
-	if !c.SharePartitionKey.valid() || c.Now <= 0 {
+	if c.Now <= 0 {
+		return sInvalid
+	}
+	switch c.Op {
+	case shopDeleteGroup:
+		if !validShareName(c.Group) {
+			return sInvalid
+		}
+		return sOK
+	case shopReset:
+		k := c.SharePartitionKey
+		k.Partition = 0
+		if !k.valid() || !validShareResets(c.Resets) {
+			return sInvalid
+		}
+		return sOK
+	}
+	if !c.SharePartitionKey.valid() {
 		return sInvalid
 	}
 	switch c.Op {
@@ -344,6 +386,22 @@ func (c *shareCmd) check() uint64 {
 		return sInvalid
 	}
 	return sOK
+}
+
+// validShareResets reports whether rs are distinct partitions, each with
+// an offset.
+func validShareResets(rs []ShareResetOffset) bool {
+	if len(rs) == 0 || len(rs) > MaxPartitions {
+		return false
+	}
+	seen := make(map[int]bool, len(rs))
+	for _, r := range rs {
+		if r.Partition < 0 || r.Partition >= MaxPartitions || r.Offset < 0 || seen[r.Partition] {
+			return false
+		}
+		seen[r.Partition] = true
+	}
+	return true
 }
 
 func validShareDeliveries(ds []ShareDelivery) bool {
@@ -387,6 +445,12 @@ func (s *shareSM) Update(e sm.Entry) (sm.Result, error) {
 // apply runs one command; deterministic (time comes from the command). A
 // refused command changes nothing.
 func (s *shareSM) apply(c shareCmd) (uint64, ShareAcquireResult) {
+	switch c.Op {
+	case shopReset:
+		return s.reset(c), ShareAcquireResult{}
+	case shopDeleteGroup:
+		return s.deleteGroup(c), ShareAcquireResult{}
+	}
 	p := s.parts[c.SharePartitionKey]
 	if c.Op == shopDelete {
 		delete(s.parts, c.SharePartitionKey)
@@ -421,6 +485,74 @@ func (s *shareSM) apply(c shareCmd) (uint64, ShareAcquireResult) {
 		return sOK, ShareAcquireResult{Start: p.Start}
 	}
 	return sInvalid, ShareAcquireResult{}
+}
+
+// groupParts returns the share partitions of group, and whether one of
+// them holds a record under a lock unexpired at now.
+func (s *shareSM) groupParts(group string, now int64) ([]*SharePartitionState, bool) {
+	var ps []*SharePartitionState
+	locked := false
+	for k, p := range s.parts {
+		if k.Group != group {
+			continue
+		}
+		ps = append(ps, p)
+		locked = locked || p.locked(now)
+	}
+	return ps, locked
+}
+
+// locked reports whether a record of p is acquired under a lock unexpired
+// at now.
+func (p *SharePartitionState) locked(now int64) bool {
+	for _, r := range p.InFlight {
+		if r.State == ShareAcquired && r.Deadline > now {
+			return true
+		}
+	}
+	return false
+}
+
+// reset sets the start offsets c.Resets of c's topic, creating share
+// partitions (and so the group) that do not exist, if no member of the
+// group holds a lock. The windows empty: what was in flight there is
+// forgotten, done or not.
+func (s *shareSM) reset(c shareCmd) uint64 {
+	if _, locked := s.groupParts(c.Group, c.Now); locked {
+		return sNotEmpty
+	}
+	k := c.SharePartitionKey
+	added := 0
+	for _, r := range c.Resets {
+		k.Partition = r.Partition
+		if s.parts[k] == nil {
+			added++
+		}
+	}
+	if len(s.parts)+added > MaxSharePartitions {
+		return sTooMany
+	}
+	for _, r := range c.Resets {
+		k.Partition = r.Partition
+		s.parts[k] = &SharePartitionState{SharePartitionKey: k, Start: r.Offset}
+	}
+	return sOK
+}
+
+// deleteGroup forgets every share partition of c's group, if no member
+// holds a lock.
+func (s *shareSM) deleteGroup(c shareCmd) uint64 {
+	ps, locked := s.groupParts(c.Group, c.Now)
+	switch {
+	case len(ps) == 0:
+		return sNoGroup
+	case locked:
+		return sNotEmpty
+	}
+	for _, p := range ps {
+		delete(s.parts, p.SharePartitionKey)
+	}
+	return sOK
 }
 
 // acquire hands out up to c.Max available records below c.HighWatermark
@@ -551,10 +683,40 @@ type shareAvailableQuery struct {
 // shareKeysQuery lists the share partitions the coordinator holds.
 type shareKeysQuery struct{}
 
+// shareGroupsQuery lists the share groups, sorted; shareGroupQuery a
+// group's share partitions (copies), sorted by topic, topic id and
+// partition.
+type (
+	shareGroupsQuery struct{}
+	shareGroupQuery  struct{ group string }
+)
+
+func compareShareKeys(a, b SharePartitionKey) int {
+	return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.Topic, b.Topic),
+		cmp.Compare(a.TopicID, b.TopicID), cmp.Compare(a.Partition, b.Partition))
+}
+
 func (s *shareSM) Lookup(q any) (any, error) {
 	switch q := q.(type) {
 	case shareKeysQuery:
 		return slices.Collect(maps.Keys(s.parts)), nil
+	case shareGroupsQuery:
+		groups := map[string]bool{}
+		for k := range s.parts {
+			groups[k.Group] = true
+		}
+		return slices.Sorted(maps.Keys(groups)), nil
+	case shareGroupQuery:
+		var out []*SharePartitionState
+		for k, p := range s.parts {
+			if k.Group == q.group {
+				out = append(out, p.clone())
+			}
+		}
+		slices.SortFunc(out, func(a, b *SharePartitionState) int {
+			return compareShareKeys(a.SharePartitionKey, b.SharePartitionKey)
+		})
+		return out, nil
 	case SharePartitionKey:
 		if p := s.parts[q]; p != nil {
 			return p.clone(), nil
@@ -586,10 +748,7 @@ type shareSnapshot struct {
 
 func (s *shareSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-chan struct{}) error {
 	snap := shareSnapshot{Partitions: make([]*SharePartitionState, 0, len(s.parts))}
-	keys := slices.SortedFunc(maps.Keys(s.parts), func(a, b SharePartitionKey) int {
-		return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.Topic, b.Topic),
-			cmp.Compare(a.TopicID, b.TopicID), cmp.Compare(a.Partition, b.Partition))
-	})
+	keys := slices.SortedFunc(maps.Keys(s.parts), compareShareKeys)
 	for _, k := range keys {
 		snap.Partitions = append(snap.Partitions, s.parts[k])
 	}

@@ -1,11 +1,13 @@
 package replication
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -238,4 +240,68 @@ func (n *Node) sweepShares() {
 // learn of.
 func (n *Node) topicGone(meta *Metadata, k SharePartitionKey) bool {
 	return k.TopicID < meta.NextShard
+}
+
+// ShareGroups lists the share groups the coordinator holds state of,
+// sorted, linearizably. A group exists from its first acquisition (or
+// reset) until it is deleted, or its topics are.
+func (n *Node) ShareGroups(ctx context.Context) ([]string, error) {
+	v, err := n.syncRead(ctx, ShareShardID, shareGroupsQuery{})
+	if err != nil {
+		return nil, err
+	}
+	gs, ok := v.([]string)
+	if !ok {
+		return nil, ErrInvalid
+	}
+	return gs, nil
+}
+
+// ShareGroup reads a share group's partitions, linearizably, sorted by
+// topic, topic id and partition; ErrGroupNotFound if it has none.
+func (n *Node) ShareGroup(ctx context.Context, group string) ([]*SharePartitionState, error) {
+	v, err := n.syncRead(ctx, ShareShardID, shareGroupQuery{group: group})
+	if err != nil {
+		return nil, err
+	}
+	ps, ok := v.([]*SharePartitionState)
+	if !ok {
+		return nil, ErrInvalid
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("%w: share group %q", ErrGroupNotFound, group)
+	}
+	return ps, nil
+}
+
+// ShareReset sets the share-partition start offsets of a topic's
+// partitions (by partition) in a share group, forgetting what was in
+// flight there, if no member of the group holds a record under an
+// unexpired lock (else ErrGroupNotEmpty). Partitions the group had no
+// state of, and the group itself, are created. A reset that took more
+// than one attempt and is then refused may have applied at the first:
+// ErrAmbiguous.
+func (n *Node) ShareReset(ctx context.Context, group, topic string, topicID uint64, offsets map[int]int64) error {
+	c := shareCmd{Op: shopReset, SharePartitionKey: SharePartitionKey{Group: group, Topic: topic, TopicID: topicID}}
+	for p, off := range offsets {
+		c.Resets = append(c.Resets, ShareResetOffset{Partition: p, Offset: off})
+	}
+	slices.SortFunc(c.Resets, func(a, b ShareResetOffset) int { return cmp.Compare(a.Partition, b.Partition) })
+	_, attempts, err := n.proposeShare(ctx, c)
+	if attempts > 1 && errors.Is(err, ErrGroupNotEmpty) {
+		return fmt.Errorf("%w: a retried share group reset found a lock: an earlier attempt may have applied before a member acquired records", ErrAmbiguous)
+	}
+	return err
+}
+
+// ShareDeleteGroup forgets every share partition of a group, if no member
+// holds a record under an unexpired lock (else ErrGroupNotEmpty);
+// ErrGroupNotFound if the coordinator holds none, unless an earlier
+// attempt of this call deleted them.
+func (n *Node) ShareDeleteGroup(ctx context.Context, group string) error {
+	_, attempts, err := n.proposeShare(ctx, shareCmd{Op: shopDeleteGroup, SharePartitionKey: SharePartitionKey{Group: group}})
+	if attempts > 1 && errors.Is(err, ErrGroupNotFound) {
+		return nil // an earlier attempt applied
+	}
+	return err
 }
