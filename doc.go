@@ -138,9 +138,20 @@
 // group.share.record.lock.partition.limit: one record held for long holds
 // the partition's group back by that many; locks up to an hour, measured
 // on the members' nodes' clocks; a share group starts at the log start
-// (share.auto.offset.reset=earliest), reads uncommitted (records of open
-// and aborted transactions included), and its name is unrelated to a
+// (share.auto.offset.reset=earliest; [Log.ResetShareGroup] before its
+// first member polls starts it elsewhere), reads uncommitted (records of
+// open and aborted transactions included), and its name is unrelated to a
 // consumer group's.
+//
+// [Log.ListShareGroups] and [Log.DescribeShareGroup] show each share
+// partition's start offset, records in flight by state, the members
+// holding locks and the lag; [Log.ResetShareGroup] moves the start
+// offsets and [Log.DeleteShareGroup] forgets a group, both only while no
+// member holds a record under an unexpired lock (Kafka requires an empty
+// group; a share group has no membership beyond its locks). Share groups
+// are not forgotten for being idle: the coordinator does not know members
+// that hold nothing, and forgetting a group they still poll would
+// restart it at the log start.
 //
 // # Transactions
 //

@@ -39,9 +39,13 @@ var (
 	ErrOutOfOrderSequence = errors.New("replog: out of order sequence")
 	// ErrPartitionNotFound: the partition number is not in [0, Partitions).
 	ErrPartitionNotFound = errors.New("replog: partition not found")
-	// ErrGroupNotFound: no consumer group by that name.
+	// ErrGroupNotFound: no consumer group by that name (or, from the share
+	// group admin calls, no share group: the share coordinator holds no
+	// state of it).
 	ErrGroupNotFound = errors.New("replog: group not found")
-	// ErrGroupNotEmpty: the operation needs a group without members.
+	// ErrGroupNotEmpty: the operation needs a group without members (a
+	// share group: one where no member holds a record under an unexpired
+	// lock).
 	ErrGroupNotEmpty = errors.New("replog: group has members")
 	// ErrGroupTopic: a consumer joins a group with a topic that other
 	// members of the group read under an older id: the topic was deleted
