@@ -114,3 +114,47 @@ func TestShareSweep(t *testing.T) {
 		require.Equal(t, kept, p != nil, "%+v", key)
 	}
 }
+
+// TestShareNodeAdmin: across three nodes, a reset or group delete
+// proposed on one node is refused while a member on another holds a lock,
+// applies once it left, and every node's linearizable reads see it.
+func TestShareNodeAdmin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := newTestClusterWith(t, 3, 0, nil)
+	n1, n2, n3 := c.nodes[1], c.nodes[2], c.nodes[3]
+	tm, err := n1.CreateTopic(ctx, "t", 2, 3, TopicSettings{})
+	require.NoError(t, err)
+	key := SharePartitionKey{Group: "g", Topic: "t", TopicID: tm.ID, Partition: 1}
+
+	_, err = n2.ShareGroup(ctx, "g")
+	require.ErrorIs(t, err, ErrGroupNotFound)
+	require.ErrorIs(t, n3.ShareDeleteGroup(ctx, "g"), ErrGroupNotFound)
+	require.ErrorIs(t, n2.ShareReset(ctx, "g", "t", tm.ID, map[int]int64{0: -1}), ErrInvalid)
+	require.ErrorIs(t, n2.ShareReset(ctx, "g", "t", tm.ID, nil), ErrInvalid)
+	require.ErrorIs(t, n2.ShareDeleteGroup(ctx, ""), ErrInvalid)
+
+	res, err := n1.ShareAcquire(ctx, ShareAcquireRequest{SharePartitionKey: key, Member: "m", Max: 2,
+		HighWatermark: 5, Lock: time.Minute, MaxDeliveries: 5})
+	require.NoError(t, err)
+	require.Len(t, res.Records, 2)
+	require.ErrorIs(t, n2.ShareReset(ctx, "g", "t", tm.ID, map[int]int64{0: 3}), ErrGroupNotEmpty)
+	require.ErrorIs(t, n3.ShareDeleteGroup(ctx, "g"), ErrGroupNotEmpty)
+
+	require.NoError(t, n1.ShareLeave(ctx, key, "m"))
+	require.NoError(t, n2.ShareReset(ctx, "g", "t", tm.ID, map[int]int64{0: 3, 1: 4}))
+	for _, n := range []*Node{n1, n2, n3} {
+		ps, err := n.ShareGroup(ctx, "g")
+		require.NoError(t, err)
+		require.Len(t, ps, 2)
+		require.Equal(t, []int64{3, 4}, []int64{ps[0].Start, ps[1].Start})
+		require.Empty(t, ps[1].InFlight)
+		gs, err := n.ShareGroups(ctx)
+		require.NoError(t, err)
+		require.Equal(t, []string{"g"}, gs)
+	}
+	require.NoError(t, n3.ShareDeleteGroup(ctx, "g"))
+	gs, err := n1.ShareGroups(ctx)
+	require.NoError(t, err)
+	require.Empty(t, gs)
+}
