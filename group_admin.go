@@ -241,22 +241,35 @@ func (l *Log) ResetGroupOffsets(ctx context.Context, name string, r OffsetReset)
 		return fmt.Errorf("%w: %q of group %q", ErrTopicNotFound, topic, name)
 	}
 	t := &Topic{l: l, meta: tm}
+	offsets, err := t.resetOffsets(ctx, r)
+	if err != nil {
+		return err
+	}
+	_, err = l.node.Group(ctx, replication.GroupRequest{Op: replication.GroupOpReset, Group: name,
+		Topic: topic, TopicID: tm.ID, Partitions: t.Partitions(), Offsets: offsets})
+	return mapErr(err)
+}
+
+// resetOffsets resolves r into an offset per partition of t: r.Offsets as
+// given (checked), or every partition's offset at r.Time, its high
+// watermark (Latest) or its log start, read from this node's replicas.
+func (t *Topic) resetOffsets(ctx context.Context, r OffsetReset) (map[int]int64, error) {
 	offsets := maps.Clone(r.Offsets)
 	if offsets == nil {
 		offsets = map[int]int64{}
 		for p := range t.Partitions() {
 			rp, err := t.partition(ctx, p)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if err := rp.WaitOpen(ctx); err != nil {
-				return mapErr(err)
+				return nil, mapErr(err)
 			}
 			switch {
 			case !r.Time.IsZero():
 				off, err := rp.OffsetForTime(ctx, r.Time.UnixNano())
 				if err != nil {
-					return mapErr(err)
+					return nil, mapErr(err)
 				}
 				offsets[p] = off
 			case r.Start == Latest:
@@ -268,13 +281,11 @@ func (l *Log) ResetGroupOffsets(ctx context.Context, name string, r OffsetReset)
 	}
 	for p, off := range offsets {
 		if p < 0 || p >= t.Partitions() {
-			return fmt.Errorf("%w: %s/%d", ErrPartitionNotFound, topic, p)
+			return nil, fmt.Errorf("%w: %s/%d", ErrPartitionNotFound, t.meta.Name, p)
 		}
 		if off < 0 {
-			return fmt.Errorf("%w: offset %d for partition %d", ErrInvalidConfig, off, p)
+			return nil, fmt.Errorf("%w: offset %d for partition %d", ErrInvalidConfig, off, p)
 		}
 	}
-	_, err = l.node.Group(ctx, replication.GroupRequest{Op: replication.GroupOpReset, Group: name,
-		Topic: topic, TopicID: tm.ID, Partitions: t.Partitions(), Offsets: offsets})
-	return mapErr(err)
+	return offsets, nil
 }

@@ -198,43 +198,14 @@ func (l *Log) ResetShareGroup(ctx context.Context, group string, r OffsetReset) 
 		return fmt.Errorf("%w: %q of share group %q", ErrTopicNotFound, topic, group)
 	}
 	t := &Topic{l: l, meta: tm}
-	offsets := maps.Clone(r.Offsets)
-	if offsets == nil {
-		offsets = map[int]int64{}
-		for p := range t.Partitions() {
-			rp, err := t.partition(ctx, p)
-			if err != nil {
-				return err
-			}
-			if err := rp.WaitOpen(ctx); err != nil {
-				return mapErr(err)
-			}
-			switch {
-			case !r.Time.IsZero():
-				off, err := rp.OffsetForTime(ctx, r.Time.UnixNano())
-				if err != nil {
-					return mapErr(err)
-				}
-				offsets[p] = off
-			case r.Start == Latest:
-				offsets[p] = rp.HighWatermark()
-			default:
-				offsets[p] = rp.LogStart()
-			}
-		}
+	offsets, err := t.resetOffsets(ctx, r)
+	if err != nil {
+		return err
 	}
 	if len(offsets) == 0 {
 		return fmt.Errorf("%w: no partition to reset", ErrInvalidConfig)
 	}
-	for p, off := range offsets {
-		if p < 0 || p >= t.Partitions() {
-			return fmt.Errorf("%w: %s/%d", ErrPartitionNotFound, topic, p)
-		}
-		if off < 0 {
-			return fmt.Errorf("%w: offset %d for partition %d", ErrInvalidConfig, off, p)
-		}
-	}
-	err := l.node.ShareReset(ctx, group, topic, tm.ID, offsets)
+	err = l.node.ShareReset(ctx, group, topic, tm.ID, offsets)
 	if err != nil {
 		return fmt.Errorf("%w (share group %q)", mapErr(err), group)
 	}
