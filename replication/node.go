@@ -338,7 +338,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	// The transaction coordinator came after the other two groups. A node
 	// whose metadata group predates it (an upgraded cluster) starts it once
-	// it has caught up with the metadata group: see startUpgradedTxnGroup.
+	// it has caught up with the metadata group: see startUpgradedGroup.
 	upgrade := hadMeta && !nh.HasNodeInfo(TxnShardID, cfg.NodeID) && !cfg.withoutTxnGroup
 	if !upgrade && !cfg.withoutTxnGroup {
 		if err := n.startTxnGroup(members, cfg.Join); err != nil {
@@ -369,13 +369,13 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("replog: metadata group not available after %v: %w", cfg.StartTimeout, err)
 	}
 	if upgrade {
-		if err := n.startUpgradedTxnGroup(ctx); err != nil {
+		if err := n.startUpgradedGroup(ctx, "transaction coordinator", n.startTxnGroup); err != nil {
 			n.Close()
 			return nil, err
 		}
 	}
 	if upgradeShare {
-		if err := n.startUpgradedShareGroup(ctx); err != nil {
+		if err := n.startUpgradedGroup(ctx, "share coordinator", n.startShareGroup); err != nil {
 			n.Close()
 			return nil, err
 		}
@@ -400,14 +400,16 @@ func (n *Node) startTxnGroup(members map[uint64]string, join bool) error {
 	return nil
 }
 
-// startUpgradedTxnGroup starts the transaction coordinator on a node of a
-// cluster that ran without one. It bootstraps the group with the metadata
-// group's members, read linearizably: those are the cluster's nodes now,
-// which the configured members may no longer be (nodes added or removed
-// since, and a node that joined knows only some of them), and every node
-// reads the same, so they all bootstrap the same group. A node that is not
-// among them waits to be added, as a joining node does.
-func (n *Node) startUpgradedTxnGroup(ctx context.Context) error {
+// startUpgradedGroup starts a cluster-wide group that came after the
+// cluster did (the transaction or the share coordinator, named what) on a
+// node of a cluster that ran without it, with start (startTxnGroup,
+// startShareGroup). It bootstraps the group with the metadata group's
+// members, read linearizably: those are the cluster's nodes now, which the
+// configured members may no longer be (nodes added or removed since, and a
+// node that joined knows only some of them), and every node reads the
+// same, so they all bootstrap the same group. A node that is not among
+// them waits to be added, as a joining node does.
+func (n *Node) startUpgradedGroup(ctx context.Context, what string, start func(members map[uint64]string, join bool) error) error {
 	var m *dragonboat.Membership
 	err := n.request(ctx, MetaShardID, func(actx context.Context) error {
 		var err error
@@ -415,12 +417,12 @@ func (n *Node) startUpgradedTxnGroup(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("replog: read the cluster's members to start the transaction coordinator: %w", err)
+		return fmt.Errorf("replog: read the cluster's members to start the %s: %w", what, err)
 	}
 	if _, ok := m.Nodes[n.cfg.NodeID]; !ok {
-		return n.startTxnGroup(nil, true)
+		return start(nil, true)
 	}
-	return n.startTxnGroup(m.Nodes, false)
+	return start(m.Nodes, false)
 }
 
 // holdRaftData records whether this node holds Raft data of a replica.

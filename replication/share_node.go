@@ -10,7 +10,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/lni/dragonboat/v4"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/replog/replog/storage"
@@ -161,26 +160,6 @@ func (n *Node) startShareGroup(members map[uint64]string, join bool) error {
 		return fmt.Errorf("replog: start share coordinator group: %w", err)
 	}
 	return nil
-}
-
-// startUpgradedShareGroup starts the share coordinator on a node of a
-// cluster that ran without one, as startUpgradedTxnGroup does the
-// transaction coordinator (see there why from the metadata group's
-// members).
-func (n *Node) startUpgradedShareGroup(ctx context.Context) error {
-	var m *dragonboat.Membership
-	err := n.request(ctx, MetaShardID, func(actx context.Context) error {
-		var err error
-		m, err = n.nh.SyncGetShardMembership(actx, MetaShardID)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("replog: read the cluster's members to start the share coordinator: %w", err)
-	}
-	if _, ok := m.Nodes[n.cfg.NodeID]; !ok {
-		return n.startShareGroup(nil, true)
-	}
-	return n.startShareGroup(m.Nodes, false)
 }
 
 // shareSweepInterval is how often the share coordinator's leader forgets
