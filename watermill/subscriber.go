@@ -38,8 +38,37 @@ type SubscriberConfig struct {
 	// create when they do not exist; an existing topic is used as it is.
 	// The zero value creates one partition, as [PublisherConfig.Topic].
 	Topic replog.TopicConfig
-	// NackResendSleep is how long a subscription waits before delivering
-	// a nacked message again. Default 100ms; negative means no wait.
+	// ShareGroup makes subscriptions members of the replog share group of
+	// that name ([replog.NewShareConsumer]; Kafka's share groups, a work
+	// queue): any number of subscriptions, in any processes, read a topic
+	// at once, each message going to one of them at a time, with no
+	// partition ownership. Ack accepts the message; Nack releases it, to
+	// be delivered again after NackResendSleep to any member, and the
+	// subscription goes on with the next message meanwhile. Messages come
+	// in no guaranteed order. See [Subscriber] for the rest.
+	//
+	// A share group reads any number of topics, each with its own state,
+	// under the one name; it is unrelated to a consumer group of the same
+	// name. At most 1024 bytes. ShareGroup excludes ConsumerGroup,
+	// GroupOptions and CommitInterval.
+	ShareGroup string
+	// ShareOptions configure the share group members that subscriptions
+	// make ([replog.ShareConsumerOptions]): LockDuration (how long a
+	// delivered message is the subscription's before it is delivered
+	// again; default 30s), MaxDeliveries (deliveries before a message is
+	// given up; default 5), DeadLetterTopic (where messages given up are
+	// written; Subscribe creates it with Topic if it does not exist),
+	// Partitions, PollInterval. MaxRecords is how many messages a
+	// subscription acquires at a time: default 1 here (replog's default
+	// is 100), since it delivers one at a time and each acquired message
+	// waits locked, its lock running, until those before it are
+	// acknowledged. They need a ShareGroup.
+	ShareOptions replog.ShareConsumerOptions
+	// NackResendSleep is how long a nacked message waits before it is
+	// delivered again. Default 100ms; negative means no wait. Without a
+	// ShareGroup the subscription waits, and delivers it again; with one,
+	// the message is released with this delay (at most 1h) and the
+	// subscription goes on.
 	NackResendSleep time.Duration
 	// CommitInterval, with a ConsumerGroup, lets acknowledgements wait to
 	// be committed together. Zero (the default): each Ack is committed
@@ -59,29 +88,59 @@ type SubscriberConfig struct {
 // [SubscriberConfig.NackResendSleep].
 const DefaultNackResendSleep = 100 * time.Millisecond
 
+// maxNackDelay bounds NackResendSleep with a share group: the longest
+// delay [replog.ShareRecord.Release] takes.
+const maxNackDelay = time.Hour
+
 // Subscriber reads Watermill messages from replog topics. It is safe for
 // concurrent use.
 //
-// Each Subscribe call reads with a [replog.Consumer] of its own and
-// delivers one message at a time: the next message comes once the
-// previous one is acknowledged. Messages of a partition come in offset
-// order. Nack delivers the same message again (after NackResendSleep),
-// and until it is acknowledged it holds back the messages after it: not
-// only those of its partition but those of every partition the
-// subscription reads (one partition, with the default topic config).
-// Share groups, once replog has them, will let a nacked message wait
-// without holding back the rest.
+// Each Subscribe call reads with a [replog.Consumer] of its own (a
+// [replog.ShareConsumer] with a ShareGroup) and delivers one message at a
+// time: the next message comes once the previous one is acknowledged (or,
+// with a ShareGroup, nacked). Delivery is at least once in every mode.
+//
+// Without a ShareGroup, messages of a partition come in offset order.
+// Nack delivers the same message again (after NackResendSleep), and until
+// it is acknowledged it holds back the messages after it: not only those
+// of its partition but those of every partition the subscription reads
+// (one partition, with the default topic config). A ShareGroup lets a
+// nacked message wait without holding back the rest.
 //
 // With a ConsumerGroup, Ack commits the offset after the message before
 // the next message is delivered (one commit through the group's Raft
 // group per message), or within [SubscriberConfig.CommitInterval]. A
 // commit that fails is logged, and covered by the next one that succeeds; the messages it covered are delivered again
-// after a restart or rebalance. Delivery is at least once: a message
-// delivered and not acknowledged before Close, a crash or the loss of
-// its partition is delivered again, and a member that holds a message
-// unacknowledged for longer than [replog.GroupOptions.MaxPollInterval] (5
-// minutes by default) loses its partitions, which others then read from
-// the last commit.
+// after a restart or rebalance. A message delivered and not acknowledged
+// before Close, a crash or the loss of its partition is delivered again,
+// and a member that holds a message unacknowledged for longer than
+// [replog.GroupOptions.MaxPollInterval] (5 minutes by default) loses its
+// partitions, which others then read from the last commit.
+//
+// With a ShareGroup, the group's subscriptions (of one Subscriber or of
+// many, on any nodes of the cluster) read all of a topic's partitions at
+// once, and each message is delivered to one of them at a time, locked
+// to it for [replog.ShareConsumerOptions.LockDuration]. Ack accepts the
+// message (one commit through the share coordinator's Raft group) before
+// the next one is delivered; Nack releases it to be delivered again after
+// NackResendSleep, to any subscription of the group, and the next message
+// comes at once. A message's context ends when its lock expires, as it
+// does at Ack and Nack: the message is then delivered again, maybe
+// elsewhere, and an Ack after that fails ([replog.ErrNotAcquired],
+// logged), so handlers must finish within LockDuration; the subscription
+// still waits for that Ack or Nack before it delivers its next message.
+// An Ack that fails is logged, and its message delivered again once its
+// lock expires. A message delivered MaxDeliveries times (5 by default)
+// without being acknowledged is not delivered again: the share consumer
+// writes it to the DeadLetterTopic, if any, with the original's payload,
+// UUID and metadata, and the [replog.HeaderDLQReason] and other
+// replog.dlq.* headers as metadata. Close releases the messages a
+// subscription holds, which the group's other subscriptions get at once.
+// Of Watermill's guarantees, these hold: at-least-once delivery, each
+// message accepted once per share group (consumer-group semantics), and
+// persistence; order does not, not even with one subscription (a nacked
+// or expired message comes after later ones). [DeliveriesFromContext]
+// tells a handler how many times its message was delivered.
 //
 // Close ends every subscription and closes their channels before it
 // returns; it does not close the [replog.Log].
@@ -113,6 +172,20 @@ func NewSubscriber(l *replog.Log, cfg SubscriberConfig, logger watermill.LoggerA
 		g.HeartbeatInterval != 0 || g.MaxPollInterval != 0 || g.OnAssigned != nil || g.OnRevoked != nil || cfg.CommitInterval != 0) {
 		return nil, fmt.Errorf("%w: SubscriberConfig.GroupOptions and CommitInterval need a ConsumerGroup", replog.ErrInvalidConfig)
 	}
+	if cfg.ShareGroup != "" && (cfg.ConsumerGroup != "" || cfg.CommitInterval != 0) {
+		return nil, fmt.Errorf("%w: SubscriberConfig.ShareGroup excludes ConsumerGroup and CommitInterval", replog.ErrInvalidConfig)
+	}
+	if o := cfg.ShareOptions; cfg.ShareGroup == "" && (o.LockDuration != 0 || o.MaxDeliveries != 0 || o.DeadLetterTopic != "" ||
+		o.MaxRecords != 0 || o.Partitions != nil || o.PollInterval != 0) {
+		return nil, fmt.Errorf("%w: SubscriberConfig.ShareOptions need a ShareGroup", replog.ErrInvalidConfig)
+	}
+	if cfg.ShareGroup != "" && cfg.NackResendSleep > maxNackDelay {
+		return nil, fmt.Errorf("%w: SubscriberConfig.NackResendSleep %v with a ShareGroup (at most %v)",
+			replog.ErrInvalidConfig, cfg.NackResendSleep, maxNackDelay)
+	}
+	if cfg.ShareGroup != "" && cfg.ShareOptions.MaxRecords == 0 {
+		cfg.ShareOptions.MaxRecords = 1
+	}
 	if cfg.CommitInterval < 0 {
 		return nil, fmt.Errorf("%w: negative SubscriberConfig.CommitInterval", replog.ErrInvalidConfig)
 	}
@@ -128,7 +201,8 @@ func NewSubscriber(l *replog.Log, cfg SubscriberConfig, logger watermill.LoggerA
 }
 
 // GroupName returns the replog consumer group that subscriptions to topic
-// join (see [SubscriberConfig.ConsumerGroup]), or "" without a group.
+// join (see [SubscriberConfig.ConsumerGroup]), or "" without a
+// ConsumerGroup. (A share group is named ShareGroup whatever the topic.)
 func (s *Subscriber) GroupName(topic string) string {
 	if s.cfg.ConsumerGroup == "" {
 		return ""
@@ -171,19 +245,25 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err != nil {
 		return nil, fmt.Errorf("replogwatermill: topic %q: %w", topic, err)
 	}
-	c, err := replog.NewConsumer(t, replog.Bytes(), &replog.ConsumerOptions{Group: group, GroupOptions: s.cfg.GroupOptions})
+	sctx, cancel := context.WithCancel(ctx)
+	sub := &subscription{s: s, out: make(chan *message.Message), ctx: sctx, cancel: cancel}
+	if s.cfg.ShareGroup != "" {
+		sub.logger = s.logger.With(watermill.LogFields{"topic": topic, "share_group": s.cfg.ShareGroup})
+		sub.share, err = s.newShareConsumer(ctx, t)
+	} else {
+		sub.logger = s.logger.With(watermill.LogFields{"topic": topic, "consumer_group": group})
+		sub.c, err = replog.NewConsumer(t, replog.Bytes(), &replog.ConsumerOptions{Group: group, GroupOptions: s.cfg.GroupOptions})
+	}
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("replogwatermill: subscribe to %q: %w", topic, err)
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	sub := &subscription{s: s, c: c, out: make(chan *message.Message), ctx: sctx, cancel: cancel,
-		logger: s.logger.With(watermill.LogFields{"topic": topic, "consumer_group": group})}
 
 	s.mu.Lock()
 	if s.mu.closed {
 		s.mu.Unlock()
 		cancel()
-		_ = c.Close()
+		sub.closeConsumer()
 		return nil, fmt.Errorf("%w: subscriber", replog.ErrClosed)
 	}
 	s.mu.subs[sub] = struct{}{}
@@ -223,8 +303,10 @@ func (s *Subscriber) Close() error {
 // subscription is one Subscribe call: its goroutine (run) owns the
 // consumer, which is not safe for concurrent use.
 type subscription struct {
-	s      *Subscriber
+	s *Subscriber
+	// Exactly one of c and share is set.
 	c      *replog.Consumer[[]byte]
+	share  *replog.ShareConsumer[[]byte]
 	out    chan *message.Message
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -242,15 +324,35 @@ func (sub *subscription) run() {
 	defer func() {
 		sub.cancel()
 		sub.flush()
-		if err := sub.c.Close(); err != nil {
-			sub.logger.Error("replogwatermill: close consumer", err, nil)
-		}
+		sub.closeConsumer()
 		close(sub.out)
 		sub.s.mu.Lock()
 		delete(sub.s.mu.subs, sub)
 		sub.s.mu.Unlock()
 		sub.s.wg.Done()
 	}()
+	if sub.share != nil {
+		sub.readShare()
+	} else {
+		sub.read()
+	}
+}
+
+// closeConsumer closes the subscription's consumer, logging an error.
+func (sub *subscription) closeConsumer() {
+	var err error
+	if sub.share != nil {
+		err = sub.share.Close()
+	} else {
+		err = sub.c.Close()
+	}
+	if err != nil {
+		sub.logger.Error("replogwatermill: close consumer", err, nil)
+	}
+}
+
+// read delivers what the consumer reads until the subscription ends.
+func (sub *subscription) read() {
 	backoff := 10 * time.Millisecond
 	for {
 		// Commit before Poll: it may give partitions up to other members.
