@@ -58,10 +58,10 @@ const suiteShareNackDelay = 500 * time.Millisecond
 const suiteNackSleep = time.Millisecond
 
 // pubSubOn returns constructors for the suite; each call asks logs for
-// the Log of its publisher and the Log of its subscriber. With share, the
-// subscribers are share group members: the plain constructor's of
+// the Log of its publisher and the Log of its subscriber. With share
+// options, the subscribers are share group members: the plain constructor's of
 // suiteShareGroup, the group constructor's of the group it is given.
-func pubSubOn(share bool, logs func() (pub, sub *replog.Log)) (tests.PubSubConstructor, tests.ConsumerGroupPubSubConstructor) {
+func pubSubOn(share *replog.ShareConsumerOptions, logs func() (pub, sub *replog.Log)) (tests.PubSubConstructor, tests.ConsumerGroupPubSubConstructor) {
 	group := func(t *testing.T, consumerGroup string) (message.Publisher, message.Subscriber) {
 		pubLog, subLog := logs()
 		pub, err := replogwatermill.NewPublisher(pubLog, replogwatermill.PublisherConfig{}, nil)
@@ -69,10 +69,10 @@ func pubSubOn(share bool, logs func() (pub, sub *replog.Log)) (tests.PubSubConst
 			t.Fatal(err)
 		}
 		cfg := replogwatermill.SubscriberConfig{ConsumerGroup: consumerGroup, NackResendSleep: suiteNackSleep}
-		if share {
+		if share != nil {
 			cfg.ConsumerGroup = ""
 			cfg.ShareGroup = consumerGroup
-			cfg.ShareOptions = suiteShareOptions
+			cfg.ShareOptions = *share
 			cfg.NackResendSleep = suiteShareNackDelay
 			if consumerGroup == "" {
 				cfg.ShareGroup = suiteShareGroup
@@ -93,9 +93,9 @@ func pubSubOn(share bool, logs func() (pub, sub *replog.Log)) (tests.PubSubConst
 func TestPubSub(t *testing.T) {
 	for _, mode := range []struct {
 		name     string
-		share    bool
+		share    *replog.ShareConsumerOptions
 		features tests.Features
-	}{{"groups", false, features}, {"share", true, shareFeatures}} {
+	}{{"groups", nil, features}, {"share", &suiteShareOptions, shareFeatures}} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			l, err := replog.Open("", &replog.Options{InMemory: true})
@@ -118,15 +118,20 @@ func TestPubSub(t *testing.T) {
 // an acquisition and an Ack, 20 to 60ms together on this cluster with
 // -race on 2 cores, and the full suite reads 5000 messages with one
 // subscription at a time (TestContinueAfterSubscribeClose): minutes.
+// Its subscriptions acquire up to 10 messages at a time (MaxRecords; 1 on
+// one node), which halves the commits and tests the messages acquired
+// ahead, released at Close.
 func TestPubSubCluster(t *testing.T) {
 	c := replogtest.NewCluster(t, 3)
 	clusterShare := shareFeatures
 	clusterShare.ForceShort = true
+	clusterShareOptions := suiteShareOptions
+	clusterShareOptions.MaxRecords = 10
 	for _, mode := range []struct {
 		name     string
-		share    bool
+		share    *replog.ShareConsumerOptions
 		features tests.Features
-	}{{"groups", false, features}, {"share", true, clusterShare}} {
+	}{{"groups", nil, features}, {"share", &clusterShareOptions, clusterShare}} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			var n atomic.Int64
