@@ -126,7 +126,8 @@ const maxNackDelay = time.Hour
 // NackResendSleep, to any subscription of the group, and the next message
 // comes at once. A message's context ends when its lock expires, as it
 // does at Ack and Nack: the message is then delivered again, maybe
-// elsewhere, and an Ack after that fails ([replog.ErrNotAcquired],
+// elsewhere, and an Ack after that fails ([replog.ErrNotAcquired], or
+// [replog.ErrAlreadyAcknowledged] once the new delivery was acknowledged;
 // logged), so handlers must finish within LockDuration; the subscription
 // still waits for that Ack or Nack before it delivers its next message.
 // An Ack that fails is logged, and its message delivered again once its
