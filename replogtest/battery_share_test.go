@@ -95,19 +95,7 @@ func runShareBattery(t *testing.T, seed uint64, duration time.Duration) {
 	require.Eventually(t, func() bool { return stats.acked.Load() >= 100 && lastAck.Load() > 0 }, 60*time.Second, 5*time.Millisecond,
 		"records written and accepted before any fault")
 
-	var faults []string
-	deadline := time.Now().Add(duration)
-	for time.Now().Before(deadline) {
-		name, heal := b.inject()
-		faults = append(faults, name)
-		t.Logf("fault %s", name)
-		time.Sleep(time.Duration(1200+rng.IntN(800)) * time.Millisecond)
-		heal()
-		for p := range batteryPartitions {
-			c.WaitLeader("t", p, 10*time.Second)
-		}
-		time.Sleep(time.Duration(100+rng.IntN(200)) * time.Millisecond)
-	}
+	faults := injectFaults(t, b, rng, duration)
 	close(stopWriters)
 	writers.Wait()
 	// The members drain what is left: every record is accepted or dead

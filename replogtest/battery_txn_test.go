@@ -105,19 +105,7 @@ func runTxnBattery(t *testing.T, seed uint64, duration time.Duration) {
 	require.Eventually(t, func() bool { return stats.committed.Load() >= 10 }, 60*time.Second, 5*time.Millisecond,
 		"transactions commit before any fault")
 
-	var faults []string
-	deadline := time.Now().Add(duration)
-	for time.Now().Before(deadline) {
-		name, heal := b.inject()
-		faults = append(faults, name)
-		t.Logf("fault %s", name)
-		time.Sleep(time.Duration(1200+rng.IntN(800)) * time.Millisecond)
-		heal()
-		for p := range batteryPartitions {
-			c.WaitLeader("t", p, 10*time.Second)
-		}
-		time.Sleep(time.Duration(100+rng.IntN(200)) * time.Millisecond)
-	}
+	faults := injectFaults(t, b, rng, duration)
 	close(stop)
 	wg.Wait()
 
@@ -181,6 +169,26 @@ func runTxnBattery(t *testing.T, seed uint64, duration time.Duration) {
 	require.Zero(t, a.uncommittedRead, "reads of records that never committed: %v", a.examples)
 	require.Zero(t, a.backwards, "read-committed reads that moved backwards: %v", a.examples)
 	require.Zero(t, a.hanging, "partitions whose last stable offset stayed behind: %v", a.examples)
+}
+
+// injectFaults runs the nemesis for duration, one fault at a time, each
+// healed after 1.2-2 s and followed by leaders for "t", and returns the
+// faults' names.
+func injectFaults(t *testing.T, b *nemesis, rng *rand.Rand, duration time.Duration) []string {
+	var faults []string
+	deadline := time.Now().Add(duration)
+	for time.Now().Before(deadline) {
+		name, heal := b.inject()
+		faults = append(faults, name)
+		t.Logf("fault %s", name)
+		time.Sleep(time.Duration(1200+rng.IntN(800)) * time.Millisecond)
+		heal()
+		for p := range batteryPartitions {
+			b.c.WaitLeader("t", p, 10*time.Second)
+		}
+		time.Sleep(time.Duration(100+rng.IntN(200)) * time.Millisecond)
+	}
+	return faults
 }
 
 func head(s []string) []string { return s[:min(len(s), 5)] }
