@@ -228,7 +228,9 @@ const (
 
 // ShareDelivery names one delivery of a record: its offset and the
 // delivery count it was acquired with, which tells a retried
-// acknowledgement from a late one of an earlier delivery.
+// acknowledgement from a late one of an earlier delivery. A count of 0
+// names whichever delivery the member holds (Kafka's acknowledgements
+// carry no delivery count).
 type ShareDelivery struct {
 	Offset     int64 `json:"o"`
 	Deliveries int   `json:"d"`
@@ -251,6 +253,10 @@ type ShareAcquireResult struct {
 	Deadline int64 `json:"deadline"`
 	// Start is the share-partition start offset after the command.
 	Start int64 `json:"start"`
+	// Refused, of an ack or renew with Each, lists the deliveries refused
+	// (not held by the member, or acknowledged already): the others were
+	// applied.
+	Refused []int64 `json:"refused,omitempty"`
 }
 
 type shareCmd struct {
@@ -272,11 +278,19 @@ type shareCmd struct {
 	LogStart      int64  `json:"log_start,omitempty"`
 	Lock          int64  `json:"lock,omitempty"`
 	MaxDeliveries int    `json:"max_deliveries,omitempty"`
+	// Latest: a share partition this acquisition creates starts at
+	// HighWatermark (Kafka's share.auto.offset.reset=latest) rather than
+	// at LogStart.
+	Latest bool `json:"latest,omitempty"`
 	// Ack and renew: the deliveries acknowledged or renewed (for Lock);
 	// Delay, of a release, before the records may be delivered again.
 	Records []ShareDelivery `json:"records,omitempty"`
 	Ack     ShareAck        `json:"ack,omitempty"`
 	Delay   int64           `json:"delay,omitempty"`
+	// Each: ack or renew each delivery the member holds and list the
+	// others in the result's Refused, rather than all or none (Kafka's
+	// acknowledgements, answered per partition).
+	Each bool `json:"each,omitempty"`
 	// Reset: the new start offsets of partitions of the key's topic
 	// (TopicID included; the key's Partition is unused).
 	Resets []ShareResetOffset `json:"resets,omitempty"`
@@ -409,7 +423,7 @@ func validShareDeliveries(ds []ShareDelivery) bool {
 		return false
 	}
 	for _, d := range ds {
-		if d.Offset < 0 || d.Deliveries <= 0 {
+		if d.Offset < 0 || d.Deliveries < 0 {
 			return false
 		}
 	}
@@ -464,18 +478,34 @@ func (s *shareSM) apply(c shareCmd) (uint64, ShareAcquireResult) {
 			return sTooMany, ShareAcquireResult{}
 		}
 		// A new share partition starts at the log start (Kafka's
-		// share.auto.offset.reset=earliest).
-		p = &SharePartitionState{SharePartitionKey: c.SharePartitionKey, Start: c.LogStart}
+		// share.auto.offset.reset=earliest) or, with Latest, at the high
+		// watermark.
+		start := c.LogStart
+		if c.Latest {
+			start = c.HighWatermark
+		}
+		p = &SharePartitionState{SharePartitionKey: c.SharePartitionKey, Start: start}
 		s.parts[c.SharePartitionKey] = p
 	}
 	switch c.Op {
 	case shopAcquire:
 		return sOK, p.acquire(c)
 	case shopAck:
-		return p.ack(c), ShareAcquireResult{Start: p.Start}
+		idx, refused, code := p.heldAll(c)
+		if code != sOK {
+			return code, ShareAcquireResult{}
+		}
+		p.ack(c, idx)
+		return sOK, ShareAcquireResult{Start: p.Start, Refused: refused}
 	case shopRenew:
-		code := p.renew(c)
-		return code, ShareAcquireResult{Start: p.Start, Deadline: c.Now + c.Lock}
+		idx, refused, code := p.heldAll(c)
+		if code != sOK {
+			return code, ShareAcquireResult{}
+		}
+		for _, i := range idx {
+			p.InFlight[i].Deadline = max(p.InFlight[i].Deadline, c.Now+c.Lock)
+		}
+		return sOK, ShareAcquireResult{Start: p.Start, Deadline: c.Now + c.Lock, Refused: refused}
 	case shopLeave:
 		for i := range p.InFlight {
 			if r := &p.InFlight[i]; r.State == ShareAcquired && r.Member == c.Member {
@@ -616,7 +646,7 @@ func (p *SharePartitionState) held(member string, d ShareDelivery, now int64) (i
 	}
 	r := &p.InFlight[i]
 	switch {
-	case r.Member != member || r.Deliveries != d.Deliveries:
+	case r.Member != member || (d.Deliveries != 0 && r.Deliveries != d.Deliveries):
 		return 0, sNotAcquired
 	case r.done():
 		return int(i), sAcknowledged
@@ -626,18 +656,33 @@ func (p *SharePartitionState) held(member string, d ShareDelivery, now int64) (i
 	return int(i), sOK
 }
 
-// ack acknowledges c.Records, all or none. The proposer of a command that
-// took more than one attempt tells its own earlier application from
-// another's (see Node.ShareAck).
-func (p *SharePartitionState) ack(c shareCmd) uint64 {
-	idx := make([]int, 0, len(c.Records))
+// heldAll returns the window indexes of c.Records, which the member must
+// hold: all of them, or the code to refuse the command with; with c.Each,
+// those it holds (once each), and the offsets of the others.
+func (p *SharePartitionState) heldAll(c shareCmd) (idx []int, refused []int64, code uint64) {
+	idx = make([]int, 0, len(c.Records))
+	seen := make(map[int]bool, len(c.Records))
 	for _, d := range c.Records {
 		i, code := p.held(c.Member, d, c.Now)
-		if code != sOK {
-			return code
+		switch {
+		case code == sOK && c.Each && seen[i]:
+			continue
+		case code == sOK:
+			seen[i] = true
+			idx = append(idx, i)
+		case c.Each:
+			refused = append(refused, d.Offset)
+		default:
+			return nil, nil, code
 		}
-		idx = append(idx, i)
 	}
+	return idx, refused, sOK
+}
+
+// ack acknowledges the records at window indexes idx, which the member
+// holds. The proposer of a command that took more than one attempt tells
+// its own earlier application from another's (see Node.ShareAck).
+func (p *SharePartitionState) ack(c shareCmd, idx []int) {
 	for _, i := range idx {
 		r := &p.InFlight[i]
 		r.Deadline = 0
@@ -651,23 +696,6 @@ func (p *SharePartitionState) ack(c shareCmd) uint64 {
 		}
 	}
 	p.compact()
-	return sOK
-}
-
-// renew extends the locks of deliveries the member holds, all or none.
-func (p *SharePartitionState) renew(c shareCmd) uint64 {
-	idx := make([]int, 0, len(c.Records))
-	for _, d := range c.Records {
-		i, code := p.held(c.Member, d, c.Now)
-		if code != sOK {
-			return code
-		}
-		idx = append(idx, i)
-	}
-	for _, i := range idx {
-		p.InFlight[i].Deadline = max(p.InFlight[i].Deadline, c.Now+c.Lock)
-	}
-	return sOK
 }
 
 // shareAvailableQuery asks whether an acquisition with these fields would

@@ -34,11 +34,15 @@ type ShareAcquireRequest struct {
 	HighWatermark, LogStart int64
 	Lock                    time.Duration
 	MaxDeliveries           int
+	// Latest: a share partition this acquisition creates starts at
+	// HighWatermark rather than LogStart (share.auto.offset.reset).
+	Latest bool
 }
 
 func (r *ShareAcquireRequest) cmd() shareCmd {
 	return shareCmd{Op: shopAcquire, SharePartitionKey: r.SharePartitionKey, Member: r.Member, Max: r.Max,
-		HighWatermark: r.HighWatermark, LogStart: r.LogStart, Lock: int64(r.Lock), MaxDeliveries: r.MaxDeliveries}
+		HighWatermark: r.HighWatermark, LogStart: r.LogStart, Lock: int64(r.Lock), MaxDeliveries: r.MaxDeliveries,
+		Latest: r.Latest}
 }
 
 // ShareAcquire acquires up to r.Max available records of a share partition
@@ -90,6 +94,43 @@ func (n *Node) ShareAck(ctx context.Context, key SharePartitionKey, member strin
 		return nil
 	}
 	return err
+}
+
+// ShareAckEach acknowledges, of deliveries ds, those the member holds, and
+// returns the offsets of the others (Kafka's acknowledgements: a record
+// whose lock expired fails alone). A delivery count of 0 names the
+// delivery the member holds. An offset refused after a retried proposal
+// may have been acknowledged by an earlier attempt.
+func (n *Node) ShareAckEach(ctx context.Context, key SharePartitionKey, member string, ds []ShareDelivery, ack ShareAck, delay time.Duration) ([]int64, error) {
+	if delay < 0 || delay > MaxShareLock {
+		return nil, fmt.Errorf("%w: release delay %v (0 to %v)", ErrInvalid, delay, MaxShareLock)
+	}
+	res, _, err := n.proposeShare(ctx, shareCmd{Op: shopAck, SharePartitionKey: key, Member: member,
+		Records: ds, Ack: ack, Delay: int64(delay), Each: true})
+	if errors.Is(err, ErrShareNotAcquired) {
+		// No state for the partition: nothing of it is held.
+		return shareOffsets(ds), nil
+	}
+	return res.Refused, err
+}
+
+// ShareRenewEach extends to lock from now the locks of those of ds the
+// member holds, and returns the offsets of the others.
+func (n *Node) ShareRenewEach(ctx context.Context, key SharePartitionKey, member string, ds []ShareDelivery, lock time.Duration) ([]int64, error) {
+	res, _, err := n.proposeShare(ctx, shareCmd{Op: shopRenew, SharePartitionKey: key, Member: member,
+		Records: ds, Lock: int64(lock), Each: true})
+	if errors.Is(err, ErrShareNotAcquired) {
+		return shareOffsets(ds), nil
+	}
+	return res.Refused, err
+}
+
+func shareOffsets(ds []ShareDelivery) []int64 {
+	out := make([]int64, len(ds))
+	for i, d := range ds {
+		out[i] = d.Offset
+	}
+	return out
 }
 
 // ShareRenew extends the locks of deliveries the member holds to lock from

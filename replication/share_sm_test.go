@@ -470,3 +470,50 @@ func TestShareSMSnapshotToday(t *testing.T) {
 	require.Equal(t, today, string(shareSnap(t, r)))
 	require.Len(t, shGroup(t, r, "g"), 2)
 }
+
+// TestShareSMAckEach: Kafka's acknowledgements (Each, no delivery count)
+// apply to the records the member holds and name the others; all-or-none
+// acks are unchanged.
+func TestShareSMAckEach(t *testing.T) {
+	s := newShareSM()
+	shMust(t, s, shAcquire("a", 3, 10, sec))  // 0-2 for a, lock to 31s
+	shMust(t, s, shAcquire("b", 2, 10, 2*sec)) // 3-4 for b
+	// All or none: one record not held refuses the command.
+	code, _ := shDo(t, s, shAck("a", ShareAccept, 3*sec, dl(0, 0), dl(3, 0)))
+	require.Equal(t, sNotAcquired, code)
+	require.Equal(t, ShareAcquired, shState(t, s).InFlight[0].State)
+
+	c := shAck("a", ShareAccept, 3*sec, dl(0, 0), dl(0, 0), dl(3, 0), dl(9, 0), dl(1, 1))
+	c.Each = true
+	res := shMust(t, s, c)
+	require.Equal(t, []int64{3, 9}, res.Refused)
+	p := shState(t, s)
+	require.Equal(t, int64(2), p.Start, "0 and 1 accepted")
+	require.Equal(t, ShareAcquired, p.InFlight[1].State, "b's record untouched")
+
+	// A delivery count that does not match refuses that record only.
+	c = shAck("a", ShareRelease, 3*sec, dl(2, 2))
+	c.Each = true
+	require.Equal(t, []int64{2}, shMust(t, s, c).Refused)
+	// Renew with Each, after a's lock expired: refused.
+	r := shareCmd{Op: shopRenew, SharePartitionKey: shKey, Member: "a", Records: []ShareDelivery{dl(2, 0)},
+		Lock: 30 * sec, Now: 40 * sec, Each: true}
+	require.Equal(t, []int64{2}, shMust(t, s, r).Refused)
+	r.Member, r.Records = "b", []ShareDelivery{dl(3, 0), dl(4, 0)}
+	r.Now = 20 * sec
+	res = shMust(t, s, r)
+	require.Empty(t, res.Refused)
+	require.Equal(t, 50*sec, shState(t, s).InFlight[1].Deadline)
+}
+
+// TestShareSMLatest: a share partition an acquisition with Latest creates
+// starts at the high watermark; one that exists is unaffected.
+func TestShareSMLatest(t *testing.T) {
+	s := newShareSM()
+	c := shAcquire("a", 5, 10, sec)
+	c.Latest, c.LogStart = true, 2
+	require.Empty(t, shMust(t, s, c).Records)
+	require.Equal(t, int64(10), shState(t, s).Start)
+	c.HighWatermark = 12
+	require.Equal(t, []int64{10, 11}, offsets(shMust(t, s, c)))
+}
