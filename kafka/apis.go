@@ -156,6 +156,10 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 		return s.produce(c.ctx, req), nil
 	case *kmsg.FetchRequest:
 		return s.fetch(req), nil
+	case *kmsg.ShareFetchRequest:
+		return s.shareFetch(req), nil
+	case *kmsg.ShareAcknowledgeRequest:
+		return s.shareAcknowledge(req), nil
 	case *kmsg.ListOffsetsRequest:
 		return ready(s.listOffsets(c.ctx, req)), nil
 	case *kmsg.InitProducerIDRequest:

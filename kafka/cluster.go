@@ -224,6 +224,9 @@ func (s *Server) watchCoordinator() {
 		if l != 0 && l != s.node.ID() && s.groups.resign() {
 			s.log.Info("replogkafka: node is no longer the group coordinator; its groups join again there", "coordinator", l)
 		}
+		if l != 0 && l != s.node.ID() {
+			s.shares.resign()
+		}
 		select {
 		case <-changed:
 		case <-s.ctx.Done():

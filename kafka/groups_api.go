@@ -32,6 +32,10 @@ func groupAPIs() []servedAPI {
 		{kmsg.DescribeGroups.Int16(), versionRange{0, 5}},
 		{kmsg.DeleteGroups.Int16(), versionRange{0, 2}},
 		{kmsg.OffsetDelete.Int16(), versionRange{0, 0}},
+		{kmsg.ShareGroupHeartbeat.Int16(), versionRange{1, 1}},
+		{kmsg.ShareGroupDescribe.Int16(), versionRange{1, 1}},
+		{kmsg.ShareFetch.Int16(), versionRange{1, 2}},
+		{kmsg.ShareAcknowledge.Int16(), versionRange{1, 2}},
 	}
 }
 
@@ -118,6 +122,18 @@ func (s *Server) redirectGroup(req kmsg.Request) kmsg.Response {
 		resp := req.ResponseKind().(*kmsg.OffsetDeleteResponse)
 		resp.ErrorCode = code
 		return resp
+	case *kmsg.ShareGroupHeartbeatRequest:
+		resp := req.ResponseKind().(*kmsg.ShareGroupHeartbeatResponse)
+		resp.ErrorCode = code
+		return resp
+	case *kmsg.ShareGroupDescribeRequest:
+		resp := req.ResponseKind().(*kmsg.ShareGroupDescribeResponse)
+		for _, name := range req.GroupIDs {
+			g := kmsg.NewShareGroupDescribeResponseGroup()
+			g.GroupID, g.ErrorCode = name, code
+			resp.Groups = append(resp.Groups, g)
+		}
+		return resp
 	}
 	return nil
 }
@@ -151,6 +167,10 @@ func (s *Server) handleGroupHere(c *conn, req kmsg.Request) (reply, bool) {
 		return func(ctx context.Context) kmsg.Response { return s.deleteGroups(ctx, req) }, true
 	case *kmsg.OffsetDeleteRequest:
 		return func(ctx context.Context) kmsg.Response { return s.offsetDelete(ctx, req) }, true
+	case *kmsg.ShareGroupHeartbeatRequest:
+		return func(context.Context) kmsg.Response { return s.shareGroupHeartbeat(req, c.remote()) }, true
+	case *kmsg.ShareGroupDescribeRequest:
+		return func(ctx context.Context) kmsg.Response { return s.shareGroupDescribe(ctx, req) }, true
 	}
 	return nil, false
 }

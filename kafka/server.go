@@ -176,6 +176,19 @@ type Server struct {
 	// txns caches the transaction coordinator's view of transactional
 	// ids for produce checks (see txn_produce.go).
 	txns *txnCache
+	// shares holds the members of the share groups this node
+	// coordinates (share_group.go), shareSessions the members' share
+	// sessions here (share_fetch.go).
+	shares        *shareGroups
+	shareSessions *shareSessions
+	// shareIDs caches Kafka topic ids by metadata, and remembers the
+	// share partitions fetched through this node.
+	shareIDs struct {
+		sync.Mutex
+		meta  *replication.Metadata
+		ids   map[[16]byte]*replication.TopicMeta
+		known map[replication.SharePartitionKey]bool
+	}
 	// queued holds MaxQueuedBytes: each request read takes its size
 	// until its response is written; queuedBytes mirrors what is held.
 	queued      *semaphore.Weighted
@@ -237,14 +250,16 @@ func Listen(l *replog.Log, addr string, opts *Options) (*Server, error) {
 		return nil, fmt.Errorf("%w: advertised address %q is not host:port", replog.ErrInvalidConfig, adv)
 	}
 	s := &Server{l: l, node: node, opts: o, log: logger, ln: ln, host: host, port: int32(port), groups: newCoordinator(), txns: newTxnCache(), fakeKey: make([]byte, 32),
-		queued: semaphore.NewWeighted(o.MaxQueuedBytes)}
+		queued: semaphore.NewWeighted(o.MaxQueuedBytes), shares: newShareGroups(), shareSessions: newShareSessions()}
+	s.shareIDs.known = map[replication.SharePartitionKey]bool{}
 	rand.Read(s.fakeKey)
 	s.mu.conns = map[*conn]struct{}{}
 	s.ctx, s.stop = context.WithCancel(context.Background())
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go s.acceptLoop()
 	go s.register(adv)
 	go s.watchCoordinator()
+	go s.expireShareMembers()
 	go func() {
 		// The listener goes with its Log.
 		defer s.wg.Done()
