@@ -344,7 +344,8 @@ func TestKafkaShareSessions(t *testing.T) {
 	resp = fetch(shareFetchReq("g", "other", 1, id, ackBatch(0, 1, 1)))
 	require.Equal(t, kerr.InvalidRecordState.Code, resp.Topics[0].Partitions[0].AcknowledgeErrorCode)
 	resp = fetch(shareFetchReq("g", "m", epoch, id, ackBatch(0, 5, 1, 0, 1, 1, 1, 2)))
-	epoch++
+	require.Equal(t, kerr.InvalidShareSessionEpoch.Code, fetch(shareFetchReq("g", "m", epoch, id, ackBatch(0, 5, 1))).ErrorCode,
+		"a request sent again is refused")
 	require.Zero(t, resp.Topics[0].Partitions[0].AcknowledgeErrorCode)
 	require.Equal(t, []kmsg.ShareFetchResponseTopicPartitionAcquiredRecord{{FirstOffset: 5, LastOffset: 5, DeliveryCount: 2}},
 		resp.Topics[0].Partitions[0].AcquiredRecords)

@@ -476,7 +476,7 @@ func TestShareSMSnapshotToday(t *testing.T) {
 // acks are unchanged.
 func TestShareSMAckEach(t *testing.T) {
 	s := newShareSM()
-	shMust(t, s, shAcquire("a", 3, 10, sec))  // 0-2 for a, lock to 31s
+	shMust(t, s, shAcquire("a", 3, 10, sec))   // 0-2 for a, lock to 31s
 	shMust(t, s, shAcquire("b", 2, 10, 2*sec)) // 3-4 for b
 	// All or none: one record not held refuses the command.
 	code, _ := shDo(t, s, shAck("a", ShareAccept, 3*sec, dl(0, 0), dl(3, 0)))
