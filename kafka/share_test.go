@@ -362,3 +362,75 @@ func TestKafkaShareSessions(t *testing.T) {
 		fmt.Sprint(resp.Topics[0].Partitions[0].AcquiredRecords))
 	_ = replogkafka.Options{}
 }
+
+// TestClusterShareGroup: franz-go share members bootstrapped from
+// different nodes of a 3-node cluster read a 3-replica topic together
+// while the group coordinator crashes: they find the new one and join
+// there, and every record is accepted, none lost.
+func TestClusterShareGroup(t *testing.T) {
+	kc := newKafkaCluster(t, 3)
+	kc.createTopic("t")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	shareEarliest(t, ctx, kc.c.Log(0), "g", "t")
+	prod, err := kgo.NewClient(kgo.SeedBrokers(kc.addrs...), kgo.DefaultProduceTopic("t"))
+	require.NoError(t, err)
+	defer prod.Close()
+	const n = 300
+	produceN := func(from, to int) {
+		var recs []*kgo.Record
+		for i := from; i < to; i++ {
+			recs = append(recs, kgo.StringRecord(strconv.Itoa(i)))
+		}
+		require.NoError(t, prod.ProduceSync(ctx, recs...).FirstErr())
+	}
+	produceN(0, n/2)
+
+	var mu sync.Mutex
+	accepted := map[string]int{}
+	var wg sync.WaitGroup
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	for i := range 2 {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(kc.addrs[i]), kgo.ConsumeTopics("t"), kgo.ShareGroup("g"),
+			kgo.FetchMaxWait(200*time.Millisecond), kgo.MetadataMinAge(50*time.Millisecond),
+			kgo.RetryBackoffFn(func(int) time.Duration { return 50 * time.Millisecond }))
+		require.NoError(t, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cl.Close()
+			for cctx.Err() == nil {
+				for _, r := range cl.PollRecords(cctx, 25).Records() {
+					r.Ack(kgo.AckAccept)
+					mu.Lock()
+					accepted[string(r.Value)]++
+					mu.Unlock()
+				}
+				actx, cancel := context.WithTimeout(cctx, 5*time.Second)
+				_ = cl.FlushAcks(actx) // a crash fails some; their records come back
+				cancel()
+			}
+		}()
+	}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(accepted)
+	}
+	kc.eventually(func() bool { return count() >= n/4 }, "members accepting")
+	req := kmsg.NewPtrFindCoordinatorRequest()
+	req.Version, req.CoordinatorKey = 2, "g"
+	resp := kmsg.NewPtrFindCoordinatorResponse()
+	kc.request(0, req, resp)
+	require.Zero(t, resp.ErrorCode)
+	kc.crash(int(resp.NodeID) - 1)
+	produceN(n/2, n)
+	deadline := time.Now().Add(45 * time.Second)
+	for count() < n {
+		require.True(t, time.Now().Before(deadline), "accepted %d of %d", count(), n)
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	wg.Wait()
+}
