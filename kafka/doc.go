@@ -138,6 +138,45 @@
 // OffsetFetch that requires stable offsets gets UNSTABLE_OFFSET_COMMIT for
 // partitions whose offsets a transaction has pending.
 //
+// # Share groups
+//
+// Kafka 4's share groups (KIP-932; franz-go's ShareGroup option) are
+// replog's share groups (see [replog.ShareConsumer]): a share group's
+// records, locks, delivery counts and acknowledgements live in the share
+// coordinator's Raft group, so Go members and Kafka members of one group
+// share its records, on any node. Served: ShareGroupHeartbeat (v1),
+// ShareGroupDescribe (v1), ShareFetch (v1 and v2, with KIP-1222's renew
+// acknowledgements) and ShareAcknowledge (v1 and v2).
+//
+// Membership lives in memory at the group coordinator (the node that
+// coordinates classic groups), and members join again when it moves or
+// restarts, losing nothing: what they hold is in the share coordinator
+// under their own member ids. Every member is assigned every partition of
+// the topics it subscribes to (share groups read a partition together, so
+// this holds for any number of members); Kafka's simple assignor spreads
+// partitions when they outnumber members. A member not heard from for
+// 45s (share.session.timeout.ms) is dropped and its records released.
+//
+// Share sessions (the partitions a member fetches, with their epochs) live
+// on the node fetched from; any node serves ShareFetch for any partition
+// from its own replica, handing out records below its replica's high
+// watermark, so ShareFetch never answers NOT_LEADER_OR_FOLLOWER. A
+// ShareFetch first applies the acknowledgements it carries, one by one
+// (a record whose lock expired fails alone, with INVALID_RECORD_STATE),
+// then acquires records of the session's partitions, up to MaxRecords and
+// within MaxBytes (records acquired past MaxBytes are released at once),
+// and waits up to MaxWaitMillis for some. Gaps (offsets without a
+// record) are accepted. Records delivered share.delivery.count.limit
+// times are archived, as Kafka does; the dead-letter topic of
+// [replog.ShareConsumerOptions] is a Go member's option only. Closing a
+// session (epoch -1) releases what the member holds in its partitions.
+//
+// Limits: 10,000 share sessions per node and partitions per session,
+// 1,000 members per group, at most 200 records in flight per share
+// partition (Kafka's group.share.partition.max.record.locks); share
+// groups read uncommitted records only (share.isolation.level
+// read_committed is refused).
+//
 // # Clusters
 //
 // Every node of a cluster may run a listener. Each registers the address

@@ -116,7 +116,9 @@ func (s *Server) shareTopics() map[[16]byte]*replication.TopicMeta {
 // openSession checks a request's session epoch against the member's
 // session and moves it on: 0 opens a new session (replacing one the member
 // had), -1 closes it, any other must be the session's. It returns the
-// session (nil when closed) or the error code.
+// session (nil when closed), the partitions of a session closed or
+// replaced, whose records the member holds are to be released, or the
+// error code.
 func (s *Server) openSession(group, member string, epoch int32) (*shareSession, []sharePartKey, int16) {
 	ss := s.shareSessions
 	ss.mu.Lock()
@@ -128,9 +130,16 @@ func (s *Server) openSession(group, member string, epoch int32) (*shareSession, 
 		if sess == nil && len(ss.m) >= maxShareSessions {
 			return nil, nil, kerr.ShareSessionLimitReached.Code
 		}
+		// A member opening a session again gave up the one it had (its
+		// client reset it after an error): what it acquired there it
+		// will never acknowledge, and is released with it.
+		var old []sharePartKey
+		if sess != nil {
+			old = sess.parts
+		}
 		sess = &shareSession{epoch: 1, in: map[sharePartKey]bool{}, used: time.Now()}
 		ss.m[k] = sess
-		return sess, nil, 0
+		return sess, old, 0
 	case sess == nil:
 		return nil, nil, kerr.ShareSessionNotFound.Code
 	case epoch == -1:
@@ -320,6 +329,9 @@ func (s *Server) shareFetch(req *kmsg.ShareFetchRequest) reply {
 		sess, closed, code := s.openSession(group, member, req.ShareSessionEpoch)
 		if code != 0 {
 			return fail(code, "share session")
+		}
+		if sess != nil && len(closed) > 0 {
+			s.releaseSession(group, member, closed)
 		}
 		cfg := s.shareGroupConfig(group)
 		resp.AcquisitionLockTimeoutMillis = int32(cfg.lock / time.Millisecond)
