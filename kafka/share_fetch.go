@@ -362,6 +362,7 @@ func (s *Server) shareFetch(req *kmsg.ShareFetchRequest) reply {
 		}
 		if sess == nil {
 			s.releaseSession(group, member, closed)
+			out.finish(nil)
 			return resp
 		}
 		parts, code := s.updateSession(sess, req)
@@ -369,6 +370,7 @@ func (s *Server) shareFetch(req *kmsg.ShareFetchRequest) reply {
 			return fail(code, "too many partitions in the share session")
 		}
 		if req.IsRenewAck {
+			out.finish(nil)
 			return resp // KIP-1222: a renewing fetch acquires nothing
 		}
 		s.acquireLoop(ctx, req, group, member, cfg, parts, out)

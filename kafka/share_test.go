@@ -352,19 +352,42 @@ func TestKafkaShareSessions(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(5), info.Partitions[0].Start)
 
-	// Closing the session releases what m holds (5 to 9), for other at
-	// once.
-	req := shareFetchReq("g", "m", -1, id)
-	require.Zero(t, fetch(req).ErrorCode)
+	// Closing the session, accepting 9 on the way, releases what m
+	// holds (5 to 8), for other at once.
+	resp = fetch(shareFetchReq("g", "m", -1, id, ackBatch(9, 9, 1)))
+	require.Zero(t, resp.ErrorCode)
+	require.Len(t, resp.Topics, 1, "the acknowledgement's outcome is answered")
+	require.Zero(t, resp.Topics[0].Partitions[0].AcknowledgeErrorCode)
+	require.Empty(t, resp.Topics[0].Partitions[0].AcquiredRecords)
 	resp = fetch(shareFetchReq("g", "other", 2, id))
-	require.Equal(t, fmt.Sprint([]kmsg.ShareFetchResponseTopicPartitionAcquiredRecord{{FirstOffset: 5, LastOffset: 5, DeliveryCount: 3}, {FirstOffset: 6, LastOffset: 9, DeliveryCount: 2}}),
+	require.Equal(t, fmt.Sprint([]kmsg.ShareFetchResponseTopicPartitionAcquiredRecord{{FirstOffset: 5, LastOffset: 5, DeliveryCount: 3}, {FirstOffset: 6, LastOffset: 8, DeliveryCount: 2}}),
 		fmt.Sprint(resp.Topics[0].Partitions[0].AcquiredRecords))
 
 	// other opens a session again (its client reset it): what it held
 	// in the old one comes back to it at once.
 	resp = fetch(shareFetchReq("g", "other", 0, id))
-	require.Equal(t, fmt.Sprint([]kmsg.ShareFetchResponseTopicPartitionAcquiredRecord{{FirstOffset: 5, LastOffset: 5, DeliveryCount: 4}, {FirstOffset: 6, LastOffset: 9, DeliveryCount: 3}}),
+	require.Equal(t, fmt.Sprint([]kmsg.ShareFetchResponseTopicPartitionAcquiredRecord{{FirstOffset: 5, LastOffset: 5, DeliveryCount: 4}, {FirstOffset: 6, LastOffset: 8, DeliveryCount: 3}}),
 		fmt.Sprint(resp.Topics[0].Partitions[0].AcquiredRecords))
+
+	// ShareAcknowledge: needs a session; acknowledges per partition.
+	areq := kmsg.NewPtrShareAcknowledgeRequest()
+	areq.GroupID, areq.MemberID, areq.ShareSessionEpoch = kmsg.StringPtr("g"), kmsg.StringPtr("other"), 0
+	aresp, err := areq.RequestWith(ctx, cl)
+	require.NoError(t, err)
+	require.Equal(t, kerr.InvalidShareSessionEpoch.Code, aresp.ErrorCode)
+	areq.ShareSessionEpoch = 1
+	rt := kmsg.NewShareAcknowledgeRequestTopic()
+	rt.TopicID = id
+	rt.Partitions = []kmsg.ShareAcknowledgeRequestTopicPartition{{Partition: 0, AcknowledgementBatches: []kmsg.ShareAcknowledgeRequestTopicPartitionAcknowledgementBatch{
+		{FirstOffset: 5, LastOffset: 8, AcknowledgeTypes: []int8{1}}}}}
+	areq.Topics = append(areq.Topics, rt)
+	aresp, err = areq.RequestWith(ctx, cl)
+	require.NoError(t, err)
+	require.Zero(t, aresp.ErrorCode)
+	require.Zero(t, aresp.Topics[0].Partitions[0].ErrorCode)
+	info, err = l.DescribeShareGroup(ctx, "g")
+	require.NoError(t, err)
+	require.Equal(t, int64(10), info.Partitions[0].Start, "everything done")
 }
 
 // TestClusterShareGroup: franz-go share members bootstrapped from
