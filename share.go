@@ -87,6 +87,12 @@ type ShareConsumerOptions struct {
 	// available (locks expire and delays pass without a write to wake
 	// it). Default 100ms.
 	PollInterval time.Duration
+	// Isolation: with [ReadCommitted], records are handed out up to the
+	// last stable offset only, and those of aborted transactions are
+	// never delivered (acknowledged as they are met), as Kafka's
+	// share.isolation.level=read_committed. Members of a group should
+	// agree on it. Default [ReadUncommitted].
+	Isolation IsolationLevel
 }
 
 func (o *ShareConsumerOptions) withDefaults() (ShareConsumerOptions, error) {
@@ -115,6 +121,8 @@ func (o *ShareConsumerOptions) withDefaults() (ShareConsumerOptions, error) {
 		return c, fmt.Errorf("%w: MaxRecords %d (1 to %d)", ErrInvalidConfig, c.MaxRecords, MaxShareInFlight)
 	case c.PollInterval < 0:
 		return c, fmt.Errorf("%w: PollInterval %v", ErrInvalidConfig, c.PollInterval)
+	case c.Isolation != ReadUncommitted && c.Isolation != ReadCommitted:
+		return c, fmt.Errorf("%w: Isolation %d", ErrInvalidConfig, c.Isolation)
 	}
 	return c, nil
 }
@@ -499,8 +507,13 @@ func (c *ShareConsumer[T]) pollPart(ctx context.Context, p *sharePart, room int)
 	if running, _ := sc.t.l.node.Running(p.rp); !running && !sc.reresolve(ctx, p) {
 		return nil, nil // tried again at the next round
 	}
+	committed := sc.opts.Isolation == ReadCommitted
+	lso := p.rp.LastStable() // before the high watermark: never above it
 	start := p.rp.LogStart()
 	hw := p.rp.HighWatermark()
+	if committed {
+		hw = min(hw, lso)
+	}
 	req := replication.ShareAcquireRequest{SharePartitionKey: p.key, Member: sc.member, Max: room,
 		HighWatermark: hw, LogStart: min(start, hw), Lock: sc.opts.LockDuration, MaxDeliveries: sc.opts.MaxDeliveries}
 	if hw <= start || !sc.t.l.node.ShareAvailable(req) {
@@ -608,13 +621,22 @@ func (sc *shareConsumer) giveBack(ctx context.Context, p *sharePart, recs []repl
 }
 
 // readOffsets reads from p's replica the records at the acquired offsets,
-// which lie below the high watermark the acquisition was made with.
+// which lie below the high watermark the acquisition was made with. A
+// read-committed member leaves out the records of aborted transactions
+// (all below the last stable offset it acquired under, so decided).
 func (sc *shareConsumer) readOffsets(ctx context.Context, p *sharePart, recs []replication.ShareAcquiredRecord) (map[int64]storage.Record, error) {
 	want := make(map[int64]bool, len(recs))
 	lo, hi := recs[0].Offset, recs[0].Offset
 	for _, a := range recs {
 		want[a.Offset] = true
 		lo, hi = min(lo, a.Offset), max(hi, a.Offset)
+	}
+	var aborted []storage.AbortedTxn
+	if sc.opts.Isolation == ReadCommitted {
+		var err error
+		if aborted, err = p.rp.AbortedTxns(ctx, lo, hi+1); err != nil {
+			return nil, mapErr(err)
+		}
 	}
 	out := make(map[int64]storage.Record, len(recs))
 	from := max(lo, p.rp.LogStart())
@@ -624,7 +646,9 @@ func (sc *shareConsumer) readOffsets(ctx context.Context, p *sharePart, recs []r
 		var batch []storage.Record
 		err := p.rp.ReadBatches(ctx, from, 1<<20, func(b []byte) bool {
 			h, err := storage.ParseHeader(b)
-			if err == nil && h.Control {
+			if err == nil && (h.Control || (h.Transactional && !storage.Committed(h, aborted))) {
+				// A marker, or an aborted transaction's batch: no
+				// record to hand out.
 				next = max(next, h.LastOffset()+1)
 				return h.LastOffset() < hi
 			}

@@ -351,3 +351,63 @@ func TestShareBadInput(t *testing.T) {
 	require.ErrorIs(t, recs[0].Ack(ctx), replog.ErrAlreadyAcknowledged)
 	require.ErrorIs(t, recs[0].Reject(ctx), replog.ErrAlreadyAcknowledged)
 }
+
+// TestShareReadCommitted: a read-committed share member gets no record of
+// an open transaction until it commits, nor of an aborted one, ever; a
+// read-uncommitted member of another group gets them all.
+func TestShareReadCommitted(t *testing.T) {
+	ctx := testCtx(t)
+	l, topics := openTxnLog(t, ctx, map[string]int{"jobs": 1})
+	tp := topics["jobs"]
+	plain, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer plain.Close()
+	s, err := l.NewTransactionalProducer(ctx, "share-rc", nil)
+	require.NoError(t, err)
+	defer s.Close()
+	p := joined(t, tp, s)
+
+	_, err = plain.Produce(ctx, replog.Message[string]{Value: "plain-0"})
+	require.NoError(t, err)
+	require.NoError(t, s.Begin())
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "aborted"})
+	require.NoError(t, err)
+	require.NoError(t, s.Abort(ctx))
+	require.NoError(t, s.Begin())
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "committed"})
+	require.NoError(t, err)
+	// Open: a plain record after it waits behind it too.
+	_, err = plain.Produce(ctx, replog.Message[string]{Value: "plain-1"})
+	require.NoError(t, err)
+
+	values := func(c *replog.ShareConsumer[string], want int) []string {
+		t.Helper()
+		var out []string
+		for len(out) < want {
+			recs, err := c.Poll(ctx)
+			require.NoError(t, err)
+			for _, r := range recs {
+				out = append(out, r.Value)
+				require.NoError(t, r.Ack(ctx))
+			}
+		}
+		return out
+	}
+	rc := newShare(t, tp, "rc", &replog.ShareConsumerOptions{Isolation: replog.ReadCommitted})
+	require.Equal(t, []string{"plain-0"}, values(rc, 1))
+	require.Empty(t, pollWithin(t, rc, 300*time.Millisecond), "the open transaction holds the rest back")
+	ru := newShare(t, tp, "ru", nil)
+	require.Equal(t, []string{"plain-0", "aborted", "committed", "plain-1"}, values(ru, 4))
+
+	require.NoError(t, s.Commit(ctx))
+	require.Equal(t, []string{"committed", "plain-1"}, values(rc, 2))
+	require.Empty(t, pollWithin(t, rc, 200*time.Millisecond))
+	info, err := l.DescribeShareGroup(ctx, "rc")
+	require.NoError(t, err)
+	hw, err := tp.Offsets(ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, hw.HighWatermark, info.Partitions[0].Start, "markers and the aborted record are done")
+
+	_, err = replog.NewShareConsumer(tp, "bad", replog.String(), &replog.ShareConsumerOptions{Isolation: 7})
+	require.ErrorIs(t, err, replog.ErrInvalidConfig)
+}

@@ -79,6 +79,10 @@ type shareConfig struct {
 	lock          time.Duration
 	maxDeliveries int
 	latest        bool
+	// committed: share.isolation.level=read_committed: records are
+	// handed out up to the last stable offset, and those of aborted
+	// transactions are archived instead.
+	committed bool
 }
 
 // maxShareKnown caps the share partitions a node remembers fetching.
@@ -566,7 +570,11 @@ func (s *Server) acquireLoop(ctx context.Context, req *kmsg.ShareFetchRequest, g
 // past the byte limit are released at once; records delivered the
 // group's limit of times are rejected (archived, as Kafka does).
 func (s *Server) acquirePart(ctx context.Context, p *sharePart, member string, cfg shareConfig, max, maxBytes int, first bool, out *shareResponse) (int, int, error) {
+	lso := p.rp.LastStable() // before the high watermark: never above it
 	start, hw := p.rp.LogStart(), p.rp.HighWatermark()
+	if cfg.committed {
+		hw = min(hw, lso)
+	}
 	r := replication.ShareAcquireRequest{SharePartitionKey: p.key, Member: member, Max: max,
 		HighWatermark: hw, LogStart: min(start, hw), Lock: cfg.lock, MaxDeliveries: cfg.maxDeliveries, Latest: cfg.latest}
 	if s.shareKnown(p.key) {
@@ -607,7 +615,7 @@ func (s *Server) acquirePart(ctx context.Context, p *sharePart, member string, c
 	if len(keep) == 0 {
 		return 0, 0, nil
 	}
-	buf, upTo, err := readShareBatches(ctx, p.rp, keep[0].Offset, keep[len(keep)-1].Offset, maxBytes, first)
+	buf, upTo, aborted, err := readShareBatches(ctx, p.rp, keep[0].Offset, keep[len(keep)-1].Offset, maxBytes, first, cfg.committed)
 	var drop []replication.ShareAcquiredRecord
 	if err != nil {
 		drop, keep = keep, nil
@@ -617,6 +625,15 @@ func (s *Server) acquirePart(ctx context.Context, p *sharePart, member string, c
 			i++
 		}
 		keep, drop = keep[:i], keep[i:]
+	}
+	if len(aborted) > 0 {
+		// Records of aborted transactions are archived, never
+		// delivered to a read-committed group.
+		var gone []replication.ShareAcquiredRecord
+		keep, gone = splitAborted(keep, aborted)
+		if _, err := s.node.ShareAckEach(ctx, p.key, member, deliveries(gone), replication.ShareReject, 0); err != nil {
+			s.log.Debug("replogkafka: aborted share records not archived yet; they come back", "err", err)
+		}
 	}
 	if len(drop) > 0 {
 		// Past the byte limit, or unreadable here: for another fetch.
@@ -650,6 +667,23 @@ func (s *Server) acquirePart(ctx context.Context, p *sharePart, member string, c
 	return len(keep), len(buf), nil
 }
 
+// splitAborted splits rs (sorted by offset) into those outside and those
+// inside the offset ranges aborted (sorted, from readShareBatches).
+func splitAborted(rs []replication.ShareAcquiredRecord, aborted [][2]int64) (keep, gone []replication.ShareAcquiredRecord) {
+	i := 0
+	for _, r := range rs {
+		for i < len(aborted) && aborted[i][1] < r.Offset {
+			i++
+		}
+		if i < len(aborted) && aborted[i][0] <= r.Offset {
+			gone = append(gone, r)
+		} else {
+			keep = append(keep, r)
+		}
+	}
+	return keep, gone
+}
+
 func deliveries(rs []replication.ShareAcquiredRecord) []replication.ShareDelivery {
 	out := make([]replication.ShareDelivery, len(rs))
 	for i, r := range rs {
@@ -661,11 +695,20 @@ func deliveries(rs []replication.ShareAcquiredRecord) []replication.ShareDeliver
 // readShareBatches reads from rp the batches holding offsets lo to hi, as
 // Kafka batches, within maxBytes (but the first batch, if first). It
 // returns the bytes and the offset the batches read end before: records
-// from there on were not read.
-func readShareBatches(ctx context.Context, rp *replication.Partition, lo, hi int64, maxBytes int, first bool) ([]byte, int64, error) {
+// from there on were not read. With committed, the batches of aborted
+// transactions are left out, and their offset ranges returned.
+func readShareBatches(ctx context.Context, rp *replication.Partition, lo, hi int64, maxBytes int, first, committed bool) ([]byte, int64, [][2]int64, error) {
 	var buf []byte
 	var derr error
 	var recs []storage.Record
+	var abortedTxns []storage.AbortedTxn
+	var aborted [][2]int64
+	if committed {
+		var err error
+		if abortedTxns, err = rp.AbortedTxns(ctx, lo, hi+1); err != nil {
+			return nil, lo, nil, err
+		}
+	}
 	upTo := lo
 	err := rp.ReadBatches(ctx, lo, max(maxBytes, 1), func(b []byte) bool {
 		var h storage.BatchHeader
@@ -678,6 +721,11 @@ func readShareBatches(ctx context.Context, rp *replication.Partition, lo, hi int
 		}
 		if h.BaseOffset > hi {
 			return false
+		}
+		if committed && h.Transactional && !h.Control && !storage.Committed(h, abortedTxns) {
+			aborted = append(aborted, [2]int64{h.BaseOffset, h.LastOffset()})
+			upTo = h.LastOffset() + 1
+			return upTo <= hi
 		}
 		before := len(buf)
 		if h.Version == storage.VersionKafka {
@@ -707,7 +755,7 @@ func readShareBatches(ctx context.Context, rp *replication.Partition, lo, hi int
 		// offsets go to the client as gaps it acknowledges.
 		upTo = hi + 1
 	}
-	return buf, upTo, err
+	return buf, upTo, aborted, err
 }
 
 // shareAcknowledge answers a ShareAcknowledge request.
