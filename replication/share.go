@@ -728,6 +728,12 @@ func (s *shareSM) Lookup(q any) (any, error) {
 	switch q := q.(type) {
 	case shareKeysQuery:
 		return slices.Collect(maps.Keys(s.parts)), nil
+	case sharePartitionsQuery:
+		out := make([]*SharePartitionState, 0, len(s.parts))
+		for _, p := range s.parts {
+			out = append(out, p.clone())
+		}
+		return out, nil
 	case shareGroupsQuery:
 		groups := map[string]bool{}
 		for k := range s.parts {

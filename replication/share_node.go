@@ -294,6 +294,26 @@ func (n *Node) ShareGroup(ctx context.Context, group string) ([]*SharePartitionS
 	return ps, nil
 }
 
+// sharePartitionsQuery reads every share partition (copies, unsorted).
+type sharePartitionsQuery struct{}
+
+// LocalShareGroups reads every share partition of every share group as
+// this node's replica of the share coordinator has applied them, without a
+// round trip: it may lag the coordinator's leader a little, and it never
+// waits for a quorum. Sorted by group, topic, topic id and partition. It
+// copies the records in flight (at most ShareRecordLimit a partition).
+func (n *Node) LocalShareGroups() ([]*SharePartitionState, error) {
+	v, err := n.nh.StaleRead(ShareShardID, sharePartitionsQuery{})
+	if err != nil {
+		return nil, mapError(err)
+	}
+	ps, _ := v.([]*SharePartitionState)
+	slices.SortFunc(ps, func(a, b *SharePartitionState) int {
+		return compareShareKeys(a.SharePartitionKey, b.SharePartitionKey)
+	})
+	return ps, nil
+}
+
 // ShareReset sets the share-partition start offsets of a topic's
 // partitions (by partition) in a share group, forgetting what was in
 // flight there, if no member of the group holds a record under an
