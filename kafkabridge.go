@@ -31,4 +31,17 @@ func init() {
 		c.fetchedRecords.Add(uint64(records))
 		c.fetchedBytes.Add(uint64(bytes))
 	}
+	kafkabridge.ShareCounted = func(l any, topic string, i int, kind kafkabridge.ShareKind, n int) {
+		c := l.(*Log).counters.part(topic, i)
+		switch kind {
+		case kafkabridge.ShareAcquired:
+			c.shareAcquired.Add(uint64(n))
+		case kafkabridge.ShareAccepted:
+			c.shareAcked(replication.ShareAccept, n)
+		case kafkabridge.ShareReleased:
+			c.shareAcked(replication.ShareRelease, n)
+		case kafkabridge.ShareRejected:
+			c.shareAcked(replication.ShareReject, n)
+		}
+	}
 }

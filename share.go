@@ -168,9 +168,10 @@ type shareConsumer struct {
 }
 
 type sharePart struct {
-	idx int
-	rp  *replication.Partition // replaced by Poll (see reresolve)
-	key replication.SharePartitionKey
+	idx   int
+	rp    *replication.Partition // replaced by Poll (see reresolve)
+	key   replication.SharePartitionKey
+	stats *partCounters
 }
 
 // NewShareConsumer returns a member of the share group group reading topic
@@ -217,7 +218,7 @@ func NewShareConsumer[T any](t *Topic, group string, codec Codec[T], opts *Share
 			return nil, mapErr(err)
 		}
 		c.parts = append(c.parts, &sharePart{idx: i, rp: rp, key: replication.SharePartitionKey{
-			Group: group, Topic: t.meta.Name, TopicID: t.meta.ID, Partition: i}})
+			Group: group, Topic: t.meta.Name, TopicID: t.meta.ID, Partition: i}, stats: t.l.counters.part(t.meta.Name, i)})
 	}
 	if len(c.parts) == 0 {
 		return nil, fmt.Errorf("%w: no partitions", ErrInvalidConfig)
@@ -396,6 +397,7 @@ func (c *shareConsumer) acknowledge(ctx context.Context, ds []*shareDelivery, a 
 			for _, d := range chunk {
 				d.done.Store(true)
 			}
+			p.stats.shareAcked(a, len(chunk))
 		}
 	}
 	return nil
@@ -588,8 +590,11 @@ func (c *ShareConsumer[T]) pollPart(ctx context.Context, p *sharePart, room int)
 	if len(rejects) > 0 {
 		if err := sc.t.l.node.ShareAck(ctx, p.key, sc.member, rejects, replication.ShareReject, 0); err != nil {
 			sc.t.l.node.Logger().Debug("replog: dead letters not rejected; they come back", "err", err)
+		} else {
+			p.stats.shareRejected.Add(uint64(len(rejects)))
 		}
 	}
+	p.stats.shareAcquired.Add(uint64(len(out)))
 	return out, derr
 }
 
@@ -698,6 +703,9 @@ func (sc *shareConsumer) deadLetter(ctx context.Context, p *sharePart, r storage
 		Header{Key: HeaderDLQReason, Value: []byte(reason)})
 	_, err := sc.dlq.Produce(ctx, Message[[]byte]{Key: r.Key, Value: r.Value, Tombstone: r.Tombstone && r.Key != nil,
 		Headers: hs, Time: time.Unix(0, r.Time)})
+	if err == nil {
+		p.stats.shareDeadLettered.Add(1)
+	}
 	return err
 }
 

@@ -111,21 +111,11 @@ func (l *Log) shareGroupInfo(ctx context.Context, group string, ps []*replicatio
 	for _, p := range ps {
 		pi := SharePartitionInfo{Topic: p.Topic, Partition: p.Partition, Start: p.Start, HighWatermark: -1, Lag: -1}
 		held := map[string]bool{}
-		for _, r := range p.InFlight {
-			switch {
-			case r.State == replication.ShareAcquired && r.Deadline > now:
-				pi.Acquired++
-				held[r.Member] = true
-				all[r.Member] = true
-			case r.State == replication.ShareAcquired, r.State == replication.ShareAvailable:
-				pi.Available++
-			case r.State == replication.ShareAcknowledged:
-				pi.Acknowledged++
-			default:
-				pi.Rejected++
-			}
-		}
+		pi.Acquired, pi.Available, pi.Acknowledged, pi.Rejected = shareInFlight(p, now, held)
 		pi.Members = slices.Sorted(maps.Keys(held))
+		for m := range held {
+			all[m] = true
+		}
 		if tm := md.Topics[p.Topic]; tm != nil && tm.ID == p.TopicID && p.Partition < len(tm.Partitions) {
 			t := &Topic{l: l, meta: tm}
 			if o, err := t.Offsets(ctx, p.Partition); err == nil {
@@ -137,6 +127,26 @@ func (l *Log) shareGroupInfo(ctx context.Context, group string, ps []*replicatio
 	}
 	info.Members = slices.Sorted(maps.Keys(all))
 	return info
+}
+
+// shareInFlight counts p's records in flight by state at now (see
+// [SharePartitionInfo]), and adds to held the members holding one under an
+// unexpired lock.
+func shareInFlight(p *replication.SharePartitionState, now int64, held map[string]bool) (acquired, available, acknowledged, rejected int) {
+	for _, r := range p.InFlight {
+		switch {
+		case r.State == replication.ShareAcquired && r.Deadline > now:
+			acquired++
+			held[r.Member] = true
+		case r.State == replication.ShareAcquired, r.State == replication.ShareAvailable:
+			available++
+		case r.State == replication.ShareAcknowledged:
+			acknowledged++
+		default:
+			rejected++
+		}
+	}
+	return acquired, available, acknowledged, rejected
 }
 
 // shareLag counts the records of [max(Start, logStart), hw) that are not

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/replog/replog/internal/metrics"
+	"github.com/replog/replog/replication"
 	"github.com/replog/replog/storage"
 )
 
@@ -30,6 +31,10 @@ type Stats struct {
 	// Groups are the consumer groups, by name, with their lag as this node
 	// sees the high watermarks.
 	Groups []GroupStats
+	// ShareGroups are the share groups, by name, as this node's replica of
+	// the share coordinator holds them (a moment behind its leader at
+	// most), with their lag as this node sees the high watermarks.
+	ShareGroups []ShareGroupStats
 }
 
 // NodeStats describes this node.
@@ -58,6 +63,10 @@ type NodeStats struct {
 	// Elections counts the leaders this node saw elected (all Raft
 	// groups); Retries the requests to a Raft group sent again.
 	Elections, Retries uint64
+	// Share group counters since Open, over every partition: what the
+	// share group members on this node did, [ShareConsumer]s and Kafka
+	// clients alike (see [PartitionStats]).
+	ShareAcquired, ShareAccepted, ShareReleased, ShareRejected, ShareDeadLettered uint64
 	// Apply is how long applying committed entries to the record store
 	// takes; Sync how long making it durable (an fsync) takes.
 	Apply, Sync Latency
@@ -114,6 +123,18 @@ type PartitionStats struct {
 	ProducedRecords, ProducedBytes, ProducedBatches uint64
 	ProduceErrors                                   uint64 // batches that failed
 	FetchedRecords, FetchedBytes                    uint64
+	// Share group counters since Open, of the share group members on this
+	// node: records of the partition handed to them (ShareAcquired: Poll
+	// returned them, or a Kafka ShareFetch answered them), and records
+	// they acknowledged, as the share coordinator applied it: accepted,
+	// released or rejected. ShareRejected also counts the records a
+	// member gave up (delivered MaxDeliveries times, or, for a
+	// [ShareConsumer], undecodable); ShareDeadLettered counts those of
+	// them written to a dead-letter topic. A Kafka client's
+	// acknowledgement of a gap (an offset with no record) counts as
+	// accepted. Records released by a member's Close, and records whose
+	// lock expired, are not counted: the share coordinator decides those.
+	ShareAcquired, ShareAccepted, ShareReleased, ShareRejected, ShareDeadLettered uint64
 }
 
 // GroupStats describes a consumer group, with the partitions of its
@@ -142,6 +163,38 @@ type GroupPartitionStats struct {
 	Lag int64
 }
 
+// ShareGroupStats describes a share group (see [ShareConsumer]), with the
+// share partitions of its topics that exist (a share group whose topics
+// were all deleted is left out).
+type ShareGroupStats struct {
+	Group string
+	// Members counts the members holding a record under an unexpired lock:
+	// a share group has no membership, and members that hold nothing are
+	// unknown to the share coordinator.
+	Members int
+	// Lag is the sum of the partitions' lags.
+	Lag        int64
+	Partitions []SharePartitionStats
+}
+
+// SharePartitionStats is one share partition of a share group (see
+// [SharePartitionInfo]).
+type SharePartitionStats struct {
+	Topic     string
+	Partition int
+	// Start is the share-partition start offset: every record before it
+	// is done.
+	Start int64
+	// Lag is the records from Start (or the log start) to the high
+	// watermark, as this node sees it, that are not done, acquired ones
+	// included; -1 if this node hosts no replica of the partition.
+	Lag int64
+	// Acquired counts the records under an unexpired lock; Available the
+	// records in flight waiting to be delivered again (released, or their
+	// lock expired).
+	Acquired, Available int
+}
+
 // payloadBytes is what the byte counters count of a record: its key,
 // value and headers, uncompressed.
 func payloadBytes(r *storage.Record) int {
@@ -164,6 +217,20 @@ type partKey struct {
 type partCounters struct {
 	producedRecords, producedBytes, producedBatches, produceErrors atomic.Uint64
 	fetchedRecords, fetchedBytes                                   atomic.Uint64
+	shareAcquired, shareAccepted, shareReleased, shareRejected     atomic.Uint64
+	shareDeadLettered                                              atomic.Uint64
+}
+
+// shareAcked counts n records acknowledged with a.
+func (c *partCounters) shareAcked(a replication.ShareAck, n int) {
+	switch a {
+	case replication.ShareAccept:
+		c.shareAccepted.Add(uint64(n))
+	case replication.ShareRelease:
+		c.shareReleased.Add(uint64(n))
+	case replication.ShareReject:
+		c.shareRejected.Add(uint64(n))
+	}
 }
 
 // counters are a Log's counters, created on first use per partition.
@@ -258,6 +325,11 @@ func (l *Log) Stats() Stats {
 		n.ProduceErrors += c.produceErrors.Load()
 		n.FetchedRecords += c.fetchedRecords.Load()
 		n.FetchedBytes += c.fetchedBytes.Load()
+		n.ShareAcquired += c.shareAcquired.Load()
+		n.ShareAccepted += c.shareAccepted.Load()
+		n.ShareReleased += c.shareReleased.Load()
+		n.ShareRejected += c.shareRejected.Load()
+		n.ShareDeadLettered += c.shareDeadLettered.Load()
 		return true
 	})
 	if l.isClosed() {
@@ -296,6 +368,9 @@ func (l *Log) Stats() Stats {
 				ps.ProducedRecords, ps.ProducedBytes, ps.ProducedBatches = c.producedRecords.Load(), c.producedBytes.Load(), c.producedBatches.Load()
 				ps.ProduceErrors = c.produceErrors.Load()
 				ps.FetchedRecords, ps.FetchedBytes = c.fetchedRecords.Load(), c.fetchedBytes.Load()
+				ps.ShareAcquired, ps.ShareAccepted = c.shareAcquired.Load(), c.shareAccepted.Load()
+				ps.ShareReleased, ps.ShareRejected = c.shareReleased.Load(), c.shareRejected.Load()
+				ps.ShareDeadLettered = c.shareDeadLettered.Load()
 			}
 			s.Partitions = append(s.Partitions, ps)
 			hws[partKey{t.Name, i}] = ps
@@ -305,10 +380,19 @@ func (l *Log) Stats() Stats {
 		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
 	})
 
+	s.Groups = l.groupStats(meta, hws)
+	s.ShareGroups = l.shareGroupStats(meta, hws)
+	return s
+}
+
+// groupStats reports the consumer groups, as this node's replica of the
+// groups group holds them.
+func (l *Log) groupStats(meta *replication.Metadata, hws map[partKey]PartitionStats) []GroupStats {
 	groups, err := l.node.LocalGroups()
 	if err != nil {
-		return s
+		return nil
 	}
+	var out []GroupStats
 	for _, g := range groups {
 		gs := GroupStats{Group: g.Name, Generation: g.Generation, Members: len(g.Members)}
 		if one, _, single := g.Topic(); single {
@@ -338,9 +422,46 @@ func (l *Log) Stats() Stats {
 			}
 		}
 		if live {
-			s.Groups = append(s.Groups, gs)
+			out = append(out, gs)
 		}
 	}
-	slices.SortFunc(s.Groups, func(a, b GroupStats) int { return cmp.Compare(a.Group, b.Group) })
-	return s
+	slices.SortFunc(out, func(a, b GroupStats) int { return cmp.Compare(a.Group, b.Group) })
+	return out
+}
+
+// shareGroupStats reports the share groups, as this node's replica of the
+// share coordinator holds them: a stale read, which never waits for a
+// quorum.
+func (l *Log) shareGroupStats(meta *replication.Metadata, hws map[partKey]PartitionStats) []ShareGroupStats {
+	ps, err := l.node.LocalShareGroups() // sorted by group, topic, partition
+	if err != nil {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	var out []ShareGroupStats
+	var held map[string]bool
+	for _, p := range ps {
+		if tm := meta.Topics[p.Topic]; tm == nil || tm.ID != p.TopicID || p.Partition >= len(tm.Partitions) {
+			continue // deleted (or deleted and created again)
+		}
+		if len(out) == 0 || out[len(out)-1].Group != p.Group {
+			if len(out) > 0 {
+				out[len(out)-1].Members = len(held)
+			}
+			out = append(out, ShareGroupStats{Group: p.Group})
+			held = map[string]bool{}
+		}
+		g := &out[len(out)-1]
+		sp := SharePartitionStats{Topic: p.Topic, Partition: p.Partition, Start: p.Start, Lag: -1}
+		sp.Acquired, sp.Available, _, _ = shareInFlight(p, now, held)
+		if hw, ok := hws[partKey{p.Topic, p.Partition}]; ok {
+			sp.Lag = shareLag(p, hw.LogStart, hw.HighWatermark)
+			g.Lag += sp.Lag
+		}
+		g.Partitions = append(g.Partitions, sp)
+	}
+	if len(out) > 0 {
+		out[len(out)-1].Members = len(held)
+	}
+	return out
 }

@@ -223,3 +223,93 @@ func withoutLatency(b replog.BatchWritten) replog.BatchWritten {
 	b.Latency = 0
 	return b
 }
+
+// A share consumer acquires, accepts, releases, rejects and dead-letters
+// records: the share counters count exactly that, per partition and for
+// the node, and the share group's stats follow its start offset, locks,
+// redeliveries and lag. A share group of a deleted topic is left out.
+func TestStatsShareGroups(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "jobs", replog.TopicConfig{Partitions: 1})
+	require.NoError(t, err)
+	_, err = l.CreateTopic(ctx, "jobs.dlq", replog.TopicConfig{Partitions: 1})
+	require.NoError(t, err)
+	gone, err := l.CreateTopic(ctx, "gone", replog.TopicConfig{Partitions: 1})
+	require.NoError(t, err)
+	for _, tp := range []*replog.Topic{tp, gone} {
+		p, err := replog.NewProducer(tp, replog.String(), nil)
+		require.NoError(t, err)
+		for i := range 10 {
+			p.ProduceAsync(ctx, replog.Message[string]{Value: fmt.Sprint(i)}, nil)
+		}
+		require.NoError(t, p.Flush(ctx))
+		require.NoError(t, p.Close())
+	}
+	old := newShare(t, gone, "old", nil)
+	oldRecs := pollWithin(t, old, 5*time.Second)
+	require.NotEmpty(t, oldRecs)
+	require.NoError(t, old.Close())
+	require.NoError(t, l.DeleteTopic(ctx, "gone"))
+
+	c := newShare(t, tp, "g", &replog.ShareConsumerOptions{MaxDeliveries: 2, DeadLetterTopic: "jobs.dlq",
+		MaxRecords: 10, LockDuration: time.Minute})
+	pollAll := func(n int) []replog.ShareRecord[string] {
+		t.Helper()
+		var recs []replog.ShareRecord[string]
+		for len(recs) < n {
+			more, err := c.Poll(ctx)
+			require.NoError(t, err)
+			recs = append(recs, more...)
+		}
+		require.Len(t, recs, n)
+		return recs
+	}
+	type counts struct{ acquired, accepted, released, rejected, dead uint64 }
+	check := func(want counts, group replog.ShareGroupStats) {
+		t.Helper()
+		s := l.Stats()
+		n := s.Node
+		n.ShareAcquired -= uint64(len(oldRecs)) // the node keeps the deleted topic's counts
+		require.Equal(t, want, counts{n.ShareAcquired, n.ShareAccepted, n.ShareReleased, n.ShareRejected, n.ShareDeadLettered}, "node")
+		var ps replog.PartitionStats
+		for _, p := range s.Partitions {
+			if p.Topic == "jobs" {
+				ps = p
+			} else {
+				require.Zero(t, p.ShareAcquired+p.ShareAccepted+p.ShareReleased+p.ShareRejected+p.ShareDeadLettered, p.Topic)
+			}
+		}
+		require.Equal(t, want, counts{ps.ShareAcquired, ps.ShareAccepted, ps.ShareReleased, ps.ShareRejected, ps.ShareDeadLettered}, "partition")
+		require.Equal(t, []replog.ShareGroupStats{group}, s.ShareGroups)
+	}
+	part := func(start, lag int64, acquired, available int) []replog.SharePartitionStats {
+		return []replog.SharePartitionStats{{Topic: "jobs", Partition: 0, Start: start, Lag: lag, Acquired: acquired, Available: available}}
+	}
+
+	recs := pollAll(10)
+	check(counts{acquired: 10}, replog.ShareGroupStats{Group: "g", Members: 1, Lag: 10, Partitions: part(0, 10, 10, 0)})
+
+	require.NoError(t, c.AckAll(ctx, recs[:6]))
+	require.NoError(t, recs[6].Release(ctx, 0))
+	require.NoError(t, recs[7].Release(ctx, 0))
+	require.NoError(t, recs[8].Reject(ctx))
+	// 0-5 done: the start moves to 6; 6 and 7 wait, 8 is done, 9 is held.
+	check(counts{acquired: 10, accepted: 6, released: 2, rejected: 1},
+		replog.ShareGroupStats{Group: "g", Members: 1, Lag: 3, Partitions: part(6, 3, 1, 2)})
+
+	again := pollAll(2)
+	for _, r := range again {
+		require.Equal(t, 2, r.Deliveries)
+		require.NoError(t, r.Release(ctx, 0))
+	}
+	// Delivered twice (MaxDeliveries): the next Poll dead-letters 6 and 7
+	// and rejects them, which moves the start past 8.
+	require.Empty(t, pollWithin(t, c, 500*time.Millisecond))
+	check(counts{acquired: 12, accepted: 6, released: 4, rejected: 3, dead: 2},
+		replog.ShareGroupStats{Group: "g", Members: 1, Lag: 1, Partitions: part(9, 1, 1, 0)})
+
+	require.NoError(t, recs[9].Ack(ctx))
+	check(counts{acquired: 12, accepted: 7, released: 4, rejected: 3, dead: 2},
+		replog.ShareGroupStats{Group: "g", Members: 0, Lag: 0, Partitions: part(10, 0, 0, 0)})
+}

@@ -5,7 +5,7 @@
 // propose batches that carry a Kafka client's producer id and sequence),
 // the node (producer ids, timeouts, the logger), replog's error mapping,
 // and the Log's counters (so [replog.Log.Stats] and the metrics adapters
-// see what Kafka clients produce and fetch).
+// see what Kafka clients produce, fetch, and do in share groups).
 //
 // Package replog installs the hooks when it is initialised, as it does for
 // package internal/expert: Go offers no other way for a sibling package to
@@ -36,4 +36,24 @@ var (
 	// Fetched counts records that a Kafka client fetched from partition i
 	// of t, a *replog.Topic.
 	Fetched func(t any, i int, records, bytes int)
+	// ShareCounted counts n records of partition i of topic that a Kafka
+	// share group member of l, a *replog.Log, acquired, or acknowledged
+	// as the share coordinator applied it, as replog's share consumers
+	// count theirs.
+	ShareCounted func(l any, topic string, i int, kind ShareKind, n int)
+)
+
+// ShareKind is what a share group member did with records, for
+// ShareCounted. ShareAccepted, ShareReleased and ShareRejected are Kafka's
+// acknowledge types (KIP-932): the listener converts them as they come.
+type ShareKind int8
+
+const (
+	// ShareAcquired: records handed to the member.
+	ShareAcquired ShareKind = 0
+	// ShareAccepted, ShareReleased, ShareRejected: records acknowledged
+	// so, or, for ShareRejected, given up after the delivery limit.
+	ShareAccepted ShareKind = 1
+	ShareReleased ShareKind = 2
+	ShareRejected ShareKind = 3
 )
