@@ -238,6 +238,9 @@ func (s *Server) acknowledge(ctx context.Context, key replication.SharePartition
 			if len(refused) > 0 {
 				code = kerr.InvalidRecordState.Code
 			}
+			if t != ackRenew {
+				kafkabridge.ShareCounted(s.l, key.Topic, key.Partition, kafkabridge.ShareKind(t), len(chunk)-len(refused))
+			}
 		}
 	}
 	return code, nil
@@ -608,8 +611,10 @@ func (s *Server) acquirePart(ctx context.Context, p *sharePart, member string, c
 		}
 	}
 	if len(dead) > 0 {
-		if _, err := s.node.ShareAckEach(ctx, p.key, member, deliveries(dead), replication.ShareReject, 0); err != nil {
+		if refused, err := s.node.ShareAckEach(ctx, p.key, member, deliveries(dead), replication.ShareReject, 0); err != nil {
 			s.log.Debug("replogkafka: share records over the delivery limit not archived yet; they come back", "err", err)
+		} else {
+			kafkabridge.ShareCounted(s.l, p.key.Topic, p.key.Partition, kafkabridge.ShareRejected, len(dead)-len(refused))
 		}
 	}
 	if len(keep) == 0 {
@@ -650,6 +655,7 @@ func (s *Server) acquirePart(ctx context.Context, p *sharePart, member string, c
 	if len(keep) == 0 {
 		return 0, 0, nil
 	}
+	kafkabridge.ShareCounted(s.l, p.key.Topic, p.key.Partition, kafkabridge.ShareAcquired, len(keep))
 	pr := out.part(p.kid)
 	pr.Records = append(pr.Records, buf...)
 	for _, a := range keep {
