@@ -37,11 +37,21 @@
 //	replog_produced_batches_total        counter    batches this node's producers wrote
 //	replog_fetched_records_total         counter    records this node's consumers read
 //	replog_fetched_bytes_total           counter    their keys, values and headers
+//	replog_share_records_total           counter    records share group members on this node handled (label kind)
 //
 // The produced and fetched counters are per partition rather than per
 // node: sum(replog_produced_records_total) by (node, topic) gives the
 // coarser figures, while the reverse is impossible. They are exported for
 // the partitions this node hosts, like the rest of the partition metrics.
+//
+// replog_share_records_total counts, by kind, the records share group
+// members on this node (replog's share consumers and Kafka clients)
+// handled (see [replog.PartitionStats]): acquired (handed to a member),
+// accepted, released, rejected (by a member, or given up after the
+// delivery limit) and dead_lettered (written to a dead-letter topic). A
+// partition's five series appear once a share member on this node has
+// handled one of its records, so that a node without share groups does
+// not export them.
 //
 // Per consumer group, with labels group and topic (empty for a group of
 // several topics):
@@ -60,6 +70,22 @@
 // sum(replog_group_lag) by (node, group) equals the group's lag as
 // [replog.GroupStats] reports it; replog_group_committed_offset only for
 // the partitions where the group committed something.
+//
+// Per share group, with label group, as this node's replica of the share
+// coordinator holds it:
+//
+//	replog_share_group_members           gauge      members holding a record under an unexpired lock
+//
+// and per share partition of the group's topics, with labels group, topic
+// and partition:
+//
+//	replog_share_group_lag               gauge      records from the start offset to the high watermark that are not done
+//	replog_share_group_start_offset      gauge      the share-partition start offset: every record before it is done
+//	replog_share_group_acquired_records  gauge      records under an unexpired lock
+//	replog_share_group_available_records gauge      records in flight waiting to be delivered again
+//
+// replog_share_group_lag, like replog_group_lag, is only exported for the
+// partitions this node hosts.
 //
 // Per node:
 //
@@ -100,8 +126,14 @@ type collector struct {
 	replicaLag                                                                    *prometheus.Desc
 	producedRecords, producedBytes, producedBatches, fetchedRecords, fetchedBytes *prometheus.Desc
 
+	// Per partition: labels topic, partition, kind.
+	shareRecords *prometheus.Desc
+
 	// Per group: labels group, topic; lag and committed add partition.
 	groupMembers, groupGeneration, groupLag, groupCommitted *prometheus.Desc
+
+	// Per share group: label group; the rest add topic, partition.
+	shareMembers, shareLag, shareStart, shareAcquired, shareAvailable *prometheus.Desc
 
 	// Per node: no variable label.
 	startTime, storeDisk, raftDisk, buffered, producers, consumers *prometheus.Desc
@@ -122,6 +154,7 @@ func NewCollector(l *replog.Log) prometheus.Collector {
 	part := []string{"topic", "partition"}
 	group := []string{"group", "topic"}
 	groupPart := []string{"group", "topic", "partition"}
+	shareGroup := []string{"group"}
 	return &collector{
 		log: l,
 
@@ -138,11 +171,18 @@ func NewCollector(l *replog.Log) prometheus.Collector {
 		producedBatches: desc("produced_batches_total", "Record batches this node's producers wrote to the partition.", part...),
 		fetchedRecords:  desc("fetched_records_total", "Records this node's consumers read from the partition.", part...),
 		fetchedBytes:    desc("fetched_bytes_total", "Keys, values and headers of the records this node's consumers read from the partition.", part...),
+		shareRecords:    desc("share_records_total", "Records of the partition that share group members on this node acquired, accepted, released, rejected or dead-lettered, by kind.", append(part, "kind")...),
 
 		groupMembers:    desc("group_members", "Members of the consumer group.", group...),
 		groupGeneration: desc("group_generation", "Generation of the consumer group, incremented at each rebalance.", group...),
 		groupLag:        desc("group_lag", "Records between the group's committed offset (the log start if it committed nothing) and the high watermark, as this node sees it.", groupPart...),
 		groupCommitted:  desc("group_committed_offset", "Next offset the group reads from the partition, as committed.", groupPart...),
+
+		shareMembers:   desc("share_group_members", "Members of the share group holding a record under an unexpired lock.", shareGroup...),
+		shareLag:       desc("share_group_lag", "Records from the share partition's start offset to the high watermark, as this node sees it, that are not done.", groupPart...),
+		shareStart:     desc("share_group_start_offset", "Share-partition start offset: every record before it is done.", groupPart...),
+		shareAcquired:  desc("share_group_acquired_records", "Records of the share partition under an unexpired lock.", groupPart...),
+		shareAvailable: desc("share_group_available_records", "Records of the share partition in flight, waiting to be delivered again.", groupPart...),
 
 		startTime:     desc("start_time_seconds", "Time the Log was opened, in seconds since the Unix epoch."),
 		storeDisk:     desc("store_disk_bytes", "Disk used by the record store, measured at most a second ago; 0 for an in-memory node."),
@@ -162,8 +202,9 @@ func NewCollector(l *replog.Log) prometheus.Collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.highWatermark, c.logStart, c.storedBytes, c.replicas, c.leaderID, c.isLeader, c.replicaLag,
-		c.producedRecords, c.producedBytes, c.producedBatches, c.fetchedRecords, c.fetchedBytes,
+		c.producedRecords, c.producedBytes, c.producedBatches, c.fetchedRecords, c.fetchedBytes, c.shareRecords,
 		c.groupMembers, c.groupGeneration, c.groupLag, c.groupCommitted,
+		c.shareMembers, c.shareLag, c.shareStart, c.shareAcquired, c.shareAvailable,
 		c.startTime, c.storeDisk, c.raftDisk, c.buffered, c.producers, c.consumers,
 		c.produceErrors, c.elections, c.retries, c.apply, c.sync,
 	} {
@@ -211,6 +252,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.producedBatches, p.ProducedBatches, l...)
 		counter(c.fetchedRecords, p.FetchedRecords, l...)
 		counter(c.fetchedBytes, p.FetchedBytes, l...)
+		if p.ShareAcquired+p.ShareAccepted+p.ShareReleased+p.ShareRejected+p.ShareDeadLettered > 0 {
+			for _, k := range []struct {
+				kind string
+				v    uint64
+			}{{"acquired", p.ShareAcquired}, {"accepted", p.ShareAccepted}, {"released", p.ShareReleased},
+				{"rejected", p.ShareRejected}, {"dead_lettered", p.ShareDeadLettered}} {
+				counter(c.shareRecords, k.v, p.Topic, strconv.Itoa(p.Partition), k.kind)
+			}
+		}
 	}
 
 	for _, g := range s.Groups {
@@ -227,6 +277,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			if p.Committed >= 0 {
 				gauge(c.groupCommitted, float64(p.Committed), name, p.Topic, part)
 			}
+		}
+	}
+
+	for _, g := range s.ShareGroups {
+		name := labelValue(g.Group)
+		gauge(c.shareMembers, float64(g.Members), name)
+		for _, p := range g.Partitions {
+			l := []string{name, p.Topic, strconv.Itoa(p.Partition)}
+			if p.Lag >= 0 { // -1: no replica here to see the high watermark
+				gauge(c.shareLag, float64(p.Lag), l...)
+			}
+			gauge(c.shareStart, float64(p.Start), l...)
+			gauge(c.shareAcquired, float64(p.Acquired), l...)
+			gauge(c.shareAvailable, float64(p.Available), l...)
 		}
 	}
 }

@@ -213,9 +213,14 @@ replog_produce_errors_total{node="1"} 0
 		}
 		fams := gather(t, reg)
 		// All but the replica lag, which a partition of one replica has
-		// none of.
-		require.Len(t, described, len(fams)+1)
-		require.NotContains(t, fams, "replog_partition_replica_lag_entries")
+		// none of, and the share group metrics, with no share group.
+		absent := []string{"replog_partition_replica_lag_entries", "replog_share_records_total",
+			"replog_share_group_members", "replog_share_group_lag", "replog_share_group_start_offset",
+			"replog_share_group_acquired_records", "replog_share_group_available_records"}
+		require.Len(t, described, len(fams)+len(absent))
+		for _, name := range absent {
+			require.NotContains(t, fams, name)
+		}
 		for name := range fams {
 			require.True(t, strings.HasPrefix(name, "replog_"), name)
 		}
@@ -241,6 +246,65 @@ replog_produce_errors_total{node="1"} 0
 		require.Contains(t, fams, "replog_produce_errors_total")
 		require.NotContains(t, fams, "replog_partition_high_watermark")
 	})
+}
+
+// A share group on a one-partition topic of 5 records: a member acquired
+// them all, accepted 0 and 1, released 2, rejected 3 and holds 4.
+func TestCollectorShareGroups(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "jobs", replog.TopicConfig{Partitions: 1})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	produce(ctx, t, p, 0, 5)
+
+	c, err := replog.NewShareConsumer(tp, "workers", replog.String(), &replog.ShareConsumerOptions{LockDuration: time.Minute})
+	require.NoError(t, err)
+	defer c.Close()
+	var recs []replog.ShareRecord[string]
+	for len(recs) < 5 {
+		more, err := c.Poll(ctx)
+		require.NoError(t, err)
+		recs = append(recs, more...)
+	}
+	require.NoError(t, c.AckAll(ctx, recs[:2]))
+	require.NoError(t, recs[2].Release(ctx, 0))
+	require.NoError(t, recs[3].Reject(ctx))
+
+	reg := prometheus.NewPedanticRegistry()
+	require.NoError(t, reg.Register(replogprom.NewCollector(l)))
+	const want = `
+# HELP replog_share_records_total Records of the partition that share group members on this node acquired, accepted, released, rejected or dead-lettered, by kind.
+# TYPE replog_share_records_total counter
+replog_share_records_total{kind="acquired",node="1",partition="0",topic="jobs"} 5
+replog_share_records_total{kind="accepted",node="1",partition="0",topic="jobs"} 2
+replog_share_records_total{kind="released",node="1",partition="0",topic="jobs"} 1
+replog_share_records_total{kind="rejected",node="1",partition="0",topic="jobs"} 1
+replog_share_records_total{kind="dead_lettered",node="1",partition="0",topic="jobs"} 0
+# HELP replog_share_group_members Members of the share group holding a record under an unexpired lock.
+# TYPE replog_share_group_members gauge
+replog_share_group_members{group="workers",node="1"} 1
+# HELP replog_share_group_lag Records from the share partition's start offset to the high watermark, as this node sees it, that are not done.
+# TYPE replog_share_group_lag gauge
+replog_share_group_lag{group="workers",node="1",partition="0",topic="jobs"} 2
+# HELP replog_share_group_start_offset Share-partition start offset: every record before it is done.
+# TYPE replog_share_group_start_offset gauge
+replog_share_group_start_offset{group="workers",node="1",partition="0",topic="jobs"} 2
+# HELP replog_share_group_acquired_records Records of the share partition under an unexpired lock.
+# TYPE replog_share_group_acquired_records gauge
+replog_share_group_acquired_records{group="workers",node="1",partition="0",topic="jobs"} 1
+# HELP replog_share_group_available_records Records of the share partition in flight, waiting to be delivered again.
+# TYPE replog_share_group_available_records gauge
+replog_share_group_available_records{group="workers",node="1",partition="0",topic="jobs"} 1
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"replog_share_records_total", "replog_share_group_members", "replog_share_group_lag",
+		"replog_share_group_start_offset", "replog_share_group_acquired_records", "replog_share_group_available_records"))
+	problems, err := testutil.GatherAndLint(reg)
+	require.NoError(t, err)
+	require.Empty(t, problems)
 }
 
 // Scrapes while producers run (run with -race): counters and high
