@@ -29,6 +29,7 @@
 //	replog.partition.log_start          gauge      {offset}   the first offset retained
 //	replog.partition.stored             updown     By         bytes the replica stores
 //	replog.partition.leader             gauge      1          1 if this node leads the partition, else 0
+//	replog.share.records                counter    {message}  records share group members on this node handled, by replog.share.kind (see below)
 //
 // Per consumer group and partition, with messaging.consumer.group.name,
 // messaging.destination.name and messaging.destination.partition.id:
@@ -41,6 +42,20 @@
 //
 //	replog.group.member.count           updown     {member}   members of the group
 //	replog.group.generation             gauge      1          the group's generation: it grows at each rebalance
+//
+// Per share group and partition, with messaging.consumer.group.name (the
+// share group), messaging.destination.name and
+// messaging.destination.partition.id, as this node's replica of the share
+// coordinator holds them:
+//
+//	replog.share_group.lag              gauge      {message}  records from the start offset to the high watermark that are not done; absent where this node hosts no replica
+//	replog.share_group.start            gauge      {offset}   the share-partition start offset: every record before it is done
+//	replog.share_group.acquired         gauge      {message}  records under an unexpired lock
+//	replog.share_group.available        gauge      {message}  records in flight waiting to be delivered again
+//
+// Per share group, with messaging.consumer.group.name:
+//
+//	replog.share_group.member.count     updown     {member}   members holding a record under an unexpired lock
 //
 // Per node:
 //
@@ -69,6 +84,13 @@
 // a Seek or a rebalance are counted too. Counters of a partition are
 // observed while the node hosts a replica of it; the node's totals in
 // [replog.NodeStats] keep them after the replica moves away.
+//
+// replog.share.records counts, with replog.share.kind acquired, accepted,
+// released, rejected or dead_lettered, the records that share group
+// members on this node (replog's share consumers and Kafka clients)
+// handled (see [replog.PartitionStats]). A partition's points appear once
+// a share member on this node handled one of its records, so that a node
+// without share groups does not report five idle points per partition.
 //
 // # Traces
 //

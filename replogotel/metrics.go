@@ -22,6 +22,7 @@ var (
 	systemAttr = semconv.MessagingSystemKey.String("replog")
 	nodeIDKey  = attribute.Key("replog.node.id")
 	quantile   = attribute.Key("replog.quantile")
+	shareKind  = attribute.Key("replog.share.kind")
 )
 
 // Metrics exports a Log's [replog.Stats] as OpenTelemetry metrics (the list
@@ -40,6 +41,10 @@ type Metrics struct {
 
 	groupLag, groupCommitted, groupGeneration metric.Int64ObservableGauge
 	groupMembers                              metric.Int64ObservableUpDownCounter
+
+	shareRecords                                        metric.Int64ObservableCounter
+	shareLag, shareStart, shareAcquired, shareAvailable metric.Int64ObservableGauge
+	shareMembers                                        metric.Int64ObservableUpDownCounter
 
 	storeUsage, raftUsage, bufferUsage, producers, consumers metric.Int64ObservableUpDownCounter
 	elections, retries                                       metric.Int64ObservableCounter
@@ -110,6 +115,13 @@ func NewMetrics(l *replog.Log, mp metric.MeterProvider) (*Metrics, error) {
 	m.groupMembers = updown("replog.group.member.count", "{member}", "Members of the consumer group.")
 	m.groupGeneration = gauge("replog.group.generation", "1", "The consumer group's generation.")
 
+	m.shareRecords = counter("replog.share.records", "{message}", "Records of the partition share group members on this node acquired, accepted, released, rejected or dead-lettered, by replog.share.kind.")
+	m.shareLag = gauge("replog.share_group.lag", "{message}", "Records from the share partition's start offset to the high watermark that are not done.")
+	m.shareStart = gauge("replog.share_group.start", "{offset}", "The share-partition start offset: every record before it is done.")
+	m.shareAcquired = gauge("replog.share_group.acquired", "{message}", "Records of the share partition under an unexpired lock.")
+	m.shareAvailable = gauge("replog.share_group.available", "{message}", "Records of the share partition in flight, waiting to be delivered again.")
+	m.shareMembers = updown("replog.share_group.member.count", "{member}", "Members of the share group holding a record under an unexpired lock.")
+
 	m.storeUsage = updown("replog.node.store.usage", "By", "Disk used by the record store.")
 	m.raftUsage = updown("replog.node.raft.usage", "By", "Disk used by the Raft logs and snapshots.")
 	m.bufferUsage = updown("replog.node.buffer.usage", "By", "Memory held in producers' buffers and consumers' read-ahead.")
@@ -127,6 +139,7 @@ func NewMetrics(l *replog.Log, mp metric.MeterProvider) (*Metrics, error) {
 		m.sent, m.consumed, m.sentBytes, m.sentBatches, m.produceErrors, m.consumedBytes,
 		m.highWatermark, m.logStart, m.stored, m.leader,
 		m.groupLag, m.groupCommitted, m.groupMembers, m.groupGeneration,
+		m.shareRecords, m.shareLag, m.shareStart, m.shareAcquired, m.shareAvailable, m.shareMembers,
 		m.storeUsage, m.raftUsage, m.bufferUsage, m.producers, m.consumers,
 		m.elections, m.retries,
 		m.apply.ops, m.apply.time, m.apply.duration,
@@ -169,6 +182,15 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 			leads = 1
 		}
 		o.ObserveInt64(m.leader, leads, attrs)
+		if p.ShareAcquired+p.ShareAccepted+p.ShareReleased+p.ShareRejected+p.ShareDeadLettered > 0 {
+			for _, k := range []struct {
+				kind string
+				v    uint64
+			}{{"acquired", p.ShareAcquired}, {"accepted", p.ShareAccepted}, {"released", p.ShareReleased},
+				{"rejected", p.ShareRejected}, {"dead_lettered", p.ShareDeadLettered}} {
+				o.ObserveInt64(m.shareRecords, int64(k.v), metric.WithAttributes(node, dest, part, shareKind.String(k.kind)))
+			}
+		}
 	}
 
 	for _, g := range s.Groups {
@@ -186,6 +208,21 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 			if p.Committed >= 0 { // -1: nothing committed
 				o.ObserveInt64(m.groupCommitted, p.Committed, pattrs)
 			}
+		}
+	}
+
+	for _, g := range s.ShareGroups {
+		group := semconv.MessagingConsumerGroupName(g.Group)
+		o.ObserveInt64(m.shareMembers, int64(g.Members), metric.WithAttributeSet(attribute.NewSet(node, group)))
+		for _, p := range g.Partitions {
+			pattrs := metric.WithAttributeSet(attribute.NewSet(node, group, semconv.MessagingDestinationName(p.Topic),
+				semconv.MessagingDestinationPartitionID(strconv.Itoa(p.Partition))))
+			if p.Lag >= 0 { // -1: this node hosts no replica to measure it
+				o.ObserveInt64(m.shareLag, p.Lag, pattrs)
+			}
+			o.ObserveInt64(m.shareStart, p.Start, pattrs)
+			o.ObserveInt64(m.shareAcquired, int64(p.Acquired), pattrs)
+			o.ObserveInt64(m.shareAvailable, int64(p.Available), pattrs)
 		}
 	}
 

@@ -132,6 +132,8 @@ func TestMetrics(t *testing.T) {
 	check("replog.client.produce.errors", "{batch}", 0, topic, part0)
 	_, ok := point(t, &rm, "replog.group.committed", "{offset}", group, part1)
 	require.False(t, ok, "partition 1 has no committed offset")
+	_, ok = point(t, &rm, "replog.share.records", "{message}")
+	require.False(t, ok, "no share member handled a record")
 	stored, _ := point(t, &rm, "replog.partition.stored", "By", topic, part0)
 	require.Positive(t, stored)
 	applies, _ := point(t, &rm, "replog.store.apply.operations", "{operation}", node)
@@ -143,6 +145,62 @@ func TestMetrics(t *testing.T) {
 	require.NoError(t, reader.Collect(ctx, &rm))
 	_, ok = point(t, &rm, "replog.partition.high_watermark", "{offset}")
 	require.False(t, ok, "observed after Close")
+}
+
+// Share groups: a member acquired 5 records, accepted 0 and 1, released
+// 2, rejected 3 and holds 4.
+func TestMetricsShareGroups(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "jobs", replog.TopicConfig{Partitions: 1})
+	require.NoError(t, err)
+	p, err := replog.NewProducer(tp, replog.String(), nil)
+	require.NoError(t, err)
+	defer p.Close()
+	for range 5 {
+		_, err := p.Produce(ctx, replog.Message[string]{Value: "v"})
+		require.NoError(t, err)
+	}
+	c, err := replog.NewShareConsumer(tp, "workers", replog.String(), &replog.ShareConsumerOptions{LockDuration: time.Minute})
+	require.NoError(t, err)
+	defer c.Close()
+	var recs []replog.ShareRecord[string]
+	for len(recs) < 5 {
+		more, err := c.Poll(ctx)
+		require.NoError(t, err)
+		recs = append(recs, more...)
+	}
+	require.NoError(t, c.AckAll(ctx, recs[:2]))
+	require.NoError(t, recs[2].Release(ctx, 0))
+	require.NoError(t, recs[3].Reject(ctx))
+
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer func() { require.NoError(t, mp.Shutdown(context.Background())) }()
+	m, err := replogotel.NewMetrics(l, mp)
+	require.NoError(t, err)
+	defer m.Close()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(ctx, &rm))
+
+	topic := attribute.String("messaging.destination.name", "jobs")
+	part := attribute.String("messaging.destination.partition.id", "0")
+	group := attribute.String("messaging.consumer.group.name", "workers")
+	node := attribute.Int64("replog.node.id", 1)
+	check := func(name, unit string, want int64, attrs ...attribute.KeyValue) {
+		t.Helper()
+		v, ok := point(t, &rm, name, unit, attrs...)
+		require.True(t, ok, "%s %v", name, attrs)
+		require.Equal(t, want, v, "%s %v", name, attrs)
+	}
+	for kind, want := range map[string]int64{"acquired": 5, "accepted": 2, "released": 1, "rejected": 1, "dead_lettered": 0} {
+		check("replog.share.records", "{message}", want, node, topic, part, attribute.String("replog.share.kind", kind))
+	}
+	check("replog.share_group.member.count", "{member}", 1, node, group)
+	check("replog.share_group.lag", "{message}", 2, node, group, topic, part)
+	check("replog.share_group.start", "{offset}", 2, node, group, topic, part)
+	check("replog.share_group.acquired", "{message}", 1, node, group, topic, part)
+	check("replog.share_group.available", "{message}", 1, node, group, topic, part)
 }
 
 func TestNewMetricsNilLog(t *testing.T) {
