@@ -10,7 +10,8 @@
 // directory, disk use, open handles, elections, apply and sync latency),
 // its topics and partitions (leader, replicas, offsets, stored bytes), the
 // consumer groups (generation, members, committed offset and lag per
-// partition), and plots of the produce rate, the fetch rate and each
+// partition), the share groups if any (members holding locks, start
+// offset, lag, acquired and available records per partition), and plots of the produce rate, the fetch rate and each
 // group's lag over the last 10 minutes. It is plain HTML rendered on the
 // server, with inline CSS and SVG: no script, no external asset, so it
 // works offline. It reloads itself every 5 seconds; ?refresh=N changes

@@ -33,10 +33,11 @@ type pageData struct {
 	Node    replog.NodeStats
 	Uptime  time.Duration
 	// Window is how far back the plots go.
-	Window string
-	Plots  []plot
-	Topics []topicView
-	Groups []replog.GroupStats
+	Window      string
+	Plots       []plot
+	Topics      []topicView
+	Groups      []replog.GroupStats
+	ShareGroups []replog.ShareGroupStats
 }
 
 type topicView struct {
@@ -55,7 +56,7 @@ type partRow struct {
 }
 
 func buildPage(now time.Time, l *replog.Log, s replog.Stats, hist []sample, refresh int) pageData {
-	d := pageData{Now: now, Refresh: refresh, Node: s.Node, Groups: s.Groups, Uptime: now.Sub(s.Node.Started)}
+	d := pageData{Now: now, Refresh: refresh, Node: s.Node, Groups: s.Groups, ShareGroups: s.ShareGroups, Uptime: now.Sub(s.Node.Started)}
 	select {
 	case <-l.Done():
 		d.Closed = true

@@ -249,3 +249,34 @@ func TestClosedLog(t *testing.T) {
 		t.Errorf("status %d", r.StatusCode)
 	}
 }
+
+// TestShareGroupsOnPage: a share group appears on the page, with its
+// partitions' start offset, lag, acquired and available records; without
+// one the section is absent.
+func TestShareGroupsOnPage(t *testing.T) {
+	l := openLog(t)
+	h := replogweb.Handler(l)
+	if page := body(t, get(t, h, "GET", "/")); strings.Contains(page, "Share groups") {
+		t.Error("share groups section without a share group")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topic, err := l.Topic("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := replog.NewShareConsumer(topic, "workers", replog.String(), &replog.ShareConsumerOptions{Partitions: []int{0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	page := body(t, get(t, h, "GET", "/"))
+	for _, want := range []string{`data-share-group="workers"`, "<b>workers</b>", "orders/0: 0 "} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+}
