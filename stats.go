@@ -130,10 +130,13 @@ type PartitionStats struct {
 	// released or rejected. ShareRejected also counts the records a
 	// member gave up (delivered MaxDeliveries times, or, for a
 	// [ShareConsumer], undecodable); ShareDeadLettered counts those of
-	// them written to a dead-letter topic. A Kafka client's
-	// acknowledgement of a gap (an offset with no record) counts as
-	// accepted. Records released by a member's Close, and records whose
-	// lock expired, are not counted: the share coordinator decides those.
+	// them written to a dead-letter topic. Offsets never handed to a
+	// member (without a record, or of an aborted transaction for a
+	// read-committed member) are not counted, but a Kafka client's
+	// acknowledgement of a gap counts as accepted. Records released by a
+	// member's Close (or a Kafka member's share session ending), and
+	// records whose lock expired, are not counted either: the share
+	// coordinator decides those.
 	ShareAcquired, ShareAccepted, ShareReleased, ShareRejected, ShareDeadLettered uint64
 }
 
