@@ -49,7 +49,8 @@ type NodeStats struct {
 	// BufferedBytes is the memory held in producers' buffers and
 	// consumers' read-ahead.
 	BufferedBytes int64
-	// Producers and Consumers are the open handles; a transactional
+	// Producers and Consumers are the open handles (share consumers
+	// among the consumers); a transactional
 	// session counts as one producer, with the producers joined to it.
 	Producers, Consumers int
 
@@ -310,6 +311,8 @@ func (l *Log) Stats() Stats {
 		case *consumer:
 			n.Consumers++
 			n.BufferedBytes += h.bufferedBytes()
+		case *shareConsumer: // no read-ahead: it reads what it acquired
+			n.Consumers++
 		case *TransactionalProducer: // one producer, as in Kafka, whatever its topics
 			n.Producers++
 			n.BufferedBytes += h.bufferedBytes()

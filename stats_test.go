@@ -270,6 +270,7 @@ func TestStatsShareGroups(t *testing.T) {
 		t.Helper()
 		s := l.Stats()
 		n := s.Node
+		require.Equal(t, 1, n.Consumers, "an open share consumer is an open consumer")
 		n.ShareAcquired -= uint64(len(oldRecs)) // the node keeps the deleted topic's counts
 		require.Equal(t, want, counts{n.ShareAcquired, n.ShareAccepted, n.ShareReleased, n.ShareRejected, n.ShareDeadLettered}, "node")
 		var ps replog.PartitionStats
