@@ -294,6 +294,8 @@ type shareCmd struct {
 	// Reset: the new start offsets of partitions of the key's topic
 	// (TopicID included; the key's Partition is unused).
 	Resets []ShareResetOffset `json:"resets,omitempty"`
+	// Config: the fields set (see shopConfig).
+	Config *shareConfigSet `json:"config,omitempty"`
 }
 
 // ShareResetOffset is a partition's new share-partition start offset.
@@ -359,6 +361,8 @@ func (c *shareCmd) check() uint64 {
 		return sInvalid
 	}
 	switch c.Op {
+	case shopConfig:
+		return c.checkConfig()
 	case shopDeleteGroup:
 		if !validShareName(c.Group) {
 			return sInvalid
@@ -433,6 +437,8 @@ func validShareDeliveries(ds []ShareDelivery) bool {
 // shareSM is the share coordinator's state machine.
 type shareSM struct {
 	parts map[SharePartitionKey]*SharePartitionState
+	// configs are the groups' configs (share_config.go); nil if none.
+	configs map[string]ShareGroupConfig
 }
 
 func newShareSM() *shareSM { return &shareSM{parts: map[SharePartitionKey]*SharePartitionState{}} }
@@ -464,6 +470,8 @@ func (s *shareSM) apply(c shareCmd) (uint64, ShareAcquireResult) {
 		return s.reset(c), ShareAcquireResult{}
 	case shopDeleteGroup:
 		return s.deleteGroup(c), ShareAcquireResult{}
+	case shopConfig:
+		return s.setConfig(c), ShareAcquireResult{}
 	}
 	p := s.parts[c.SharePartitionKey]
 	if c.Op == shopDelete {
@@ -569,12 +577,13 @@ func (s *shareSM) reset(c shareCmd) uint64 {
 	return sOK
 }
 
-// deleteGroup forgets every share partition of c's group, if no member
-// holds a lock.
+// deleteGroup forgets every share partition of c's group, and its
+// config, if no member holds a lock.
 func (s *shareSM) deleteGroup(c shareCmd) uint64 {
 	ps, locked := s.groupParts(c.Group, c.Now)
+	_, configured := s.configs[c.Group]
 	switch {
-	case len(ps) == 0:
+	case len(ps) == 0 && !configured:
 		return sNoGroup
 	case locked:
 		return sNotEmpty
@@ -582,6 +591,7 @@ func (s *shareSM) deleteGroup(c shareCmd) uint64 {
 	for _, p := range ps {
 		delete(s.parts, p.SharePartitionKey)
 	}
+	delete(s.configs, c.Group)
 	return sOK
 }
 
@@ -756,6 +766,8 @@ func (s *shareSM) Lookup(q any) (any, error) {
 			return p.clone(), nil
 		}
 		return (*SharePartitionState)(nil), nil
+	case shareConfigQuery:
+		return s.configs[q.group], nil
 	case shareAvailableQuery:
 		p := s.parts[q.key]
 		if p == nil {
@@ -778,6 +790,8 @@ func (s *shareSM) Lookup(q any) (any, error) {
 // versions can add fields.
 type shareSnapshot struct {
 	Partitions []*SharePartitionState `json:"partitions"`
+	// Configs are the groups' configs, by group; absent if none.
+	Configs []ShareGroupConfigEntry `json:"configs,omitempty"`
 }
 
 func (s *shareSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-chan struct{}) error {
@@ -786,6 +800,7 @@ func (s *shareSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-ch
 	for _, k := range keys {
 		snap.Partitions = append(snap.Partitions, s.parts[k])
 	}
+	snap.Configs = s.configSnapshot()
 	return json.NewEncoder(w).Encode(snap)
 }
 
@@ -813,7 +828,11 @@ func (s *shareSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan
 		}
 		parts[p.SharePartitionKey] = p
 	}
-	s.parts = parts
+	configs, err := recoverShareConfigs(snap.Configs)
+	if err != nil {
+		return fmt.Errorf("%w: share snapshot: %w", storage.ErrCorrupt, err)
+	}
+	s.parts, s.configs = parts, configs
 	return nil
 }
 

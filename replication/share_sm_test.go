@@ -294,6 +294,9 @@ func FuzzShareSMUpdate(f *testing.F) {
 		shReset(2*sec, ShareResetOffset{Partition: 0, Offset: 0}),
 		{Op: shopDeleteGroup, SharePartitionKey: SharePartitionKey{Group: "g"}, Now: 40 * sec},
 		{Op: shopDeleteGroup, SharePartitionKey: SharePartitionKey{Group: "g"}, Now: 2 * sec},
+		shConfig("g", ShareGroupConfig{AutoOffsetReset: "earliest", LockDuration: time.Minute}, ShareConfigAutoOffsetReset|ShareConfigLockDuration),
+		shConfig("g", ShareGroupConfig{HeartbeatInterval: time.Minute}, ShareConfigHeartbeatInterval),
+		shConfig("g", ShareGroupConfig{}, ShareConfigAll),
 	} {
 		b, _ := json.Marshal(c)
 		f.Add(b)
