@@ -42,16 +42,16 @@ type ShareGroupConfig struct {
 
 // Share group config values and defaults.
 const (
-	ShareOffsetEarliest = "earliest"
-	ShareOffsetLatest   = "latest"
-	ShareReadUncommited = "read_uncommitted"
+	ShareOffsetEarliest  = "earliest"
+	ShareOffsetLatest    = "latest"
+	ShareReadUncommitted = "read_uncommitted"
 
 	DefaultShareAutoOffsetReset    = ShareOffsetLatest
 	DefaultShareLockDuration       = 30 * time.Second
 	DefaultShareDeliveryCountLimit = 5
 	DefaultShareSessionTimeout     = 45 * time.Second
 	DefaultShareHeartbeatInterval  = 5 * time.Second
-	DefaultShareIsolationLevel     = ShareReadUncommited
+	DefaultShareIsolationLevel     = ShareReadUncommitted
 
 	// MinShareConfigLock and MaxShareConfigLock bound LockDuration (Kafka
 	// bounds share.record.lock.duration.ms to [1000, 3600000] ms).
@@ -115,7 +115,7 @@ func (c ShareGroupConfig) validateFields() error {
 		return fmt.Errorf("%w: share session timeout %v: 1ms to 1h", ErrInvalid, c.SessionTimeout)
 	case c.HeartbeatInterval != 0 && (c.HeartbeatInterval < time.Millisecond || c.HeartbeatInterval > time.Hour):
 		return fmt.Errorf("%w: share heartbeat interval %v: 1ms to 1h", ErrInvalid, c.HeartbeatInterval)
-	case c.IsolationLevel != "" && c.IsolationLevel != ShareReadUncommited:
+	case c.IsolationLevel != "" && c.IsolationLevel != ShareReadUncommitted:
 		return fmt.Errorf("%w: share isolation level %.64q: only read_uncommitted is served", ErrInvalid, c.IsolationLevel)
 	}
 	return nil

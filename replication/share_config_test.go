@@ -2,6 +2,7 @@ package replication
 
 import (
 	"bytes"
+	"context"
 	"strconv"
 	"strings"
 	"testing"
@@ -149,4 +150,44 @@ func TestShareGroupConfigDefaults(t *testing.T) {
 	require.ErrorIs(t, ShareGroupConfig{DeliveryCountLimit: 11}.Validate(), ErrInvalid)
 	set := ShareGroupConfig{LockDuration: time.Minute}
 	require.Equal(t, time.Minute, set.WithDefaults().LockDuration)
+}
+
+// TestShareNodeConfig: a config set on one node is read linearizably on
+// every node, and soon from each node's replica; bad input is refused
+// before proposing with ErrInvalid; deleting the group deletes it.
+func TestShareNodeConfig(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := newTestClusterWith(t, 3, 0, nil)
+	n1, n2, n3 := c.nodes[1], c.nodes[2], c.nodes[3]
+
+	cfg, err := n2.ShareGroupConfig(ctx, "g")
+	require.NoError(t, err)
+	require.Equal(t, ShareGroupConfig{}, cfg)
+	require.Equal(t, ShareGroupConfig{}, n3.ShareGroupConfigStale("g"))
+
+	want := ShareGroupConfig{AutoOffsetReset: ShareOffsetEarliest, LockDuration: 15 * time.Second}
+	require.NoError(t, n1.SetShareGroupConfig(ctx, "g", want, ShareConfigAutoOffsetReset|ShareConfigLockDuration))
+	for _, n := range []*Node{n1, n2, n3} {
+		cfg, err := n.ShareGroupConfig(ctx, "g")
+		require.NoError(t, err)
+		require.Equal(t, want, cfg)
+		eventually(t, "the replica's config", func() bool { return n.ShareGroupConfigStale("g") == want })
+	}
+
+	for name, err := range map[string]error{
+		"bounds":    n2.SetShareGroupConfig(ctx, "g", ShareGroupConfig{DeliveryCountLimit: 11}, ShareConfigDeliveryCountLimit),
+		"fields":    n2.SetShareGroupConfig(ctx, "g", want, 0),
+		"group":     n2.SetShareGroupConfig(ctx, "", want, ShareConfigAll),
+		"heartbeat": n2.SetShareGroupConfig(ctx, "g", ShareGroupConfig{HeartbeatInterval: time.Minute}, ShareConfigHeartbeatInterval),
+	} {
+		require.ErrorIs(t, err, ErrInvalid, name)
+	}
+	_, err = n2.ShareGroupConfig(ctx, "")
+	require.ErrorIs(t, err, ErrInvalid)
+
+	require.NoError(t, n3.ShareDeleteGroup(ctx, "g"))
+	cfg, err = n1.ShareGroupConfig(ctx, "g")
+	require.NoError(t, err)
+	require.Equal(t, ShareGroupConfig{}, cfg)
 }
