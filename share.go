@@ -65,13 +65,16 @@ const (
 type ShareConsumerOptions struct {
 	// LockDuration is how long a member holds a record it acquired before
 	// it is delivered again (Kafka's group.share.record.lock.duration.ms):
-	// acknowledge it, or [ShareRecord.Renew] it, before then. Default
-	// 30s; at most 1h. Locks are measured on the clocks of the nodes that
+	// acknowledge it, or [ShareRecord.Renew] it, before then. Default:
+	// the group's [ShareGroupConfig.LockDuration] as [NewShareConsumer]
+	// reads it, if set, else 30s; at most 1h. Locks are measured on the clocks of the nodes that
 	// acquire and acknowledge, which must agree to well within it.
 	LockDuration time.Duration
 	// MaxDeliveries is how many times a record is delivered before it is
 	// given up (Kafka's group.share.delivery.count.limit): then it goes to
-	// DeadLetterTopic, or is rejected. Default 5; at most 100.
+	// DeadLetterTopic, or is rejected. Default: the group's
+	// [ShareGroupConfig.DeliveryCountLimit] as [NewShareConsumer] reads
+	// it, if set, else 5; at most 100.
 	MaxDeliveries int
 	// DeadLetterTopic, if set, is an existing topic where records given up
 	// are written, with the Header* headers saying why, before they are
@@ -204,6 +207,11 @@ func NewShareConsumer[T any](t *Topic, group string, codec Codec[T], opts *Share
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if opts == nil || opts.LockDuration == 0 || opts.MaxDeliveries == 0 {
+		if err := c.groupConfig(ctx, opts); err != nil {
+			return nil, err
+		}
+	}
 	seen := map[int]bool{}
 	for _, i := range parts {
 		if seen[i] {
@@ -241,6 +249,22 @@ func NewShareConsumer[T any](t *Topic, group string, codec Codec[T], opts *Share
 		return nil, err
 	}
 	return &ShareConsumer[T]{c: c, codec: codec}, nil
+}
+
+// groupConfig applies the group's config (see [Log.SetShareGroupConfig])
+// to the options opts leaves zero.
+func (c *shareConsumer) groupConfig(ctx context.Context, opts *ShareConsumerOptions) error {
+	cfg, err := c.t.l.node.ShareGroupConfig(ctx, c.group)
+	if err != nil {
+		return mapErr(err)
+	}
+	if (opts == nil || opts.LockDuration == 0) && cfg.LockDuration != 0 {
+		c.opts.LockDuration = cfg.LockDuration
+	}
+	if (opts == nil || opts.MaxDeliveries == 0) && cfg.DeliveryCountLimit != 0 {
+		c.opts.MaxDeliveries = cfg.DeliveryCountLimit
+	}
+	return nil
 }
 
 // Member is the member's id in its share group: unique, made up at

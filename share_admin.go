@@ -222,10 +222,11 @@ func (l *Log) ResetShareGroup(ctx context.Context, group string, r OffsetReset) 
 	return nil
 }
 
-// DeleteShareGroup forgets a share group's state: its start offsets and
-// records in flight (Kafka's DeleteShareGroups). Only while no member
-// holds a record under an unexpired lock ([ErrGroupNotEmpty] otherwise);
-// [ErrGroupNotFound] if the coordinator holds no state of the group. A
+// DeleteShareGroup forgets a share group's state: its start offsets,
+// records in flight and config ([Log.SetShareGroupConfig]; Kafka's
+// DeleteShareGroups). Only while no member holds a record under an
+// unexpired lock ([ErrGroupNotEmpty] otherwise); [ErrGroupNotFound] if
+// the coordinator holds neither state nor config of the group. A
 // member that polls afterwards starts the group afresh, at the log start.
 func (l *Log) DeleteShareGroup(ctx context.Context, group string) error {
 	if l.isClosed() {
