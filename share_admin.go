@@ -242,3 +242,29 @@ func (l *Log) DeleteShareGroup(ctx context.Context, group string) error {
 	}
 	return nil
 }
+
+// DeleteShareGroupOffsets forgets a share group's state of one topic: its
+// start offsets and records in flight there (Kafka's
+// DeleteShareGroupOffsets); a member that polls the topic afterwards
+// starts it afresh. Only while no member of the group holds a record
+// under an unexpired lock ([ErrGroupNotEmpty] otherwise);
+// [ErrGroupNotFound] if the coordinator holds no state of the group. A
+// topic the group has no state of is no error. A ctx without deadline
+// gets 30s.
+func (l *Log) DeleteShareGroupOffsets(ctx context.Context, group, topic string) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	if err := checkShareGroupName(group); err != nil {
+		return err
+	}
+	if topic == "" {
+		return fmt.Errorf("%w: no topic", ErrInvalidConfig)
+	}
+	ctx, cancel := withDefaultDeadline(ctx, defaultTimeout)
+	defer cancel()
+	if err := l.node.ShareDeleteTopic(ctx, group, topic); err != nil {
+		return fmt.Errorf("%w (share group %q, topic %q)", mapErr(err), group, topic)
+	}
+	return nil
+}

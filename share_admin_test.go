@@ -134,3 +134,35 @@ func TestShareGroupResetNew(t *testing.T) {
 	require.ElementsMatch(t, []string{"new-0000", "new-0001", "new-0002"}, got)
 	require.Empty(t, pollWithin(t, c, 300*time.Millisecond))
 }
+
+// TestDeleteShareGroupOffsets: a topic's share state goes, the group's
+// other topics stay; refused while a member holds a lock.
+func TestDeleteShareGroupOffsets(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	for _, name := range []string{"a", "b"} {
+		tp, err := l.CreateTopic(ctx, name, replog.TopicConfig{Partitions: 1})
+		require.NoError(t, err)
+		produceStrings(t, ctx, tp, 3, name)
+	}
+	require.ErrorIs(t, l.DeleteShareGroupOffsets(ctx, "workers", "a"), replog.ErrGroupNotFound)
+	require.NoError(t, l.ResetShareGroup(ctx, "workers", replog.OffsetReset{Topic: "a", Offsets: map[int]int64{0: 1}}))
+	require.NoError(t, l.ResetShareGroup(ctx, "workers", replog.OffsetReset{Topic: "b", Offsets: map[int]int64{0: 2}}))
+
+	tb, err := l.Topic("b")
+	require.NoError(t, err)
+	c := newShare(t, tb, "workers", &replog.ShareConsumerOptions{MaxRecords: 1})
+	recs, err := c.Poll(ctx)
+	require.NoError(t, err)
+	require.ErrorIs(t, l.DeleteShareGroupOffsets(ctx, "workers", "a"), replog.ErrGroupNotEmpty)
+	require.NoError(t, c.AckAll(ctx, recs))
+
+	require.NoError(t, l.DeleteShareGroupOffsets(ctx, "workers", "a"))
+	require.NoError(t, l.DeleteShareGroupOffsets(ctx, "workers", "none"))
+	g, err := l.DescribeShareGroup(ctx, "workers")
+	require.NoError(t, err)
+	require.Len(t, g.Partitions, 1)
+	require.Equal(t, "b", g.Partitions[0].Topic)
+	require.ErrorIs(t, l.DeleteShareGroupOffsets(ctx, "workers", ""), replog.ErrInvalidConfig)
+	require.ErrorIs(t, l.DeleteShareGroupOffsets(ctx, "", "a"), replog.ErrInvalidConfig)
+}

@@ -363,6 +363,8 @@ func (c *shareCmd) check() uint64 {
 	switch c.Op {
 	case shopConfig:
 		return c.checkConfig()
+	case shopDeleteTopic:
+		return c.checkDeleteTopic()
 	case shopDeleteGroup:
 		if !validShareName(c.Group) {
 			return sInvalid
@@ -472,6 +474,8 @@ func (s *shareSM) apply(c shareCmd) (uint64, ShareAcquireResult) {
 		return s.deleteGroup(c), ShareAcquireResult{}
 	case shopConfig:
 		return s.setConfig(c), ShareAcquireResult{}
+	case shopDeleteTopic:
+		return s.deleteTopic(c), ShareAcquireResult{}
 	}
 	p := s.parts[c.SharePartitionKey]
 	if c.Op == shopDelete {

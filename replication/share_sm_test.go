@@ -297,6 +297,7 @@ func FuzzShareSMUpdate(f *testing.F) {
 		shConfig("g", ShareGroupConfig{AutoOffsetReset: "earliest", LockDuration: time.Minute}, ShareConfigAutoOffsetReset|ShareConfigLockDuration),
 		shConfig("g", ShareGroupConfig{HeartbeatInterval: time.Minute}, ShareConfigHeartbeatInterval),
 		shConfig("g", ShareGroupConfig{}, ShareConfigAll),
+		shDeleteTopic("t", 40*sec), shDeleteTopic("t", 2*sec),
 	} {
 		b, _ := json.Marshal(c)
 		f.Add(b)
