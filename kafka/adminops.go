@@ -1,7 +1,8 @@
 package replogkafka
 
 // The admin APIs that change or describe what exists: topic settings
-// (DescribeConfigs, IncrementalAlterConfigs), partition counts
+// (DescribeConfigs, IncrementalAlterConfigs; group configs are in
+// groupconfig.go), partition counts
 // (CreatePartitions), log starts (DeleteRecords) and the cluster
 // (DescribeCluster). Topic creation and deletion are in admin.go.
 
@@ -107,9 +108,13 @@ func (s *Server) brokerResource(name string) bool {
 	return name == "" || name == strconv.FormatInt(int64(s.nodeID()), 10)
 }
 
-func (s *Server) describeConfigs(req *kmsg.DescribeConfigsRequest) *kmsg.DescribeConfigsResponse {
+func (s *Server) describeConfigs(ctx context.Context, req *kmsg.DescribeConfigsRequest) *kmsg.DescribeConfigsResponse {
 	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
 	for _, rr := range req.Resources {
+		if rr.ResourceType == kmsg.ConfigResourceTypeGroupConfig {
+			resp.Resources = append(resp.Resources, s.describeGroupConfigs(ctx, req, rr))
+			continue
+		}
 		r := kmsg.NewDescribeConfigsResponseResource()
 		r.ResourceType, r.ResourceName = rr.ResourceType, rr.ResourceName
 		switch rr.ResourceType {
@@ -185,6 +190,8 @@ func (s *Server) incrementalAlterConfigs(ctx context.Context, req *kmsg.Incremen
 		switch rr.ResourceType {
 		case kmsg.ConfigResourceTypeTopic:
 			code, err = s.alterTopicConfigs(ctx, rr, req.ValidateOnly)
+		case kmsg.ConfigResourceTypeGroupConfig:
+			code, err = s.alterGroupConfigs(ctx, rr, req.ValidateOnly)
 		case kmsg.ConfigResourceTypeBroker, kmsg.ConfigResourceTypeBrokerLogger:
 			code, err = kerr.InvalidRequest.Code, errors.New("replog nodes have no broker configs to alter; set Options in the program that opens the Log")
 		default:

@@ -165,7 +165,7 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 	case *kmsg.InitProducerIDRequest:
 		return func(ctx context.Context) kmsg.Response { return s.initProducerID(ctx, req) }, nil
 	case *kmsg.DescribeConfigsRequest:
-		return ready(s.describeConfigs(req)), nil
+		return ready(s.describeConfigs(c.ctx, req)), nil
 	case *kmsg.IncrementalAlterConfigsRequest:
 		return ready(s.incrementalAlterConfigs(c.ctx, req)), nil
 	case *kmsg.CreatePartitionsRequest:
