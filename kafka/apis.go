@@ -42,7 +42,7 @@ func servedAPIs() []servedAPI {
 		{kmsg.CreatePartitions.Int16(), versionRange{0, 3}},
 		{kmsg.DeleteRecords.Int16(), versionRange{0, 2}},
 		{kmsg.DescribeCluster.Int16(), versionRange{0, 2}},
-	}, slices.Concat(groupAPIs(), txnAPIs(), saslAPIs())...)
+	}, slices.Concat(groupAPIs(), txnAPIs(), saslAPIs(), shareAdminAPIs())...)
 }
 
 // served returns the versions of API key that the listener answers.
@@ -183,6 +183,9 @@ func (s *Server) handle(c *conn, req kmsg.Request) (reply, error) {
 		return rep, nil
 	}
 	if rep, ok := s.handleTxn(req); ok {
+		return rep, nil
+	}
+	if rep, ok := s.handleShareAdmin(req); ok {
 		return rep, nil
 	}
 	// Only if apiVersions lists a request that has no case above.

@@ -3,13 +3,16 @@ package replogkafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/replog/replog"
 	"github.com/replog/replog/replication"
 )
 
@@ -50,7 +53,8 @@ func storedView(g *replication.GroupState) groupView {
 }
 
 // listGroups lists the groups held here and those of the groups state
-// machine (replog groups, and Kafka groups without members).
+// machine (replog groups, and Kafka groups without members), of type
+// "classic", and the share groups (see listShareGroups).
 func (s *Server) listGroups(ctx context.Context, req *kmsg.ListGroupsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ListGroupsResponse)
 	views := map[string]groupView{}
@@ -84,7 +88,71 @@ func (s *Server) listGroups(ctx context.Context, req *kmsg.ListGroupsRequest) km
 		g.Group, g.ProtocolType, g.GroupState, g.GroupType = name, v.protocolType, v.state, "classic"
 		resp.Groups = append(resp.Groups, g)
 	}
+	if len(req.TypesFilter) > 0 && !slices.ContainsFunc(req.TypesFilter, func(f string) bool { return strings.EqualFold(f, "share") }) {
+		return resp
+	}
+	shares, err := s.listShareGroups(ctx, views)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		resp.ErrorCode = groupErrorCode(err)
+		return resp
+	}
+	for _, g := range shares {
+		if len(req.StatesFilter) > 0 && !slices.ContainsFunc(req.StatesFilter, func(f string) bool { return strings.EqualFold(f, g.GroupState) }) {
+			continue
+		}
+		resp.Groups = append(resp.Groups, g)
+	}
 	return resp
+}
+
+// listShareGroups lists the share groups the share coordinator holds
+// state of, of type "share", but those named as a classic group too
+// (replog keeps share groups apart from consumer groups; Kafka has one
+// namespace): "Stable" while a member holds a record under an unexpired
+// lock, else "Empty".
+func (s *Server) listShareGroups(ctx context.Context, classic map[string]groupView) ([]kmsg.ListGroupsResponseGroup, error) {
+	cctx, cancel := s.groupsCtx(ctx)
+	defer cancel()
+	names, err := s.node.ShareGroups(cctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []kmsg.ListGroupsResponseGroup
+	for _, name := range names {
+		if _, ok := classic[name]; ok {
+			continue
+		}
+		ps, err := s.node.ShareGroup(cctx, name)
+		if errors.Is(err, replication.ErrGroupNotFound) {
+			continue // deleted since listed
+		}
+		if err != nil {
+			return nil, err
+		}
+		g := kmsg.NewListGroupsResponseGroup()
+		g.Group, g.ProtocolType, g.GroupState, g.GroupType = name, "share", "Empty", "share"
+		if shareLocked(ps, time.Now()) {
+			g.GroupState = "Stable"
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// shareLocked reports whether a record of ps is acquired under a lock
+// unexpired at now.
+func shareLocked(ps []*replication.SharePartitionState, now time.Time) bool {
+	for _, p := range ps {
+		for _, r := range p.InFlight {
+			if r.State == replication.ShareAcquired && r.Deadline > now.UnixNano() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // describe describes group name, as held here or stored; ok is false if
@@ -111,6 +179,11 @@ func (s *Server) describeGroups(ctx context.Context, req *kmsg.DescribeGroupsReq
 			return nil
 		case err != nil:
 			g.ErrorCode = groupErrorCode(err)
+		case !ok && s.isShareGroup(ctx, name):
+			// As Kafka: DescribeGroups describes classic groups only
+			// (ShareGroupDescribe, share ones).
+			g.ErrorCode = kerr.GroupIDNotFound.Code
+			g.ErrorMessage = kmsg.StringPtr(fmt.Sprintf("Group %s is not a classic group; it is a share group.", name))
 		case !ok:
 			g.State = "Dead" // as Kafka answers for an unknown group
 		default:
@@ -122,8 +195,11 @@ func (s *Server) describeGroups(ctx context.Context, req *kmsg.DescribeGroupsReq
 }
 
 // deleteGroups deletes groups without members, Kafka's or replog's, with
-// their offsets. A group with members here or in the groups state machine
-// is NON_EMPTY_GROUP.
+// their offsets, and share groups of the name with their state and
+// configs (see Log.DeleteShareGroup). A group with members here or in the
+// groups state machine, or a share group whose member holds a record
+// under an unexpired lock, is NON_EMPTY_GROUP; a name that is neither
+// GROUP_ID_NOT_FOUND.
 func (s *Server) deleteGroups(ctx context.Context, req *kmsg.DeleteGroupsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DeleteGroupsResponse)
 	for _, name := range req.Groups {
@@ -131,17 +207,44 @@ func (s *Server) deleteGroups(ctx context.Context, req *kmsg.DeleteGroupsRequest
 		g.Group = name
 		if !s.groups.forget(name) {
 			g.ErrorCode = kerr.NonEmptyGroup.Code
-		} else if err := s.l.DeleteGroup(ctx, name); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			g.ErrorCode = groupErrorCode(err)
-		} else {
+			resp.Groups = append(resp.Groups, g)
+			continue
+		}
+		err := s.l.DeleteGroup(ctx, name)
+		if err == nil {
 			s.log.Info("replogkafka: group deleted", "group", name)
 		}
+		if validShareGroupID(name) && (err == nil || errors.Is(err, replog.ErrGroupNotFound)) {
+			serr := s.l.DeleteShareGroup(ctx, name)
+			switch {
+			case serr == nil:
+				s.log.Info("replogkafka: share group deleted", "group", name)
+				err = nil
+			case err == nil && errors.Is(serr, replog.ErrGroupNotFound):
+				// A classic group only.
+			default:
+				err = serr
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		g.ErrorCode, g.ErrorMessage = groupErrorCode(err), errorMessage(err)
 		resp.Groups = append(resp.Groups, g)
 	}
 	return resp
+}
+
+// isShareGroup reports whether the share coordinator holds state of a
+// group of the name (false if it cannot tell).
+func (s *Server) isShareGroup(ctx context.Context, name string) bool {
+	if !validShareGroupID(name) {
+		return false
+	}
+	cctx, cancel := s.groupsCtx(ctx)
+	defer cancel()
+	_, err := s.node.ShareGroup(cctx, name)
+	return err == nil
 }
 
 // offsetDelete drops a Kafka group's offsets of partitions of topics its
