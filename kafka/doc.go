@@ -173,9 +173,40 @@
 //
 // Limits: 10,000 share sessions per node and partitions per session,
 // 1,000 members per group, at most 200 records in flight per share
-// partition (Kafka's group.share.partition.max.record.locks); share
-// groups read uncommitted records only (share.isolation.level
-// read_committed is refused).
+// partition (Kafka's group.share.partition.max.record.locks). A group's
+// settings are its group configs, below.
+//
+// # Share groups: configs and offsets
+//
+// A share group's configs are Kafka's GROUP config resource
+// (DescribeConfigs, IncrementalAlterConfigs with SET and DELETE, DELETE
+// returning a key to its default), kept per group by replog's share
+// coordinator ([replog.Log.ShareGroupConfig]): share.auto.offset.reset
+// (earliest or latest, default latest; by_duration is refused),
+// share.record.lock.duration.ms (1000 to 3600000, default 30000),
+// share.delivery.count.limit (2 to 10, default 5),
+// share.session.timeout.ms (default 45000) and
+// share.heartbeat.interval.ms (default 5000, below the session timeout),
+// share.isolation.level (read_uncommitted, the default, or
+// read_committed). Other keys (consumer.*, streams.*) are
+// INVALID_CONFIG. Any node answers, reading and writing through Raft.
+// Deleting the group deletes its configs.
+//
+// DescribeShareGroupOffsets (v0 and v1, with lag: records from the start
+// offset to the high watermark not yet acknowledged, -1 where the
+// answering node has no replica), AlterShareGroupOffsets and
+// DeleteShareGroupOffsets (v0) are the group coordinator's, over
+// [replog.Log.DescribeShareGroup], [replog.Log.ResetShareGroup] and
+// [replog.Log.DeleteShareGroupOffsets]. A partition the group has no
+// state of is described with start offset -1; alter and delete need an
+// empty group (NON_EMPTY_GROUP while a member holds a record under an
+// unexpired lock), and alter creates the group's state. A request of
+// several topics applies topic by topic. DeleteGroups deletes a share
+// group of the name (its state and configs), ListGroups lists share
+// groups with type "share" (state Stable while a member holds a lock,
+// else Empty), and DescribeGroups answers GROUP_ID_NOT_FOUND for one, as
+// Kafka. replog keeps share group names apart from consumer group names:
+// ListGroups lists a name used by both once, as classic.
 //
 // # Clusters
 //
