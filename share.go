@@ -94,7 +94,9 @@ type ShareConsumerOptions struct {
 	// last stable offset only, and those of aborted transactions are
 	// never delivered (acknowledged as they are met), as Kafka's
 	// share.isolation.level=read_committed. Members of a group should
-	// agree on it. Default [ReadUncommitted].
+	// agree on it. Default: [ReadCommitted] if the group's
+	// [ShareGroupConfig.IsolationLevel] is read_committed as
+	// [NewShareConsumer] reads it, else [ReadUncommitted].
 	Isolation IsolationLevel
 }
 
@@ -207,7 +209,7 @@ func NewShareConsumer[T any](t *Topic, group string, codec Codec[T], opts *Share
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if opts == nil || opts.LockDuration == 0 || opts.MaxDeliveries == 0 {
+	if opts == nil || opts.LockDuration == 0 || opts.MaxDeliveries == 0 || opts.Isolation == ReadUncommitted {
 		if err := c.groupConfig(ctx, opts); err != nil {
 			return nil, err
 		}
@@ -263,6 +265,9 @@ func (c *shareConsumer) groupConfig(ctx context.Context, opts *ShareConsumerOpti
 	}
 	if (opts == nil || opts.MaxDeliveries == 0) && cfg.DeliveryCountLimit != 0 {
 		c.opts.MaxDeliveries = cfg.DeliveryCountLimit
+	}
+	if (opts == nil || opts.Isolation == ReadUncommitted) && cfg.IsolationLevel == replication.ShareReadCommitted {
+		c.opts.Isolation = ReadCommitted
 	}
 	return nil
 }

@@ -36,8 +36,10 @@ type ShareGroupConfig struct {
 	// interval below the timeout. A [ShareConsumer] has no session.
 	SessionTimeout    time.Duration
 	HeartbeatInterval time.Duration
-	// IsolationLevel is "read_uncommitted" (share.isolation.level), the
-	// only level served: "read_committed" is refused.
+	// IsolationLevel is "read_uncommitted" (the default) or
+	// "read_committed" (share.isolation.level; see
+	// [ShareConsumerOptions.Isolation]). A [ShareConsumer] whose options
+	// leave Isolation zero reads committed if it says read_committed.
 	IsolationLevel string
 }
 
@@ -46,6 +48,7 @@ const (
 	ShareOffsetEarliest  = replication.ShareOffsetEarliest
 	ShareOffsetLatest    = replication.ShareOffsetLatest
 	ShareReadUncommitted = replication.ShareReadUncommitted
+	ShareReadCommitted   = replication.ShareReadCommitted
 )
 
 func (c ShareGroupConfig) internal() replication.ShareGroupConfig {

@@ -28,11 +28,11 @@ func TestShareGroupConfig(t *testing.T) {
 	require.Equal(t, want, cfg)
 
 	for name, bad := range map[string]replog.ShareGroupConfig{
-		"reset":          {AutoOffsetReset: "by_duration:PT1H"},
-		"lock":           {LockDuration: time.Millisecond},
-		"deliveries":     {DeliveryCountLimit: 1},
-		"read committed": {IsolationLevel: "read_committed"},
-		"heartbeat":      {HeartbeatInterval: time.Minute},
+		"reset":      {AutoOffsetReset: "by_duration:PT1H"},
+		"lock":       {LockDuration: time.Millisecond},
+		"deliveries": {DeliveryCountLimit: 1},
+		"isolation":  {IsolationLevel: "serializable"},
+		"heartbeat":  {HeartbeatInterval: time.Minute},
 	} {
 		require.ErrorIs(t, l.SetShareGroupConfig(ctx, "workers", bad), replog.ErrInvalidConfig, name)
 	}
@@ -91,4 +91,29 @@ func TestShareConsumerGroupConfig(t *testing.T) {
 	recs, err = own.Poll(ctx)
 	require.NoError(t, err)
 	require.Less(t, recs[0].Deadline().Sub(before), 2*time.Minute)
+}
+
+// TestShareConsumerGroupIsolation: a ShareConsumer whose options leave
+// Isolation zero reads committed when the group's config says so.
+func TestShareConsumerGroupIsolation(t *testing.T) {
+	ctx := testCtx(t)
+	l, topics := openTxnLog(t, ctx, map[string]int{"jobs": 1})
+	tp := topics["jobs"]
+	s, err := l.NewTransactionalProducer(ctx, "share-cfg", nil)
+	require.NoError(t, err)
+	defer s.Close()
+	p := joined(t, tp, s)
+	require.NoError(t, s.Begin())
+	_, err = p.Produce(ctx, replog.Message[string]{Value: "open"})
+	require.NoError(t, err)
+
+	require.NoError(t, l.SetShareGroupConfig(ctx, "rc", replog.ShareGroupConfig{IsolationLevel: replog.ShareReadCommitted}))
+	rc := newShare(t, tp, "rc", nil)
+	require.Empty(t, pollWithin(t, rc, 300*time.Millisecond), "the open transaction is not read")
+	ru := newShare(t, tp, "ru", nil)
+	require.Len(t, pollWithin(t, ru, 5*time.Second), 1)
+	require.NoError(t, s.Commit(ctx))
+	recs := pollWithin(t, rc, 5*time.Second)
+	require.Len(t, recs, 1)
+	require.Equal(t, "open", recs[0].Value)
 }

@@ -97,13 +97,11 @@ func groupSettings() [6]groupSetting {
 			func(c replication.ShareGroupConfig) string { return c.IsolationLevel },
 			func(c *replication.ShareGroupConfig, v string) error {
 				switch v {
-				case replication.ShareReadUncommitted:
+				case replication.ShareReadUncommitted, replication.ShareReadCommitted:
 					c.IsolationLevel = v
 					return nil
-				case "read_committed":
-					return errors.New("read_committed is not served: share groups here read uncommitted records (transactions' aborted records included)")
 				}
-				return fmt.Errorf("%.64q: read_uncommitted", v)
+				return fmt.Errorf("%.64q: read_uncommitted or read_committed", v)
 			},
 			func(c *replication.ShareGroupConfig) { c.IsolationLevel = "" }},
 	}

@@ -107,23 +107,26 @@ func TestGroupConfigs(t *testing.T) {
 
 	// Refused, all or none: nothing changes.
 	for name, ops := range map[string][]any{
-		"unknown":        {"share.delivery.count.limit", opSet, "4", "consumer.session.timeout.ms", opSet, "50000"},
-		"by duration":    {"share.auto.offset.reset", opSet, "by_duration:PT1H"},
-		"read committed": {"share.isolation.level", opSet, "read_committed"},
-		"lock short":     {"share.record.lock.duration.ms", opSet, "999"},
-		"lock long":      {"share.record.lock.duration.ms", opSet, "3600001"},
-		"deliveries":     {"share.delivery.count.limit", opSet, "11"},
-		"not a number":   {"share.delivery.count.limit", opSet, "five"},
-		"heartbeat":      {"share.heartbeat.interval.ms", opSet, "45000"},
-		"no value":       {"share.delivery.count.limit", opSet, ""},
-		"append":         {"share.auto.offset.reset", kmsg.IncrementalAlterConfigOpAppend, "latest"},
+		"unknown":      {"share.delivery.count.limit", opSet, "4", "consumer.session.timeout.ms", opSet, "50000"},
+		"by duration":  {"share.auto.offset.reset", opSet, "by_duration:PT1H"},
+		"isolation":    {"share.isolation.level", opSet, "serializable"},
+		"lock short":   {"share.record.lock.duration.ms", opSet, "999"},
+		"lock long":    {"share.record.lock.duration.ms", opSet, "3600001"},
+		"deliveries":   {"share.delivery.count.limit", opSet, "11"},
+		"not a number": {"share.delivery.count.limit", opSet, "five"},
+		"heartbeat":    {"share.heartbeat.interval.ms", opSet, "45000"},
+		"no value":     {"share.delivery.count.limit", opSet, ""},
+		"append":       {"share.auto.offset.reset", kmsg.IncrementalAlterConfigOpAppend, "latest"},
 	} {
 		code, msg := alterGroupConfigs(t, ctx, cl, "g", false, ops...)
 		require.Equal(t, kerr.InvalidConfig.Code, code, "%s: %s", name, msg)
 		require.NotEmpty(t, msg, name)
 	}
-	_, msg = alterGroupConfigs(t, ctx, cl, "g", false, "share.isolation.level", opSet, "read_committed")
-	require.Contains(t, msg, "read_committed is not served")
+	code, msg = alterGroupConfigs(t, ctx, cl, "g", false, "share.isolation.level", opSet, "read_committed")
+	require.Zero(t, code, msg)
+	require.Equal(t, "read_committed", *describeGroupConfigs(t, ctx, cl, "g", "share.isolation.level")["share.isolation.level"].Value)
+	code, msg = alterGroupConfigs(t, ctx, cl, "g", false, "share.isolation.level", opDelete, "")
+	require.Zero(t, code, msg)
 	code, _ = alterGroupConfigs(t, ctx, cl, "g", false, "share.delivery.count.limit", opSet, "4", "share.delivery.count.limit", opSet, "4")
 	require.Equal(t, kerr.InvalidRequest.Code, code, "a key twice")
 	// Validate only: checked, not applied.

@@ -35,8 +35,10 @@ type ShareGroupConfig struct {
 	// the interval below the timeout.
 	SessionTimeout    time.Duration `json:"session,omitempty"`
 	HeartbeatInterval time.Duration `json:"heartbeat,omitempty"`
-	// IsolationLevel is "read_uncommitted", the only one served (Kafka's
-	// share.isolation.level; read_committed is refused).
+	// IsolationLevel is "read_uncommitted" (the default) or
+	// "read_committed": records are then handed out up to the last
+	// stable offset, and those of aborted transactions never (Kafka's
+	// share.isolation.level).
 	IsolationLevel string `json:"isolation,omitempty"`
 }
 
@@ -45,6 +47,7 @@ const (
 	ShareOffsetEarliest  = "earliest"
 	ShareOffsetLatest    = "latest"
 	ShareReadUncommitted = "read_uncommitted"
+	ShareReadCommitted   = "read_committed"
 
 	DefaultShareAutoOffsetReset    = ShareOffsetLatest
 	DefaultShareLockDuration       = 30 * time.Second
@@ -115,8 +118,8 @@ func (c ShareGroupConfig) validateFields() error {
 		return fmt.Errorf("%w: share session timeout %v: 1ms to 1h", ErrInvalid, c.SessionTimeout)
 	case c.HeartbeatInterval != 0 && (c.HeartbeatInterval < time.Millisecond || c.HeartbeatInterval > time.Hour):
 		return fmt.Errorf("%w: share heartbeat interval %v: 1ms to 1h", ErrInvalid, c.HeartbeatInterval)
-	case c.IsolationLevel != "" && c.IsolationLevel != ShareReadUncommitted:
-		return fmt.Errorf("%w: share isolation level %.64q: only read_uncommitted is served", ErrInvalid, c.IsolationLevel)
+	case c.IsolationLevel != "" && c.IsolationLevel != ShareReadUncommitted && c.IsolationLevel != ShareReadCommitted:
+		return fmt.Errorf("%w: share isolation level %.64q: read_uncommitted or read_committed", ErrInvalid, c.IsolationLevel)
 	}
 	return nil
 }

@@ -53,20 +53,20 @@ func TestShareSMConfigInvalid(t *testing.T) {
 		ShareConfigSessionTimeout|ShareConfigHeartbeatInterval))
 	before := shareSnap(t, s)
 	for name, c := range map[string]shareCmd{
-		"reset":          shConfig("g", ShareGroupConfig{AutoOffsetReset: "by_duration:PT1H"}, ShareConfigAutoOffsetReset),
-		"lock short":     shConfig("g", ShareGroupConfig{LockDuration: 999 * time.Millisecond}, ShareConfigLockDuration),
-		"lock long":      shConfig("g", ShareGroupConfig{LockDuration: 2 * time.Hour}, ShareConfigLockDuration),
-		"lock negative":  shConfig("g", ShareGroupConfig{LockDuration: -time.Second}, ShareConfigLockDuration),
-		"deliveries 1":   shConfig("g", ShareGroupConfig{DeliveryCountLimit: 1}, ShareConfigDeliveryCountLimit),
-		"deliveries 11":  shConfig("g", ShareGroupConfig{DeliveryCountLimit: 11}, ShareConfigDeliveryCountLimit),
-		"read committed": shConfig("g", ShareGroupConfig{IsolationLevel: "read_committed"}, ShareConfigIsolationLevel),
-		"heartbeat":      shConfig("g", ShareGroupConfig{HeartbeatInterval: 10 * time.Second}, ShareConfigHeartbeatInterval),
-		"session":        shConfig("g", ShareGroupConfig{SessionTimeout: time.Second}, ShareConfigSessionTimeout),
-		"no fields":      shConfig("g", ShareGroupConfig{LockDuration: time.Minute}, 0),
-		"unknown field":  shConfig("g", ShareGroupConfig{}, 1<<7),
-		"no group":       shConfig("", ShareGroupConfig{LockDuration: time.Minute}, ShareConfigLockDuration),
-		"long group":     shConfig(strings.Repeat("g", MaxShareNameLength+1), ShareGroupConfig{LockDuration: time.Minute}, ShareConfigLockDuration),
-		"no config":      {Op: shopConfig, SharePartitionKey: SharePartitionKey{Group: "g"}, Now: sec},
+		"reset":         shConfig("g", ShareGroupConfig{AutoOffsetReset: "by_duration:PT1H"}, ShareConfigAutoOffsetReset),
+		"lock short":    shConfig("g", ShareGroupConfig{LockDuration: 999 * time.Millisecond}, ShareConfigLockDuration),
+		"lock long":     shConfig("g", ShareGroupConfig{LockDuration: 2 * time.Hour}, ShareConfigLockDuration),
+		"lock negative": shConfig("g", ShareGroupConfig{LockDuration: -time.Second}, ShareConfigLockDuration),
+		"deliveries 1":  shConfig("g", ShareGroupConfig{DeliveryCountLimit: 1}, ShareConfigDeliveryCountLimit),
+		"deliveries 11": shConfig("g", ShareGroupConfig{DeliveryCountLimit: 11}, ShareConfigDeliveryCountLimit),
+		"isolation":     shConfig("g", ShareGroupConfig{IsolationLevel: "serializable"}, ShareConfigIsolationLevel),
+		"heartbeat":     shConfig("g", ShareGroupConfig{HeartbeatInterval: 10 * time.Second}, ShareConfigHeartbeatInterval),
+		"session":       shConfig("g", ShareGroupConfig{SessionTimeout: time.Second}, ShareConfigSessionTimeout),
+		"no fields":     shConfig("g", ShareGroupConfig{LockDuration: time.Minute}, 0),
+		"unknown field": shConfig("g", ShareGroupConfig{}, 1<<7),
+		"no group":      shConfig("", ShareGroupConfig{LockDuration: time.Minute}, ShareConfigLockDuration),
+		"long group":    shConfig(strings.Repeat("g", MaxShareNameLength+1), ShareGroupConfig{LockDuration: time.Minute}, ShareConfigLockDuration),
+		"no config":     {Op: shopConfig, SharePartitionKey: SharePartitionKey{Group: "g"}, Now: sec},
 	} {
 		code, _ := shDo(t, s, c)
 		require.Equal(t, sInvalid, code, name)
@@ -116,10 +116,10 @@ func TestShareSMConfigSnapshot(t *testing.T) {
 	s := newShareSM()
 	shMust(t, s, shAcquire("a", 3, 10, sec))
 	shMust(t, s, shConfig("z", ShareGroupConfig{AutoOffsetReset: "latest"}, ShareConfigAutoOffsetReset))
-	shMust(t, s, shConfig("g", ShareGroupConfig{LockDuration: time.Minute, IsolationLevel: "read_uncommitted"},
+	shMust(t, s, shConfig("g", ShareGroupConfig{LockDuration: time.Minute, IsolationLevel: "read_committed"},
 		ShareConfigLockDuration|ShareConfigIsolationLevel))
 	snap := shareSnap(t, s)
-	require.Contains(t, string(snap), `"configs":[{"group":"g","lock":60000000000,"isolation":"read_uncommitted"},{"group":"z","reset":"latest"}]`)
+	require.Contains(t, string(snap), `"configs":[{"group":"g","lock":60000000000,"isolation":"read_committed"},{"group":"z","reset":"latest"}]`)
 	r := newShareSM()
 	require.NoError(t, r.RecoverFromSnapshot(bytes.NewReader(snap), nil, nil))
 	require.Equal(t, snap, shareSnap(t, r))
