@@ -108,11 +108,11 @@ func (s *Server) listGroups(ctx context.Context, req *kmsg.ListGroupsRequest) km
 	return resp
 }
 
-// listShareGroups lists the share groups the share coordinator holds
-// state of, of type "share", but those named as a classic group too
-// (replog keeps share groups apart from consumer groups; Kafka has one
-// namespace): "Stable" while a member holds a record under an unexpired
-// lock, else "Empty".
+// listShareGroups lists the share groups with members here or state in
+// the share coordinator, of type "share", but those named as a classic
+// group too (replog keeps share groups apart from consumer groups; Kafka
+// has one namespace): "Stable" while it has members or one of its records
+// is under an unexpired lock (a replog ShareConsumer's), else "Empty".
 func (s *Server) listShareGroups(ctx context.Context, classic map[string]groupView) ([]kmsg.ListGroupsResponseGroup, error) {
 	cctx, cancel := s.groupsCtx(ctx)
 	defer cancel()
@@ -120,22 +120,25 @@ func (s *Server) listShareGroups(ctx context.Context, classic map[string]groupVi
 	if err != nil {
 		return nil, err
 	}
+	members := s.shareGroupsWithMembers()
 	var out []kmsg.ListGroupsResponseGroup
-	for _, name := range names {
+	for _, name := range slices.Compact(slices.Sorted(slices.Values(append(names, members...)))) {
 		if _, ok := classic[name]; ok {
 			continue
 		}
-		ps, err := s.node.ShareGroup(cctx, name)
-		if errors.Is(err, replication.ErrGroupNotFound) {
-			continue // deleted since listed
-		}
-		if err != nil {
-			return nil, err
-		}
 		g := kmsg.NewListGroupsResponseGroup()
-		g.Group, g.ProtocolType, g.GroupState, g.GroupType = name, "share", "Empty", "share"
-		if shareLocked(ps, time.Now()) {
-			g.GroupState = "Stable"
+		g.Group, g.ProtocolType, g.GroupState, g.GroupType = name, "share", "Stable", "share"
+		if !slices.Contains(members, name) {
+			ps, err := s.node.ShareGroup(cctx, name)
+			if errors.Is(err, replication.ErrGroupNotFound) {
+				continue // deleted since listed
+			}
+			if err != nil {
+				return nil, err
+			}
+			if !shareLocked(ps, time.Now()) {
+				g.GroupState = "Empty"
+			}
 		}
 		out = append(out, g)
 	}
@@ -214,7 +217,13 @@ func (s *Server) deleteGroups(ctx context.Context, req *kmsg.DeleteGroupsRequest
 		if err == nil {
 			s.log.Info("replogkafka: group deleted", "group", name)
 		}
-		if validShareGroupID(name) && (err == nil || errors.Is(err, replog.ErrGroupNotFound)) {
+		if errors.Is(err, replog.ErrGroupNotFound) && s.shareHasMembers(name) {
+			err = errShareMembers(name)
+			g.ErrorCode, g.ErrorMessage = kerr.NonEmptyGroup.Code, errorMessage(err)
+			resp.Groups = append(resp.Groups, g)
+			continue
+		}
+		if validShareName(name) && (err == nil || errors.Is(err, replog.ErrGroupNotFound)) {
 			serr := s.l.DeleteShareGroup(ctx, name)
 			switch {
 			case serr == nil:
@@ -238,8 +247,11 @@ func (s *Server) deleteGroups(ctx context.Context, req *kmsg.DeleteGroupsRequest
 // isShareGroup reports whether the share coordinator holds state of a
 // group of the name (false if it cannot tell).
 func (s *Server) isShareGroup(ctx context.Context, name string) bool {
-	if !validShareGroupID(name) {
+	if !validShareName(name) {
 		return false
+	}
+	if s.shareHasMembers(name) {
+		return true
 	}
 	cctx, cancel := s.groupsCtx(ctx)
 	defer cancel()

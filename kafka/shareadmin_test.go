@@ -218,3 +218,35 @@ func TestShareAdminNotCoordinator(t *testing.T) {
 		require.Equal(t, "10", *describeGroupConfigs(t, ctx, ncl, "sg")["share.delivery.count.limit"].Value)
 	}
 }
+
+// TestShareAdminWithMembers: a share group with a member (joined by
+// ShareGroupHeartbeat, holding nothing) is listed Stable and is not
+// altered, its offsets not deleted, nor itself, until the member leaves.
+func TestShareAdminWithMembers(t *testing.T) {
+	l := openLog(t)
+	srv := listen(t, l, nil)
+	cl := newClient(t, srv)
+	adm := kadm.NewClient(cl)
+	ctx := testCtx(t)
+	createTopics(t, ctx, cl, 1, "t")
+	require.NoError(t, l.ResetShareGroup(ctx, "sg", replog.OffsetReset{Topic: "t", Offsets: map[int]int64{0: 0}}))
+
+	joined := heartbeat(t, ctx, cl, "sg", "m1", 0, "t")
+	require.Zero(t, joined.ErrorCode)
+	listed, err := adm.ListGroupsByType(ctx, []string{"share"})
+	require.NoError(t, err)
+	require.Equal(t, "Stable", listed["sg"].State)
+	_, err = adm.AlterShareGroupOffsets(ctx, "sg", kadm.Offsets{"t": {0: {At: 0}}})
+	require.ErrorIs(t, err, kerr.NonEmptyGroup)
+	_, err = adm.DeleteShareGroupOffsets(ctx, "sg", "t")
+	require.ErrorIs(t, err, kerr.NonEmptyGroup)
+	del, err := adm.DeleteGroups(ctx, "sg")
+	require.NoError(t, err)
+	require.ErrorIs(t, del["sg"].Err, kerr.NonEmptyGroup)
+
+	left := heartbeat(t, ctx, cl, "sg", *joined.MemberID, -1)
+	require.Zero(t, left.ErrorCode)
+	del, err = adm.DeleteGroups(ctx, "sg")
+	require.NoError(t, err)
+	require.NoError(t, del["sg"].Err)
+}

@@ -19,7 +19,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/replog/replog"
-	"github.com/replog/replog/replication"
 )
 
 // shareAdminAPIs are the versions kmsg has.
@@ -76,8 +75,26 @@ func shareAdminError(req kmsg.Request, code int16, msg *string) kmsg.Response {
 	return nil
 }
 
-func validShareGroupID(group string) bool {
-	return group != "" && len(group) <= replication.MaxShareNameLength
+// shareGroupsWithMembers lists the share groups with members held here
+// (see share_group.go).
+func (s *Server) shareGroupsWithMembers() []string {
+	s.shares.mu.Lock()
+	defer s.shares.mu.Unlock()
+	return slices.Collect(maps.Keys(s.shares.groups))
+}
+
+// shareHasMembers reports whether a share group has members held here:
+// Kafka's condition for altering or deleting it. Members that hold
+// records also hold locks, which the share coordinator checks.
+func (s *Server) shareHasMembers(group string) bool {
+	_, _, ok := s.shareMembers(group)
+	return ok
+}
+
+// errShareMembers refuses an admin operation on a share group with
+// members.
+func errShareMembers(group string) error {
+	return fmt.Errorf("share group %q has members", group)
 }
 
 // describeShareGroupOffsets answers each group's share-partition start
@@ -92,7 +109,7 @@ func (s *Server) describeShareGroupOffsets(ctx context.Context, req *kmsg.Descri
 	for _, rg := range req.Groups {
 		g := kmsg.NewDescribeShareGroupOffsetsResponseGroup()
 		g.GroupID = rg.GroupID
-		if !validShareGroupID(rg.GroupID) {
+		if !validShareName(rg.GroupID) {
 			g.ErrorCode = kerr.InvalidGroupID.Code
 			resp.Groups = append(resp.Groups, g)
 			continue
@@ -156,8 +173,11 @@ func (s *Server) describeShareGroupOffsets(ctx context.Context, req *kmsg.Descri
 // coordinator command per topic: topics apply one by one, each topic's
 // partitions at once.
 func (s *Server) alterShareGroupOffsets(ctx context.Context, req *kmsg.AlterShareGroupOffsetsRequest) kmsg.Response {
-	if !validShareGroupID(req.GroupID) {
+	if !validShareName(req.GroupID) {
 		return shareAdminError(req, kerr.InvalidGroupID.Code, nil)
+	}
+	if s.shareHasMembers(req.GroupID) {
+		return shareAdminError(req, kerr.NonEmptyGroup.Code, errorMessage(errShareMembers(req.GroupID)))
 	}
 	resp := req.ResponseKind().(*kmsg.AlterShareGroupOffsetsResponse)
 	rctx, cancel := requestCtx(ctx, 0)
@@ -225,8 +245,11 @@ func (s *Server) alterShareTopic(ctx context.Context, group string, rt kmsg.Alte
 // UNKNOWN_TOPIC_OR_PARTITION for a topic that does not exist, as Kafka.
 // One coordinator command per topic.
 func (s *Server) deleteShareGroupOffsets(ctx context.Context, req *kmsg.DeleteShareGroupOffsetsRequest) kmsg.Response {
-	if !validShareGroupID(req.GroupID) {
+	if !validShareName(req.GroupID) {
 		return shareAdminError(req, kerr.InvalidGroupID.Code, nil)
+	}
+	if s.shareHasMembers(req.GroupID) {
+		return shareAdminError(req, kerr.NonEmptyGroup.Code, errorMessage(errShareMembers(req.GroupID)))
 	}
 	resp := req.ResponseKind().(*kmsg.DeleteShareGroupOffsetsResponse)
 	rctx, cancel := requestCtx(ctx, 0)
