@@ -199,13 +199,13 @@
 // [replog.Log.DescribeShareGroup], [replog.Log.ResetShareGroup] and
 // [replog.Log.DeleteShareGroupOffsets]. A partition the group has no
 // state of is described with start offset -1; alter and delete need an
-// empty group (NON_EMPTY_GROUP while a member holds a record under an
-// unexpired lock), and alter creates the group's state. A request of
-// several topics applies topic by topic. DeleteGroups deletes a share
-// group of the name (its state and configs), ListGroups lists share
-// groups with type "share" (state Stable while a member holds a lock,
-// else Empty), and DescribeGroups answers GROUP_ID_NOT_FOUND for one, as
-// Kafka. replog keeps share group names apart from consumer group names:
+// empty group (NON_EMPTY_GROUP while it has members, or a replog
+// ShareConsumer holds a record under an unexpired lock), and alter
+// creates the group's state. A request of several topics applies topic by
+// topic. DeleteGroups deletes a share group of the name (its state and
+// configs), ListGroups lists share groups with type "share" (state Stable
+// while it has members or a record is locked, else Empty), and
+// DescribeGroups answers GROUP_ID_NOT_FOUND for one, as Kafka. replog keeps share group names apart from consumer group names:
 // ListGroups lists a name used by both once, as classic.
 //
 // # Clusters
