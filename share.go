@@ -158,6 +158,9 @@ type shareConsumer struct {
 	group  string
 	member string
 	opts   ShareConsumerOptions
+	// latest: the group's share.auto.offset.reset says latest (set
+	// explicitly; a Go member's default is the log start).
+	latest bool
 	parts  []*sharePart
 	dlq    *Producer[[]byte]
 	closed chan struct{}
@@ -177,6 +180,9 @@ type sharePart struct {
 	rp    *replication.Partition // replaced by Poll (see reresolve)
 	key   replication.SharePartitionKey
 	stats *partCounters
+	// known: this member asked the coordinator for records of the
+	// partition once (see pollPart).
+	known bool
 }
 
 // NewShareConsumer returns a member of the share group group reading topic
@@ -209,10 +215,8 @@ func NewShareConsumer[T any](t *Topic, group string, codec Codec[T], opts *Share
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if opts == nil || opts.LockDuration == 0 || opts.MaxDeliveries == 0 || opts.Isolation == ReadUncommitted {
-		if err := c.groupConfig(ctx, opts); err != nil {
-			return nil, err
-		}
+	if err := c.groupConfig(ctx, opts); err != nil {
+		return nil, err
 	}
 	seen := map[int]bool{}
 	for _, i := range parts {
@@ -269,6 +273,7 @@ func (c *shareConsumer) groupConfig(ctx context.Context, opts *ShareConsumerOpti
 	if (opts == nil || opts.Isolation == ReadUncommitted) && cfg.IsolationLevel == replication.ShareReadCommitted {
 		c.opts.Isolation = ReadCommitted
 	}
+	c.latest = cfg.AutoOffsetReset == replication.ShareOffsetLatest
 	return nil
 }
 
@@ -546,10 +551,15 @@ func (c *ShareConsumer[T]) pollPart(ctx context.Context, p *sharePart, room int)
 		hw = min(hw, lso)
 	}
 	req := replication.ShareAcquireRequest{SharePartitionKey: p.key, Member: sc.member, Max: room,
-		HighWatermark: hw, LogStart: min(start, hw), Lock: sc.opts.LockDuration, MaxDeliveries: sc.opts.MaxDeliveries}
-	if hw <= start || !sc.t.l.node.ShareAvailable(req) {
+		HighWatermark: hw, LogStart: min(start, hw), Lock: sc.opts.LockDuration, MaxDeliveries: sc.opts.MaxDeliveries,
+		Latest: sc.latest}
+	if (p.known || !sc.latest) && (hw <= start || !sc.t.l.node.ShareAvailable(req)) {
 		return nil, nil
 	}
+	// A group starting at the latest offset: the first acquisition
+	// creates the partition's state if the coordinator holds none, so
+	// that what is written from now on is delivered.
+	p.known = true
 	actx, cancel := withDefaultDeadline(ctx, defaultTimeout)
 	defer cancel()
 	res, err := sc.t.l.node.ShareAcquire(actx, req)

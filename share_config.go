@@ -18,8 +18,8 @@ type ShareGroupConfig struct {
 	// of starts, for Kafka clients: "earliest" (the log start) or
 	// "latest" (the high watermark; the default, as Kafka's
 	// share.auto.offset.reset). A [ShareConsumer] starts at the log
-	// start whatever it says: use [Log.ResetShareGroup] to start a new
-	// group elsewhere.
+	// start unless it says "latest" explicitly ([Log.ResetShareGroup]
+	// starts a new group anywhere).
 	AutoOffsetReset string
 	// LockDuration is how long a member holds a record it acquired
 	// (share.record.lock.duration.ms): 1s to 1h, default 30s. A

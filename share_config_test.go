@@ -117,3 +117,25 @@ func TestShareConsumerGroupIsolation(t *testing.T) {
 	require.Len(t, recs, 1)
 	require.Equal(t, "open", recs[0].Value)
 }
+
+// TestShareConsumerGroupLatest: a group whose config says latest starts,
+// for a Go member too, at the high watermark of its first poll: what was
+// there is never delivered, what comes after is.
+func TestShareConsumerGroupLatest(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "jobs", replog.TopicConfig{Partitions: 1})
+	require.NoError(t, err)
+	produceStrings(t, ctx, tp, 4, "old")
+	require.NoError(t, l.SetShareGroupConfig(ctx, "late", replog.ShareGroupConfig{AutoOffsetReset: replog.ShareOffsetLatest}))
+	c := newShare(t, tp, "late", &replog.ShareConsumerOptions{PollInterval: 10 * time.Millisecond})
+	require.Empty(t, pollWithin(t, c, 300*time.Millisecond))
+	produceStrings(t, ctx, tp, 2, "new")
+	recs := pollWithin(t, c, 5*time.Second)
+	require.Len(t, recs, 2)
+	require.Equal(t, "new-0000", recs[0].Value)
+
+	// Without the setting, a Go member starts at the log start.
+	recs = pollWithin(t, newShare(t, tp, "early", nil), 5*time.Second)
+	require.Len(t, recs, 6)
+}

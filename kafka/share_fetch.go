@@ -34,17 +34,16 @@ const (
 	// maxShareSessionParts caps the partitions of one session.
 	maxShareSessionParts = 10000
 	// shareSessionIdle is how long a session lives without a request.
-	shareSessionIdle = 2 * shareSessionTimeout
+	shareSessionIdle = 2 * time.Minute
 	// maxShareAckRange caps the offsets one acknowledgement batch spans:
 	// no more are ever in flight in a share partition.
 	maxShareAckRange = replication.ShareRecordLimit
 	// sharePollInterval is how often a waiting ShareFetch asks again when
 	// nothing was written (locks expire, delays pass, without a write).
 	sharePollInterval = 100 * time.Millisecond
-	// Defaults of the share group configs.
-	defaultShareLock          = 30 * time.Second
-	defaultShareDeliveryLimit = 5
-	defaultShareMaxRecords    = 500
+	// defaultShareMaxRecords is a ShareFetch's MaxRecords when it names
+	// none (KIP-1206's default).
+	defaultShareMaxRecords = 500
 )
 
 type shareSessionKey struct{ group, member string }
@@ -96,10 +95,13 @@ func (s *Server) shareKnown(k replication.SharePartitionKey) bool {
 	return s.shareIDs.known[k]
 }
 
-// shareGroupConfig is the group's settings, from this node's replica of
-// the share coordinator.
+// shareGroupConfig is the group's settings (share.* of its GroupConfig
+// resource, defaults for those unset), from this node's replica of the
+// share coordinator: a setting just changed applies once it got here.
 func (s *Server) shareGroupConfig(group string) shareConfig {
-	return shareConfig{lock: defaultShareLock, maxDeliveries: defaultShareDeliveryLimit, latest: true}
+	c := s.node.ShareGroupConfigStale(group).WithDefaults()
+	return shareConfig{lock: c.LockDuration, maxDeliveries: c.DeliveryCountLimit,
+		latest: c.AutoOffsetReset == replication.ShareOffsetLatest, committed: c.IsolationLevel == replication.ShareReadCommitted}
 }
 
 // shareTopics maps Kafka topic ids to this node's metadata of the topics.

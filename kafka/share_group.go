@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -33,10 +34,10 @@ import (
 // assignor spreads partitions over members when there are more partitions
 // than members, which fetches in larger batches.
 
-// Share group limits and timings (Kafka's group.share.* defaults).
+// Share group limits. The heartbeat interval and session timeout are the
+// group's share.heartbeat.interval.ms and share.session.timeout.ms
+// (5s and 45s by default, as in Kafka).
 const (
-	shareHeartbeatInterval = 5 * time.Second
-	shareSessionTimeout    = 45 * time.Second
 	// maxShareMembers caps the members of one share group
 	// (group.share.max.size is 200 in Kafka), and maxShareGroups the
 	// share groups with members on one coordinator.
@@ -67,6 +68,8 @@ type shareMember struct {
 	topics   []string // subscribed, sorted
 	assigned []shareAssigned
 	seen     time.Time // last heartbeat
+	// timeout is the group's session timeout at the last heartbeat.
+	timeout time.Duration
 }
 
 // shareAssigned is a topic of a member's assignment.
@@ -128,7 +131,8 @@ func (s *Server) shareGroupHeartbeat(req *kmsg.ShareGroupHeartbeatRequest, host 
 		return fail(kerr.InvalidRequest.Code, fmt.Sprintf("member epoch %d", req.MemberEpoch))
 	}
 	resp.MemberID = kmsg.StringPtr(req.MemberID)
-	resp.HeartbeatIntervalMillis = int32(shareHeartbeatInterval / time.Millisecond)
+	cfg := s.node.ShareGroupConfigStale(req.GroupID).WithDefaults()
+	resp.HeartbeatIntervalMillis = int32(min(cfg.HeartbeatInterval/time.Millisecond, math.MaxInt32))
 	var topics []string
 	if req.SubscribedTopicNames != nil {
 		topics = slices.Compact(slices.Sorted(slices.Values(req.SubscribedTopicNames)))
@@ -184,7 +188,7 @@ func (s *Server) shareGroupHeartbeat(req *kmsg.ShareGroupHeartbeatRequest, host 
 	if req.RackID != nil {
 		m.rack = req.RackID
 	}
-	m.host, m.seen = host, time.Now()
+	m.host, m.seen, m.timeout = host, time.Now(), cfg.SessionTimeout
 	a := s.shareAssignment(m.topics)
 	if m.assigned == nil || !sameAssignment(a, m.assigned) {
 		g.epoch++
@@ -243,8 +247,8 @@ func (s *Server) shareKeys(group string, as []shareAssigned) []replication.Share
 	return keys
 }
 
-// expireShareMembers drops members not heard from within the session
-// timeout, every second, until the server closes.
+// expireShareMembers drops members not heard from within their group's
+// session timeout, every second, until the server closes.
 func (s *Server) expireShareMembers() {
 	defer s.wg.Done()
 	t := time.NewTicker(time.Second)
@@ -258,7 +262,7 @@ func (s *Server) expireShareMembers() {
 		s.shares.mu.Lock()
 		for name, g := range s.shares.groups {
 			for _, m := range g.members {
-				if time.Since(m.seen) > shareSessionTimeout {
+				if time.Since(m.seen) > m.timeout {
 					s.log.Info("replogkafka: share group member's session expired", "group", name, "member", m.id)
 					s.removeShareMember(name, g, m)
 				}
