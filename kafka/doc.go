@@ -154,13 +154,17 @@
 // under their own member ids. Every member is assigned every partition of
 // the topics it subscribes to (share groups read a partition together, so
 // this holds for any number of members); Kafka's simple assignor spreads
-// partitions when they outnumber members. A member not heard from for
-// 45s (share.session.timeout.ms) is dropped and its records released.
+// partitions when they outnumber members. A member not heard from within
+// the group's share.session.timeout.ms (45s) is dropped and its records
+// released.
 //
 // Share sessions (the partitions a member fetches, with their epochs) live
 // on the node fetched from; any node serves ShareFetch for any partition
 // from its own replica, handing out records below its replica's high
-// watermark, so ShareFetch never answers NOT_LEADER_OR_FOLLOWER. A
+// watermark (its last stable offset, for a read_committed group, whose
+// aborted records are archived), rather than send clients to the
+// partition's leader. A member opening a session again (its client
+// reset it) gets back at once what it held in the old one. A
 // ShareFetch first applies the acknowledgements it carries, one by one
 // (a record whose lock expired fails alone, with INVALID_RECORD_STATE),
 // then acquires records of the session's partitions, up to MaxRecords and
@@ -205,8 +209,9 @@
 // topic. DeleteGroups deletes a share group of the name (its state and
 // configs), ListGroups lists share groups with type "share" (state Stable
 // while it has members or a record is locked, else Empty), and
-// DescribeGroups answers GROUP_ID_NOT_FOUND for one, as Kafka. replog keeps share group names apart from consumer group names:
-// ListGroups lists a name used by both once, as classic.
+// DescribeGroups answers GROUP_ID_NOT_FOUND for one, as Kafka. replog
+// keeps share group names apart from consumer group names: ListGroups
+// lists a name used by both once, as classic.
 //
 // # Clusters
 //
