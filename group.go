@@ -443,9 +443,29 @@ func (g *groupMember) sync(ctx context.Context) error {
 			revoke = append(revoke, tp)
 		}
 	}
+	if len(revoke) > 0 && o.AutoCommitInterval > 0 && ctx.Err() != nil {
+		// A Poll whose ctx is done starts no commit: the next Poll
+		// gives the partitions up.
+		revoke = nil
+	}
 	if len(revoke) > 0 {
 		if o.AutoCommitInterval > 0 {
-			_ = g.commit(ctx, revoke)
+			// The commit runs to its end whatever the Poll's deadline
+			// (a short one cut it off, and the next owner read again
+			// what this member had returned). If it fails, the member
+			// keeps the partitions for now and the next Poll tries
+			// again (the group waits for them, as cooperative
+			// rebalancing does); one whose membership is gone has
+			// nothing to commit.
+			cctx, cancel := context.WithTimeout(g.c.ctx, defaultTimeout)
+			err := g.commit(cctx, revoke)
+			cancel()
+			if err != nil && !errors.Is(err, ErrUnknownMember) && g.c.ctx.Err() == nil {
+				g.c.l.node.Logger().Warn("replog: commit before giving up partitions failed; tried again at the next Poll",
+					"group", o.Group, "member", g.id, "err", err)
+				revoke = nil
+				return nil
+			}
 		}
 		callback(o.OnRevoked, o.OnRevokedTopics, revoke)
 		g.c.dropParts(revoke)

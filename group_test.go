@@ -494,3 +494,53 @@ func TestGroupMemberWhoseSessionExpiredLosesItsPartitions(t *testing.T) {
 	require.Equal(t, []string{"revoked[1]", "assigned[1]"}, events, "a lost partition 1, then got it anew")
 	require.Equal(t, map[int]int64{1: 0}, first, "a read partition 1 again from its committed offset (none)")
 }
+
+// A member giving partitions up commits them first, whatever its Poll's
+// ctx: a Poll whose ctx is done gives nothing up (the next one does), and
+// the commit is not cut short by the Poll's deadline, so the next owner
+// starts where this member stopped. (A Poll whose ctx ended during the
+// commit gave the partitions up uncommitted: the other member read again
+// what this one had returned.)
+func TestGroupRevokeCommitsWhateverPollCtx(t *testing.T) {
+	ctx := testCtx(t)
+	l := openMem(t)
+	tp, err := l.CreateTopic(ctx, "t", replog.TopicConfig{Partitions: 2})
+	require.NoError(t, err)
+	produceStrings(t, ctx, tp, 20, "v")
+	o := groupOpts("g")
+	o.AutoCommitInterval = time.Hour // commits as partitions are revoked, and on Close
+	a, err := replog.NewConsumer(tp, replog.String(), o)
+	require.NoError(t, err)
+	defer a.Close()
+	read := readN(t, ctx, a, 20)
+
+	b, err := replog.NewConsumer(tp, replog.String(), groupOpts("g"))
+	require.NoError(t, err)
+	defer b.Close()
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		_, _ = a.Poll(done)
+		require.Len(t, a.Assignment(), 2, "a Poll whose ctx is done gives nothing up")
+		bctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		recs, _ := b.Poll(bctx)
+		cancel()
+		require.Empty(t, recs)
+	}
+	for len(b.Assignment()) == 0 {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Millisecond) // ends during the commit
+		_, _ = a.Poll(pctx)
+		cancel()
+		pctx, cancel = context.WithTimeout(ctx, 20*time.Millisecond)
+		recs, _ := b.Poll(pctx)
+		cancel()
+		read = append(read, recs...)
+		require.NoError(t, ctx.Err())
+	}
+	pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	recs, _ := b.Poll(pctx)
+	cancel()
+	read = append(read, recs...)
+	require.Len(t, read, 20, "b starts where a stopped")
+}
