@@ -284,7 +284,15 @@ func FuzzShareSMUpdate(f *testing.F) {
 	rel.Delay = sec
 	withReq := shAcquire("a", 2, 10, sec)
 	withReq.Req = 9
+	latest := shAcquire("b", 5, 10, sec)
+	latest.Latest = true
+	latest.SharePartitionKey = SharePartitionKey{Group: "g", Topic: "t", TopicID: 7, Partition: 1}
+	each := shAck("a", ShareAccept, 2*sec, dl(0, 0), dl(0, 0), dl(2, 1), dl(9, 0))
+	each.Each = true
+	renewEach := shareCmd{Op: shopRenew, SharePartitionKey: shKey, Member: "a", Records: []ShareDelivery{dl(0, 0), dl(5, 0)},
+		Lock: sec, Now: 2 * sec, Each: true}
 	for _, c := range []shareCmd{
+		latest, each, renewEach,
 		shAcquire("a", 3, 10, sec), shAcquire("b", 200, 1000, 40*sec), withReq,
 		shAck("a", ShareAccept, 2*sec, dl(0, 1)), shAck("a", ShareReject, 2*sec, dl(2, 1)), rel,
 		{Op: shopRenew, SharePartitionKey: shKey, Member: "a", Records: []ShareDelivery{dl(0, 1)}, Lock: sec, Now: 2 * sec},
