@@ -205,7 +205,7 @@ wait:
 // TestGroupCommands: a group member resumes after what the previous one
 // printed and committed; group list and describe show it.
 func TestGroupCommands(t *testing.T) {
-	addr, _ := broker(t)
+	addr, l := broker(t)
 	mustRun(t, addr, "1\n2\n3\n4\n5\n", "produce", "g-topic")
 	if got := mustRun(t, addr, "", "consume", "g-topic", "-group", "g1", "-n", "3"); got != "1\n2\n3\n" {
 		t.Fatalf("first member consumed %q", got)
@@ -213,12 +213,38 @@ func TestGroupCommands(t *testing.T) {
 	if got := mustRun(t, addr, "", "consume", "g-topic", "-group", "g1", "-n", "2"); got != "4\n5\n" {
 		t.Fatalf("second member consumed %q, want what the first left", got)
 	}
+	// A share group that accepted 2 records.
+	tp, err := l.Topic("g-topic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := replog.NewShareConsumer(tp, "s1", replog.String(), &replog.ShareConsumerOptions{MaxRecords: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := sc.Poll(t.Context())
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("share poll: %v, %d records", err, len(recs))
+	}
+	if err := sc.AckAll(t.Context(), recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Close(); err != nil {
+		t.Fatal(err)
+	}
 	var groups []groupJSON
 	if err := json.Unmarshal([]byte(mustRun(t, addr, "", "group", "list", "-json")), &groups); err != nil {
 		t.Fatal(err)
 	}
-	if len(groups) != 1 || groups[0].Group != "g1" {
+	if len(groups) != 2 || groups[0].Group != "g1" || groups[0].Type != "classic" || groups[1].Group != "s1" || groups[1].Type != "share" {
 		t.Fatalf("listed %+v", groups)
+	}
+	var sg groupJSON
+	if err := json.Unmarshal([]byte(mustRun(t, addr, "", "group", "describe", "s1", "-json")), &sg); err != nil {
+		t.Fatal(err)
+	}
+	if sg.Type != "share" || len(sg.Offsets) != 1 || sg.Offsets[0].Committed != 2 || sg.Offsets[0].Lag != 3 || sg.TotalLag != 3 {
+		t.Fatalf("described %+v", sg)
 	}
 	var g groupJSON
 	if err := json.Unmarshal([]byte(mustRun(t, addr, "", "group", "describe", "g1", "-json")), &g); err != nil {
