@@ -35,9 +35,10 @@ const (
 	maxShareSessionParts = 10000
 	// shareSessionIdle is how long a session lives without a request.
 	shareSessionIdle = 2 * time.Minute
-	// maxShareAckRange caps the offsets one acknowledgement batch spans:
-	// no more are ever in flight in a share partition.
-	maxShareAckRange = replication.ShareRecordLimit
+	// maxShareAckRange caps the offsets a request acknowledges in one
+	// partition: no more are ever in flight in a share partition (twice
+	// that, to leave room for a window that moved in between).
+	maxShareAckRange = 2 * replication.ShareRecordLimit
 	// sharePollInterval is how often a waiting ShareFetch asks again when
 	// nothing was written (locks expire, delays pass, without a write).
 	sharePollInterval = 100 * time.Millisecond
@@ -193,9 +194,15 @@ const (
 func (s *Server) acknowledge(ctx context.Context, key replication.SharePartitionKey, member string, batches []shareAckBatch, renew bool, lock time.Duration) (int16, error) {
 	by := map[int8][]replication.ShareDelivery{}
 	end := int64(-1)
+	total := int64(0)
 	for _, b := range batches {
 		n := b.last - b.first + 1
+		total += max(n, 0)
 		switch {
+		case total > maxShareAckRange:
+			// A member holds at most this many records of a partition:
+			// more is no acknowledgement of anything it holds.
+			return kerr.InvalidRequest.Code, fmt.Errorf("acknowledgements of more than %d offsets", maxShareAckRange)
 		case b.first < 0 || b.first > b.last || n > maxShareAckRange:
 			return kerr.InvalidRequest.Code, fmt.Errorf("acknowledgement batch %d-%d", b.first, b.last)
 		case b.first <= end:

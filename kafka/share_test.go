@@ -327,6 +327,7 @@ func TestKafkaShareSessions(t *testing.T) {
 		{ackBatch(0, 2, 1, 1)},
 		{ackBatch(0, 0, 4)}, // renew without IsRenewAck
 		{ackBatch(5, 2, 1)},
+		{ackBatch(0, 300, 1), ackBatch(301, 500, 1)}, // more than could be held
 	} {
 		resp := fetch(shareFetchReq("g", "m", epoch, id, bad...))
 		epoch++ // a request refused moves the session on too
