@@ -123,8 +123,9 @@
 // [ShareConsumer.Close] releases what its member holds at once. Each
 // delivery counts: a record delivered MaxDeliveries times (5 by default,
 // Kafka's group.share.delivery.count.limit) is written to the
-// DeadLetterTopic, with the HeaderDLQ* headers saying why, and rejected
-// (without a DeadLetterTopic, rejected only); so is a record the codec
+// DeadLetterTopic (which must exist, or is created with
+// DeadLetterTopicConfig), with the HeaderDLQ* headers saying why, and
+// rejected (without a DeadLetterTopic, rejected only); so is a record the codec
 // cannot decode. An acknowledgement too late fails with [ErrNotAcquired],
 // a second one with [ErrAlreadyAcknowledged].
 //

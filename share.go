@@ -76,10 +76,15 @@ type ShareConsumerOptions struct {
 	// [ShareGroupConfig.DeliveryCountLimit] as [NewShareConsumer] reads
 	// it, if set, else 5; at most 100.
 	MaxDeliveries int
-	// DeadLetterTopic, if set, is an existing topic where records given up
-	// are written, with the Header* headers saying why, before they are
-	// rejected. Empty (the default): they are rejected only.
+	// DeadLetterTopic, if set, is a topic where records given up are
+	// written, with the Header* headers saying why, before they are
+	// rejected. Empty (the default): they are rejected only. It must
+	// exist ([NewShareConsumer] fails with [ErrTopicNotFound]) unless
+	// DeadLetterTopicConfig is set.
 	DeadLetterTopic string
+	// DeadLetterTopicConfig, if set, creates DeadLetterTopic with it
+	// when it does not exist (see [Log.EnsureTopic]).
+	DeadLetterTopicConfig *TopicConfig
 	// MaxRecords caps the records one Poll returns. Default 100; at most
 	// MaxShareInFlight.
 	MaxRecords int
@@ -126,6 +131,8 @@ func (o *ShareConsumerOptions) withDefaults() (ShareConsumerOptions, error) {
 		return c, fmt.Errorf("%w: MaxRecords %d (1 to %d)", ErrInvalidConfig, c.MaxRecords, MaxShareInFlight)
 	case c.PollInterval < 0:
 		return c, fmt.Errorf("%w: PollInterval %v", ErrInvalidConfig, c.PollInterval)
+	case c.DeadLetterTopicConfig != nil && c.DeadLetterTopic == "":
+		return c, fmt.Errorf("%w: DeadLetterTopicConfig without a DeadLetterTopic", ErrInvalidConfig)
 	case c.Isolation != ReadUncommitted && c.Isolation != ReadCommitted:
 		return c, fmt.Errorf("%w: Isolation %d", ErrInvalidConfig, c.Isolation)
 	}
@@ -239,6 +246,9 @@ func NewShareConsumer[T any](t *Topic, group string, codec Codec[T], opts *Share
 	}
 	if o.DeadLetterTopic != "" {
 		dt, err := t.l.Topic(o.DeadLetterTopic)
+		if errors.Is(err, ErrTopicNotFound) && o.DeadLetterTopicConfig != nil {
+			dt, err = t.l.EnsureTopic(ctx, o.DeadLetterTopic, *o.DeadLetterTopicConfig)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("dead-letter topic: %w", err)
 		}

@@ -323,12 +323,23 @@ func TestShareBadInput(t *testing.T) {
 		"missing partition":  {Partitions: []int{3}},
 		"partition twice":    {Partitions: []int{0, 0}},
 		"missing dead topic": {DeadLetterTopic: "nope"},
+		"config, no topic":   {DeadLetterTopicConfig: &replog.TopicConfig{}},
+		"bad dead config":    {DeadLetterTopic: "nope", DeadLetterTopicConfig: &replog.TopicConfig{Partitions: -1}},
 	} {
 		_, err := replog.NewShareConsumer(tp, "g", replog.String(), &o)
 		require.Error(t, err, name)
 		require.True(t, errors.Is(err, replog.ErrInvalidConfig) || errors.Is(err, replog.ErrPartitionNotFound) ||
 			errors.Is(err, replog.ErrTopicNotFound), "%s: %v", name, err)
 	}
+	_, err = l.Topic("nope")
+	require.ErrorIs(t, err, replog.ErrTopicNotFound, "nothing created by a refused consumer")
+	// With a config, the dead-letter topic is created.
+	dc := newShare(t, tp, "g", &replog.ShareConsumerOptions{DeadLetterTopic: "jobs.dead",
+		DeadLetterTopicConfig: &replog.TopicConfig{Partitions: 2}})
+	require.NoError(t, dc.Close())
+	dead, err := l.Topic("jobs.dead")
+	require.NoError(t, err)
+	require.Equal(t, 2, dead.Partitions())
 	_, err = replog.NewShareConsumer(tp, "", replog.String(), nil)
 	require.ErrorIs(t, err, replog.ErrInvalidConfig)
 	_, err = replog.NewShareConsumer[string](tp, "g", nil, nil)
