@@ -176,7 +176,8 @@
 // session (epoch -1) releases what the member holds in its partitions.
 //
 // Limits: 10,000 share sessions per node and partitions per session,
-// 1,000 members per group, at most 200 records in flight per share
+// 1,000 members per group and 100,000 in all, at most 200 records in
+// flight per share
 // partition (Kafka's group.share.partition.max.record.locks). A group's
 // settings are its group configs, below.
 //

@@ -43,6 +43,9 @@ const (
 	// share groups with members on one coordinator.
 	maxShareMembers = 1000
 	maxShareGroups  = 10000
+	// maxShareMembersAll caps the members of all share groups on one
+	// coordinator, so that their memory is bounded whoever joins.
+	maxShareMembersAll = 100000
 	// maxShareSubscriptions caps the topics one member subscribes to.
 	maxShareSubscriptions = 1000
 )
@@ -52,6 +55,8 @@ const (
 type shareGroups struct {
 	mu     sync.Mutex
 	groups map[string]*shareGroup
+	// members counts the members of all groups.
+	members int
 }
 
 type shareGroup struct {
@@ -165,11 +170,15 @@ func (s *Server) shareGroupHeartbeat(req *kmsg.ShareGroupHeartbeatRequest, host 
 			sg.groups[req.GroupID] = g
 		}
 		if m == nil {
-			if len(g.members) >= maxShareMembers {
-				return fail(kerr.GroupMaxSizeReached.Code, fmt.Sprintf("the group has %d members", len(g.members)))
+			if len(g.members) >= maxShareMembers || sg.members >= maxShareMembersAll {
+				if len(g.members) == 0 {
+					delete(sg.groups, req.GroupID)
+				}
+				return fail(kerr.GroupMaxSizeReached.Code, fmt.Sprintf("the group has %d members, all share groups %d", len(g.members), sg.members))
 			}
 			m = &shareMember{id: req.MemberID}
 			g.members[m.id] = m
+			sg.members++
 		}
 		// A member joining again (it lost its epoch) gets its
 		// assignment again.
@@ -209,6 +218,7 @@ func (s *Server) shareGroupHeartbeat(req *kmsg.ShareGroupHeartbeatRequest, host 
 // s.shares.mu held.
 func (s *Server) removeShareMember(group string, g *shareGroup, m *shareMember) {
 	delete(g.members, m.id)
+	s.shares.members--
 	if len(g.members) == 0 {
 		delete(s.shares.groups, group)
 	}
@@ -279,6 +289,7 @@ func (sg *shareGroups) resign() {
 	sg.mu.Lock()
 	defer sg.mu.Unlock()
 	clear(sg.groups)
+	sg.members = 0
 }
 
 // shareGroupDescribe describes share groups: members from this
