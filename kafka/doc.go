@@ -177,9 +177,9 @@
 //
 // Limits: 10,000 share sessions per node and partitions per session,
 // 1,000 members per group and 100,000 in all, at most 200 records in
-// flight per share
-// partition (Kafka's group.share.partition.max.record.locks). A group's
-// settings are its group configs, below.
+// flight per share partition (Kafka's
+// group.share.partition.max.record.locks). A group's settings are its
+// group configs, below.
 //
 // # Share groups: configs and offsets
 //
