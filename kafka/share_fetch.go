@@ -31,8 +31,10 @@ const (
 	// maxShareSessions caps the share sessions one node holds (Kafka's
 	// group.share.max.share.sessions is 2000).
 	maxShareSessions = 10000
-	// maxShareSessionParts caps the partitions of one session.
-	maxShareSessionParts = 10000
+	// maxShareSessionParts caps the partitions of one session, and
+	// maxShareSessionPartsAll those of all sessions on a node.
+	maxShareSessionParts    = 10000
+	maxShareSessionPartsAll = 1000000
 	// shareSessionIdle is how long a session lives without a request.
 	shareSessionIdle = 2 * time.Minute
 	// maxShareAckRange caps the offsets a request acknowledges in one
@@ -63,11 +65,16 @@ type shareSession struct {
 	// partition gets its turn when MaxRecords runs out.
 	next int
 	used time.Time
+	// gone: closed, replaced or expired, while a request of it may
+	// still run; its partitions no longer count.
+	gone bool
 }
 
 type shareSessions struct {
 	mu sync.Mutex
 	m  map[shareSessionKey]*shareSession
+	// parts counts the partitions of all sessions in m.
+	parts int
 }
 
 func newShareSessions() *shareSessions {
@@ -143,6 +150,7 @@ func (s *Server) openSession(group, member string, epoch int32) (*shareSession, 
 		var old []sharePartKey
 		if sess != nil {
 			old = sess.parts
+			ss.drop(sess)
 		}
 		sess = &shareSession{epoch: 1, in: map[sharePartKey]bool{}, used: time.Now()}
 		ss.m[k] = sess
@@ -151,6 +159,7 @@ func (s *Server) openSession(group, member string, epoch int32) (*shareSession, 
 		return nil, nil, kerr.ShareSessionNotFound.Code
 	case epoch == -1:
 		delete(ss.m, k)
+		ss.drop(sess)
 		return nil, sess.parts, 0
 	case epoch != sess.epoch:
 		return nil, nil, kerr.InvalidShareSessionEpoch.Code
@@ -170,7 +179,16 @@ func (ss *shareSessions) expire() {
 	for k, sess := range ss.m {
 		if time.Since(sess.used) > shareSessionIdle {
 			delete(ss.m, k)
+			ss.drop(sess)
 		}
+	}
+}
+
+// drop uncounts the partitions of a session taken out of m.
+func (ss *shareSessions) drop(sess *shareSession) {
+	if !sess.gone {
+		sess.gone = true
+		ss.parts -= len(sess.parts)
 	}
 }
 
@@ -383,7 +401,7 @@ func (s *Server) shareFetch(req *kmsg.ShareFetchRequest) reply {
 		}
 		parts, code := s.updateSession(sess, req)
 		if code != 0 {
-			return fail(code, "too many partitions in the share session")
+			return fail(code, fmt.Sprintf("too many partitions in share sessions (%d in one, %d on a node)", maxShareSessionParts, maxShareSessionPartsAll))
 		}
 		if req.IsRenewAck {
 			out.finish(nil)
@@ -408,11 +426,14 @@ func (s *Server) updateSession(sess *shareSession, req *kmsg.ShareFetchRequest) 
 		for _, rp := range rt.Partitions {
 			k := sharePartKey{rt.TopicID, rp.Partition}
 			if !sess.in[k] {
-				if len(sess.parts) >= maxShareSessionParts {
-					return nil, kerr.InvalidRequest.Code
+				if len(sess.parts) >= maxShareSessionParts || ss.parts >= maxShareSessionPartsAll {
+					return nil, kerr.ShareSessionLimitReached.Code
 				}
 				sess.in[k] = true
 				sess.parts = append(sess.parts, k)
+				if !sess.gone {
+					ss.parts++
+				}
 			}
 		}
 	}
@@ -424,6 +445,9 @@ func (s *Server) updateSession(sess *shareSession, req *kmsg.ShareFetchRequest) 
 				for i, q := range sess.parts {
 					if q == k {
 						sess.parts = append(sess.parts[:i], sess.parts[i+1:]...)
+						if !sess.gone {
+							ss.parts--
+						}
 						break
 					}
 				}
